@@ -1,0 +1,131 @@
+use super::{ImageRef, NamespacedObjectReference, default_observed_generation, is_false};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// ImagePolicy: which tag of an ImageRepository's scan is the latest.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "image.toolkit.fluxcd.io",
+    version = "v1",
+    kind = "ImagePolicy",
+    namespaced,
+    status = "ImagePolicyStatus",
+    shortname = "imgpol",
+    shortname = "imagepol",
+    category = "all",
+    category = "fluxcd",
+    category = "fluxcd-images",
+    derive = "PartialEq",
+    doc = "ImagePolicy is the Schema for the imagepolicies API",
+    printcolumn(name = "Image", type_ = "string", json_path = ".status.latestRef.name"),
+    printcolumn(name = "Tag", type_ = "string", json_path = ".status.latestRef.tag"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicySpec {
+    /// The ImageRepository whose tags this policy chooses from.
+    pub image_repository_ref: NamespacedObjectReference,
+    /// How to order the tags: exactly one of semver, alphabetical, numerical.
+    pub policy: ImagePolicyChoice,
+    /// Keep only matching tags, and optionally order by a part of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_tags: Option<TagFilter>,
+    /// Whether to look up and record the digest of the selected tag.
+    #[serde(default)]
+    pub digest_reflection_policy: DigestReflectionPolicy,
+    /// How often to re-read the digest; only with `Always`, and then required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub interval: Option<String>,
+    /// Stop evaluating while true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub suspend: bool,
+}
+
+/// Exactly one of the three orderings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ImagePolicyChoice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<SemVerPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alphabetical: Option<AlphabeticalPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerical: Option<NumericalPolicy>,
+}
+
+/// Select the highest version within a range.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SemVerPolicy {
+    /// A Masterminds/semver range, such as `>=1.0.0 <2.0.0` or `^1.2`.
+    pub range: String,
+}
+
+pub use crate::policy::Order;
+
+/// Compare tags byte by byte.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct AlphabeticalPolicy {
+    #[serde(default)]
+    pub order: Order,
+}
+
+/// Compare tags as numbers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct NumericalPolicy {
+    #[serde(default)]
+    pub order: Order,
+}
+
+/// Keep the tags that match `pattern`; with `extract`, order by the expansion.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct TagFilter {
+    /// A regular expression; a tag stays when it matches anywhere.
+    #[serde(default)]
+    pub pattern: String,
+    /// A replacement (`$1`, `${name}`) expanded against the first match.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub extract: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DigestReflectionPolicy {
+    /// Never look up digests.
+    #[default]
+    Never,
+    /// Look up when the selected tag changes or no digest is known.
+    IfNotPresent,
+    /// Look up at every interval.
+    Always,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicyStatus {
+    #[serde(default = "default_observed_generation")]
+    pub observed_generation: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The latest image the policy selected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_ref: Option<ImageRef>,
+    /// The image selected before the latest one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_previous_ref: Option<ImageRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+}
+
+impl Default for ImagePolicyStatus {
+    fn default() -> Self {
+        Self {
+            observed_generation: -1,
+            conditions: Vec::new(),
+            latest_ref: None,
+            observed_previous_ref: None,
+            last_handled_reconcile_at: None,
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! What the schema alone does not catch: ranges that do not parse, regular
+//! expressions that do not compile, an extract naming a missing group, an
+//! image with a scheme or a tag, an interval that is not a duration, and the
+//! rules Flux's CRDs express in CEL. Used by the loader, the lint and the
+//! admission webhook.
+
+use super::{
+    DigestReflectionPolicy, ImagePolicy, ImagePolicySpec, ImageRepository, ImageUpdateAutomation,
+    MAX_EXCLUSION_LIST, Object, Severity,
+};
+use crate::policy::{Exclusions, Ordering, Policy, PolicyError, TagFilter};
+use std::time::Duration;
+
+/// A problem with one field of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub severity: Severity,
+    pub field: String,
+    pub message: String,
+    pub hint: Option<String>,
+    pub rule: &'static str,
+}
+
+impl FieldError {
+    fn error(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Error,
+            field: field.into(),
+            message: message.into(),
+            hint: None,
+            rule: "invalid-value",
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Parses a Go duration as Flux's CRDs allow it: `([0-9]+(\.[0-9]+)?(ms|s|m|h))+`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    if s.is_empty() {
+        return None;
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut total = 0f64;
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            let frac = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i == frac {
+                return None;
+            }
+        }
+        let number: f64 = s[start..i].parse().ok()?;
+        let unit = if s[i..].starts_with("ms") {
+            i += 2;
+            0.001
+        } else {
+            let u = match b.get(i) {
+                Some(b's') => 1.0,
+                Some(b'm') => 60.0,
+                Some(b'h') => 3600.0,
+                _ => return None,
+            };
+            i += 1;
+            u
+        };
+        total += number * unit;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+fn check_duration(field: &str, value: &str, out: &mut Vec<FieldError>) {
+    if parse_duration(value).is_none() {
+        out.push(
+            FieldError::error(field, format!("{value:?} is not a duration"))
+                .hint("write a Go duration such as 30s, 5m or 1h30m"),
+        );
+    }
+}
+
+/// Checks an image name as an ImageRepository's `spec.image`: a repository,
+/// without scheme, tag or digest.
+pub fn check_image(image: &str) -> Result<(), String> {
+    if image.trim().is_empty() {
+        return Err("the image is empty".into());
+    }
+    if let Some((scheme, _)) = image.split_once("://") {
+        return Err(format!(
+            "{image:?} has a scheme ({scheme}://): write the repository alone, such as ghcr.io/org/app; use spec.insecure for plain HTTP"
+        ));
+    }
+    if image.contains('@') {
+        return Err(format!(
+            "{image:?} has a digest: spec.image names a repository; the policy chooses the tag"
+        ));
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') {
+        return Err(format!(
+            "{image:?} has a tag: spec.image names a repository, without tag; the ImagePolicy chooses the tag"
+        ));
+    }
+    if image.chars().any(char::is_whitespace) {
+        return Err(format!("{image:?} contains white space"));
+    }
+    let path = match image.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+        _ => image,
+    };
+    for component in path.split('/') {
+        let ok = !component.is_empty()
+            && component
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+            && component.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && component.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            return Err(format!(
+                "{image:?} is not a valid repository name: path components are lowercase letters, digits and separators (., _, -)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_repository(r: &ImageRepository, out: &mut Vec<FieldError>) {
+    let spec = &r.spec;
+    if let Err(e) = check_image(&spec.image) {
+        out.push(FieldError::error("spec.image", e));
+    }
+    check_duration("spec.interval", &spec.interval, out);
+    if let Some(t) = &spec.timeout {
+        check_duration("spec.timeout", t, out);
+    }
+    if spec.exclusion_list.len() > MAX_EXCLUSION_LIST {
+        out.push(FieldError::error(
+            "spec.exclusionList",
+            format!(
+                "has {} entries, at most {MAX_EXCLUSION_LIST} are allowed",
+                spec.exclusion_list.len()
+            ),
+        ));
+    }
+    if let Err(e) = Exclusions::new(&spec.exclusion_list) {
+        push_policy_error(e, out);
+    }
+}
+
+fn push_policy_error(e: PolicyError, out: &mut Vec<FieldError>) {
+    let field = e.field().unwrap_or_else(|| "spec".into());
+    let hint = match &e {
+        PolicyError::Range { .. } | PolicyError::EmptyRange => Some(
+            "ranges look like \">=1.0.0 <2.0.0\", \"^1.2\", \"~1.2.3\", \"1.x\" or \"1.0 - 1.4\"",
+        ),
+        PolicyError::Pattern { .. } | PolicyError::Exclusion { .. } => {
+            Some("the syntax is Go's RE2: no look-around or back-references")
+        }
+        _ => None,
+    };
+    let mut fe = FieldError::error(field, e.to_string());
+    fe.hint = hint.map(str::to_string);
+    out.push(fe);
+}
+
+/// Compiles the policy of an ImagePolicy spec.
+pub fn compile_policy(spec: &ImagePolicySpec) -> Result<Policy, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let p = &spec.policy;
+    let set: Vec<&str> = [
+        p.semver.as_ref().map(|_| "semver"),
+        p.alphabetical.as_ref().map(|_| "alphabetical"),
+        p.numerical.as_ref().map(|_| "numerical"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let ordering = match set.len() {
+        0 => {
+            errors.push(
+                FieldError::error("spec.policy", "no ordering is set")
+                    .hint("set exactly one of spec.policy.semver.range, spec.policy.alphabetical or spec.policy.numerical"),
+            );
+            None
+        }
+        1 => {
+            if let Some(s) = &p.semver {
+                match Policy::semver(&s.range) {
+                    Ok(o) => Some(o),
+                    Err(e) => {
+                        push_policy_error(e, &mut errors);
+                        None
+                    }
+                }
+            } else if let Some(a) = &p.alphabetical {
+                Some(Ordering::Alphabetical(a.order))
+            } else {
+                p.numerical.as_ref().map(|n| Ordering::Numerical(n.order))
+            }
+        }
+        _ => {
+            errors.push(
+                FieldError::error(
+                    "spec.policy",
+                    format!("{} are all set; exactly one may be", set.join(" and ")),
+                )
+                .hint("keep one of semver, alphabetical, numerical"),
+            );
+            None
+        }
+    };
+    let filter = match &spec.filter_tags {
+        Some(f) => match TagFilter::new(&f.pattern, &f.extract) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                push_policy_error(e, &mut errors);
+                None
+            }
+        },
+        None => None,
+    };
+    match ordering {
+        Some(o) if errors.is_empty() => Ok(Policy::new(o, filter)),
+        _ => Err(errors),
+    }
+}
+
+fn validate_policy(p: &ImagePolicy, out: &mut Vec<FieldError>) {
+    let spec = &p.spec;
+    if spec.image_repository_ref.name.is_empty() {
+        out.push(FieldError::error(
+            "spec.imageRepositoryRef.name",
+            "names no ImageRepository",
+        ));
+    }
+    if let Err(errors) = compile_policy(spec) {
+        out.extend(errors);
+    }
+    match (&spec.interval, spec.digest_reflection_policy) {
+        (Some(_), DigestReflectionPolicy::Never | DigestReflectionPolicy::IfNotPresent) => out.push(
+            FieldError::error(
+                "spec.interval",
+                "is only accepted when spec.digestReflectionPolicy is Always",
+            ),
+        ),
+        (None, DigestReflectionPolicy::Always) => out.push(FieldError::error(
+            "spec.interval",
+            "is required when spec.digestReflectionPolicy is Always",
+        )),
+        (Some(i), DigestReflectionPolicy::Always) => check_duration("spec.interval", i, out),
+        _ => {}
+    }
+}
+
+fn validate_automation(a: &ImageUpdateAutomation, out: &mut Vec<FieldError>) {
+    let spec = &a.spec;
+    if spec.source_ref.kind != "GitRepository" {
+        out.push(FieldError::error(
+            "spec.sourceRef.kind",
+            format!("{:?} is not supported: the source must be a GitRepository", spec.source_ref.kind),
+        ));
+    }
+    if spec.source_ref.name.is_empty() {
+        out.push(FieldError::error("spec.sourceRef.name", "names no GitRepository"));
+    }
+    check_duration("spec.interval", &spec.interval, out);
+    if let Some(git) = &spec.git {
+        if git.commit.author.email.trim().is_empty() {
+            out.push(FieldError::error(
+                "spec.git.commit.author.email",
+                "is required: commits need an author email",
+            ));
+        }
+    }
+    if let Some(path) = spec.update.as_ref().and_then(|u| u.path.as_deref()) {
+        if let Err(e) = check_update_path(path) {
+            out.push(FieldError::error("spec.update.path", e));
+        }
+    }
+    if let Some(sel) = &spec.policy_selector {
+        for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {
+            let field = format!("spec.policySelector.matchExpressions.{i}");
+            match expr.operator.as_str() {
+                "In" | "NotIn" => {
+                    if expr.values.as_ref().is_none_or(Vec::is_empty) {
+                        out.push(FieldError::error(
+                            field,
+                            format!("operator {} needs values", expr.operator),
+                        ));
+                    }
+                }
+                "Exists" | "DoesNotExist" => {
+                    if expr.values.as_ref().is_some_and(|v| !v.is_empty()) {
+                        out.push(FieldError::error(
+                            field,
+                            format!("operator {} takes no values", expr.operator),
+                        ));
+                    }
+                }
+                other => out.push(
+                    FieldError::error(format!("{field}.operator"), format!("{other:?} is not an operator"))
+                        .hint("use In, NotIn, Exists or DoesNotExist"),
+                ),
+            }
+        }
+    }
+}
+
+/// An update path must stay inside the repository.
+pub fn check_update_path(path: &str) -> Result<(), String> {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() {
+        return Err(format!(
+            "{path:?} is absolute: give a path relative to the repository root"
+        ));
+    }
+    let mut depth: i64 = 0;
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(format!("{path:?} leads outside the repository"));
+        }
+    }
+    Ok(())
+}
+
+/// Every problem of an object that the schema did not catch.
+pub fn validate(object: &Object) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    match object {
+        Object::Repository(r) => validate_repository(r, &mut out),
+        Object::Policy(p) => validate_policy(p, &mut out),
+        Object::Automation(a) => validate_automation(a, &mut out),
+        Object::GitRepository(g) => {
+            if g.spec.url.is_empty() {
+                out.push(FieldError::error("spec.url", "is required"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in ["", "5", "m", "5 m", "-5m", "1d", "1.m"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn images() {
+        assert!(check_image("ghcr.io/org/app").is_ok());
+        assert!(check_image("nginx").is_ok());
+        assert!(check_image("localhost:5000/app").is_ok());
+        assert!(check_image("https://ghcr.io/org/app").unwrap_err().contains("scheme"));
+        assert!(check_image("ghcr.io/org/app:1.0").unwrap_err().contains("tag"));
+        assert!(check_image("ghcr.io/org/app@sha256:abc").unwrap_err().contains("digest"));
+        assert!(check_image("ghcr.io/Org/App").is_err());
+    }
+
+    #[test]
+    fn update_paths() {
+        assert!(check_update_path("./clusters/prod").is_ok());
+        assert!(check_update_path("a/../b").is_ok());
+        assert!(check_update_path("../x").is_err());
+        assert!(check_update_path("a/../../x").is_err());
+        assert!(check_update_path("/etc").is_err());
+    }
+}

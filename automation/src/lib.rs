@@ -1,0 +1,8 @@
+//! The core of imageauto: the Flux-compatible API types, tag policies, the
+//! marker setters, the registry and Git clients, commit templates and the
+//! local automation loop. No HTTP server and no command line here.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod policy;
+pub mod yaml;

@@ -1,0 +1,507 @@
+//! A YAML reader that keeps positions.
+//!
+//! Every node carries the byte range it occupies in the source text, its line
+//! and column, so that callers can point at the exact place of a problem and
+//! the setters can replace the bytes of one scalar without touching the rest.
+//! Built on libyaml-safer's event stream; nothing here writes YAML.
+
+use libyaml_safer::{EventData, Parser, ScalarStyle};
+use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
+use std::fmt;
+
+/// Upper bound on the nodes produced when aliases are expanded into JSON, so a
+/// small file of nested aliases cannot make the reader allocate without bound.
+const MAX_ALIAS_EXPANSION: usize = 100_000;
+
+/// Where a node stands in the source text. Offsets are bytes into the text as
+/// given to [`parse`]; line and column count from 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// How a scalar is written in the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    SingleQuoted,
+    DoubleQuoted,
+    Literal,
+    Folded,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    Scalar {
+        value: String,
+        style: Style,
+        tag: Option<String>,
+    },
+    Sequence(Vec<Node>),
+    Mapping(Vec<(Node, Node)>),
+    Alias(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub kind: Kind,
+    pub span: Span,
+    pub anchor: Option<String>,
+}
+
+/// One document of a YAML stream.
+#[derive(Clone, Debug)]
+pub struct Document {
+    pub root: Node,
+    /// Line (from 1) where the document starts (its `---` or first node).
+    pub line: usize,
+}
+
+/// A YAML syntax error, with the place the parser stopped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct SyntaxError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+fn span_of(start: libyaml_safer::Mark, end: libyaml_safer::Mark, base: usize) -> Span {
+    Span {
+        start: start.index as usize + base,
+        end: end.index as usize + base,
+        line: start.line as usize + 1,
+        column: start.column as usize + 1,
+    }
+}
+
+enum Frame {
+    Seq(Node, Vec<Node>),
+    Map(Node, Vec<(Node, Node)>, Option<Node>),
+}
+
+/// Parses every document of `text`.
+pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    // libyaml skips a UTF-8 byte order mark and counts offsets after it.
+    let base = if text.starts_with('\u{feff}') { 3 } else { 0 };
+    let mut input = text.as_bytes();
+    let mut parser = Parser::new();
+    parser.set_input_string(&mut input);
+    let mut docs = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut doc_line = 1;
+    let mut root: Option<Node> = None;
+    loop {
+        let event = parser.parse().map_err(|e| SyntaxError {
+            line: e.problem_mark().map_or(0, |m| m.line as usize + 1),
+            column: e.problem_mark().map_or(0, |m| m.column as usize + 1),
+            message: e.problem().to_string(),
+        })?;
+        let span = span_of(event.start_mark, event.end_mark, base);
+        let finished: Option<Node> = match event.data {
+            EventData::StreamStart { .. } => None,
+            EventData::StreamEnd => break,
+            EventData::DocumentStart { .. } => {
+                doc_line = span.line;
+                root = None;
+                None
+            }
+            EventData::DocumentEnd { .. } => {
+                if let Some(node) = root.take() {
+                    docs.push(Document {
+                        root: node,
+                        line: doc_line,
+                    });
+                }
+                None
+            }
+            EventData::Alias { anchor } => Some(Node {
+                kind: Kind::Alias(anchor),
+                span,
+                anchor: None,
+            }),
+            EventData::Scalar {
+                anchor,
+                tag,
+                value,
+                style,
+                ..
+            } => {
+                let style = match style {
+                    ScalarStyle::SingleQuoted => Style::SingleQuoted,
+                    ScalarStyle::DoubleQuoted => Style::DoubleQuoted,
+                    ScalarStyle::Literal => Style::Literal,
+                    ScalarStyle::Folded => Style::Folded,
+                    _ => Style::Plain,
+                };
+                Some(Node {
+                    kind: Kind::Scalar { value, style, tag },
+                    span,
+                    anchor,
+                })
+            }
+            EventData::SequenceStart { anchor, .. } => {
+                stack.push(Frame::Seq(
+                    Node {
+                        kind: Kind::Sequence(Vec::new()),
+                        span,
+                        anchor,
+                    },
+                    Vec::new(),
+                ));
+                None
+            }
+            EventData::MappingStart { anchor, .. } => {
+                stack.push(Frame::Map(
+                    Node {
+                        kind: Kind::Mapping(Vec::new()),
+                        span,
+                        anchor,
+                    },
+                    Vec::new(),
+                    None,
+                ));
+                None
+            }
+            EventData::SequenceEnd => match stack.pop() {
+                Some(Frame::Seq(mut node, items)) => {
+                    node.kind = Kind::Sequence(items);
+                    node.span.end = span.end;
+                    Some(node)
+                }
+                _ => return Err(unbalanced(span)),
+            },
+            EventData::MappingEnd => match stack.pop() {
+                Some(Frame::Map(mut node, pairs, _)) => {
+                    node.kind = Kind::Mapping(pairs);
+                    node.span.end = span.end;
+                    Some(node)
+                }
+                _ => return Err(unbalanced(span)),
+            },
+        };
+        if let Some(node) = finished {
+            match stack.last_mut() {
+                Some(Frame::Seq(_, items)) => items.push(node),
+                Some(Frame::Map(_, pairs, key)) => match key.take() {
+                    Some(k) => pairs.push((k, node)),
+                    None => *key = Some(node),
+                },
+                None => root = Some(node),
+            }
+        }
+    }
+    Ok(docs)
+}
+
+fn unbalanced(span: Span) -> SyntaxError {
+    SyntaxError {
+        line: span.line,
+        column: span.column,
+        message: "unbalanced collection events".to_string(),
+    }
+}
+
+impl Node {
+    /// The scalar's text, if this is a scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Scalar { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The value under `key` when this is a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            Kind::Mapping(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Follows a dotted path of mapping keys (`spec.policy.semver`) and returns the
+    /// deepest node reached, for pointing at the place of a problem.
+    pub fn locate(&self, path: &[&str]) -> &Node {
+        let mut node = self;
+        for key in path {
+            match node.get_entry(key) {
+                Some(next) => node = next,
+                None => break,
+            }
+        }
+        node
+    }
+
+    /// Like [`Node::get`], but returns the key node itself when asked for the last
+    /// element: used to point at an unknown field's key.
+    fn get_entry(&self, key: &str) -> Option<&Node> {
+        if let Kind::Sequence(items) = &self.kind {
+            return key.parse::<usize>().ok().and_then(|i| items.get(i));
+        }
+        self.get(key)
+    }
+
+    /// The key node of `key` in this mapping.
+    pub fn key_node(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            Kind::Mapping(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(k, _)| k),
+            _ => None,
+        }
+    }
+
+    /// Converts to JSON with YAML 1.2 core-schema resolution of plain scalars,
+    /// aliases expanded (up to a bound).
+    pub fn to_json(&self) -> Result<Value, String> {
+        let mut anchors = HashMap::new();
+        collect_anchors(self, &mut anchors);
+        let mut budget = MAX_ALIAS_EXPANSION;
+        to_json(self, &anchors, &mut budget)
+    }
+}
+
+fn collect_anchors<'a>(node: &'a Node, anchors: &mut HashMap<&'a str, &'a Node>) {
+    if let Some(a) = &node.anchor {
+        anchors.insert(a.as_str(), node);
+    }
+    match &node.kind {
+        Kind::Sequence(items) => items.iter().for_each(|n| collect_anchors(n, anchors)),
+        Kind::Mapping(pairs) => pairs.iter().for_each(|(k, v)| {
+            collect_anchors(k, anchors);
+            collect_anchors(v, anchors);
+        }),
+        _ => {}
+    }
+}
+
+fn to_json(
+    node: &Node,
+    anchors: &HashMap<&str, &Node>,
+    budget: &mut usize,
+) -> Result<Value, String> {
+    if *budget == 0 {
+        return Err("too many nodes after expanding aliases".to_string());
+    }
+    *budget -= 1;
+    Ok(match &node.kind {
+        Kind::Scalar { value, style, tag } => scalar_value(value, *style, tag.as_deref()),
+        Kind::Alias(name) => match anchors.get(name.as_str()) {
+            Some(target) => to_json(target, anchors, budget)?,
+            None => return Err(format!("unknown alias *{name}")),
+        },
+        Kind::Sequence(items) => Value::Array(
+            items
+                .iter()
+                .map(|n| to_json(n, anchors, budget))
+                .collect::<Result<_, _>>()?,
+        ),
+        Kind::Mapping(pairs) => {
+            let mut map = Map::new();
+            for (k, v) in pairs {
+                let key = match to_json(k, anchors, budget)? {
+                    Value::String(s) => s,
+                    Value::Null => "null".to_string(),
+                    other => other.to_string(),
+                };
+                if key == "<<" {
+                    // Merge key: fold the referenced mapping(s) in, without
+                    // overriding keys given explicitly.
+                    let merged = to_json(v, anchors, budget)?;
+                    let sources = match merged {
+                        Value::Array(a) => a,
+                        other => vec![other],
+                    };
+                    for src in sources {
+                        if let Value::Object(obj) = src {
+                            for (mk, mv) in obj {
+                                map.entry(mk).or_insert(mv);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                map.insert(key, to_json(v, anchors, budget)?);
+            }
+            Value::Object(map)
+        }
+    })
+}
+
+/// Resolves a scalar the way YAML 1.2's core schema does.
+pub fn scalar_value(value: &str, style: Style, tag: Option<&str>) -> Value {
+    match tag {
+        Some("tag:yaml.org,2002:str") => return Value::String(value.to_string()),
+        Some("tag:yaml.org,2002:null") => return Value::Null,
+        _ => {}
+    }
+    if style != Style::Plain {
+        return Value::String(value.to_string());
+    }
+    match value {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Some(n) = parse_int(value) {
+        return Value::Number(n);
+    }
+    if let Some(f) = parse_float(value) {
+        if let Some(n) = Number::from_f64(f) {
+            return Value::Number(n);
+        }
+    }
+    Value::String(value.to_string())
+}
+
+fn parse_int(s: &str) -> Option<Number> {
+    let (neg, digits) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (radix, digits) = if let Some(h) = digits.strip_prefix("0x") {
+        (16, h)
+    } else if let Some(o) = digits.strip_prefix("0o") {
+        (8, o)
+    } else {
+        (10, digits)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    if neg {
+        i64::from_str_radix(&format!("-{digits}"), radix)
+            .ok()
+            .map(Number::from)
+    } else {
+        u64::from_str_radix(digits, radix).ok().map(Number::from)
+    }
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let body = match b.first()? {
+        b'-' | b'+' => &s[1..],
+        _ => s,
+    };
+    match body {
+        ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN" => return None,
+        _ => {}
+    }
+    // [-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?
+    let mut chars = body.bytes().peekable();
+    let mut mantissa_digits = 0;
+    while chars.peek().is_some_and(u8::is_ascii_digit) {
+        chars.next();
+        mantissa_digits += 1;
+    }
+    if chars.peek() == Some(&b'.') {
+        chars.next();
+        while chars.peek().is_some_and(u8::is_ascii_digit) {
+            chars.next();
+            mantissa_digits += 1;
+        }
+    }
+    if mantissa_digits == 0 {
+        return None;
+    }
+    if matches!(chars.peek(), Some(b'e' | b'E')) {
+        chars.next();
+        if matches!(chars.peek(), Some(b'+' | b'-')) {
+            chars.next();
+        }
+        let mut exp = 0;
+        while chars.peek().is_some_and(u8::is_ascii_digit) {
+            chars.next();
+            exp += 1;
+        }
+        if exp == 0 {
+            return None;
+        }
+    }
+    if chars.next().is_some() {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_point_at_scalar_bytes() {
+        let text = "a: 1\nb:\n  - 'x y'\n  - \"z\" # c\n";
+        let docs = parse(text).unwrap();
+        let root = &docs[0].root;
+        let b = root.get("b").unwrap();
+        let Kind::Sequence(items) = &b.kind else {
+            panic!("not a sequence")
+        };
+        assert_eq!(&text[items[0].span.start..items[0].span.end], "'x y'");
+        assert_eq!(&text[items[1].span.start..items[1].span.end], "\"z\"");
+        assert_eq!(items[1].span.line, 4);
+    }
+
+    #[test]
+    fn bom_and_multibyte_offsets() {
+        let text = "\u{feff}k: \"é\"\nv: ü-tag\n";
+        let docs = parse(text).unwrap();
+        let v = docs[0].root.get("v").unwrap();
+        assert_eq!(&text[v.span.start..v.span.end], "ü-tag");
+    }
+
+    #[test]
+    fn resolution_follows_core_schema() {
+        let docs = parse("a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: 1.2.3\ng: yes\n").unwrap();
+        let v = docs[0].root.to_json().unwrap();
+        assert_eq!(v["a"], 1);
+        assert_eq!(v["b"], "1");
+        assert_eq!(v["c"], true);
+        assert_eq!(v["d"], Value::Null);
+        assert_eq!(v["e"], 1.5);
+        assert_eq!(v["f"], "1.2.3");
+        assert_eq!(v["g"], "yes");
+    }
+
+    #[test]
+    fn multi_document_lines() {
+        let docs = parse("---\na: 1\n---\nb: 2\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].line, 3);
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.line >= 1, "{err}");
+    }
+
+    #[test]
+    fn alias_bomb_is_bounded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let docs = parse(&text).unwrap();
+        assert!(docs[0].root.to_json().is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! The command line: kubectl's conventions (`-o`, exit 0 ok, 1 failed or
+//! findings, 2 usage).
+
+use crate::cmd;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl-imageauto",
+    bin_name = "kubectl imageauto",
+    version,
+    about = "Keep container image tags in GitOps repositories current (Flux image automation API)",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show, for every tag, why an ImagePolicy picks it or not
+    Explain(cmd::explain::Args),
+    /// Print the version
+    Version,
+}
+
+/// What a command reports back: success, or failure/findings (exit 1).
+pub enum Outcome {
+    Ok,
+    Failed,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Explain(args) => cmd::explain::run(args),
+        Command::Version => {
+            println!("kubectl-imageauto {}", env!("CARGO_PKG_VERSION"));
+            Ok(Outcome::Ok)
+        }
+    };
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
