@@ -360,10 +360,10 @@ pub fn scalar_value(value: &str, style: Style, tag: Option<&str>) -> Value {
     if let Some(n) = parse_int(value) {
         return Value::Number(n);
     }
-    if let Some(f) = parse_float(value) {
-        if let Some(n) = Number::from_f64(f) {
-            return Value::Number(n);
-        }
+    if let Some(f) = parse_float(value)
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
     }
     Value::String(value.to_string())
 }

@@ -1,0 +1,86 @@
+//! Helpers for the integration tests: finding the real tools the tests run
+//! against, and building the Go oracles. A missing tool is a test failure,
+//! never a skip: `make test` installs them.
+#![forbid(unsafe_code)]
+// Test support: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Finds `tool` on PATH (or in the usual sbin folders) or panics with what to
+/// install.
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = [
+        PathBuf::from("/usr/sbin"),
+        PathBuf::from("/sbin"),
+        PathBuf::from("/usr/lib/git-core"),
+    ];
+    for dir in std::env::split_paths(&path).chain(extra) {
+        let candidate = dir.join(tool);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "{tool} is not installed: run `make test` (it installs it), or `apt-get install {package}`"
+    );
+}
+
+/// The folder of this crate (for fixtures and oracle sources).
+pub fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the Go program in `tests/oracles/<name>` in GOPATH mode against
+/// Debian's Go libraries (no network) and returns the binary.
+pub fn go_oracle(name: &str, out_dir: &Path) -> PathBuf {
+    let go = require_tool("go", "golang-go");
+    let src = crate_dir().join("oracles").join(name).join("main.go");
+    let bin = out_dir.join(format!("{name}-oracle"));
+    let status = Command::new(go)
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", out_dir.join("go-cache"))
+        .env("GOFLAGS", "-mod=mod")
+        .status()
+        .expect("go build runs");
+    assert!(status.success(), "building the {name} oracle failed");
+    bin
+}
+
+/// A small deterministic random generator (splitmix64), so generated cases are
+/// the same on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}

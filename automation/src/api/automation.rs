@@ -1,5 +1,5 @@
-use super::{ImageRef, LocalObjectReference, default_observed_generation, is_false};
 use super::source::GitRepositoryRef;
+use super::{ImageRef, LocalObjectReference, default_observed_generation, is_false};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -26,9 +26,9 @@ pub const DEFAULT_MESSAGE: &str = "Update from image update automation";
     category = "fluxcd-images",
     derive = "PartialEq",
     doc = "ImageUpdateAutomation is the Schema for the imageupdateautomations API",
-    printcolumn(name = "Last run", type_ = "string", json_path = ".status.lastAutomationRunTime"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message")
+    printcolumn = r#"{"name":"Last run","type":"string","jsonPath":".status.lastAutomationRunTime"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImageUpdateAutomationSpec {

@@ -12,7 +12,9 @@ use serde_json::Value;
 use std::fmt;
 use std::sync::OnceLock;
 
-/// One of the kinds imageauto reads.
+/// One of the kinds imageauto reads. (A file holds a handful of these; the
+/// size difference between variants does not matter.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Repository(ImageRepository),
@@ -187,8 +189,8 @@ fn load_document(file: &str, root: &Node, out: &mut LoadResult) {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
     };
-    let problem = |node: &Node, field: Option<String>, message: String, hint: Option<String>, rule| {
-        Problem {
+    let problem =
+        |node: &Node, field: Option<String>, message: String, hint: Option<String>, rule| Problem {
             severity: Severity::Error,
             file: file.to_string(),
             line: node.span.line,
@@ -198,12 +200,16 @@ fn load_document(file: &str, root: &Node, out: &mut LoadResult) {
             message,
             hint,
             rule,
-        }
-    };
+        };
     if let Some(Err(message)) = check {
         let at = root.get("apiVersion").unwrap_or(root);
-        out.problems
-            .push(problem(at, Some("apiVersion".into()), message, None, "api-version"));
+        out.problems.push(problem(
+            at,
+            Some("apiVersion".into()),
+            message,
+            None,
+            "api-version",
+        ));
         return;
     }
     if name.is_empty() {
@@ -219,7 +225,8 @@ fn load_document(file: &str, root: &Node, out: &mut LoadResult) {
     let value = match root.to_json() {
         Ok(v) => v,
         Err(e) => {
-            out.problems.push(problem(root, None, e, None, "yaml-syntax"));
+            out.problems
+                .push(problem(root, None, e, None, "yaml-syntax"));
             return;
         }
     };
@@ -273,7 +280,13 @@ fn load_document(file: &str, root: &Node, out: &mut LoadResult) {
     for fe in validate::validate(&object) {
         let parts: Vec<&str> = fe.field.split('.').collect();
         bad |= fe.severity == Severity::Error;
-        let mut p = problem(root.locate(&parts), Some(fe.field), fe.message, fe.hint, fe.rule);
+        let mut p = problem(
+            root.locate(&parts),
+            Some(fe.field),
+            fe.message,
+            fe.hint,
+            fe.rule,
+        );
         p.severity = fe.severity;
         out.problems.push(p);
     }
@@ -336,7 +349,12 @@ fn schema_of(kind: &str) -> &'static Value {
 }
 
 /// Collects the paths of fields that the schema does not define.
-fn unknown_fields(value: &Value, schema: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+fn unknown_fields(
+    value: &Value,
+    schema: &Value,
+    path: &mut Vec<String>,
+    out: &mut Vec<Vec<String>>,
+) {
     if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
         return;
     }
@@ -401,37 +419,42 @@ fn unknown_field_hint(kind: &str, dotted: &str, parent: &[&str], field: &str) ->
         ("ImageRepository", "spec.tagPolicy" | "spec.policy" | "spec.filterTags") => Some(
             "tag selection belongs in an ImagePolicy: spec.policy (semver, alphabetical or numerical) and spec.filterTags, with spec.imageRepositoryRef naming this ImageRepository",
         ),
-        ("ImageRepository", "spec.url" | "spec.repository" | "spec.imageName") => Some(
-            "the repository to scan is spec.image, without scheme or tag (ghcr.io/org/app)",
-        ),
+        ("ImageRepository", "spec.url" | "spec.repository" | "spec.imageName") => {
+            Some("the repository to scan is spec.image, without scheme or tag (ghcr.io/org/app)")
+        }
         ("ImageRepository", "spec.tag") => Some(
             "an ImageRepository scans every tag of spec.image; choose tags with an ImagePolicy",
         ),
-        ("ImageUpdateAutomation", p) if p.ends_with("patchStrategicMerge") || p.ends_with("patches") => Some(
-            "patchStrategicMerge is not a field of ImageUpdateAutomation: markers select what is updated; put a comment # {\"$imagepolicy\": \"NAMESPACE:POLICY\"} on the line of each image field and set spec.update.path",
-        ),
+        ("ImageUpdateAutomation", p)
+            if p.ends_with("patchStrategicMerge") || p.ends_with("patches") =>
+        {
+            Some(
+                "patchStrategicMerge is not a field of ImageUpdateAutomation: markers select what is updated; put a comment # {\"$imagepolicy\": \"NAMESPACE:POLICY\"} on the line of each image field and set spec.update.path",
+            )
+        }
         ("ImageUpdateAutomation", "spec.checkout" | "spec.commit" | "spec.push") => Some(
             "checkout, commit and push go under spec.git (spec.git.checkout, spec.git.commit, spec.git.push)",
         ),
         ("ImageUpdateAutomation", "spec.git.branch") => Some(
             "the branch goes in spec.git.checkout.ref.branch (where to start) or spec.git.push.branch (where to push)",
         ),
-        ("ImageUpdateAutomation", "spec.update.setters") => Some(
-            "Setters is the value of spec.update.strategy, not a field",
-        ),
+        ("ImageUpdateAutomation", "spec.update.setters") => {
+            Some("Setters is the value of spec.update.strategy, not a field")
+        }
         ("ImagePolicy", "spec.semver" | "spec.alphabetical" | "spec.numerical") => Some(
             "the ordering goes under spec.policy: spec.policy.semver.range, spec.policy.alphabetical.order or spec.policy.numerical.order",
         ),
         ("ImagePolicy", "spec.range") => Some("the range goes in spec.policy.semver.range"),
-        ("ImagePolicy", "spec.imageRepository" | "spec.repositoryRef" | "spec.imageRepositoryName") => Some(
-            "the repository is named by spec.imageRepositoryRef.name",
-        ),
-        ("ImagePolicy", "spec.filterTags.regex" | "spec.filterTags.filter") => Some(
-            "the regular expression goes in spec.filterTags.pattern",
-        ),
-        ("ImagePolicy", "spec.policy.semver.ranges" | "spec.policy.semver.version") => Some(
-            "the field is spec.policy.semver.range",
-        ),
+        (
+            "ImagePolicy",
+            "spec.imageRepository" | "spec.repositoryRef" | "spec.imageRepositoryName",
+        ) => Some("the repository is named by spec.imageRepositoryRef.name"),
+        ("ImagePolicy", "spec.filterTags.regex" | "spec.filterTags.filter") => {
+            Some("the regular expression goes in spec.filterTags.pattern")
+        }
+        ("ImagePolicy", "spec.policy.semver.ranges" | "spec.policy.semver.version") => {
+            Some("the field is spec.policy.semver.range")
+        }
         _ => None,
     };
     if let Some(k) = known {

@@ -6,18 +6,18 @@
 //! ImageUpdateAutomation) have the same schema and load into the same types.
 
 mod automation;
-pub mod validate;
 mod load;
 mod policy;
 mod repository;
 mod source;
+pub mod validate;
 
 pub use automation::*;
+pub use kube::ResourceExt;
 pub use load::*;
 pub use policy::*;
 pub use repository::*;
 pub use source::*;
-pub use kube::ResourceExt;
 pub use validate::{FieldError, compile_policy, parse_duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

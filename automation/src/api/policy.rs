@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
     category = "fluxcd-images",
     derive = "PartialEq",
     doc = "ImagePolicy is the Schema for the imagepolicies API",
-    printcolumn(name = "Image", type_ = "string", json_path = ".status.latestRef.name"),
-    printcolumn(name = "Tag", type_ = "string", json_path = ".status.latestRef.tag"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message")
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".status.latestRef.name"}"#,
+    printcolumn = r#"{"name":"Tag","type":"string","jsonPath":".status.latestRef.tag"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImagePolicySpec {

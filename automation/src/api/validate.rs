@@ -123,11 +123,17 @@ pub fn check_image(image: &str) -> Result<(), String> {
     };
     for component in path.split('/') {
         let ok = !component.is_empty()
+            && component.bytes().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+            })
             && component
                 .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
-            && component.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && component.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric());
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && component
+                .bytes()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
         if !ok {
             return Err(format!(
                 "{image:?} is not a valid repository name: path components are lowercase letters, digits and separators (., _, -)"
@@ -250,12 +256,11 @@ fn validate_policy(p: &ImagePolicy, out: &mut Vec<FieldError>) {
         out.extend(errors);
     }
     match (&spec.interval, spec.digest_reflection_policy) {
-        (Some(_), DigestReflectionPolicy::Never | DigestReflectionPolicy::IfNotPresent) => out.push(
-            FieldError::error(
+        (Some(_), DigestReflectionPolicy::Never | DigestReflectionPolicy::IfNotPresent) => out
+            .push(FieldError::error(
                 "spec.interval",
                 "is only accepted when spec.digestReflectionPolicy is Always",
-            ),
-        ),
+            )),
         (None, DigestReflectionPolicy::Always) => out.push(FieldError::error(
             "spec.interval",
             "is required when spec.digestReflectionPolicy is Always",
@@ -270,25 +275,31 @@ fn validate_automation(a: &ImageUpdateAutomation, out: &mut Vec<FieldError>) {
     if spec.source_ref.kind != "GitRepository" {
         out.push(FieldError::error(
             "spec.sourceRef.kind",
-            format!("{:?} is not supported: the source must be a GitRepository", spec.source_ref.kind),
+            format!(
+                "{:?} is not supported: the source must be a GitRepository",
+                spec.source_ref.kind
+            ),
         ));
     }
     if spec.source_ref.name.is_empty() {
-        out.push(FieldError::error("spec.sourceRef.name", "names no GitRepository"));
+        out.push(FieldError::error(
+            "spec.sourceRef.name",
+            "names no GitRepository",
+        ));
     }
     check_duration("spec.interval", &spec.interval, out);
-    if let Some(git) = &spec.git {
-        if git.commit.author.email.trim().is_empty() {
-            out.push(FieldError::error(
-                "spec.git.commit.author.email",
-                "is required: commits need an author email",
-            ));
-        }
+    if let Some(git) = &spec.git
+        && git.commit.author.email.trim().is_empty()
+    {
+        out.push(FieldError::error(
+            "spec.git.commit.author.email",
+            "is required: commits need an author email",
+        ));
     }
-    if let Some(path) = spec.update.as_ref().and_then(|u| u.path.as_deref()) {
-        if let Err(e) = check_update_path(path) {
-            out.push(FieldError::error("spec.update.path", e));
-        }
+    if let Some(path) = spec.update.as_ref().and_then(|u| u.path.as_deref())
+        && let Err(e) = check_update_path(path)
+    {
+        out.push(FieldError::error("spec.update.path", e));
     }
     if let Some(sel) = &spec.policy_selector {
         for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {
@@ -311,8 +322,11 @@ fn validate_automation(a: &ImageUpdateAutomation, out: &mut Vec<FieldError>) {
                     }
                 }
                 other => out.push(
-                    FieldError::error(format!("{field}.operator"), format!("{other:?} is not an operator"))
-                        .hint("use In, NotIn, Exists or DoesNotExist"),
+                    FieldError::error(
+                        format!("{field}.operator"),
+                        format!("{other:?} is not an operator"),
+                    )
+                    .hint("use In, NotIn, Exists or DoesNotExist"),
                 ),
             }
         }
@@ -377,9 +391,21 @@ mod tests {
         assert!(check_image("ghcr.io/org/app").is_ok());
         assert!(check_image("nginx").is_ok());
         assert!(check_image("localhost:5000/app").is_ok());
-        assert!(check_image("https://ghcr.io/org/app").unwrap_err().contains("scheme"));
-        assert!(check_image("ghcr.io/org/app:1.0").unwrap_err().contains("tag"));
-        assert!(check_image("ghcr.io/org/app@sha256:abc").unwrap_err().contains("digest"));
+        assert!(
+            check_image("https://ghcr.io/org/app")
+                .unwrap_err()
+                .contains("scheme")
+        );
+        assert!(
+            check_image("ghcr.io/org/app:1.0")
+                .unwrap_err()
+                .contains("tag")
+        );
+        assert!(
+            check_image("ghcr.io/org/app@sha256:abc")
+                .unwrap_err()
+                .contains("digest")
+        );
         assert!(check_image("ghcr.io/Org/App").is_err());
     }
 

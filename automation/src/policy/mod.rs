@@ -4,6 +4,8 @@
 
 pub mod number;
 pub mod semver;
+#[doc(hidden)]
+pub mod testdata;
 
 use regex::Regex;
 use schemars::JsonSchema;
@@ -55,7 +57,9 @@ pub enum PolicyError {
     EmptyRange,
     #[error("regular expression {pattern:?} does not compile: {reason}")]
     Pattern { pattern: String, reason: String },
-    #[error("extract {extract:?} refers to {group}, which pattern {pattern:?} does not define{hint}")]
+    #[error(
+        "extract {extract:?} refers to {group}, which pattern {pattern:?} does not define{hint}"
+    )]
     ExtractGroup {
         extract: String,
         pattern: String,
@@ -276,7 +280,11 @@ fn candidates<'t>(filter: Option<&TagFilter>, tags: &[&'t str]) -> Vec<(Cow<'t, 
 
 impl Ordering {
     /// Index into `candidates` of the winner.
-    fn latest(&self, candidates: &[(Cow<'_, str>, usize)], tags: &[&str]) -> Result<usize, PolicyError> {
+    fn latest(
+        &self,
+        candidates: &[(Cow<'_, str>, usize)],
+        tags: &[&str],
+    ) -> Result<usize, PolicyError> {
         if candidates.is_empty() {
             return Err(PolicyError::NoTags);
         }
@@ -297,9 +305,10 @@ impl Ordering {
                         best = Some((i, v));
                     }
                 }
-                best.map(|(i, _)| i).ok_or_else(|| PolicyError::NoVersionInRange {
-                    range: range_text(range),
-                })
+                best.map(|(i, _)| i)
+                    .ok_or_else(|| PolicyError::NoVersionInRange {
+                        range: range_text(range),
+                    })
             }
             Ordering::Alphabetical(order) => {
                 let mut latest: Option<usize> = None;
@@ -382,12 +391,12 @@ impl Policy {
             return Err(PolicyError::NoTags);
         }
         let cands = candidates(self.filter.as_ref(), tags);
-        if cands.is_empty() {
-            if let Some(f) = &self.filter {
-                return Err(PolicyError::NothingMatched {
-                    pattern: f.pattern().to_string(),
-                });
-            }
+        if cands.is_empty()
+            && let Some(f) = &self.filter
+        {
+            return Err(PolicyError::NothingMatched {
+                pattern: f.pattern().to_string(),
+            });
         }
         let winner = self.ordering.latest(&cands, tags)?;
         Ok(tags[cands[winner].1])
@@ -416,10 +425,8 @@ impl Policy {
         for (i, tag) in sorted.iter().enumerate() {
             if let Some(x) = exclusions.excluding(tag) {
                 verdicts[i].excluded = true;
-                verdicts[i].reason = format!(
-                    "excluded by exclusionList[{x}] {}",
-                    exclusions.pattern(x)
-                );
+                verdicts[i].reason =
+                    format!("excluded by exclusionList[{x}] {}", exclusions.pattern(x));
             } else {
                 kept.push(tag);
                 kept_index.push(i);
@@ -657,7 +664,10 @@ mod tests {
             Ordering::Alphabetical(Order::Asc),
             Some(TagFilter::new("^z", "").unwrap()),
         );
-        assert!(matches!(p.select(&tags), Err(PolicyError::NothingMatched { .. })));
+        assert!(matches!(
+            p.select(&tags),
+            Err(PolicyError::NothingMatched { .. })
+        ));
     }
 
     #[test]
@@ -667,7 +677,10 @@ mod tests {
             Policy::semver(">=1.0.0").unwrap(),
             Some(TagFilter::new(r"^v?(\d+\.\d+\.\d+.*)$", "$1").unwrap()),
         );
-        let e = p.explain(&ex, &["1.0.0", "v1.2.0", "sha256-abc.sig", "latest", "1.2.0"]);
+        let e = p.explain(
+            &ex,
+            &["1.0.0", "v1.2.0", "sha256-abc.sig", "latest", "1.2.0"],
+        );
         assert_eq!(e.latest.as_deref(), Some("1.2.0"));
         let get = |t: &str| e.tags.iter().find(|v| v.tag == t).unwrap();
         assert!(get("sha256-abc.sig").excluded);

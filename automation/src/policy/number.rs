@@ -59,7 +59,7 @@ fn underscore_ok(s: &str) -> bool {
     if b.len() >= 2 && b[0] == b'0' && matches!(b[1].to_ascii_lowercase(), b'b' | b'o' | b'x') {
         i = 2;
         saw = b'0';
-        hex = b[1].to_ascii_lowercase() == b'x';
+        hex = b[1].eq_ignore_ascii_case(&b'x');
     }
     while i < b.len() {
         let c = b[i];
@@ -182,8 +182,8 @@ mod tests {
         }
         assert!(parse_float("nan").is_some_and(f64::is_nan));
         for bad in [
-            "1e400", "+nan", "infin", "  1", "1e", "0x10", "1__0", "_1", "0b10", "0o7", "", "1.2.3",
-            "abc", "1e_5", "1_",
+            "1e400", "+nan", "infin", "  1", "1e", "0x10", "1__0", "_1", "0b10", "0o7", "",
+            "1.2.3", "abc", "1e_5", "1_",
         ] {
             assert_eq!(parse_float(bad), None, "{bad}");
         }

@@ -96,7 +96,8 @@ impl<'a> Version<'a> {
             None => (v, ""),
         };
         let mut parts = rest.splitn(3, '.');
-        let (Some(major), Some(minor), Some(patch_pre)) = (parts.next(), parts.next(), parts.next())
+        let (Some(major), Some(minor), Some(patch_pre)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(VersionError::Shape);
         };
@@ -615,12 +616,33 @@ mod tests {
 
     #[test]
     fn strict_tags() {
-        for ok in ["1.2.3", "v1.2.3", "0.0.0", "1.2.3-rc.1", "1.2.3+build.01", "1.2.3-a-b+c"] {
+        for ok in [
+            "1.2.3",
+            "v1.2.3",
+            "0.0.0",
+            "1.2.3-rc.1",
+            "1.2.3+build.01",
+            "1.2.3-a-b+c",
+        ] {
             assert!(Version::parse_tag(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "1.2", "1.2.3.4", "01.2.3", "1.02.3", "vv1.2.3", "1.2.3-", "1.2.3-01", "1.2.3-a..b",
-            "1.2.3+", "1.2.3+a..b", "latest", "", "v", "1.2.x", " 1.2.3", "1.2.3-ä",
+            "1.2",
+            "1.2.3.4",
+            "01.2.3",
+            "1.02.3",
+            "vv1.2.3",
+            "1.2.3-",
+            "1.2.3-01",
+            "1.2.3-a..b",
+            "1.2.3+",
+            "1.2.3+a..b",
+            "latest",
+            "",
+            "v",
+            "1.2.x",
+            " 1.2.3",
+            "1.2.3-ä",
             "99999999999999999999.0.0",
         ] {
             assert!(Version::parse_tag(bad).is_err(), "{bad}");
@@ -631,7 +653,10 @@ mod tests {
     fn ordering() {
         let v = |s| Version::parse_strict(s).unwrap();
         assert_eq!(v("1.0.0-alpha").compare(&v("1.0.0")), Ordering::Less);
-        assert_eq!(v("1.0.0-alpha.1").compare(&v("1.0.0-alpha")), Ordering::Greater);
+        assert_eq!(
+            v("1.0.0-alpha.1").compare(&v("1.0.0-alpha")),
+            Ordering::Greater
+        );
         assert_eq!(v("1.0.0-2").compare(&v("1.0.0-10")), Ordering::Less);
         assert_eq!(v("1.0.0-a").compare(&v("1.0.0-1")), Ordering::Greater);
         assert_eq!(v("1.0.0+a").compare(&v("1.0.0+b")), Ordering::Equal);
@@ -695,8 +720,17 @@ mod tests {
     #[test]
     fn bad_ranges() {
         for bad in [
-            "", " ", "foo", ">=1.0.0 <", "1.0.0 ||", ">=a", "1.2.3.4", ">==1.0", ">=1x.2.3",
-            ">=0.5 1.0.0 - 2.0.0", "1.0.0 - 2.0.0||3.0.0 - 4.0.0",
+            "",
+            " ",
+            "foo",
+            ">=1.0.0 <",
+            "1.0.0 ||",
+            ">=a",
+            "1.2.3.4",
+            ">==1.0",
+            ">=1x.2.3",
+            ">=0.5 1.0.0 - 2.0.0",
+            "1.0.0 - 2.0.0||3.0.0 - 4.0.0",
         ] {
             assert!(Range::parse(bad).is_err(), "{bad:?} parsed");
         }

@@ -80,15 +80,18 @@ fn describe(o: &Object) -> String {
         Object::Policy(p) => format!("ImagePolicy {}", p.name_any()),
         Object::Automation(a) => format!("ImageUpdateAutomation {}", a.name_any()),
         Object::GitRepository(g) => {
-            format!("GitRepository {}", g.metadata.name.clone().unwrap_or_default())
+            format!(
+                "GitRepository {}",
+                g.metadata.name.clone().unwrap_or_default()
+            )
         }
     }
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
     let path = args.file.display().to_string();
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {path}"))?;
+    let text =
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {path}"))?;
     let loaded = load_str(&path, &text);
     let policies: Vec<&ImagePolicy> = loaded
         .objects
@@ -123,7 +126,10 @@ pub fn run(args: Args) -> Result<Outcome> {
         many => bail!(
             "{path} holds {} ImagePolicies ({}): name the one to explain",
             many.len(),
-            many.iter().map(|p| p.name_any()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|p| p.name_any())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let compiled = compile_policy(&policy.spec).map_err(|errs| {
@@ -137,22 +143,28 @@ pub fn run(args: Args) -> Result<Outcome> {
     })?;
     let repo_ref = &policy.spec.image_repository_ref;
     let repo_ns = repo_ref.namespace.clone().or_else(|| policy.namespace());
-    let repository: Option<&ImageRepository> = loaded.objects.iter().find_map(|l| match &l.object {
-        Object::Repository(r)
-            if r.name_any() == repo_ref.name
-                && (r.namespace().is_none() || repo_ns.is_none() || r.namespace() == repo_ns) =>
-        {
-            Some(r)
-        }
-        _ => None,
-    });
+    let repository: Option<&ImageRepository> =
+        loaded.objects.iter().find_map(|l| match &l.object {
+            Object::Repository(r)
+                if r.name_any() == repo_ref.name
+                    && (r.namespace().is_none()
+                        || repo_ns.is_none()
+                        || r.namespace() == repo_ns) =>
+            {
+                Some(r)
+            }
+            _ => None,
+        });
     let (exclusion_list, exclusion_origin): (Vec<String>, String) = match repository {
         Some(r) => (
             r.spec.exclusion_list.clone(),
             format!("ImageRepository {}", r.name_any()),
         ),
         None => (
-            DEFAULT_EXCLUSION_LIST.iter().map(|s| s.to_string()).collect(),
+            DEFAULT_EXCLUSION_LIST
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             format!(
                 "the default (ImageRepository {} is not in {path})",
                 repo_ref.name
@@ -186,7 +198,9 @@ fn render_text(e: &Explanation, policy: &str, exclusion_origin: &str) -> String 
     let mut out = String::new();
     match (&e.latest, &e.error) {
         (Some(t), _) => out.push_str(&format!("ImagePolicy {policy} selects: {t}\n")),
-        (None, Some(err)) => out.push_str(&format!("ImagePolicy {policy} selects nothing: {err}\n")),
+        (None, Some(err)) => {
+            out.push_str(&format!("ImagePolicy {policy} selects nothing: {err}\n"))
+        }
         (None, None) => out.push_str(&format!("ImagePolicy {policy} selects nothing\n")),
     }
     out.push_str(&format!("Exclusion list: {exclusion_origin}\n\n"));
@@ -214,7 +228,14 @@ fn render_text(e: &Explanation, policy: &str, exclusion_origin: &str) -> String 
         })
         .collect();
     out.push_str(&table(
-        &["TAG", "EXCLUDED", "FILTER", "EXTRACTED", "ACCEPTED", "REASON"],
+        &[
+            "TAG",
+            "EXCLUDED",
+            "FILTER",
+            "EXTRACTED",
+            "ACCEPTED",
+            "REASON",
+        ],
         &rows,
     ));
     out

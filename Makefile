@@ -1,0 +1,60 @@
+# imageauto — build, test, demo, bench.
+#
+#   make demo    run the main job on a bundled example
+#   make test    install what the tests need (Debian), then lint and test all
+#   make bench   benchmarks, with the peers they are measured against
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BIN := target/release/kubectl-imageauto
+
+# Debian packages the tests run against: Go and Masterminds/semver (oracle),
+# hyperfine (benchmarks).
+DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libssl-dev
+
+.PHONY: all build deps test lint fmt clippy unit demo bench install clean
+
+all: build
+
+build:
+	$(CARGO) build --release -p kubectl-imageauto
+
+# Installs the missing Debian packages. Nothing is skipped: a package that
+# cannot be installed fails the target.
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: deps lint unit
+
+lint: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+demo: build
+	@for d in semver timestamp ecr-numerical; do \
+	  echo "== examples/$$d: kubectl imageauto explain -f examples/$$d/image-automation.yaml --tags examples/$$d/tags.txt"; \
+	  $(BIN) explain -f examples/$$d/image-automation.yaml --tags examples/$$d/tags.txt || exit 1; \
+	  echo; \
+	done
+
+bench: deps
+	$(CARGO) bench -p automation --bench policy
+	bench/semver-vs-masterminds.sh
+
+install:
+	$(CARGO) install --locked --path plugin
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,236 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The command line as a user runs it, through kubectl's plugin mechanism too.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kubectl-imageauto")
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+fn run_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn explain_examples_pick_what_flux_picks() {
+    for (dir, want) in [
+        ("semver", "1.10.0"),
+        ("timestamp", "main-4be0d77-20240512T181500"),
+        ("ecr-numerical", "branch-dev-1715433000-4be0d77"),
+    ] {
+        let f = examples().join(dir).join("image-automation.yaml");
+        let t = examples().join(dir).join("tags.txt");
+        let out = run(&[
+            "explain",
+            "-f",
+            f.to_str().unwrap(),
+            "--tags",
+            t.to_str().unwrap(),
+            "-o",
+            "json",
+        ]);
+        assert!(out.status.success(), "{dir}: {}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["latest"], want, "{dir}");
+        let tags = v["tags"].as_array().unwrap();
+        for t in tags {
+            for key in [
+                "tag",
+                "excluded",
+                "filtered",
+                "extracted",
+                "accepted",
+                "reason",
+            ] {
+                assert!(t.get(key).is_some(), "{dir}: {key} missing in {t}");
+            }
+        }
+    }
+}
+
+#[test]
+fn explain_text_puts_the_winner_first() {
+    let f = examples().join("semver/image-automation.yaml");
+    let out = run_stdin(
+        &["explain", "-f", f.to_str().unwrap(), "--tags", "-"],
+        "0.1.0\n1.2.0\n1.9.0\n3.0.0\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.starts_with("ImagePolicy podinfo selects: 1.9.0\n"), "{s}");
+    let rows: Vec<&str> = s
+        .lines()
+        .skip_while(|l| !l.starts_with("TAG"))
+        .skip(1)
+        .collect();
+    assert!(rows[0].starts_with("1.9.0 "), "{s}");
+}
+
+#[test]
+fn explain_excluded_by_the_repository_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "p.yaml",
+        "apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageRepository\nmetadata: {name: r}\nspec:\n  image: nginx\n  interval: 1m\n  exclusionList: ['^1\\.9']\n---\napiVersion: image.toolkit.fluxcd.io/v1\nkind: ImagePolicy\nmetadata: {name: p}\nspec:\n  imageRepositoryRef: {name: r}\n  policy: {semver: {range: '1.x'}}\n",
+    );
+    let out = run_stdin(
+        &["explain", "-f", &f, "--tags", "-", "-o", "json"],
+        "1.8.0\n1.9.0\n",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["latest"], "1.8.0");
+    let excluded: Vec<&str> = v["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["excluded"] == true)
+        .map(|t| t["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(excluded, ["1.9.0"]);
+}
+
+#[test]
+fn explain_bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let tags = write(dir.path(), "tags.txt", "1.0.0\n");
+    let cases = [
+        (
+            "range",
+            "kind: ImagePolicy\nmetadata: {name: p}\nspec:\n  imageRepositoryRef: {name: r}\n  policy: {semver: {range: 'one'}}\n",
+            "spec.policy.semver.range",
+        ),
+        (
+            "regex",
+            "kind: ImagePolicy\nmetadata: {name: p}\nspec:\n  imageRepositoryRef: {name: r}\n  filterTags: {pattern: '(unclosed'}\n  policy: {alphabetical: {}}\n",
+            "spec.filterTags.pattern",
+        ),
+        (
+            "extract",
+            "kind: ImagePolicy\nmetadata: {name: p}\nspec:\n  imageRepositoryRef: {name: r}\n  filterTags: {pattern: '(\\d+)', extract: '$2'}\n  policy: {numerical: {}}\n",
+            "spec.filterTags.extract",
+        ),
+        (
+            "order",
+            "kind: ImagePolicy\nmetadata: {name: p}\nspec:\n  imageRepositoryRef: {name: r}\n  policy: {alphabetical: {order: sideways}}\n",
+            "sideways",
+        ),
+    ];
+    for (name, body, needle) in cases {
+        let f = write(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!("apiVersion: image.toolkit.fluxcd.io/v1\n{body}"),
+        );
+        let out = run(&["explain", "-f", &f, "--tags", &tags]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = text(&out.stderr);
+        assert!(err.contains(needle) && err.contains(&f), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+    let f = write(
+        dir.path(),
+        "deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
+    );
+    let out = run(&["explain", "-f", &f, "--tags", &tags]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("holds no ImagePolicy"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["explain", "-f", "/nonexistent/p.yaml", "--tags", &tags]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/p.yaml"));
+}
+
+#[test]
+fn numerical_failure_names_the_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "p.yaml",
+        "apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImagePolicy\nmetadata: {name: p}\nspec:\n  imageRepositoryRef: {name: r}\n  policy: {numerical: {}}\n",
+    );
+    let out = run_stdin(&["explain", "-f", &f, "--tags", "-"], "1\n2\nlatest\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("\"latest\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn misuse_exits_2() {
+    assert_eq!(run(&["explain"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["explain", "-f", "x.yaml", "--tags", "t", "-o", "xml"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(run(&["no-such-command"]).status.code(), Some(2));
+}
+
+#[test]
+fn runs_as_a_kubectl_plugin() {
+    let kubectl = imageauto_tests_kubectl();
+    let dir = Path::new(bin()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(kubectl)
+        .args(["imageauto", "version"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+fn imageauto_tests_kubectl() -> PathBuf {
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let p = dir.join("kubectl");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("kubectl is not installed: `make test` installs it");
+}
