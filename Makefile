@@ -10,7 +10,7 @@ BIN := target/release/kubectl-imageauto
 
 # Debian packages the tests run against: Go and Masterminds/semver (oracle),
 # hyperfine (benchmarks).
-DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libssl-dev
+DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libssl-dev pre-commit git
 
 .PHONY: all build deps test lint fmt clippy unit demo bench install clean
 
@@ -28,6 +28,10 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# kubectl: the machine's own package, else Debian's kubernetes-client.
+	@command -v kubectl >/dev/null || { $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubectl 2>/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubernetes-client; }
 
 test: deps lint unit
 
@@ -54,7 +58,7 @@ bench: deps
 	bench/semver-vs-masterminds.sh
 
 install:
-	$(CARGO) install --locked --path plugin
+	$(CARGO) install --locked --path .
 
 clean:
 	$(CARGO) clean

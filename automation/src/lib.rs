@@ -4,5 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod lint;
+pub mod local;
 pub mod policy;
+pub mod registry;
+pub mod setters;
 pub mod yaml;

@@ -5,7 +5,7 @@
 //! the setters can replace the bytes of one scalar without touching the rest.
 //! Built on libyaml-safer's event stream; nothing here writes YAML.
 
-use libyaml_safer::{EventData, Parser, ScalarStyle};
+use libyaml_safer::{EventData, MappingStyle, Parser, ScalarStyle, SequenceStyle};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -51,6 +51,9 @@ pub struct Node {
     pub kind: Kind,
     pub span: Span,
     pub anchor: Option<String>,
+    /// A flow collection (`[a, b]`, `{a: b}`); false for block collections and
+    /// scalars.
+    pub flow: bool,
 }
 
 /// One document of a YAML stream.
@@ -75,12 +78,47 @@ impl fmt::Display for SyntaxError {
     }
 }
 
-fn span_of(start: libyaml_safer::Mark, end: libyaml_safer::Mark, base: usize) -> Span {
-    Span {
-        start: start.index as usize + base,
-        end: end.index as usize + base,
-        line: start.line as usize + 1,
-        column: start.column as usize + 1,
+/// Line and column from byte offsets. (libyaml's own line count is off in
+/// files with CRLF line ends, so positions are computed from the offsets.)
+struct Lines<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> Lines<'t> {
+    fn new(text: &'t str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        Self { text, starts }
+    }
+
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let mut from = start;
+        // The byte order mark is not a column.
+        if start == 0 && self.text.starts_with('\u{feff}') {
+            from = 3.min(offset);
+        }
+        let column = self.text.get(from..offset).map_or(0, |s| s.chars().count()) + 1;
+        (line, column)
+    }
+
+    fn span(&self, start: libyaml_safer::Mark, end: libyaml_safer::Mark, base: usize) -> Span {
+        let start = start.index as usize + base;
+        let (line, column) = self.position(start);
+        Span {
+            start,
+            end: end.index as usize + base,
+            line,
+            column,
+        }
     }
 }
 
@@ -93,7 +131,20 @@ enum Frame {
 pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
     // libyaml skips a UTF-8 byte order mark and counts offsets after it.
     let base = if text.starts_with('\u{feff}') { 3 } else { 0 };
-    let mut input = text.as_bytes();
+    let lines = Lines::new(text);
+    // libyaml-safer mishandles CRLF inside block scalars (it reads two line
+    // breaks) and can panic when a block scalar ends the input without a line
+    // break. Reading "\r\n" as " \n", and adding a final "\n", keeps every
+    // offset and every value outside block scalars the same.
+    let normalized;
+    let mut input = if text.contains("\r\n") || !text.ends_with('\n') {
+        let mut n = text.replace("\r\n", " \n");
+        n.push('\n');
+        normalized = n;
+        normalized.as_bytes()
+    } else {
+        text.as_bytes()
+    };
     let mut parser = Parser::new();
     parser.set_input_string(&mut input);
     let mut docs = Vec::new();
@@ -101,12 +152,17 @@ pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut doc_line = 1;
     let mut root: Option<Node> = None;
     loop {
-        let event = parser.parse().map_err(|e| SyntaxError {
-            line: e.problem_mark().map_or(0, |m| m.line as usize + 1),
-            column: e.problem_mark().map_or(0, |m| m.column as usize + 1),
-            message: e.problem().to_string(),
+        let event = parser.parse().map_err(|e| {
+            let (line, column) = e
+                .problem_mark()
+                .map_or((0, 0), |m| lines.position(m.index as usize + base));
+            SyntaxError {
+                line,
+                column,
+                message: e.problem().to_string(),
+            }
         })?;
-        let span = span_of(event.start_mark, event.end_mark, base);
+        let span = lines.span(event.start_mark, event.end_mark, base);
         let finished: Option<Node> = match event.data {
             EventData::StreamStart { .. } => None,
             EventData::StreamEnd => break,
@@ -128,6 +184,7 @@ pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
                 kind: Kind::Alias(anchor),
                 span,
                 anchor: None,
+                flow: false,
             }),
             EventData::Scalar {
                 anchor,
@@ -147,25 +204,28 @@ pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
                     kind: Kind::Scalar { value, style, tag },
                     span,
                     anchor,
+                    flow: false,
                 })
             }
-            EventData::SequenceStart { anchor, .. } => {
+            EventData::SequenceStart { anchor, style, .. } => {
                 stack.push(Frame::Seq(
                     Node {
                         kind: Kind::Sequence(Vec::new()),
                         span,
                         anchor,
+                        flow: style == SequenceStyle::Flow,
                     },
                     Vec::new(),
                 ));
                 None
             }
-            EventData::MappingStart { anchor, .. } => {
+            EventData::MappingStart { anchor, style, .. } => {
                 stack.push(Frame::Map(
                     Node {
                         kind: Kind::Mapping(Vec::new()),
                         span,
                         anchor,
+                        flow: style == MappingStyle::Flow,
                     },
                     Vec::new(),
                     None,

@@ -22,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Show, for every tag, why an ImagePolicy picks it or not
     Explain(cmd::explain::Args),
+    /// Write known images into the marked fields of a folder, without a registry
+    Set(cmd::set::Args),
+    /// Check markers and image manifests (for pre-commit and CI)
+    Lint(cmd::lint::Args),
     /// Print the version
     Version,
 }
@@ -36,6 +40,8 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Set(args) => cmd::set::run(args),
+        Command::Lint(args) => cmd::lint::run(args),
         Command::Version => {
             println!("kubectl-imageauto {}", env!("CARGO_PKG_VERSION"));
             Ok(Outcome::Ok)

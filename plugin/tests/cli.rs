@@ -10,7 +10,7 @@ fn bin() -> &'static str {
 }
 
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
 }
 
 fn run(args: &[&str]) -> Output {

@@ -117,29 +117,7 @@ pub fn check_image(image: &str) -> Result<(), String> {
     if image.chars().any(char::is_whitespace) {
         return Err(format!("{image:?} contains white space"));
     }
-    let path = match image.split_once('/') {
-        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
-        _ => image,
-    };
-    for component in path.split('/') {
-        let ok = !component.is_empty()
-            && component.bytes().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-            })
-            && component
-                .bytes()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric())
-            && component
-                .bytes()
-                .last()
-                .is_some_and(|c| c.is_ascii_alphanumeric());
-        if !ok {
-            return Err(format!(
-                "{image:?} is not a valid repository name: path components are lowercase letters, digits and separators (., _, -)"
-            ));
-        }
-    }
+    crate::registry::Reference::parse(image).map_err(|e| e.to_string())?;
     Ok(())
 }
 

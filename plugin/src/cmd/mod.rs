@@ -1,1 +1,3 @@
 pub mod explain;
+pub mod lint;
+pub mod set;

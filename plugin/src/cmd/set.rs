@@ -1,0 +1,284 @@
+//! `kubectl imageauto set NS:POLICY=IMAGE[:TAG][@DIGEST] ... [PATH]`: write
+//! known results into the marked fields, without asking a registry.
+
+use crate::cli::Outcome;
+use crate::output::{TextOrJson, table};
+use anyhow::Result;
+use automation::api::ImageRef;
+use automation::local::{TreeReport, update_tree};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Assignments NS:POLICY=IMAGE[:TAG][@DIGEST], then the folder or file to
+    /// update (default: the current folder)
+    #[arg(
+        required = true,
+        value_name = "NS:POLICY=IMAGE[:TAG][@DIGEST]... [PATH]"
+    )]
+    args: Vec<String>,
+    /// Print a unified diff of what would change; write nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Output format
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: TextOrJson,
+}
+
+/// Splits `IMAGE[:TAG][@DIGEST]`. The tag is after the last `:` that follows
+/// the last `/` (so `localhost:5000/app` has no tag).
+pub fn parse_image(s: &str) -> Result<ImageRef, String> {
+    let (rest, digest) = match s.split_once('@') {
+        Some((r, d)) => {
+            let valid = d.split_once(':').is_some_and(|(alg, hex)| {
+                !alg.is_empty()
+                    && alg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+._-".contains(&b))
+                    && hex.len() >= 32
+                    && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+            if !valid {
+                return Err(format!(
+                    "{d:?} is not a digest: write ALGORITHM:HEX, such as sha256:0f1e..."
+                ));
+            }
+            (r, Some(d.to_string()))
+        }
+        None => (s, None),
+    };
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], &rest[last_slash + i + 1..]),
+        None => (rest, ""),
+    };
+    if name.is_empty() || name.chars().any(char::is_whitespace) {
+        return Err(format!("{s:?} has no image name"));
+    }
+    let tag_ok = tag.is_empty()
+        || (tag.len() <= 128
+            && tag
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+    if !tag_ok {
+        return Err(format!(
+            "{tag:?} is not a valid tag: letters, digits, _ . - (at most 128, not starting with . or -)"
+        ));
+    }
+    Ok(ImageRef {
+        name: name.to_string(),
+        tag: tag.to_string(),
+        digest,
+    })
+}
+
+/// `NS:POLICY=IMAGE[:TAG][@DIGEST]`.
+pub fn parse_assignment(s: &str) -> Result<(String, ImageRef), String> {
+    let Some((policy, image)) = s.split_once('=') else {
+        return Err(format!("{s:?} is not NS:POLICY=IMAGE:TAG"));
+    };
+    let ok = policy
+        .split_once(':')
+        .is_some_and(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'));
+    if !ok {
+        return Err(format!(
+            "{policy:?} is not NAMESPACE:POLICY (as in the marker {{\"$imagepolicy\": \"NAMESPACE:POLICY\"}})"
+        ));
+    }
+    let image = parse_image(image).map_err(|e| format!("in {s:?}: {e}"))?;
+    Ok((policy.to_string(), image))
+}
+
+fn usage_error(msg: String) -> ! {
+    use clap::CommandFactory;
+    crate::cli::Cli::command()
+        .error(clap::error::ErrorKind::InvalidValue, msg)
+        .exit()
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let mut images = BTreeMap::new();
+    let mut path: Option<PathBuf> = None;
+    let count = args.args.len();
+    for (i, a) in args.args.iter().enumerate() {
+        if a.contains('=') {
+            match parse_assignment(a) {
+                Ok((k, v)) => {
+                    if images.insert(k.clone(), v).is_some() {
+                        usage_error(format!("{k} is assigned twice"));
+                    }
+                }
+                Err(e) => usage_error(e),
+            }
+        } else if i + 1 == count {
+            path = Some(PathBuf::from(a));
+        } else {
+            usage_error(format!(
+                "{a:?} is not an assignment NS:POLICY=IMAGE:TAG; the path goes last"
+            ));
+        }
+    }
+    if images.is_empty() {
+        usage_error("give at least one assignment NS:POLICY=IMAGE:TAG".into());
+    }
+    let path = path.unwrap_or_else(|| PathBuf::from("."));
+    let root = if path.is_file() {
+        path.parent()
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
+    } else {
+        path.clone()
+    };
+    let root = if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root
+    };
+    let report = update_tree(&root, &path, &images, !args.dry_run)?;
+    let unmatched: Vec<&String> = images
+        .keys()
+        .filter(|k| !report.matched.contains(*k))
+        .collect();
+    match args.output {
+        TextOrJson::Json => print_json(&report, &unmatched),
+        TextOrJson::Text if args.dry_run => print_diff(&report),
+        TextOrJson::Text => print_text(&report),
+    }
+    for s in &report.skipped {
+        eprintln!("error: {}: {}", s.path.display(), s.reason);
+    }
+    for l in &report.links_not_followed {
+        eprintln!(
+            "note: {}: symbolic link leads out of {}, not followed",
+            l.display(),
+            root.display()
+        );
+    }
+    for u in &unmatched {
+        eprintln!(
+            "error: no marker names {u} under {} (markers look like # {{\"$imagepolicy\": \"{u}\"}})",
+            path.display()
+        );
+    }
+    if args.output == TextOrJson::Text {
+        let verb = if args.dry_run {
+            "would change"
+        } else {
+            "changed"
+        };
+        eprintln!(
+            "{} {verb} in {} of {} files with markers",
+            plural(report.changes(), "value"),
+            report.files.len(),
+            report.files_with_markers
+        );
+    }
+    Ok(if report.skipped.is_empty() && unmatched.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn print_text(report: &TreeReport) {
+    let rows: Vec<Vec<String>> = report
+        .files
+        .iter()
+        .flat_map(|f| {
+            f.changes.iter().map(move |c| {
+                vec![
+                    format!("{}:{}", f.path.display(), c.line),
+                    c.object.as_ref().map_or("-".into(), ToString::to_string),
+                    c.setter.clone(),
+                    c.old_value.clone(),
+                    c.new_value.clone(),
+                ]
+            })
+        })
+        .collect();
+    if !rows.is_empty() {
+        print!(
+            "{}",
+            table(&["FILE:LINE", "OBJECT", "SETTER", "OLD", "NEW"], &rows)
+        );
+    }
+}
+
+fn print_diff(report: &TreeReport) {
+    for f in &report.files {
+        let name = f.path.display().to_string();
+        let diff = similar::TextDiff::from_lines(&f.before, &f.after);
+        print!(
+            "{}",
+            diff.unified_diff()
+                .context_radius(3)
+                .header(&format!("a/{name}"), &format!("b/{name}"))
+        );
+    }
+}
+
+fn print_json(report: &TreeReport, unmatched: &[&String]) {
+    let changes: Vec<serde_json::Value> = report
+        .files
+        .iter()
+        .flat_map(|f| {
+            f.changes.iter().map(move |c| {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("file".into(), json!(f.path.display().to_string()));
+                }
+                v
+            })
+        })
+        .collect();
+    let skipped: Vec<serde_json::Value> = report
+        .skipped
+        .iter()
+        .map(|s| json!({"file": s.path.display().to_string(), "reason": s.reason}))
+        .collect();
+    let out = json!({"changes": changes, "skipped": skipped, "unmatched": unmatched});
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images() {
+        let i = parse_image("ghcr.io/org/app:1.2.3").unwrap();
+        assert_eq!(
+            (i.name.as_str(), i.tag.as_str()),
+            ("ghcr.io/org/app", "1.2.3")
+        );
+        let i = parse_image("localhost:5000/app").unwrap();
+        assert_eq!(
+            (i.name.as_str(), i.tag.as_str()),
+            ("localhost:5000/app", "")
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        let i = parse_image(&format!("localhost:5000/app:v1@{d}")).unwrap();
+        assert_eq!(i.tag, "v1");
+        assert_eq!(i.digest.as_deref(), Some(d.as_str()));
+        assert!(parse_image("app:-bad").is_err());
+        assert!(parse_image("app@md5").is_err());
+        assert!(parse_assignment("podinfo=x:1").is_err());
+        assert!(parse_assignment("ns:p=x:1").is_ok());
+    }
+}
