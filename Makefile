@@ -56,6 +56,7 @@ demo: build
 bench: deps
 	$(CARGO) bench -p automation --bench policy
 	bench/semver-vs-masterminds.sh
+	bench/set-vs-grep.sh
 
 install:
 	$(CARGO) install --locked --path .

@@ -17,12 +17,48 @@ use crate::yaml::{Span, Style};
 enum Value {
     /// Nothing on this line (a nested collection may follow).
     Empty,
-    /// A one-line scalar: its bytes (start, end in the line), decoded value, style.
-    Scalar(usize, usize, String, Style),
+    /// A one-line scalar: its bytes (end offset in the given text) and style;
+    /// decoded with [`decode`] when needed.
+    Scalar(usize, Style),
     /// A one-line flow collection, an alias, or a block scalar header.
     Other,
     /// Something not modelled.
     Unknown,
+}
+
+/// The value of a one-line scalar written `raw` in `style`; `None` for escapes
+/// not modelled.
+fn decode(raw: &str, style: Style) -> Option<String> {
+    match style {
+        Style::SingleQuoted => Some(raw[1..raw.len() - 1].replace("''", "'")),
+        Style::DoubleQuoted => {
+            let body = &raw[1..raw.len() - 1];
+            if !body.contains('\\') {
+                return Some(body.to_string());
+            }
+            let mut out = String::with_capacity(body.len());
+            let mut chars = body.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                out.push(match chars.next()? {
+                    '"' => '"',
+                    '\\' => '\\',
+                    '/' => '/',
+                    'n' => '\n',
+                    't' | '\t' => '\t',
+                    'r' => '\r',
+                    '0' => '\0',
+                    ' ' => ' ',
+                    _ => return None,
+                });
+            }
+            Some(out)
+        }
+        _ => Some(raw.to_string()),
+    }
 }
 
 #[derive(Default)]
@@ -57,7 +93,7 @@ impl Doc {
 /// The marked scalars of `text`, or `None` when the text needs the full parser.
 pub fn lex(text: &str) -> Option<Vec<Marked>> {
     // Line breaks other than \n and \r\n count as breaks for YAML readers.
-    if text.contains(['\u{85}', '\u{2028}', '\u{2029}']) || has_lone_cr(text) {
+    if has_unicode_break(text) || has_lone_cr(text) {
         return None;
     }
     let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
@@ -77,7 +113,8 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
     let mut block_indent: Option<usize> = None;
     while offset < text.len() {
         line_no += 1;
-        let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+        let line_end =
+            memchr::memchr(b'\n', &text.as_bytes()[offset..]).map_or(text.len(), |i| offset + i);
         let raw = &text[offset..line_end];
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         let start = offset;
@@ -154,18 +191,25 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
         let value_text = &line[value_at..];
         let lead = value_text.len() - value_text.trim_start_matches([' ', '\t']).len();
         let value_at = value_at + lead;
-        let value = lex_value(&line[value_at..]);
+        let value_text = &line[value_at..];
+        let value = lex_value(value_text);
+        let scalar = |value: &Value| match value {
+            Value::Scalar(end, style) => decode(&value_text[..*end], *style),
+            _ => None,
+        };
         // Top-level fields of the object.
-        if let Some(k) = &key {
+        if let Some(k) = key {
+            let k = match k.as_bytes().first() {
+                Some(b'"') => decode(k, Style::DoubleQuoted)?,
+                Some(b'\'') => decode(k, Style::SingleQuoted)?,
+                _ => k.to_string(),
+            };
             if indent > 0 && k == "apiVersion" {
                 return None;
             }
             if indent == 0 && dashes == 0 {
                 doc.metadata = None;
-                let v = match &value {
-                    Value::Scalar(_, _, v, _) => Some(v.clone()),
-                    _ => None,
-                };
+                let v = scalar(&value);
                 match k.as_str() {
                     "apiVersion" => doc.api_version = v,
                     "kind" => doc.kind = v,
@@ -179,10 +223,7 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                 let child = *child.get_or_insert(indent);
                 doc.metadata = Some(Some(child));
                 if indent == child && dashes == 0 {
-                    let v = match &value {
-                        Value::Scalar(_, _, v, _) => Some(v.clone()),
-                        _ => None,
-                    };
+                    let v = scalar(&value);
                     match k.as_str() {
                         "name" => doc.name = v,
                         "namespace" => doc.namespace = v,
@@ -211,7 +252,7 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                     scalar_parent = Some(parent);
                 }
             }
-            Value::Scalar(vs, ve, decoded, style) => {
+            Value::Scalar(ve, style) => {
                 scalar_parent = Some(parent);
                 let after = &line[value_at + ve..];
                 let trimmed = after.trim_start_matches([' ', '\t']);
@@ -234,7 +275,8 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                 if marker == CommentKind::NotAMarker {
                     continue;
                 }
-                let abs_start = start + value_at + vs;
+                let decoded = decode(&value_text[..ve], style)?;
+                let abs_start = start + value_at;
                 let abs_end = start + value_at + ve;
                 let hash = start + line.len() - trimmed.len();
                 let column = |at: usize| text[start..at].chars().count() + 1;
@@ -264,23 +306,31 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
 
 fn has_lone_cr(text: &str) -> bool {
     let b = text.as_bytes();
-    b.iter()
-        .enumerate()
-        .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
+    memchr::memchr_iter(b'\r', b).any(|i| b.get(i + 1) != Some(&b'\n'))
 }
 
-/// A key at the start of `s`: `Ok(Some((key, offset after the colon)))`,
-/// `Ok(None)` when `s` is not a `key:` entry, `None` when not modelled.
+/// NEL (C2 85), LINE SEPARATOR (E2 80 A8), PARAGRAPH SEPARATOR (E2 80 A9).
+fn has_unicode_break(text: &str) -> bool {
+    let b = text.as_bytes();
+    memchr::memchr2_iter(0xc2, 0xe2, b).any(|i| match b[i] {
+        0xc2 => b.get(i + 1) == Some(&0x85),
+        _ => b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0xa8 | 0xa9)),
+    })
+}
+
+/// A key at the start of `s`: `Some(Some((key as written, offset after the
+/// colon)))`, `Some(None)` when `s` is not a `key:` entry, `None` when not
+/// modelled.
 #[allow(clippy::option_option)]
-fn lex_key(s: &str) -> Option<Option<(String, usize)>> {
+fn lex_key(s: &str) -> Option<Option<(&str, usize)>> {
     if s.starts_with(['"', '\'']) {
         return match lex_value(s) {
-            Value::Scalar(_, end, key, _) => {
+            Value::Scalar(end, _) => {
                 let after = &s[end..];
                 let t = after.trim_start_matches([' ', '\t']);
                 if let Some(rest) = t.strip_prefix(':') {
                     if rest.is_empty() || rest.starts_with([' ', '\t']) {
-                        return Some(Some((key, s.len() - rest.len())));
+                        return Some(Some((&s[..end], s.len() - rest.len())));
                     }
                     return None;
                 }
@@ -296,14 +346,14 @@ fn lex_key(s: &str) -> Option<Option<(String, usize)>> {
         return Some(None);
     }
     let b = s.as_bytes();
-    for i in 0..b.len() {
+    for i in memchr::memchr2_iter(b':', b'#', b) {
         match b[i] {
             b':' if i + 1 == b.len() || b[i + 1] == b' ' || b[i + 1] == b'\t' => {
                 let key = s[..i].trim_end_matches([' ', '\t']);
                 if key.is_empty() {
                     return None;
                 }
-                return Some(Some((key.to_string(), i + 1)));
+                return Some(Some((key, i + 1)));
             }
             b'#' if i > 0 && (b[i - 1] == b' ' || b[i - 1] == b'\t') => return Some(None),
             _ => {}
@@ -356,7 +406,7 @@ fn lex_value(s: &str) -> Value {
 fn plain(s: &str) -> Value {
     let b = s.as_bytes();
     let mut end = b.len();
-    for i in 0..b.len() {
+    for i in memchr::memchr2_iter(b'#', b':', b) {
         if b[i] == b'#' && i > 0 && (b[i - 1] == b' ' || b[i - 1] == b'\t') {
             end = i;
             break;
@@ -367,55 +417,36 @@ fn plain(s: &str) -> Value {
         }
     }
     let value = s[..end].trim_end_matches([' ', '\t']);
-    Value::Scalar(0, value.len(), value.to_string(), Style::Plain)
+    Value::Scalar(value.len(), Style::Plain)
 }
 
 fn single_quoted(s: &str) -> Value {
     let b = s.as_bytes();
     let mut i = 1;
-    let mut out = String::new();
-    let mut from = 1;
-    while i < b.len() {
-        if b[i] == b'\'' {
-            if b.get(i + 1) == Some(&b'\'') {
-                out.push_str(&s[from..=i]);
-                i += 2;
-                from = i;
-                continue;
-            }
-            out.push_str(&s[from..i]);
-            return Value::Scalar(0, i + 1, out, Style::SingleQuoted);
+    while let Some(q) = memchr::memchr(b'\'', &b[i..]) {
+        i += q;
+        if b.get(i + 1) == Some(&b'\'') {
+            i += 2;
+            continue;
         }
-        i += 1;
+        return Value::Scalar(i + 1, Style::SingleQuoted);
     }
     Value::Unknown
 }
 
 fn double_quoted(s: &str) -> Value {
-    let mut out = String::new();
-    let mut chars = s.char_indices().skip(1);
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Value::Scalar(0, i + 1, out, Style::DoubleQuoted),
-            '\\' => {
-                let Some((_, e)) = chars.next() else {
-                    return Value::Unknown;
-                };
-                let decoded = match e {
-                    '"' => '"',
-                    '\\' => '\\',
-                    '/' => '/',
-                    'n' => '\n',
-                    't' | '\t' => '\t',
-                    'r' => '\r',
-                    '0' => '\0',
-                    ' ' => ' ',
-                    _ => return Value::Unknown,
-                };
-                out.push(decoded);
+    let b = s.as_bytes();
+    let mut i = 1;
+    while let Some(q) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+        i += q;
+        if b[i] == b'\\' {
+            if i + 1 >= b.len() {
+                return Value::Unknown;
             }
-            c => out.push(c),
+            i += 2;
+            continue;
         }
+        return Value::Scalar(i + 1, Style::DoubleQuoted);
     }
     Value::Unknown
 }
@@ -438,11 +469,11 @@ fn flow_closes(s: &str) -> bool {
                 }
             }
             b'"' => match double_quoted(&s[i..]) {
-                Value::Scalar(_, end, _, _) => i += end - 1,
+                Value::Scalar(end, _) => i += end - 1,
                 _ => return false,
             },
             b'\'' => match single_quoted(&s[i..]) {
-                Value::Scalar(_, end, _, _) => i += end - 1,
+                Value::Scalar(end, _) => i += end - 1,
                 _ => return false,
             },
             b'#' => return false,
