@@ -10,9 +10,10 @@ BIN := target/release/kubectl-imageauto
 
 # Debian packages the tests run against: Go and Masterminds/semver (oracle),
 # hyperfine (benchmarks).
-DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libssl-dev pre-commit git
+DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libssl-dev pre-commit git \
+  docker-registry apache2-utils skopeo time python3
 
-.PHONY: all build deps test lint fmt clippy unit demo bench install clean
+.PHONY: all build deps test lint fmt clippy unit demo bench fuzz install clean
 
 all: build
 
@@ -57,6 +58,14 @@ bench: deps
 	$(CARGO) bench -p automation --bench policy
 	bench/semver-vs-masterminds.sh
 	bench/set-vs-grep.sh
+	bench/tags-vs-skopeo.sh
+
+# Fuzz marker parsing and rewriting (cargo-fuzz, no sanitizer: works on stable).
+FUZZ_SECONDS ?= 300
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	mkdir -p fuzz/corpus/setters && cp tests/golden/setters/*.in.* fuzz/corpus/setters/
+	cd fuzz && $(CARGO) fuzz run -s none setters corpus/setters -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
 
 install:
 	$(CARGO) install --locked --path .

@@ -1,6 +1,13 @@
-//! Container registries: image references, and (with the client) tag lists
-//! and digests.
+//! Container registries: image references, credentials, the OCI distribution
+//! client (tag lists and digests) and scan results.
 
+pub mod client;
+pub mod credentials;
 pub mod reference;
+pub mod scan;
+pub mod tls;
 
+pub use client::{Client, ClientOptions, RegistryError};
+pub use credentials::{Credentials, CredentialsError, Keychain};
 pub use reference::{Reference, ReferenceError, normalized_repository};
+pub use scan::ScanResult;

@@ -13,6 +13,15 @@
 use super::{CommentKind, Marked, ObjectId, parse_comment};
 use crate::yaml::{Span, Style};
 
+/// A block collection open at some indent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Map,
+    Seq,
+    /// A sequence at the same indent as its mapping key (`key:\n- a`).
+    IndentlessSeq,
+}
+
 /// What a line's value is.
 enum Value {
     /// Nothing on this line (a nested collection may follow).
@@ -93,7 +102,7 @@ impl Doc {
 /// The marked scalars of `text`, or `None` when the text needs the full parser.
 pub fn lex(text: &str) -> Option<Vec<Marked>> {
     // Line breaks other than \n and \r\n count as breaks for YAML readers.
-    if has_unicode_break(text) || has_lone_cr(text) {
+    if has_unicode_break(text) || has_lone_cr(text) || has_non_printable(text) {
         return None;
     }
     let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
@@ -111,6 +120,11 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
     }
     // Inside a block scalar: the indent of its first content line.
     let mut block_indent: Option<usize> = None;
+    // Open block collections (indent, kind), and the node the previous line
+    // left open for nested content (its indent, and whether it is a key).
+    let mut levels: Vec<(usize, Level)> = Vec::new();
+    let mut opener: Option<(usize, bool)> = None;
+    let mut doc_started = false;
     while offset < text.len() {
         line_no += 1;
         let line_end =
@@ -155,6 +169,9 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
             }
             std::mem::take(&mut doc).finish(&mut out);
             scalar_parent = None;
+            levels.clear();
+            opener = None;
+            doc_started = false;
             continue;
         }
         if let Some(p) = scalar_parent.take()
@@ -171,10 +188,6 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
         let mut last_dash = indent;
         let mut s = rest;
         while s == "-" || s.starts_with("- ") || s.starts_with("-\t") {
-            if indent == 0 {
-                // A top-level sequence: objects are items (not modelled).
-                return None;
-            }
             dashes += 1;
             last_dash = col;
             let skipped = 1 + s[1..].len() - s[1..].trim_start_matches([' ', '\t']).len();
@@ -184,10 +197,62 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
         let (key, value_at, parent) = match lex_key(s)? {
             Some((key, after)) => (Some(key), col + after, col),
             None if dashes > 0 => (None, col, last_dash),
-            None if s.is_empty() => continue,
             // A bare scalar line: a multi-line scalar (not modelled).
             None => return None,
         };
+        if !doc_started && dashes > 0 {
+            // A top-level sequence: objects are items (not modelled).
+            return None;
+        }
+        // The line must continue an open collection, or open a nested one
+        // where the previous line left room for it.
+        let kind = if dashes > 0 { Level::Seq } else { Level::Map };
+        while levels.last().is_some_and(|(c, _)| *c > indent) {
+            levels.pop();
+        }
+        let nested = match opener.take() {
+            Some((p, _)) if indent > p => true,
+            Some((p, true)) if indent == p && dashes > 0 => levels.last() == Some(&(p, Level::Map)),
+            _ => false,
+        };
+        if nested {
+            let k = if dashes > 0 && levels.last().is_some_and(|(c, _)| *c == indent) {
+                Level::IndentlessSeq
+            } else {
+                kind
+            };
+            levels.push((indent, k));
+        } else if !doc_started {
+            levels.push((indent, kind));
+        } else {
+            if dashes == 0 && levels.last() == Some(&(indent, Level::IndentlessSeq)) {
+                levels.pop();
+            }
+            match levels.last() {
+                Some(&(c, k))
+                    if c == indent && (k == kind || (k == Level::IndentlessSeq && dashes > 0)) => {}
+                _ => return None,
+            }
+        }
+        doc_started = true;
+        // Collections opened inside the line: `- - x`, `- key: v`.
+        {
+            let mut c = indent;
+            let mut t = rest;
+            let mut first = true;
+            while t == "-" || t.starts_with("- ") || t.starts_with("-\t") {
+                if !first {
+                    levels.push((c, Level::Seq));
+                }
+                first = false;
+                let skipped = 1 + t[1..].len() - t[1..].trim_start_matches([' ', '\t']).len();
+                c += skipped;
+                t = &t[skipped..];
+            }
+            if dashes > 0 && key.is_some() {
+                levels.push((col, Level::Map));
+            }
+        }
         let value_text = &line[value_at..];
         let lead = value_text.len() - value_text.trim_start_matches([' ', '\t']).len();
         let value_at = value_at + lead;
@@ -231,8 +296,6 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                     }
                 }
             }
-        } else if indent == 0 {
-            return None;
         }
         let has_marker_text = line.contains("$imagepolicy");
         match value {
@@ -241,6 +304,10 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                 if has_marker_text {
                     return None;
                 }
+                opener = Some(match key {
+                    Some(_) => (parent, true),
+                    None => (last_dash, false),
+                });
             }
             Value::Other => {
                 if line[value_at..].starts_with(['|', '>']) {
@@ -307,6 +374,24 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
 fn has_lone_cr(text: &str) -> bool {
     let b = text.as_bytes();
     memchr::memchr_iter(b'\r', b).any(|i| b.get(i + 1) != Some(&b'\n'))
+}
+
+/// Characters YAML does not allow in a stream (readers reject the file).
+fn has_non_printable(text: &str) -> bool {
+    let bad_ascii = |b: u8| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f;
+    if text.is_ascii() {
+        return text.bytes().any(bad_ascii);
+    }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    text.chars().any(|c| match c as u32 {
+        0..=0x7f => bad_ascii(c as u8),
+        0x85 => false,
+        0x80..=0x9f | 0xfffe | 0xffff => true,
+        // A byte order mark anywhere but at the start.
+        0xfeff => true,
+        0xd800..=0xdfff => true,
+        _ => false,
+    })
 }
 
 /// NEL (C2 85), LINE SEPARATOR (E2 80 A8), PARAGRAPH SEPARATOR (E2 80 A9).
@@ -451,35 +536,151 @@ fn double_quoted(s: &str) -> Value {
     Value::Unknown
 }
 
-/// Whether a flow collection that starts `s` closes on this line, with only
-/// white space or a comment after it.
+/// Whether a flow collection that starts `s` is complete and well formed on
+/// this line, with only white space or a comment after it.
 fn flow_closes(s: &str) -> bool {
     let b = s.as_bytes();
-    let mut depth = 0i32;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'[' | b'{' => depth += 1,
-            b']' | b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    let rest = s[i + 1..].trim_start_matches([' ', '\t']);
-                    return rest.is_empty()
-                        || (rest.starts_with('#') && rest.len() < s[i + 1..].len());
-                }
-            }
-            b'"' => match double_quoted(&s[i..]) {
-                Value::Scalar(end, _) => i += end - 1,
-                _ => return false,
-            },
-            b'\'' => match single_quoted(&s[i..]) {
-                Value::Scalar(end, _) => i += end - 1,
-                _ => return false,
-            },
-            b'#' => return false,
-            _ => {}
-        }
+    let Some(end) = flow_node(b, 0, 0) else {
+        return false;
+    };
+    let rest = s[end..].trim_start_matches([' ', '\t']);
+    rest.is_empty() || (rest.starts_with('#') && rest.len() < s[end..].len())
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
         i += 1;
     }
-    false
+    i
+}
+
+fn is_flow_indicator(c: u8) -> bool {
+    matches!(c, b',' | b'[' | b']' | b'{' | b'}')
+}
+
+/// A node inside (or starting) a flow collection at `i`; returns where it ends.
+/// Conservative: forms it does not model (anchors, tags, aliases, empty
+/// values, nesting deeper than 16) are refused.
+fn flow_node(b: &[u8], i: usize, depth: usize) -> Option<usize> {
+    if depth > 16 || i >= b.len() {
+        return None;
+    }
+    let s = std::str::from_utf8(b).ok()?;
+    match b[i] {
+        b'[' | b'{' => {
+            let close = if b[i] == b'[' { b']' } else { b'}' };
+            let mut j = skip_ws(b, i + 1);
+            if b.get(j) == Some(&close) {
+                return Some(j + 1);
+            }
+            loop {
+                // An entry: a node, optionally `: value` (a pair).
+                j = flow_node(b, j, depth + 1)?;
+                j = skip_ws(b, j);
+                if b.get(j) == Some(&b':') {
+                    j = skip_ws(b, j + 1);
+                    j = flow_node(b, j, depth + 1)?;
+                    j = skip_ws(b, j);
+                } else if close == b'}' {
+                    // A key without value: not modelled.
+                    return None;
+                }
+                match b.get(j) {
+                    Some(&b',') => {
+                        j = skip_ws(b, j + 1);
+                        if b.get(j) == Some(&close) {
+                            return Some(j + 1);
+                        }
+                    }
+                    Some(&c) if c == close => return Some(j + 1),
+                    _ => return None,
+                }
+            }
+        }
+        b'"' => match double_quoted(&s[i..]) {
+            Value::Scalar(end, _) => Some(i + end),
+            _ => None,
+        },
+        b'\'' => match single_quoted(&s[i..]) {
+            Value::Scalar(end, _) => Some(i + end),
+            _ => None,
+        },
+        b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#' | b',' | b']' | b'}' => None,
+        c => {
+            if matches!(c, b'-' | b'?' | b':')
+                && b.get(i + 1)
+                    .is_none_or(|&n| n == b' ' || n == b'\t' || is_flow_indicator(n))
+            {
+                return None;
+            }
+            // A plain scalar ends at a flow indicator, at `: ` (or `:` before
+            // an indicator), or at ` #`.
+            let mut j = i;
+            let mut end = i;
+            while j < b.len() {
+                let c = b[j];
+                if is_flow_indicator(c) {
+                    break;
+                }
+                if c == b':'
+                    && b.get(j + 1)
+                        .is_none_or(|&n| n == b' ' || n == b'\t' || is_flow_indicator(n))
+                {
+                    break;
+                }
+                if c == b'#' && j > i && (b[j - 1] == b' ' || b[j - 1] == b'\t') {
+                    return None;
+                }
+                j += 1;
+                if c != b' ' && c != b'\t' {
+                    end = j;
+                }
+            }
+            (end > i).then_some(end)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lex;
+
+    #[test]
+    fn gives_up_where_readers_refuse_the_text() {
+        for text in [
+            "a: x\u{0}y # {\"$imagepolicy\": \"ns:p\"}\n",
+            "a: x\u{7f} # {\"$imagepolicy\": \"ns:p\"}\n",
+            "a: x\u{9f} # {\"$imagepolicy\": \"ns:p\"}\n",
+            "a: x # {\"$imagepolicy\": \"ns:p\"}\rb: 1\n",
+        ] {
+            assert!(lex(text).is_none(), "{text:?}");
+        }
+        assert!(lex("a: x # {\"$imagepolicy\": \"ns:p\"}\r\n").is_some());
+    }
+
+    #[test]
+    fn gives_up_on_broken_block_structure() {
+        // Dedent below the root mapping, and a key where a sequence item is due.
+        for text in [
+            "    spec:\n      image: x # {\"$imagepolicy\": \"ns:p\"}\n  name: web\n",
+            "a:\n  - x\n  b: y # {\"$imagepolicy\": \"ns:p\"}\n",
+            "a: 1\n  b: x # {\"$imagepolicy\": \"ns:p\"}\n",
+        ] {
+            assert!(lex(text).is_none(), "{text:?}");
+        }
+        // Flow collections are checked, not just balanced.
+        for text in [
+            "a: {image: ghcr.i: x} # {\"$imagepolicy\": \"ns:p\"}\nb: x # {\"$imagepolicy\": \"ns:p\"}\n",
+            "a: [x, &y z]\nb: x # {\"$imagepolicy\": \"ns:p\"}\n",
+            "a: {k}\nb: x # {\"$imagepolicy\": \"ns:p\"}\n",
+        ] {
+            assert!(lex(text).is_none(), "{text:?}");
+        }
+        let flows = "a: {x: [1, \"2\", {y: z}], w: 'v'}\nb: [a:b, c]\nc: x # {\"$imagepolicy\": \"ns:p\"}\n";
+        assert_eq!(lex(flows).map(|m| m.len()), Some(1));
+        assert_eq!(super::super::scan(flows).map(|m| m.len()), Ok(1));
+        // Indentless sequences and nested items are fine.
+        let ok = "a:\n- x # {\"$imagepolicy\": \"ns:p\"}\nb:\n  - - y\n    - name: z\n      image: w # {\"$imagepolicy\": \"ns:p\"}\n";
+        assert_eq!(lex(ok).map(|m| m.len()), Some(2));
+    }
 }

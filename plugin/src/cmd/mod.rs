@@ -1,3 +1,4 @@
 pub mod explain;
 pub mod lint;
 pub mod set;
+pub mod tags;

@@ -1,0 +1,834 @@
+//! An OCI distribution client: tag lists (paginated), manifest digests, the
+//! `WWW-Authenticate` challenge flow (Bearer tokens, Basic), retries on 429
+//! and 503, and caps on pages, tags and body sizes.
+
+use super::credentials::{Credentials, Keychain};
+use super::reference::Reference;
+use super::tls::{RefusedCertificate, TlsConfigError, client_config, describe_certificate};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The manifest media types asked for when reading a digest.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// How the client talks to registries.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Plain HTTP (ImageRepository `spec.insecure`).
+    pub insecure: bool,
+    /// A PEM CA bundle trusted besides the system roots (`ca.crt`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// A PEM client certificate and key (`tls.crt`, `tls.key`).
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
+    /// An HTTP(S) proxy URL (may hold credentials; never shown).
+    pub proxy: Option<String>,
+    /// Timeout of one request (ImageRepository `spec.timeout`).
+    pub timeout: Duration,
+    /// Tags asked for per page (`n`).
+    pub page_size: usize,
+    pub max_pages: usize,
+    pub max_tags: usize,
+    /// Largest response body read.
+    pub max_body_bytes: usize,
+    /// Retries after 429 or 503.
+    pub max_retries: u32,
+    /// First backoff when no Retry-After is given; doubles each time.
+    pub backoff: Duration,
+    /// Longest single wait, Retry-After included.
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            insecure: false,
+            ca_pem: None,
+            client_cert_pem: None,
+            client_key_pem: None,
+            proxy: None,
+            timeout: Duration::from_secs(60),
+            page_size: 1000,
+            max_pages: 1000,
+            max_tags: 500_000,
+            max_body_bytes: 64 << 20,
+            max_retries: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What went wrong talking to a registry. Names the registry, the repository
+/// and what happened; never a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{registry}: {repository}: authentication failed ({status}){}{}", realm.as_ref().map(|r| format!(", refused by {r}")).unwrap_or_default(), hint)]
+    Unauthorized {
+        registry: String,
+        repository: String,
+        status: u16,
+        realm: Option<String>,
+        hint: String,
+    },
+    #[error("{registry}: repository {repository} not found")]
+    NotFound {
+        registry: String,
+        repository: String,
+    },
+    #[error("{registry}: {repository}: tag {tag} not found")]
+    TagNotFound {
+        registry: String,
+        repository: String,
+        tag: String,
+    },
+    #[error("{registry}: TLS failed: {detail}")]
+    Tls { registry: String, detail: String },
+    #[error("{registry}: {repository}: no answer within {timeout:?}")]
+    Timeout {
+        registry: String,
+        repository: String,
+        timeout: Duration,
+    },
+    #[error("{registry}: cannot connect: {detail}")]
+    Connect { registry: String, detail: String },
+    #[error("{registry}: {repository}: still rate limited ({status}) after {attempts} attempts")]
+    RateLimited {
+        registry: String,
+        repository: String,
+        status: u16,
+        attempts: u32,
+    },
+    #[error("{registry}: {repository}: more than {cap} tags; raise the tag cap or exclude tags")]
+    TooManyTags {
+        registry: String,
+        repository: String,
+        cap: usize,
+    },
+    #[error("{registry}: {repository}: more than {cap} pages of tags")]
+    TooManyPages {
+        registry: String,
+        repository: String,
+        cap: usize,
+    },
+    #[error("{registry}: {repository}: the tag list pages loop back to {url}")]
+    PageLoop {
+        registry: String,
+        repository: String,
+        url: String,
+    },
+    #[error("{registry}: a response body exceeds {cap} bytes")]
+    BodyTooLarge { registry: String, cap: usize },
+    #[error("{registry}: {repository}: {status}: {message}")]
+    Http {
+        registry: String,
+        repository: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{registry}: {repository}: unexpected response: {detail}")]
+    InvalidResponse {
+        registry: String,
+        repository: String,
+        detail: String,
+    },
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[from] TlsConfigError),
+    #[error("proxy: {0}")]
+    Proxy(String),
+    #[error("HTTP client setup: {0}")]
+    Setup(String),
+}
+
+impl RegistryError {
+    /// A short label, for metrics and status reasons.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegistryError::Unauthorized { .. } => "AuthenticationFailed",
+            RegistryError::NotFound { .. } | RegistryError::TagNotFound { .. } => "NotFound",
+            RegistryError::TlsConfig(_) | RegistryError::Proxy(_) | RegistryError::Setup(_) => {
+                "InvalidConfiguration"
+            }
+            _ => "ReadOperationFailed",
+        }
+    }
+}
+
+/// A rustls error inside `e`, looking through `io::Error` wrappers (whose
+/// `source()` skips the error they wrap).
+fn find_rustls_error(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r.clone());
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    find_rustls_error(inner)
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    pub scheme: String,
+    pub params: HashMap<String, String>,
+}
+
+/// Parses `Bearer realm="...",service="...",scope="..."` (quoted or token values).
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let mut params = HashMap::new();
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
+            i += 1;
+        }
+        let k0 = i;
+        while i < b.len() && b[i] != b'=' {
+            i += 1;
+        }
+        let key = rest[k0..i].trim().to_ascii_lowercase();
+        i += 1;
+        let value = if i < b.len() && b[i] == b'"' {
+            i += 1;
+            let mut v = String::new();
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                v.push(b[i] as char);
+                i += 1;
+            }
+            i += 1;
+            v
+        } else {
+            let v0 = i;
+            while i < b.len() && b[i] != b',' {
+                i += 1;
+            }
+            rest.get(v0..i).unwrap_or("").trim().to_string()
+        };
+        if !key.is_empty() {
+            params.insert(key, value);
+        }
+    }
+    Some(Challenge {
+        scheme: scheme.to_ascii_lowercase(),
+        params,
+    })
+}
+
+/// The `rel="next"` target of a `Link` header, resolved against `base`.
+pub fn link_next(headers: &HeaderMap, base: &Url) -> Option<Url> {
+    for value in headers.get_all(LINK) {
+        let Ok(v) = value.to_str() else { continue };
+        for part in v.split(',') {
+            let mut pieces = part.split(';');
+            let target = pieces.next()?.trim();
+            let is_next = pieces.any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            });
+            if is_next {
+                let url = target.trim_start_matches('<').trim_end_matches('>');
+                return base.join(url).ok();
+            }
+        }
+    }
+    None
+}
+
+/// Seconds (or an HTTP date) in `Retry-After`.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct TagsPage {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A registry client. Cheap to share; caches tokens per registry and scope.
+pub struct Client {
+    http: reqwest::Client,
+    options: ClientOptions,
+    refused: RefusedCertificate,
+    tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+}
+
+struct Ctx<'a> {
+    registry: &'a str,
+    repository: &'a str,
+    credentials: Option<&'a Credentials>,
+    helper_note: bool,
+}
+
+impl Client {
+    pub fn new(options: ClientOptions) -> Result<Self, RegistryError> {
+        super::tls::install_crypto_provider();
+        let (tls, refused) = client_config(
+            options.ca_pem.as_deref(),
+            options.client_cert_pem.as_deref(),
+            options.client_key_pem.as_deref(),
+        )?;
+        let mut b = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(30)))
+            .user_agent(concat!("imageauto/", env!("CARGO_PKG_VERSION")));
+        if let Some(p) = &options.proxy {
+            let proxy = reqwest::Proxy::all(p.as_str())
+                .map_err(|_| RegistryError::Proxy("the proxy address is not a URL".into()))?;
+            b = b.proxy(proxy);
+        }
+        let http = b
+            .build()
+            .map_err(|e| RegistryError::Setup(e.without_url().to_string()))?;
+        Ok(Self {
+            http,
+            options,
+            refused,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn base(&self, r: &Reference) -> Result<Url, RegistryError> {
+        let scheme = if self.options.insecure {
+            "http"
+        } else {
+            "https"
+        };
+        Url::parse(&format!("{scheme}://{}/", r.api_host()))
+            .map_err(|_| RegistryError::Setup(format!("{} is not a host name", r.api_host())))
+    }
+
+    fn transport_error(&self, ctx: &Ctx<'_>, e: reqwest::Error) -> RegistryError {
+        let registry = ctx.registry.to_string();
+        if e.is_timeout() {
+            return RegistryError::Timeout {
+                registry,
+                repository: ctx.repository.to_string(),
+                timeout: self.options.timeout,
+            };
+        }
+        // The innermost cause says what happened (refused, DNS, TLS).
+        let mut chain = Vec::new();
+        let mut tls_error: Option<rustls::Error> = None;
+        let mut src: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = src {
+            chain.push(s.to_string());
+            if let Some(r) = find_rustls_error(s) {
+                tls_error = Some(r);
+            }
+            src = s.source();
+        }
+        let root = chain.last().cloned().unwrap_or_default();
+        if let Some(t) = tls_error {
+            let cert = self
+                .refused
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                .and_then(|der| describe_certificate(&der));
+            let detail = match (&t, cert) {
+                (_, Some(c)) => format!(
+                    "{t}; the server presented a certificate with {c}: trust its CA with --ca-file (ImageRepository certSecretRef ca.crt)"
+                ),
+                (rustls::Error::InvalidMessage(_), None) => format!(
+                    "{t}: the server does not answer TLS; for a plain-HTTP registry use --insecure (ImageRepository spec.insecure)"
+                ),
+                (_, None) => t.to_string(),
+            };
+            return RegistryError::Tls { registry, detail };
+        }
+        RegistryError::Connect {
+            registry,
+            detail: root,
+        }
+    }
+
+    async fn read_body(
+        &self,
+        ctx: &Ctx<'_>,
+        mut resp: reqwest::Response,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let cap = self.options.max_body_bytes;
+        if resp.content_length().is_some_and(|l| l as usize > cap) {
+            return Err(RegistryError::BodyTooLarge {
+                registry: ctx.registry.to_string(),
+                cap,
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(ctx, e))?
+        {
+            if body.len() + chunk.len() > cap {
+                return Err(RegistryError::BodyTooLarge {
+                    registry: ctx.registry.to_string(),
+                    cap,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Gets a token (or Basic header) for `challenge`.
+    async fn authorize(
+        &self,
+        ctx: &Ctx<'_>,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<String, RegistryError> {
+        let unauthorized = |status: u16, realm: Option<String>| {
+            let hint = match (ctx.credentials, ctx.helper_note) {
+                (None, true) => ": the Docker config sends this registry to a credential helper, which imageauto does not run; put the credentials in auths".to_string(),
+                (None, false) => ": no credentials for this registry (give a Docker config with --docker-config, or secretRef)".to_string(),
+                (Some(_), _) => ": check the credentials".to_string(),
+            };
+            RegistryError::Unauthorized {
+                registry: ctx.registry.to_string(),
+                repository: ctx.repository.to_string(),
+                status,
+                realm,
+                hint,
+            }
+        };
+        match challenge.scheme.as_str() {
+            "basic" => match ctx.credentials {
+                Some(Credentials::Basic { username, password }) => Ok(format!(
+                    "Basic {}",
+                    STANDARD.encode(format!("{username}:{password}"))
+                )),
+                Some(Credentials::RegistryToken(t)) => Ok(format!("Bearer {t}")),
+                _ => Err(unauthorized(401, challenge.params.get("realm").cloned())),
+            },
+            "bearer" => {
+                if let Some(Credentials::RegistryToken(t)) = ctx.credentials {
+                    return Ok(format!("Bearer {t}"));
+                }
+                let realm = challenge.params.get("realm").cloned().ok_or_else(|| {
+                    RegistryError::InvalidResponse {
+                        registry: ctx.registry.to_string(),
+                        repository: ctx.repository.to_string(),
+                        detail: "a Bearer challenge without realm".into(),
+                    }
+                })?;
+                let key = (ctx.registry.to_string(), scope.to_string());
+                if let Ok(cache) = self.tokens.lock()
+                    && let Some((t, until)) = cache.get(&key)
+                    && Instant::now() < *until
+                {
+                    return Ok(format!("Bearer {t}"));
+                }
+                let mut url = Url::parse(&realm).map_err(|_| RegistryError::InvalidResponse {
+                    registry: ctx.registry.to_string(),
+                    repository: ctx.repository.to_string(),
+                    detail: format!("the token realm {realm} is not a URL"),
+                })?;
+                let service = challenge.params.get("service").cloned().unwrap_or_default();
+                let req = match ctx.credentials {
+                    Some(Credentials::IdentityToken(refresh)) => {
+                        let form = [
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", refresh.as_str()),
+                            ("service", service.as_str()),
+                            ("scope", scope),
+                            ("client_id", "imageauto"),
+                        ];
+                        self.http.post(url.clone()).form(&form)
+                    }
+                    creds => {
+                        {
+                            let mut q = url.query_pairs_mut();
+                            if !service.is_empty() {
+                                q.append_pair("service", &service);
+                            }
+                            q.append_pair("scope", scope);
+                        }
+                        let r = self.http.get(url.clone());
+                        match creds {
+                            Some(Credentials::Basic { username, password }) => {
+                                r.basic_auth(username, Some(password))
+                            }
+                            _ => r,
+                        }
+                    }
+                };
+                let resp = req.send().await.map_err(|e| self.transport_error(ctx, e))?;
+                let status = resp.status();
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    url.set_query(None);
+                    return Err(unauthorized(status.as_u16(), Some(url.to_string())));
+                }
+                if !status.is_success() {
+                    url.set_query(None);
+                    return Err(RegistryError::Http {
+                        registry: ctx.registry.to_string(),
+                        repository: ctx.repository.to_string(),
+                        status: status.as_u16(),
+                        message: format!("the token service {url} answered {status}"),
+                    });
+                }
+                let body = self.read_body(ctx, resp).await?;
+                let t: TokenResponse =
+                    serde_json::from_slice(&body).map_err(|_| RegistryError::InvalidResponse {
+                        registry: ctx.registry.to_string(),
+                        repository: ctx.repository.to_string(),
+                        detail: "the token service answered something other than a token".into(),
+                    })?;
+                let token = t
+                    .token
+                    .or(t.access_token)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| RegistryError::InvalidResponse {
+                        registry: ctx.registry.to_string(),
+                        repository: ctx.repository.to_string(),
+                        detail: "the token service answered without a token".into(),
+                    })?;
+                let ttl =
+                    Duration::from_secs(t.expires_in.unwrap_or(60).saturating_sub(10).max(10));
+                if let Ok(mut cache) = self.tokens.lock() {
+                    cache.insert(key, (token.clone(), Instant::now() + ttl));
+                }
+                Ok(format!("Bearer {token}"))
+            }
+            other => Err(RegistryError::InvalidResponse {
+                registry: ctx.registry.to_string(),
+                repository: ctx.repository.to_string(),
+                detail: format!("unsupported authentication scheme {other}"),
+            }),
+        }
+    }
+
+    /// Sends a request, answering one authentication challenge and retrying
+    /// on 429 and 503.
+    async fn send(
+        &self,
+        ctx: &Ctx<'_>,
+        method: Method,
+        url: &Url,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let scope = format!("repository:{}:pull", ctx.repository);
+        let mut auth: Option<String> = None;
+        if let Ok(cache) = self.tokens.lock()
+            && let Some((t, until)) = cache.get(&(ctx.registry.to_string(), scope.clone()))
+            && Instant::now() < *until
+        {
+            auth = Some(format!("Bearer {t}"));
+        }
+        let mut challenged = false;
+        let mut attempt = 0;
+        loop {
+            let mut req = self.http.request(method.clone(), url.clone());
+            if let Some(a) = &auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            let resp = req.send().await.map_err(|e| self.transport_error(ctx, e))?;
+            let status = resp.status();
+            match status {
+                StatusCode::UNAUTHORIZED if !challenged => {
+                    challenged = true;
+                    let challenge = resp
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge)
+                        .ok_or_else(|| RegistryError::Unauthorized {
+                            registry: ctx.registry.to_string(),
+                            repository: ctx.repository.to_string(),
+                            status: 401,
+                            realm: None,
+                            hint: String::new(),
+                        })?;
+                    auth = Some(self.authorize(ctx, &challenge, &scope).await?);
+                    continue;
+                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    let realm = resp
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge)
+                        .and_then(|c| c.params.get("realm").cloned());
+                    return Err(RegistryError::Unauthorized {
+                        registry: ctx.registry.to_string(),
+                        repository: ctx.repository.to_string(),
+                        status: status.as_u16(),
+                        realm,
+                        hint: if ctx.credentials.is_some() {
+                            ": check the credentials and their access to this repository".into()
+                        } else {
+                            ": no credentials for this registry (give a Docker config with --docker-config, or secretRef)".into()
+                        },
+                    });
+                }
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    if attempt >= self.options.max_retries {
+                        return Err(RegistryError::RateLimited {
+                            registry: ctx.registry.to_string(),
+                            repository: ctx.repository.to_string(),
+                            status: status.as_u16(),
+                            attempts: attempt + 1,
+                        });
+                    }
+                    let wait = retry_after(resp.headers())
+                        .unwrap_or_else(|| {
+                            self.options.backoff.saturating_mul(1 << attempt.min(16))
+                        })
+                        .min(self.options.max_backoff);
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                s if s.is_success() => return Ok(resp),
+                s => {
+                    let body = self.read_body(ctx, resp).await.unwrap_or_default();
+                    let message = serde_json::from_slice::<ErrorBody>(&body)
+                        .ok()
+                        .and_then(|b| b.errors.into_iter().next())
+                        .map(|e| format!("{}: {}", e.code, e.message))
+                        .unwrap_or_else(|| s.canonical_reason().unwrap_or("").to_string());
+                    if s == StatusCode::NOT_FOUND {
+                        return Err(RegistryError::NotFound {
+                            registry: ctx.registry.to_string(),
+                            repository: ctx.repository.to_string(),
+                        });
+                    }
+                    return Err(RegistryError::Http {
+                        registry: ctx.registry.to_string(),
+                        repository: ctx.repository.to_string(),
+                        status: s.as_u16(),
+                        message,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every tag of the repository, in the registry's order.
+    pub async fn list_tags(
+        &self,
+        reference: &Reference,
+        keychain: &Keychain,
+    ) -> Result<Vec<String>, RegistryError> {
+        self.list_tags_with(reference, keychain, |_, _| {}).await
+    }
+
+    /// [`Client::list_tags`], calling `progress(pages, tags)` after each page.
+    pub async fn list_tags_with(
+        &self,
+        reference: &Reference,
+        keychain: &Keychain,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<String>, RegistryError> {
+        let ctx = Ctx {
+            registry: &reference.registry,
+            repository: &reference.repository,
+            credentials: keychain.lookup(&reference.registry),
+            helper_note: keychain.uses_helper(&reference.registry),
+        };
+        let base = self.base(reference)?;
+        let mut url = base
+            .join(&format!("v2/{}/tags/list", reference.repository))
+            .map_err(|e| RegistryError::Setup(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("n", &self.options.page_size.to_string());
+        let mut seen = HashSet::new();
+        let mut tags = Vec::new();
+        let mut pages = 0;
+        loop {
+            if !seen.insert(url.to_string()) {
+                return Err(RegistryError::PageLoop {
+                    registry: ctx.registry.to_string(),
+                    repository: ctx.repository.to_string(),
+                    url: url.path().to_string(),
+                });
+            }
+            pages += 1;
+            if pages > self.options.max_pages {
+                return Err(RegistryError::TooManyPages {
+                    registry: ctx.registry.to_string(),
+                    repository: ctx.repository.to_string(),
+                    cap: self.options.max_pages,
+                });
+            }
+            let resp = self.send(&ctx, Method::GET, &url, None).await?;
+            let next = link_next(resp.headers(), &url);
+            let body = self.read_body(&ctx, resp).await?;
+            let page: TagsPage =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::InvalidResponse {
+                    registry: ctx.registry.to_string(),
+                    repository: ctx.repository.to_string(),
+                    detail: format!("the tag list is not JSON ({e})"),
+                })?;
+            tags.extend(page.tags.unwrap_or_default());
+            if tags.len() > self.options.max_tags {
+                return Err(RegistryError::TooManyTags {
+                    registry: ctx.registry.to_string(),
+                    repository: ctx.repository.to_string(),
+                    cap: self.options.max_tags,
+                });
+            }
+            progress(pages, tags.len());
+            match next {
+                Some(n) if n.origin() == url.origin() => url = n,
+                Some(n) => {
+                    return Err(RegistryError::InvalidResponse {
+                        registry: ctx.registry.to_string(),
+                        repository: ctx.repository.to_string(),
+                        detail: format!(
+                            "the next page is on another host ({}); not followed",
+                            n.host_str().unwrap_or("?")
+                        ),
+                    });
+                }
+                None => break,
+            }
+        }
+        Ok(tags)
+    }
+
+    /// The manifest digest of `reference`'s tag (HEAD, with the OCI and Docker
+    /// manifest types accepted).
+    pub async fn digest(
+        &self,
+        reference: &Reference,
+        keychain: &Keychain,
+    ) -> Result<String, RegistryError> {
+        let ctx = Ctx {
+            registry: &reference.registry,
+            repository: &reference.repository,
+            credentials: keychain.lookup(&reference.registry),
+            helper_note: keychain.uses_helper(&reference.registry),
+        };
+        let tag = reference.tag.as_deref().unwrap_or("latest");
+        let url = self
+            .base(reference)?
+            .join(&format!("v2/{}/manifests/{tag}", reference.repository))
+            .map_err(|e| RegistryError::Setup(e.to_string()))?;
+        let resp = match self
+            .send(&ctx, Method::HEAD, &url, Some(MANIFEST_ACCEPT))
+            .await
+        {
+            Err(RegistryError::NotFound {
+                registry,
+                repository,
+            }) => {
+                return Err(RegistryError::TagNotFound {
+                    registry,
+                    repository,
+                    tag: tag.to_string(),
+                });
+            }
+            other => other?,
+        };
+        if let Some(d) = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            return Ok(d.to_string());
+        }
+        // No digest header: read the manifest and hash it.
+        let resp = self
+            .send(&ctx, Method::GET, &url, Some(MANIFEST_ACCEPT))
+            .await?;
+        let body = self.read_body(&ctx, resp).await?;
+        use sha2::Digest;
+        Ok(format!("sha256:{:x}", sha2::Sha256::digest(&body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let c = parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#).unwrap();
+        assert_eq!(c.scheme, "bearer");
+        assert_eq!(c.params["realm"], "https://auth.docker.io/token");
+        assert_eq!(c.params["service"], "registry.docker.io");
+        assert_eq!(c.params["scope"], "repository:library/nginx:pull");
+        let c = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
+        assert_eq!(c.scheme, "basic");
+        assert_eq!(c.params["realm"], "Registry Realm");
+        let c = parse_challenge("Bearer realm=https://x/token, service=reg").unwrap();
+        assert_eq!(c.params["service"], "reg");
+    }
+
+    #[test]
+    fn links() {
+        let base = Url::parse("https://r.example.com/v2/a/tags/list?n=2").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            "</v2/a/tags/list?last=b&n=2>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            link_next(&h, &base).unwrap().as_str(),
+            "https://r.example.com/v2/a/tags/list?last=b&n=2"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            "<https://r.example.com/x>; rel=\"prev\"".parse().unwrap(),
+        );
+        assert_eq!(link_next(&h, &base), None);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        h.insert(RETRY_AFTER, later.parse().unwrap());
+        assert!(retry_after(&h).is_some_and(|d| d > Duration::from_secs(100)));
+    }
+}

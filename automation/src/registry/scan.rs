@@ -1,0 +1,66 @@
+//! The outcome of a scan as an ImageRepository's status records it.
+
+use crate::policy::Exclusions;
+use sha2::{Digest, Sha256};
+
+/// How many tags `status.lastScanResult.latestTags` holds.
+pub const LATEST_TAGS: usize = 10;
+
+/// Tags after the exclusion list, sorted as Flux stores them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanResult {
+    /// Descending by bytes, without duplicates.
+    pub tags: Vec<String>,
+    /// The first [`LATEST_TAGS`] of `tags`.
+    pub latest_tags: Vec<String>,
+    /// A checksum of the set of tags: it changes only when the set changes.
+    pub revision: String,
+}
+
+impl ScanResult {
+    pub fn new(mut tags: Vec<String>, exclusions: &Exclusions) -> Self {
+        tags.retain(|t| exclusions.excluding(t).is_none());
+        tags.sort_unstable_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+        tags.dedup();
+        let mut h = Sha256::new();
+        for t in &tags {
+            h.update(t.as_bytes());
+            h.update(b"\n");
+        }
+        let revision = format!("{:x}", h.finalize());
+        let latest_tags = tags.iter().take(LATEST_TAGS).cloned().collect();
+        Self {
+            tags,
+            latest_tags,
+            revision,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.tags.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_filtered_and_stable() {
+        let ex = Exclusions::new(&["^.*\\.sig$"]).unwrap();
+        let tags: Vec<String> = ["1.0.0", "b", "sha256-x.sig", "a", "1.0.0", "10.0.0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = ScanResult::new(tags.clone(), &ex);
+        assert_eq!(r.tags, ["b", "a", "10.0.0", "1.0.0"]);
+        assert_eq!(r.count(), 4);
+        let mut shuffled = tags;
+        shuffled.reverse();
+        assert_eq!(ScanResult::new(shuffled, &ex).revision, r.revision);
+        let more = ScanResult::new(vec!["b".into(), "a".into(), "c".into()], &ex);
+        assert_ne!(more.revision, r.revision);
+        let many: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
+        assert_eq!(ScanResult::new(many, &ex).latest_tags.len(), LATEST_TAGS);
+    }
+}
