@@ -11,7 +11,8 @@ BIN := target/release/kubectl-imageauto
 # Debian packages the tests run against: Go and Masterminds/semver (oracle),
 # hyperfine (benchmarks).
 DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libssl-dev pre-commit git \
-  docker-registry apache2-utils skopeo time python3
+  docker-registry apache2-utils skopeo time python3 openssh-server openssh-client lighttpd \
+  lighttpd-mod-openssl
 
 .PHONY: all build deps test lint fmt clippy unit demo bench fuzz install clean
 
@@ -47,12 +48,8 @@ clippy:
 unit:
 	$(CARGO) test --workspace
 
-demo: build
-	@for d in semver timestamp ecr-numerical; do \
-	  echo "== examples/$$d: kubectl imageauto explain -f examples/$$d/image-automation.yaml --tags examples/$$d/tags.txt"; \
-	  $(BIN) explain -f examples/$$d/image-automation.yaml --tags examples/$$d/tags.txt || exit 1; \
-	  echo; \
-	done
+demo: deps build
+	BIN=$(BIN) demo/run.sh
 
 bench: deps
 	$(CARGO) bench -p automation --bench policy

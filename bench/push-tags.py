@@ -3,9 +3,11 @@
 the registry API, reusing one connection.
 
     push-tags.py HOST:PORT REPOSITORY COUNT [--tag-format 'FMT'] [--semver]
+    push-tags.py HOST:PORT REPOSITORY --tags TAG...
 
 Tags are `1.<i // 1000>.<i % 1000>` with --semver, else FMT % i
-(default `build-%06d`). Already present tags are pushed again (idempotent)."""
+(default `build-%06d`), or exactly those given with --tags. Already present
+tags are pushed again (idempotent)."""
 import argparse
 import hashlib
 import http.client
@@ -14,7 +16,8 @@ import json
 ap = argparse.ArgumentParser()
 ap.add_argument("host")
 ap.add_argument("repository")
-ap.add_argument("count", type=int)
+ap.add_argument("count", type=int, nargs="?", default=0)
+ap.add_argument("--tags", nargs="+", default=[])
 ap.add_argument("--tag-format", default="build-%06d")
 ap.add_argument("--semver", action="store_true")
 ap.add_argument("--first", type=int, default=0)
@@ -53,7 +56,10 @@ manifest = json.dumps({
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ls}],
 }).encode()
-for i in range(args.first, args.first + args.count):
-    tag = f"1.{i // 1000}.{i % 1000}" if args.semver else args.tag_format % i
+tags = args.tags or [
+    f"1.{i // 1000}.{i % 1000}" if args.semver else args.tag_format % i
+    for i in range(args.first, args.first + args.count)
+]
+for tag in tags:
     call("PUT", f"/v2/{args.repository}/manifests/{tag}", body=manifest,
          headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json", "Content-Length": str(len(manifest))})

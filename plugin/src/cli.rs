@@ -24,6 +24,8 @@ pub enum Command {
     Explain(cmd::explain::Args),
     /// Write known images into the marked fields of a folder, without a registry
     Set(cmd::set::Args),
+    /// Run the automation: scan, select, rewrite markers, commit, push
+    Reconcile(cmd::reconcile::Args),
     /// List the tags of an image repository, newest-looking first
     Tags(cmd::tags::Args),
     /// Check markers and image manifests (for pre-commit and CI)
@@ -45,6 +47,7 @@ pub fn run() -> ExitCode {
         Command::Set(args) => cmd::set::run(args),
         Command::Lint(args) => cmd::lint::run(args),
         Command::Tags(args) => cmd::tags::run(args),
+        Command::Reconcile(args) => cmd::reconcile::run_cmd(args),
         Command::Version => {
             println!("kubectl-imageauto {}", env!("CARGO_PKG_VERSION"));
             Ok(Outcome::Ok)

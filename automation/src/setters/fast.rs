@@ -70,26 +70,31 @@ fn decode(raw: &str, style: Style) -> Option<String> {
     }
 }
 
+/// The identity fields of a document. Each is `None` until its key is seen,
+/// then the scalar (or `None` for another kind of value): the first key wins,
+/// as in a YAML reader's lookup.
 #[derive(Default)]
 struct Doc {
-    api_version: Option<String>,
-    kind: Option<String>,
-    name: Option<String>,
-    namespace: Option<String>,
+    api_version: Option<Option<String>>,
+    kind: Option<Option<String>>,
+    name: Option<Option<String>>,
+    namespace: Option<Option<String>>,
     /// Inside the top-level `metadata:` block; the indent of its keys once known.
     metadata: Option<Option<usize>>,
+    /// A `metadata:` key was seen (later ones are not what readers see).
+    metadata_seen: bool,
     /// Indexes into the output of this document's markers.
     markers: Vec<usize>,
 }
 
 impl Doc {
     fn finish(self, out: &mut [Marked]) {
-        let object = match (&self.api_version, &self.kind) {
+        let object = match (self.api_version.flatten(), self.kind.flatten()) {
             (Some(a), Some(k)) => Some(ObjectId {
-                api_version: a.clone(),
-                kind: k.clone(),
-                namespace: self.namespace.clone(),
-                name: self.name.clone().unwrap_or_default(),
+                api_version: a,
+                kind: k,
+                namespace: self.namespace.flatten(),
+                name: self.name.flatten().unwrap_or_default(),
             }),
             _ => None,
         };
@@ -276,12 +281,15 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                 doc.metadata = None;
                 let v = scalar(&value);
                 match k.as_str() {
-                    "apiVersion" => doc.api_version = v,
-                    "kind" => doc.kind = v,
-                    "metadata" => match value {
-                        Value::Empty => doc.metadata = Some(None),
-                        _ => return None,
-                    },
+                    "apiVersion" if doc.api_version.is_none() => doc.api_version = Some(v),
+                    "kind" if doc.kind.is_none() => doc.kind = Some(v),
+                    "metadata" if !doc.metadata_seen => {
+                        doc.metadata_seen = true;
+                        match value {
+                            Value::Empty => doc.metadata = Some(None),
+                            _ => return None,
+                        }
+                    }
                     _ => {}
                 }
             } else if let Some(mut child) = doc.metadata {
@@ -290,8 +298,8 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                 if indent == child && dashes == 0 {
                     let v = scalar(&value);
                     match k.as_str() {
-                        "name" => doc.name = v,
-                        "namespace" => doc.namespace = v,
+                        "name" if doc.name.is_none() => doc.name = Some(v),
+                        "namespace" if doc.namespace.is_none() => doc.namespace = Some(v),
                         _ => {}
                     }
                 }
@@ -679,6 +687,14 @@ mod tests {
         let flows = "a: {x: [1, \"2\", {y: z}], w: 'v'}\nb: [a:b, c]\nc: x # {\"$imagepolicy\": \"ns:p\"}\n";
         assert_eq!(lex(flows).map(|m| m.len()), Some(1));
         assert_eq!(super::super::scan(flows).map(|m| m.len()), Ok(1));
+        // Duplicate keys: the first one names the object, as readers see it.
+        let dup = "apiVersion: v1\nkind: Pod\nx: 1 # {\"$imagepolicy\": \"ns:p\"}\nkind: Other\n";
+        let fast = lex(dup).unwrap();
+        assert_eq!(
+            fast[0].object.as_ref().map(|o| o.kind.as_str()),
+            Some("Pod")
+        );
+        assert_eq!(super::super::scan(dup).unwrap()[0].object, fast[0].object);
         // Indentless sequences and nested items are fine.
         let ok = "a:\n- x # {\"$imagepolicy\": \"ns:p\"}\nb:\n  - - y\n    - name: z\n      image: w # {\"$imagepolicy\": \"ns:p\"}\n";
         assert_eq!(lex(ok).map(|m| m.len()), Some(2));

@@ -1,0 +1,377 @@
+//! Committing and pushing an automation's changes from a checkout.
+//!
+//! The setters run on the files of the base commit (not the working tree)
+//! and the commit is built in the object database, so the push branch can
+//! differ from the branch checked out. When it is the branch checked out,
+//! the working tree and index follow the commit (the touched files must be
+//! unmodified). A push the server refuses is an error; when the push branch
+//! moved on the remote meanwhile, the setters are applied again on its new
+//! tip and the push retried, a bounded number of times.
+
+use super::tree::{FileChanges, is_manifest_name, write_atomically};
+use crate::api::{DEFAULT_MESSAGE, GitRepository, ImageRef, ImageUpdateAutomation, ResourceExt};
+use crate::git::{self, GitAuth, GitError, Signature};
+use crate::setters::{self, MARKER_TOKEN};
+use git2::{Oid, Repository};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How many times a push is retried after the branch moved on the remote.
+pub const PUSH_RETRIES: usize = 3;
+
+/// What to commit and where to push.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub repo_root: PathBuf,
+    /// Folder to update, relative to the repository root (`/`-separated).
+    pub path: String,
+    pub push: bool,
+    /// The branch to commit to; the checked-out branch when `None`.
+    pub branch: Option<String>,
+    pub refspec: Option<String>,
+    pub push_options: BTreeMap<String, String>,
+    /// Author and committer; git's `user.name`/`user.email` when `None`.
+    pub author: Option<Signature>,
+    pub template: Option<String>,
+    pub values: BTreeMap<String, String>,
+    /// `namespace`, `name` of the automation (empty without one).
+    pub automation: (String, String),
+    pub remote: String,
+}
+
+/// What [`execute`] did.
+#[derive(Clone, Debug, Default)]
+pub struct PushOutcome {
+    pub files: Vec<FileChanges>,
+    pub commit: Option<String>,
+    pub branch: String,
+    pub pushed: bool,
+    pub notes: Vec<String>,
+}
+
+fn rel_path(root: &Path, dir: &Path) -> String {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    dir.strip_prefix(&root)
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .unwrap_or_default()
+}
+
+impl Plan {
+    /// Every marker under `dir`, committed on the checked-out branch with
+    /// git's own author and the default message.
+    pub fn without_automation(repo_root: &Path, dir: &Path, push: bool) -> Plan {
+        Plan {
+            repo_root: repo_root.to_path_buf(),
+            path: rel_path(repo_root, dir),
+            push,
+            branch: None,
+            refspec: None,
+            push_options: BTreeMap::new(),
+            author: None,
+            template: None,
+            values: BTreeMap::new(),
+            automation: (String::new(), String::new()),
+            remote: "origin".into(),
+        }
+    }
+
+    /// An ImageUpdateAutomation's commit and push settings.
+    pub fn for_automation(
+        repo_root: &Path,
+        a: &ImageUpdateAutomation,
+        source: Option<&GitRepository>,
+        path: &str,
+        push: bool,
+    ) -> Result<Plan, String> {
+        let Some(g) = &a.spec.git else {
+            return Err("spec.git is not set: the automation says nothing about committing".into());
+        };
+        let checkout_branch = g
+            .checkout
+            .as_ref()
+            .and_then(|c| c.reference.branch.clone())
+            .or_else(|| {
+                source
+                    .and_then(|s| s.spec.reference.as_ref())
+                    .and_then(|r| r.branch.clone())
+            });
+        let branch = g
+            .push
+            .as_ref()
+            .and_then(|p| p.branch.clone())
+            .filter(|b| !b.is_empty())
+            .or(checkout_branch);
+        let author = &g.commit.author;
+        Ok(Plan {
+            repo_root: repo_root.to_path_buf(),
+            path: path.trim_start_matches("./").trim_matches('/').to_string(),
+            push,
+            branch,
+            refspec: g
+                .push
+                .as_ref()
+                .and_then(|p| p.refspec.clone())
+                .filter(|r| !r.is_empty()),
+            push_options: g
+                .push
+                .as_ref()
+                .and_then(|p| p.options.clone())
+                .unwrap_or_default(),
+            author: Some(Signature {
+                name: author
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| author.email.clone()),
+                email: author.email.clone(),
+            }),
+            template: g.commit.message_template.clone(),
+            values: g.commit.message_template_values.clone().unwrap_or_default(),
+            automation: (a.namespace().unwrap_or_default(), a.name_any()),
+            remote: "origin".into(),
+        })
+    }
+}
+
+fn err(e: GitError) -> String {
+    e.to_string()
+}
+
+/// The commit message for `files`.
+fn message(
+    plan: &Plan,
+    files: &[FileChanges],
+    images: &BTreeMap<String, ImageRef>,
+) -> Result<String, String> {
+    let _ = (files, images);
+    match plan.template.as_deref().filter(|t| !t.trim().is_empty()) {
+        None => Ok(DEFAULT_MESSAGE.to_string()),
+        Some(t) => Ok(t.to_string()),
+    }
+}
+
+/// Applies the setters to the manifests under `plan.path` in `base`.
+fn apply_on(
+    repo: &Repository,
+    base: Oid,
+    plan: &Plan,
+    images: &BTreeMap<String, ImageRef>,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<FileChanges>, Vec<git::FileUpdate>), String> {
+    let files = git::tree_files(repo, base, &plan.path, &is_manifest_name).map_err(err)?;
+    let mut changed = Vec::new();
+    let mut blobs = Vec::new();
+    for f in files {
+        if memchr::memmem::find(&f.content, MARKER_TOKEN.as_bytes()).is_none() {
+            continue;
+        }
+        let Ok(text) = String::from_utf8(f.content.clone()) else {
+            notes.push(format!("{}: not UTF-8 text, left as it was", f.path));
+            continue;
+        };
+        match setters::apply(&text, images) {
+            Ok(a) => {
+                if let Some(after) = a.text {
+                    blobs.push((f.path.clone(), after.clone().into_bytes(), f.mode));
+                    changed.push(FileChanges {
+                        path: PathBuf::from(&f.path),
+                        changes: a.changes,
+                        before: text,
+                        after,
+                    });
+                }
+            }
+            Err(e) => notes.push(format!("{}: not valid YAML, left as it was: {e}", f.path)),
+        }
+    }
+    Ok((changed, blobs))
+}
+
+fn find_ref(repo: &Repository, name: &str) -> Option<Oid> {
+    repo.find_reference(name)
+        .ok()
+        .and_then(|r| r.peel_to_commit().ok())
+        .map(|c| c.id())
+}
+
+/// Commits (and pushes) the plan's changes. Returns what changed; no commit
+/// when nothing did.
+pub fn execute(
+    plan: &Plan,
+    images: &BTreeMap<String, ImageRef>,
+    auth: &GitAuth,
+) -> Result<PushOutcome, String> {
+    execute_with(plan, images, auth, &mut |_| {})
+}
+
+/// [`execute`], calling `before_push(attempt)` right before each push (tests
+/// use it to play a concurrent writer).
+pub fn execute_with(
+    plan: &Plan,
+    images: &BTreeMap<String, ImageRef>,
+    auth: &GitAuth,
+    before_push: &mut dyn FnMut(usize),
+) -> Result<PushOutcome, String> {
+    let repo = Repository::open(&plan.repo_root).map_err(|e| {
+        format!(
+            "{}: not a Git checkout: {}",
+            plan.repo_root.display(),
+            e.message()
+        )
+    })?;
+    let head = repo
+        .head()
+        .map_err(|e| format!("{}: no HEAD: {}", plan.repo_root.display(), e.message()))?;
+    let head_branch = head
+        .is_branch()
+        .then(|| head.shorthand().ok().map(str::to_string))
+        .flatten();
+    let head_commit = head
+        .peel_to_commit()
+        .map_err(|e| format!("HEAD: {}", e.message()))?
+        .id();
+    let branch = plan
+        .branch
+        .clone()
+        .or(head_branch.clone())
+        .ok_or("HEAD is detached and no push branch is set (spec.git.push.branch)")?;
+    let on_current = head_branch.as_deref() == Some(branch.as_str());
+    let url = if plan.push {
+        let r = repo
+            .find_remote(&plan.remote)
+            .map_err(|_| format!("the checkout has no remote {:?} to push to", plan.remote))?;
+        let u = r
+            .url()
+            .map_err(|_| format!("remote {} has no URL", plan.remote))?
+            .to_string();
+        git::fetch(&repo, &u, auth, &[]).map_err(err)?;
+        Some(u)
+    } else {
+        None
+    };
+    let local_ref = format!("refs/heads/{branch}");
+    let tracking = format!("refs/remotes/{}/{branch}", plan.remote);
+    let mut outcome = PushOutcome {
+        branch: branch.clone(),
+        ..PushOutcome::default()
+    };
+    let mut retries: Vec<String> = Vec::new();
+    for attempt in 0..=PUSH_RETRIES {
+        let base = if on_current {
+            head_commit
+        } else if let Some(t) = plan.push.then(|| find_ref(&repo, &tracking)).flatten() {
+            t
+        } else if let Some(l) = find_ref(&repo, &local_ref) {
+            l
+        } else {
+            head_commit
+        };
+        if !on_current
+            && attempt == 0
+            && let Some(local) = find_ref(&repo, &local_ref)
+            && local != base
+            && !repo.graph_descendant_of(base, local).unwrap_or(false)
+        {
+            return Err(format!(
+                "the local branch {branch} has commits that {} does not: push or remove them first",
+                if plan.push {
+                    tracking.as_str()
+                } else {
+                    "the base"
+                }
+            ));
+        }
+        let mut notes = Vec::new();
+        let (files, blobs) = apply_on(&repo, base, plan, images, &mut notes)?;
+        outcome.notes = retries.clone();
+        outcome.notes.extend(notes);
+        if files.is_empty() {
+            outcome.files = files;
+            return Ok(outcome);
+        }
+        let author = match &plan.author {
+            Some(a) => a.clone(),
+            None => {
+                let s = repo.signature().map_err(|_| {
+                    "no commit author: set spec.git.commit.author, or git config user.name and user.email".to_string()
+                })?;
+                Signature {
+                    name: s.name().unwrap_or("").to_string(),
+                    email: s.email().unwrap_or("").to_string(),
+                }
+            }
+        };
+        let msg = message(plan, &files, images)?;
+        let commit = git::commit_files(&repo, base, &blobs, &author, &msg).map_err(err)?;
+        if on_current {
+            // The working tree follows the branch: only over unmodified files.
+            for (path, _, _) in &blobs {
+                let st = repo
+                    .status_file(Path::new(path))
+                    .map_err(|e| format!("{path}: {}", e.message()))?;
+                if !st.is_empty() {
+                    return Err(format!(
+                        "{path} has uncommitted changes: commit or stash them, or run without --commit"
+                    ));
+                }
+            }
+            repo.reference(&local_ref, commit, true, "imageauto: update images")
+                .map_err(|e| format!("{local_ref}: {}", e.message()))?;
+            let mut index = repo
+                .index()
+                .map_err(|e| format!("index: {}", e.message()))?;
+            for (path, content, _) in &blobs {
+                let text = String::from_utf8_lossy(content);
+                write_atomically(&plan.repo_root.join(path), &text)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                index
+                    .add_path(Path::new(path))
+                    .map_err(|e| format!("{path}: {}", e.message()))?;
+            }
+            index
+                .write()
+                .map_err(|e| format!("index: {}", e.message()))?;
+        } else {
+            repo.reference(&local_ref, commit, true, "imageauto: update images")
+                .map_err(|e| format!("{local_ref}: {}", e.message()))?;
+        }
+        outcome.files = files;
+        outcome.commit = Some(commit.to_string());
+        let Some(url) = &url else {
+            return Ok(outcome);
+        };
+        let mut specs = vec![format!("{local_ref}:{local_ref}")];
+        if let Some(r) = &plan.refspec {
+            specs.push(r.clone());
+        }
+        before_push(attempt);
+        match git::push(&repo, url, auth, &specs, &plan.push_options) {
+            Ok(()) => {
+                let _ = repo.reference(&tracking, commit, true, "imageauto: pushed");
+                outcome.pushed = true;
+                return Ok(outcome);
+            }
+            Err(GitError::NonFastForward { .. }) if !on_current && attempt < PUSH_RETRIES => {
+                retries.push(format!(
+                    "{branch} moved on the remote: applied the changes again on its new tip"
+                ));
+                git::fetch(&repo, url, auth, &[]).map_err(err)?;
+                // Our commit was never published: start over from the remote.
+                if let Some(t) = find_ref(&repo, &tracking) {
+                    let _ = repo.reference(&local_ref, t, true, "imageauto: retry");
+                }
+            }
+            Err(e @ GitError::NonFastForward { .. }) => {
+                return Err(format!(
+                    "{e} (the local branch {branch} has the commit {commit}; pull, then run again)"
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!(
+        "{branch} kept moving on the remote: gave up after {} attempts",
+        PUSH_RETRIES + 1
+    ))
+}

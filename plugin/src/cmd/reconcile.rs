@@ -1,0 +1,263 @@
+//! `kubectl imageauto reconcile --local [DIR] [--dry-run|--commit|--push]`
+
+use crate::cli::Outcome;
+use crate::cmd::tags::keychain;
+use crate::output::{TextOrJson, table};
+use anyhow::{Context, Result, bail};
+use automation::git::GitAuth;
+use automation::local::run::{Mode, Options, Progress, Report, run};
+use automation::registry::ClientOptions;
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Run on a checkout, without a cluster: the image objects under DIR are
+    /// the configuration
+    #[arg(long, required = true)]
+    local: bool,
+    /// The checkout, or a folder of it (default: the current folder)
+    #[arg(value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Show what would change (a unified diff); write nothing
+    #[arg(long, conflicts_with_all = ["commit", "push"])]
+    dry_run: bool,
+    /// Commit each automation's changes with its author and message template
+    #[arg(long, conflicts_with = "push")]
+    commit: bool,
+    /// Commit and push to each automation's push branch on the checkout's remote
+    #[arg(long)]
+    push: bool,
+    /// Namespace of objects that name none
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+    /// Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json)
+    #[arg(long, value_name = "FILE")]
+    docker_config: Option<PathBuf>,
+    /// A PEM CA bundle trusted for registries besides the system roots
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Concurrent scans per registry host
+    #[arg(long, default_value_t = 4)]
+    scans_per_registry: usize,
+    /// SSH private key for Git (default: ssh-agent, ~/.ssh/id_*)
+    #[arg(long, value_name = "FILE")]
+    git_ssh_key: Option<PathBuf>,
+    /// known_hosts for Git over SSH (default: ~/.ssh/known_hosts); host keys are always verified
+    #[arg(long, value_name = "FILE")]
+    git_known_hosts: Option<PathBuf>,
+    /// User name for Git over HTTPS (the password from $GIT_PASSWORD; default: git's credential helpers)
+    #[arg(long)]
+    git_username: Option<String>,
+    /// A PEM CA for Git over HTTPS
+    #[arg(long, value_name = "FILE")]
+    git_ca_file: Option<PathBuf>,
+    /// Output format
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: TextOrJson,
+}
+
+fn read_text(p: &Option<PathBuf>) -> Result<Option<String>> {
+    p.as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()
+}
+
+pub fn run_cmd(args: Args) -> Result<Outcome> {
+    if !args.local {
+        bail!("give --local: the in-cluster reconcile needs a cluster connection");
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else if args.push {
+        Mode::Push
+    } else if args.commit {
+        Mode::Commit
+    } else {
+        Mode::Write
+    };
+    let registry = ClientOptions {
+        ca_pem: args
+            .ca_file
+            .as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+            .transpose()?,
+        ..ClientOptions::default()
+    };
+    let git_auth = GitAuth {
+        username: args.git_username.clone(),
+        password: std::env::var("GIT_PASSWORD").ok(),
+        identity: read_text(&args.git_ssh_key)?,
+        known_hosts: read_text(&args.git_known_hosts)?,
+        ca_pem: args
+            .git_ca_file
+            .as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+            .transpose()?,
+        use_environment: true,
+        ..GitAuth::default()
+    };
+    let tty = std::io::stderr().is_terminal();
+    let progress: Option<Arc<dyn Fn(Progress) + Send + Sync>> = tty.then(|| {
+        Arc::new(|p: Progress| match p {
+            Progress::Scanning { total } => {
+                eprint!("\rscanning {total} image repositories…");
+            }
+            Progress::Scanned { done, total, image } => {
+                eprint!("\r\x1b[2Kscanned {done}/{total}: {image}");
+                if done == total {
+                    eprint!("\r\x1b[2K");
+                }
+                let _ = std::io::stderr().flush();
+            }
+        }) as Arc<dyn Fn(Progress) + Send + Sync>
+    });
+    let opts = Options {
+        dir,
+        mode,
+        default_namespace: args.namespace.clone(),
+        keychain: keychain(args.docker_config.as_ref())?,
+        registry,
+        per_host: args.scans_per_registry,
+        git_auth,
+        progress,
+    };
+    automation::registry::tls::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")?;
+    let report = rt.block_on(run(&opts))?;
+    match args.output {
+        TextOrJson::Json => print_json(&report),
+        TextOrJson::Text => print_text(&report, mode),
+    }
+    Ok(if report.failed() {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    })
+}
+
+fn print_text(report: &Report, mode: Mode) {
+    for p in &report.problems {
+        eprintln!("{}: {p}", p.severity_word());
+    }
+    for s in &report.scans {
+        if let Err(e) = &s.result {
+            eprintln!("error: ImageRepository {}: {e}", s.repository);
+        }
+    }
+    for p in &report.policies {
+        if let Err(e) = &p.result {
+            eprintln!("error: ImagePolicy {}: {e}", p.policy);
+        }
+    }
+    let mut rows = Vec::new();
+    for a in &report.automations {
+        for (file, c) in a.changes() {
+            let image = report
+                .policies
+                .iter()
+                .find(|p| p.policy == c.policy)
+                .and_then(|p| p.result.as_ref().ok())
+                .map_or_else(String::new, |i| i.reference());
+            rows.push(vec![
+                c.policy.clone(),
+                image,
+                c.old_value.clone(),
+                c.new_value.clone(),
+                format!("{}:{}", file.display(), c.line),
+            ]);
+        }
+    }
+    if !rows.is_empty() {
+        print!(
+            "{}",
+            table(&["POLICY", "IMAGE", "OLD", "NEW", "FILE:LINE"], &rows)
+        );
+    }
+    if mode == Mode::DryRun {
+        for a in &report.automations {
+            for f in &a.files {
+                let name = f.path.display().to_string();
+                let diff = similar::TextDiff::from_lines(&f.before, &f.after);
+                print!(
+                    "{}",
+                    diff.unified_diff()
+                        .context_radius(3)
+                        .header(&format!("a/{name}"), &format!("b/{name}"))
+                );
+            }
+        }
+    }
+    for a in &report.automations {
+        let who = if a.name.is_empty() {
+            "markers".to_string()
+        } else {
+            format!("ImageUpdateAutomation {}", a.name)
+        };
+        let n: usize = a.files.iter().map(|f| f.changes.len()).sum();
+        let mut line = format!("{who}: {n} value(s) in {} file(s)", a.files.len());
+        match (&a.commit, a.pushed, &a.branch) {
+            (Some(c), true, Some(b)) => line.push_str(&format!(
+                ", committed {} and pushed to {b}",
+                &c[..c.len().min(12)]
+            )),
+            (Some(c), false, Some(b)) => {
+                line.push_str(&format!(", committed {} on {b}", &c[..c.len().min(12)]))
+            }
+            _ if n == 0 => line.push_str(", nothing to change"),
+            _ => {}
+        }
+        eprintln!("{line}");
+        for note in &a.notes {
+            eprintln!("  note: {note}");
+        }
+        if let Some(e) = &a.error {
+            eprintln!("error: {who}: {e}");
+        }
+    }
+}
+
+fn print_json(report: &Report) {
+    let v = json!({
+        "problems": report.problems.iter().map(|p| json!({
+            "severity": p.severity, "file": p.file, "line": p.line, "message": p.to_string()
+        })).collect::<Vec<_>>(),
+        "scans": report.scans.iter().map(|s| match &s.result {
+            Ok(r) => json!({"repository": s.repository, "image": s.image, "tagCount": r.count(), "revision": r.revision, "latestTags": r.latest_tags}),
+            Err(e) => json!({"repository": s.repository, "image": s.image, "error": e}),
+        }).collect::<Vec<_>>(),
+        "policies": report.policies.iter().map(|p| match &p.result {
+            Ok(i) => json!({"policy": p.policy, "latestRef": i}),
+            Err(e) => json!({"policy": p.policy, "error": e}),
+        }).collect::<Vec<_>>(),
+        "automations": report.automations.iter().map(|a| json!({
+            "name": a.name,
+            "changes": a.changes().map(|(f, c)| {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("file".into(), json!(f.display().to_string()));
+                }
+                v
+            }).collect::<Vec<_>>(),
+            "commit": a.commit,
+            "branch": a.branch,
+            "pushed": a.pushed,
+            "error": a.error,
+            "notes": a.notes,
+        })).collect::<Vec<_>>(),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+    );
+}
