@@ -3,7 +3,7 @@
 //! over TLS. Each stops when dropped.
 
 use crate::registry::Tls;
-use crate::{free_port, require_tool, wait_for_port};
+use crate::{require_tool, start_on_free_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -97,23 +97,22 @@ pub struct GitDaemon {
 impl GitDaemon {
     pub fn start(base: &Path) -> GitDaemon {
         require_tool("git", "git");
-        let port = free_port();
-        let child = Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--enable=receive-pack",
-                "--listen=127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon starts");
-        wait_for_port(port);
+        let (port, child) = start_on_free_port(|port| {
+            Command::new("git")
+                .args([
+                    "daemon",
+                    "--export-all",
+                    "--enable=receive-pack",
+                    "--listen=127.0.0.1",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--base-path={}", base.display()))
+                .arg(base)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("git daemon starts")
+        });
         GitDaemon { port, child }
     }
 
@@ -176,32 +175,29 @@ impl Sshd {
         std::fs::set_permissions(&hk, std::fs::Permissions::from_mode(0o600)).unwrap();
         let auth = dir.path().join("authorized_keys");
         std::fs::write(&auth, deploy_key_pub).unwrap();
-        let port = free_port();
         let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
             .unwrap()
             .trim()
             .to_string();
         let config = dir.path().join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel ERROR\n",
-                hk.display(),
-                auth.display(),
-                dir.path().join("sshd.pid").display()
-            ),
-        )
-        .unwrap();
+        let settings = format!(
+            "ListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel ERROR\n",
+            hk.display(),
+            auth.display(),
+            dir.path().join("sshd.pid").display()
+        );
         // Privilege separation needs this folder.
         let _ = std::fs::create_dir_all("/run/sshd");
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sshd starts");
-        wait_for_port(port);
+        let (port, child) = start_on_free_port(|port| {
+            std::fs::write(&config, format!("Port {port}\n{settings}")).unwrap();
+            Command::new(&sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("sshd starts")
+        });
         Sshd {
             port,
             host_key,
@@ -250,15 +246,11 @@ impl HttpsGit {
         std::fs::write(&pem, format!("{}{}", tls.cert_pem, tls.key_pem)).unwrap();
         let users = dir.path().join("users");
         std::fs::write(&users, format!("{user}:{password}\n")).unwrap();
-        let port = free_port();
         let config = dir.path().join("lighttpd.conf");
-        std::fs::write(
-            &config,
-            format!(
-                r#"server.modules = ("mod_access", "mod_alias", "mod_auth", "mod_authn_file", "mod_cgi", "mod_setenv", "mod_openssl")
+        let settings = format!(
+            r#"server.modules = ("mod_access", "mod_alias", "mod_auth", "mod_authn_file", "mod_cgi", "mod_setenv", "mod_openssl")
 server.document-root = "{root}"
 server.bind = "127.0.0.1"
-server.port = {port}
 server.errorlog = "{log}"
 ssl.engine = "enable"
 ssl.pemfile = "{pem}"
@@ -271,23 +263,23 @@ $HTTP["url"] =~ "^/git" {{
   setenv.add-environment = ("GIT_PROJECT_ROOT" => "{repos}", "GIT_HTTP_EXPORT_ALL" => "1")
 }}
 "#,
-                root = dir.path().display(),
-                log = dir.path().join("error.log").display(),
-                pem = pem.display(),
-                users = users.display(),
-                backend = backend.display(),
-                repos = repos.display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new(lighttpd)
-            .args(["-D", "-f"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("lighttpd starts");
-        wait_for_port(port);
+            root = dir.path().display(),
+            log = dir.path().join("error.log").display(),
+            pem = pem.display(),
+            users = users.display(),
+            backend = backend.display(),
+            repos = repos.display(),
+        );
+        let (port, child) = start_on_free_port(|port| {
+            std::fs::write(&config, format!("server.port = {port}\n{settings}")).unwrap();
+            Command::new(&lighttpd)
+                .args(["-D", "-f"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("lighttpd starts")
+        });
         HttpsGit {
             port,
             child,

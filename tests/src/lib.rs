@@ -20,6 +20,37 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Starts a server process on a free port: `spawn(port)` starts it; when it
+/// exits (the port was taken meanwhile, say), it is started again on another.
+pub fn start_on_free_port(
+    mut spawn: impl FnMut(u16) -> std::process::Child,
+) -> (u16, std::process::Child) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = spawn(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut up = false;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Listening, and still ours a moment later.
+                std::thread::sleep(Duration::from_millis(50));
+                up = matches!(child.try_wait(), Ok(None));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if up {
+            return (port, child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("the server did not start after 5 attempts");
+}
+
 /// Waits (up to 30 s) until something accepts connections on the port.
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -3,7 +3,7 @@
 //! issuer for the latter; a CA and certificates made for the test; pushing
 //! images over the registry API.
 
-use crate::{free_port, require_tool, wait_for_port};
+use crate::{require_tool, start_on_free_port};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -74,9 +74,8 @@ impl Registry {
     pub fn start(auth: Auth, tls: Option<&Tls>) -> Registry {
         let bin = require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test-secret\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:PORT\n  secret: test-secret\n",
             dir.path().join("data").display()
         );
         if let Some(t) = tls {
@@ -121,15 +120,20 @@ impl Registry {
             }
         }
         let cfg = dir.path().join("config.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry starts");
-        wait_for_port(port);
+        let (port, child) = start_on_free_port(|port| {
+            std::fs::write(
+                &cfg,
+                config.replace("127.0.0.1:PORT", &format!("127.0.0.1:{port}")),
+            )
+            .unwrap();
+            Command::new(&bin)
+                .arg("serve")
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("docker-registry starts")
+        });
         Registry {
             port,
             tls: tls.is_some(),

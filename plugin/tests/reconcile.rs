@@ -1,0 +1,286 @@
+//! `kubectl imageauto reconcile --local` end to end: a real registry, a real
+//! Git server, a checkout holding Flux manifests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use imageauto_tests::git::{GitDaemon, Repos, git, git_text};
+use imageauto_tests::registry::{Auth, Pusher, Registry};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kubectl-imageauto")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn reconcile(dir: &Path, extra: &[&str]) -> Output {
+    Command::new(bin())
+        .args(["reconcile", "--local"])
+        .args(extra)
+        .current_dir(dir)
+        .env("HOME", "/nonexistent")
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn push_tags(reg: &Registry, repo: &str, tags: &[&str]) {
+    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(Pusher::new(&reg.url(), None, None).push(repo, &tags, false));
+}
+
+fn config(reg: &str, extra_policy: &str) -> String {
+    format!(
+        r#"apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: flux-system}}
+spec:
+  interval: 1m
+  url: git://example.invalid/fleet.git
+  ref: {{branch: main}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: web, namespace: flux-system}}
+spec:
+  image: {reg}/team/web
+  interval: 5m
+  insecure: true
+---
+apiVersion: image.toolkit.fluxcd.io/v1beta2
+kind: ImagePolicy
+metadata: {{name: web, namespace: flux-system}}
+spec:
+  imageRepositoryRef: {{name: web}}
+  policy:
+    semver:
+      range: '>=1.0.0 <2.0.0'
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: api, namespace: flux-system}}
+spec:
+  image: {reg}/team/api
+  interval: 5m
+  insecure: true
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: api, namespace: flux-system}}
+spec:
+  imageRepositoryRef: {{name: api}}
+  filterTags:
+    pattern: '^main-[a-f0-9]+-(?P<ts>[0-9]+)$'
+    extract: '$ts'
+  policy:
+    numerical: {{order: asc}}
+{extra_policy}---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet, namespace: flux-system}}
+spec:
+  interval: 30m
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{name: imageauto, email: imageauto@example.com}}
+      messageTemplate: 'Update images'
+    push: {{branch: flux-image-updates}}
+  update: {{path: ./apps, strategy: Setters}}
+"#
+    )
+}
+
+const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: apps\n\nspec:\n  template:\n    spec:\n      containers:\n        - name: web\n          image: REG/team/web:1.0.0 # {\"$imagepolicy\": \"flux-system:web\"}\n";
+const API: &str = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: api, namespace: apps}\nspec:\n  values:\n    image:\n      repository: REG/team/api # {\"$imagepolicy\": \"flux-system:api:name\"}\n      tag: main-0000000-1 # {\"$imagepolicy\": \"flux-system:api:tag\"}\n";
+
+struct World {
+    reg: Registry,
+    _daemon: GitDaemon,
+    repos: Repos,
+    bare: std::path::PathBuf,
+    checkout: tempfile::TempDir,
+}
+
+fn world(extra_policy: &str) -> World {
+    let reg = Registry::start(Auth::Anonymous, None);
+    push_tags(
+        &reg,
+        "team/web",
+        &["1.0.0", "1.2.3", "1.10.0", "2.0.0-rc.1", "v1.3.0", "2.0.0"],
+    );
+    push_tags(
+        &reg,
+        "team/api",
+        &[
+            "main-abc1234-1700000000",
+            "main-def5678-1700000500",
+            "main-0a1b2c3-999",
+            "latest",
+        ],
+    );
+    let host = reg.host();
+    let repos = Repos::new();
+    let bare = repos.create(
+        "fleet",
+        &[
+            ("clusters/prod/images.yaml", &config(&host, extra_policy)),
+            ("apps/web.yaml", &WEB.replace("REG", &host)),
+            ("apps/api.yaml", &API.replace("REG", &host)),
+        ],
+    );
+    let daemon = GitDaemon::start(repos.dir.path());
+    let checkout = tempfile::tempdir().unwrap();
+    git(checkout.path(), &["clone", "-q", &daemon.url("fleet"), "."]);
+    World {
+        reg,
+        _daemon: daemon,
+        repos,
+        bare,
+        checkout,
+    }
+}
+
+#[test]
+fn push_to_the_automation_branch() {
+    let w = world("");
+    let out = reconcile(w.checkout.path(), &["--push"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let host = w.reg.host();
+    assert!(
+        stdout.contains(&format!("flux-system:web  {host}/team/web:1.10.0")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("apps/api.yaml:8"), "{stdout}");
+    assert!(stderr.contains("pushed to flux-image-updates"), "{stderr}");
+    let web = git_text(&w.bare, &["show", "flux-image-updates:apps/web.yaml"]);
+    assert_eq!(
+        web,
+        WEB.replace("REG", &host)
+            .replace("web:1.0.0", "web:1.10.0")
+            .trim_end()
+    );
+    let api = git_text(&w.bare, &["show", "flux-image-updates:apps/api.yaml"]);
+    assert!(api.contains("tag: main-def5678-1700000500 #"), "{api}");
+    let log = git_text(
+        &w.bare,
+        &["log", "-1", "--format=%an <%ae>%n%B", "flux-image-updates"],
+    );
+    assert!(
+        log.starts_with("imageauto <imageauto@example.com>\nUpdate images"),
+        "{log}"
+    );
+    // main is untouched, and so is the checkout.
+    assert_eq!(
+        git_text(&w.bare, &["rev-parse", "main"]),
+        git_text(w.checkout.path(), &["rev-parse", "HEAD"])
+    );
+    assert_eq!(git_text(w.checkout.path(), &["status", "--porcelain"]), "");
+    // A second run finds nothing to do and makes no commit.
+    let before = git_text(&w.bare, &["rev-parse", "flux-image-updates"]);
+    let out = reconcile(w.checkout.path(), &["--push"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing to change"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        git_text(&w.bare, &["rev-parse", "flux-image-updates"]),
+        before
+    );
+    drop(w.repos);
+}
+
+#[test]
+fn dry_run_write_and_commit() {
+    let w = world("");
+    let out = reconcile(w.checkout.path(), &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("--- a/apps/web.yaml"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(git_text(w.checkout.path(), &["status", "--porcelain"]), "");
+    // Default: write the files.
+    let out = reconcile(w.checkout.path(), &["-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes = v["automations"][0]["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2, "{v}");
+    assert_eq!(v["policies"][1]["latestRef"]["tag"], "1.10.0", "{v}");
+    let status = git_text(w.checkout.path(), &["status", "--porcelain"]);
+    assert!(
+        status.contains("M apps/web.yaml") && status.contains("M apps/api.yaml"),
+        "{status}"
+    );
+    git(w.checkout.path(), &["checkout", "-q", "--", "."]);
+    // --commit: a commit on the push branch, not pushed.
+    let out = reconcile(w.checkout.path(), &["--commit"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let local = git_text(
+        w.checkout.path(),
+        &["log", "-1", "--format=%s", "flux-image-updates"],
+    );
+    assert_eq!(local, "Update images");
+    let remote_branches = git_text(&w.bare, &["branch", "--list"]);
+    assert!(
+        !remote_branches.contains("flux-image-updates"),
+        "{remote_branches}"
+    );
+}
+
+#[test]
+fn one_failure_does_not_stop_the_rest() {
+    let broken = "---\napiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageRepository\nmetadata: {name: gone, namespace: flux-system}\nspec: {image: 127.0.0.1:1/nothing/here, interval: 5m, insecure: true}\n---\napiVersion: image.toolkit.fluxcd.io/v1\nkind: ImagePolicy\nmetadata: {name: gone, namespace: flux-system}\nspec:\n  imageRepositoryRef: {name: gone}\n  policy: {semver: {range: '*'}}\n";
+    let w = world(broken);
+    let out = reconcile(w.checkout.path(), &["--push"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ImageRepository flux-system/gone") && stderr.contains("127.0.0.1:1"),
+        "{stderr}"
+    );
+    // The working policies were still applied and pushed.
+    let web = git_text(&w.bare, &["show", "flux-image-updates:apps/web.yaml"]);
+    assert!(web.contains("web:1.10.0"), "{web}");
+}
+
+#[test]
+fn without_an_automation_every_marker_is_updated() {
+    let w = world("");
+    let images = w.checkout.path().join("clusters/prod/images.yaml");
+    let text_now = std::fs::read_to_string(&images).unwrap();
+    let cut = text_now
+        .find("---\napiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageUpdateAutomation")
+        .unwrap();
+    std::fs::write(&images, &text_now[..cut]).unwrap();
+    let out = reconcile(w.checkout.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let web = std::fs::read_to_string(w.checkout.path().join("apps/web.yaml")).unwrap();
+    assert!(web.contains("web:1.10.0"), "{web}");
+}
+
+#[test]
+fn an_update_path_outside_the_checkout_is_refused() {
+    let w = world("");
+    let images = w.checkout.path().join("clusters/prod/images.yaml");
+    let t = std::fs::read_to_string(&images)
+        .unwrap()
+        .replace("path: ./apps", "path: ../../etc");
+    std::fs::write(&images, t).unwrap();
+    let out = reconcile(w.checkout.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("spec.update.path"),
+        "{}",
+        text(&out.stderr)
+    );
+}
