@@ -56,6 +56,7 @@ bench: deps
 	bench/semver-vs-masterminds.sh
 	bench/set-vs-grep.sh
 	bench/tags-vs-skopeo.sh
+	bench/reconcile-vs-peers.sh
 
 # Fuzz marker parsing and rewriting (cargo-fuzz, no sanitizer: works on stable).
 FUZZ_SECONDS ?= 300

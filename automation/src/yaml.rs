@@ -127,8 +127,42 @@ enum Frame {
     Map(Node, Vec<(Node, Node)>, Option<Node>),
 }
 
-/// Parses every document of `text`.
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps the reader's own panics (libyaml-safer has `panic!`s on paths
+/// libyaml handles, such as a tag before `,` in a flow collection) off
+/// standard error while [`parse`] turns them into syntax errors.
+fn quiet_reader_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Parses every document of `text`. Never panics: a failure of the reader
+/// itself is a syntax error too.
 pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    quiet_reader_panics();
+    QUIET.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(text)));
+    QUIET.with(|q| q.set(false));
+    result.unwrap_or_else(|_| {
+        Err(SyntaxError {
+            line: 1,
+            column: 1,
+            message: "the YAML reader cannot read this text".to_string(),
+        })
+    })
+}
+
+fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
     // libyaml skips a UTF-8 byte order mark and counts offsets after it.
     let base = if text.starts_with('\u{feff}') { 3 } else { 0 };
     let lines = Lines::new(text);
@@ -550,6 +584,14 @@ mod tests {
     fn syntax_errors_have_positions() {
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.line >= 1, "{err}");
+    }
+
+    #[test]
+    fn reader_panics_become_errors() {
+        // libyaml-safer panics on a tag followed by `,` in a flow collection.
+        let e = parse("[!t, a]\n").unwrap_err();
+        assert!(e.message.contains("cannot read"), "{e}");
+        assert!(parse("a: [1]\n").is_ok());
     }
 
     #[test]

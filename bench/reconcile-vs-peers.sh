@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `kubectl imageauto reconcile --local --commit` on the generated tree of
+# 11,000 files (6,000 with markers) whose 100 ImageRepositories live in the
+# local registry, against, in the same run, listing the same 100 repositories
+# one after another with `skopeo list-tags` plus one `git commit -a` of the
+# same changes. Aim: no slower than the peers together.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${BENCH_DIR:-target/bench}
+mkdir -p "$out"
+for t in hyperfine skopeo docker-registry git; do
+  command -v "$t" >/dev/null || { echo "$t is missing: make deps" >&2; exit 1; }
+done
+cargo build --quiet --release -p kubectl-imageauto
+bin=$PWD/target/release/kubectl-imageauto
+data="$PWD/$out/registry-100"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$out/registry-100.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $data}}
+http: {addr: 127.0.0.1:$port}
+YML
+docker-registry serve "$out/registry-100.yml" >/dev/null 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+reg=127.0.0.1:$port
+if [ "$("$bin" tags "$reg/bench/svc-099" --insecure 2>/dev/null | wc -l)" -lt 10 ]; then
+  echo "pushing 10 tags to each of 100 repositories (once; kept in $data)..." >&2
+  for i in $(seq -f '%03g' 0 99); do
+    python3 bench/push-tags.py "$reg" "bench/svc-$i" --tags 1.0.0 1.0.1 1.1.0 1.2.0 1.3.0 1.4.0 1.5.0 1.10.0 2.0.0 2.0.0-rc.1
+  done
+fi
+tree="$PWD/$out/reconcile-tree"
+rm -rf "$tree"
+python3 bench/gen-tree.py "$tree" --registry "$reg"
+git -C "$tree" init -q -b main
+git -C "$tree" add .
+git -C "$tree" -c user.name=bench -c user.email=bench@example.com commit -qm seed
+seed=$(git -C "$tree" rev-parse HEAD)
+repos=()
+for i in $(seq -f '%03g' 0 99); do repos+=("docker://$reg/bench/svc-$i"); done
+list_all="for r in ${repos[*]}; do skopeo list-tags --tls-verify=false \$r >/dev/null; done"
+assign=()
+for i in $(seq -f '%03g' 0 99); do assign+=("apps:svc-$i=$reg/bench/svc-$i:1.10.0"); done
+hyperfine --warmup 1 --runs 5 --export-json "$out/reconcile.json" \
+  --prepare "git -C $tree reset -q --hard $seed" \
+  -n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1" \
+  >/dev/null
+hyperfine --warmup 1 --runs 5 --export-json "$out/skopeo-100.json" \
+  -n skopeo-100 "$list_all" >/dev/null
+hyperfine --warmup 1 --runs 5 --export-json "$out/git-commit.json" \
+  --prepare "git -C $tree reset -q --hard $seed && $bin set ${assign[*]} $tree/apps >/dev/null 2>&1" \
+  -n git-commit "git -C $tree -c user.name=b -c user.email=b@example.com commit -qam update" >/dev/null
+# Check that the run did what it claims: a commit with every marker changed.
+git -C "$tree" reset -q --hard "$seed"
+(cd "$tree" && "$bin" reconcile --local --commit >/dev/null 2>&1)
+changed=$(git -C "$tree" diff --name-only "$seed" HEAD | wc -l)
+[ "$changed" -eq 6000 ] || { echo "expected 6000 files in the commit, got $changed" >&2; exit 1; }
+python3 - "$out/reconcile.json" "$out/skopeo-100.json" "$out/git-commit.json" <<'PY'
+import json, sys
+m = [json.load(open(f))["results"][0]["mean"] for f in sys.argv[1:4]]
+ours, sk, gc = m
+print(f"reconcile --local --commit, 11,000 files, 100 repositories, 6,000 files changed: imageauto {ours:.2f} s; "
+      f"skopeo list-tags x100 {sk:.2f} s + git commit -a {gc:.2f} s = {sk+gc:.2f} s ({ours/(sk+gc):.2f}x, aim <= 1x)")
+PY
