@@ -10,4 +10,5 @@ pub mod local;
 pub mod policy;
 pub mod registry;
 pub mod setters;
+pub mod template;
 pub mod yaml;
