@@ -26,7 +26,7 @@ fn bundled_examples_load() {
         let path = root.join(dir).join("image-automation.yaml");
         let text = std::fs::read_to_string(&path).unwrap();
         let r = load_str(&path.display().to_string(), &text);
-        assert!(r.problems.is_empty(), "{dir}: {:#?}", r.problems);
+        assert_eq!(r.errors().count(), 0, "{dir}: {:#?}", r.problems);
         let kinds: Vec<&str> = r.objects.iter().map(|o| o.object.kind()).collect();
         assert!(kinds.contains(&"ImageRepository"), "{dir}: {kinds:?}");
         assert!(kinds.contains(&"ImagePolicy"), "{dir}: {kinds:?}");
@@ -205,4 +205,25 @@ fn other_documents_are_ignored_and_syntax_errors_reported() {
     assert!(r.objects.is_empty() && r.problems.is_empty());
     let e = only_error("a: [1,\n");
     assert!(e.contains("not valid YAML"), "{e}");
+}
+
+#[test]
+fn message_templates_are_checked() {
+    let base = "apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageUpdateAutomation\nmetadata: {name: a}\nspec:\n  interval: 1m\n  sourceRef: {name: a}\n  git:\n    commit:\n      author: {email: a@example.com}\n      messageTemplate: ";
+    let e = only_error(&format!(
+        "{base}\"line one\\n{{{{ range .Changed.Changes }}\"\n"
+    ));
+    assert!(
+        e.contains("spec.git.commit.messageTemplate") && e.contains("line 2"),
+        "{e}"
+    );
+    let r = load(&format!(
+        "{base}'{{{{ range .Updated.Images }}}}{{{{ . }}}}{{{{ end }}}}'\n"
+    ));
+    assert_eq!(r.objects.len(), 1, "{:#?}", r.problems);
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.message.contains("RemovedTemplateField"))
+    );
 }

@@ -274,6 +274,26 @@ fn validate_automation(a: &ImageUpdateAutomation, out: &mut Vec<FieldError>) {
             "is required: commits need an author email",
         ));
     }
+    if let Some(t) = spec
+        .git
+        .as_ref()
+        .and_then(|g| g.commit.message_template.as_deref())
+    {
+        match crate::template::check(t) {
+            Err(e) => out.push(
+                FieldError::error("spec.git.commit.messageTemplate", e.to_string())
+                    .hint("the template is Go text/template: {{ .AutomationObject }}, {{ range .Changed.Changes }}...{{ end }}"),
+            ),
+            Ok(()) if t.contains(".Updated") => out.push(FieldError {
+                severity: Severity::Warning,
+                field: "spec.git.commit.messageTemplate".into(),
+                message: "uses .Updated, which Flux 1.2 refuses (RemovedTemplateField); imageauto still renders it".into(),
+                hint: Some("use .Changed.FileChanges, .Changed.Objects or .Changed.Changes".into()),
+                rule: "deprecated-field",
+            }),
+            Ok(()) => {}
+        }
+    }
     if let Some(path) = spec.update.as_ref().and_then(|u| u.path.as_deref())
         && let Err(e) = check_update_path(path)
     {

@@ -9,7 +9,7 @@
 //! tip and the push retried, a bounded number of times.
 
 use super::tree::{FileChanges, is_manifest_name, write_atomically};
-use crate::api::{DEFAULT_MESSAGE, GitRepository, ImageRef, ImageUpdateAutomation, ResourceExt};
+use crate::api::{GitRepository, ImageRef, ImageUpdateAutomation, ResourceExt};
 use crate::git::{self, GitAuth, GitError, Signature};
 use crate::setters::{self, MARKER_TOKEN};
 use git2::{Oid, Repository};
@@ -138,17 +138,36 @@ fn err(e: GitError) -> String {
     e.to_string()
 }
 
-/// The commit message for `files`.
+/// The commit message for `files`: the automation's template over Flux's
+/// data (file names relative to the update path, as Flux gives them), or the
+/// default message when there is no template.
 fn message(
     plan: &Plan,
     files: &[FileChanges],
     images: &BTreeMap<String, ImageRef>,
 ) -> Result<String, String> {
-    let _ = (files, images);
-    match plan.template.as_deref().filter(|t| !t.trim().is_empty()) {
-        None => Ok(DEFAULT_MESSAGE.to_string()),
-        Some(t) => Ok(t.to_string()),
-    }
+    let prefix = if plan.path.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", plan.path)
+    };
+    let changes: Vec<(String, crate::setters::Change)> = files
+        .iter()
+        .flat_map(|f| {
+            let path = f.path.to_string_lossy().replace('\\', "/");
+            let rel = path.strip_prefix(&prefix).unwrap_or(&path).to_string();
+            f.changes.iter().map(move |c| (rel.clone(), c.clone()))
+        })
+        .collect();
+    let input = crate::template::TemplateInput::new(
+        plan.automation.0.clone(),
+        plan.automation.1.clone(),
+        changes,
+        images.clone(),
+        plan.values.clone(),
+    );
+    crate::template::render(plan.template.as_deref().unwrap_or(""), &input)
+        .map_err(|e| e.to_string())
 }
 
 /// Applies the setters to the manifests under `plan.path` in `base`.

@@ -193,9 +193,13 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
         let mut last_dash = indent;
         let mut s = rest;
         while s == "-" || s.starts_with("- ") || s.starts_with("-\t") {
+            // A tab after `-` is an error for YAML readers.
+            if s[1..].trim_start_matches(' ').starts_with('\t') {
+                return None;
+            }
             dashes += 1;
             last_dash = col;
-            let skipped = 1 + s[1..].len() - s[1..].trim_start_matches([' ', '\t']).len();
+            let skipped = 1 + s[1..].len() - s[1..].trim_start_matches(' ').len();
             col += skipped;
             s = &s[skipped..];
         }
@@ -245,12 +249,12 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
             let mut c = indent;
             let mut t = rest;
             let mut first = true;
-            while t == "-" || t.starts_with("- ") || t.starts_with("-\t") {
+            while t == "-" || t.starts_with("- ") {
                 if !first {
                     levels.push((c, Level::Seq));
                 }
                 first = false;
-                let skipped = 1 + t[1..].len() - t[1..].trim_start_matches([' ', '\t']).len();
+                let skipped = 1 + t[1..].len() - t[1..].trim_start_matches(' ').len();
                 c += skipped;
                 t = &t[skipped..];
             }
@@ -687,6 +691,8 @@ mod tests {
         let flows = "a: {x: [1, \"2\", {y: z}], w: 'v'}\nb: [a:b, c]\nc: x # {\"$imagepolicy\": \"ns:p\"}\n";
         assert_eq!(lex(flows).map(|m| m.len()), Some(1));
         assert_eq!(super::super::scan(flows).map(|m| m.len()), Ok(1));
+        // A tab after a dash: readers refuse the text.
+        assert!(lex("a:\n  - \tx # {\"$imagepolicy\": \"ns:p\"}\n").is_none());
         // Duplicate keys: the first one names the object, as readers see it.
         let dup = "apiVersion: v1\nkind: Pod\nx: 1 # {\"$imagepolicy\": \"ns:p\"}\nkind: Other\n";
         let fast = lex(dup).unwrap();
