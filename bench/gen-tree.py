@@ -21,6 +21,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("dir")
 ap.add_argument("--registry", default="registry.example.com")
 ap.add_argument("--tag", default="1.0.0")
+ap.add_argument("--push-branch", default="main",
+                help="the ImageUpdateAutomation's push branch (main: the checkout's own)")
 args = ap.parse_args()
 rnd = random.Random(42)
 reg = args.registry
@@ -83,7 +85,7 @@ with open(os.path.join(flux, "images.yaml"), "w") as f:
         "  namespace: apps\nspec:\n  interval: 30m\n  sourceRef:\n    kind: GitRepository\n    name: fleet\n"
         "  git:\n    commit:\n      author:\n        name: imageauto\n        email: imageauto@example.com\n"
         "      messageTemplate: 'Update {{ len .Changed.Changes }} images'\n"
-        "    push:\n      branch: main\n  update:\n    path: ./apps\n"
+        f"    push:\n      branch: {args.push_branch}\n  update:\n    path: ./apps\n"
     )
 for i in range(FILES - 1):
     d = os.path.join(args.dir, "apps", f"team-{i % 50:02d}", f"svc-{i % 37:02d}")

@@ -502,24 +502,24 @@ pub fn resolve(
     })
 }
 
-/// A file of a commit's tree.
+/// A regular file of a commit's tree.
 #[derive(Clone, Debug)]
-pub struct TreeFile {
+pub struct TreeEntry {
     /// Path from the repository root, `/`-separated.
     pub path: String,
-    pub content: Vec<u8>,
+    pub id: Oid,
     pub mode: i32,
 }
 
-/// The regular files under `dir` (a `/`-separated path, empty for the root) of
-/// `commit`'s tree whose names `keep` accepts. Symbolic links are not
+/// The regular files under `dir` (a `/`-separated path, empty for the root)
+/// of `commit`'s tree whose names `keep` accepts. Symbolic links are not
 /// followed (they are not regular files).
-pub fn tree_files(
+pub fn tree_entries(
     repo: &Repository,
     commit: Oid,
     dir: &str,
     keep: &dyn Fn(&str) -> bool,
-) -> Result<Vec<TreeFile>, GitError> {
+) -> Result<Vec<TreeEntry>, GitError> {
     let commit = repo
         .find_commit(commit)
         .map_err(|e| GitError::repo("commit", e))?;
@@ -536,44 +536,61 @@ pub fn tree_files(
         })?
     };
     let mut out = Vec::new();
-    let mut err = None;
     tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
         let Ok(name) = entry.name() else {
             return git2::TreeWalkResult::Ok;
         };
         let mode = entry.filemode();
-        if entry.kind() != Some(git2::ObjectType::Blob)
-            || (mode != 0o100644 && mode != 0o100755)
-            || !keep(name)
+        if entry.kind() == Some(git2::ObjectType::Blob)
+            && (mode == 0o100644 || mode == 0o100755)
+            && keep(name)
         {
-            return git2::TreeWalkResult::Ok;
-        }
-        match repo.find_blob(entry.id()) {
-            Ok(blob) => {
-                let rel = format!("{parent}{name}");
-                let path = if dir.is_empty() {
+            let rel = format!("{parent}{name}");
+            out.push(TreeEntry {
+                path: if dir.is_empty() {
                     rel
                 } else {
                     format!("{dir}/{rel}")
-                };
-                out.push(TreeFile {
-                    path,
-                    content: blob.content().to_vec(),
-                    mode,
-                });
-                git2::TreeWalkResult::Ok
-            }
-            Err(e) => {
-                err = Some(GitError::repo("blob", e));
-                git2::TreeWalkResult::Abort
-            }
+                },
+                id: entry.id(),
+                mode,
+            });
         }
+        git2::TreeWalkResult::Ok
     })
     .map_err(|e| GitError::repo("tree walk", e))?;
-    match err {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    Ok(out)
+}
+
+/// A file of a commit's tree, with its content.
+#[derive(Clone, Debug)]
+pub struct TreeFile {
+    /// Path from the repository root, `/`-separated.
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: i32,
+}
+
+/// [`tree_entries`] with the files' contents.
+pub fn tree_files(
+    repo: &Repository,
+    commit: Oid,
+    dir: &str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Vec<TreeFile>, GitError> {
+    tree_entries(repo, commit, dir, keep)?
+        .into_iter()
+        .map(|e| {
+            let blob = repo
+                .find_blob(e.id)
+                .map_err(|x| GitError::repo(&e.path, x))?;
+            Ok(TreeFile {
+                path: e.path,
+                content: blob.content().to_vec(),
+                mode: e.mode,
+            })
+        })
+        .collect()
 }
 
 /// A file to write in a commit: path, content, mode (`0o100644`/`0o100755`).
@@ -588,19 +605,40 @@ pub fn commit_files(
     author: &Signature,
     message: &str,
 ) -> Result<Oid, GitError> {
+    let blobs = files
+        .iter()
+        .map(|(path, content, mode)| {
+            let id = repo.blob(content).map_err(|e| GitError::repo(path, e))?;
+            Ok(TreeEntry {
+                path: path.clone(),
+                id,
+                mode: *mode,
+            })
+        })
+        .collect::<Result<Vec<_>, GitError>>()?;
+    commit_blobs(repo, parent, &blobs, author, message)
+}
+
+/// Commits blobs already written (path, blob id, mode) on top of `parent`.
+pub fn commit_blobs(
+    repo: &Repository,
+    parent: Oid,
+    files: &[TreeEntry],
+    author: &Signature,
+    message: &str,
+) -> Result<Oid, GitError> {
     let parent = repo
         .find_commit(parent)
         .map_err(|e| GitError::repo("parent commit", e))?;
     let base = parent.tree().map_err(|e| GitError::repo("tree", e))?;
     let mut builder = git2::build::TreeUpdateBuilder::new();
-    for (path, content, mode) in files {
-        let blob = repo.blob(content).map_err(|e| GitError::repo(path, e))?;
-        let mode = if *mode == 0o100755 {
+    for f in files {
+        let mode = if f.mode == 0o100755 {
             git2::FileMode::BlobExecutable
         } else {
             git2::FileMode::Blob
         };
-        builder.upsert(path.as_str(), blob, mode);
+        builder.upsert(f.path.as_str(), f.id, mode);
     }
     let tree_id = builder
         .create_updated(repo, &base)

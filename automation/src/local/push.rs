@@ -8,7 +8,7 @@
 //! moved on the remote meanwhile, the setters are applied again on its new
 //! tip and the push retried, a bounded number of times.
 
-use super::tree::{FileChanges, is_manifest_name, write_atomically};
+use super::tree::{FileChanges, is_manifest_name};
 use crate::api::{GitRepository, ImageRef, ImageUpdateAutomation, ResourceExt};
 use crate::git::{self, GitAuth, GitError, Signature};
 use crate::setters::{self, MARKER_TOKEN};
@@ -170,40 +170,106 @@ fn message(
         .map_err(|e| e.to_string())
 }
 
-/// Applies the setters to the manifests under `plan.path` in `base`.
+/// What a worker made of one file.
+enum Rewritten {
+    Changed(FileChanges, git::TreeEntry),
+    Note(String),
+}
+
+/// Applies the setters to the manifests under `plan.path` in `base`, writing
+/// the new blobs; files are read and rewritten by a few threads, each with
+/// its own handle on the repository.
 fn apply_on(
     repo: &Repository,
     base: Oid,
     plan: &Plan,
     images: &BTreeMap<String, ImageRef>,
     notes: &mut Vec<String>,
-) -> Result<(Vec<FileChanges>, Vec<git::FileUpdate>), String> {
-    let files = git::tree_files(repo, base, &plan.path, &is_manifest_name).map_err(err)?;
+) -> Result<(Vec<FileChanges>, Vec<git::TreeEntry>), String> {
+    let entries = git::tree_entries(repo, base, &plan.path, &is_manifest_name).map_err(err)?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let git_dir = repo.path().to_path_buf();
+    let results: Vec<Result<Vec<Rewritten>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<Rewritten>, String> {
+                    let repo = Repository::open(&git_dir).map_err(|e| e.message().to_string())?;
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(e) = entries.get(i) else { break };
+                        let blob = repo
+                            .find_blob(e.id)
+                            .map_err(|x| format!("{}: {}", e.path, x.message()))?;
+                        let content = blob.content();
+                        if memchr::memmem::find(content, MARKER_TOKEN.as_bytes()).is_none() {
+                            continue;
+                        }
+                        let Ok(text) = std::str::from_utf8(content) else {
+                            out.push(Rewritten::Note(format!(
+                                "{}: not UTF-8 text, left as it was",
+                                e.path
+                            )));
+                            continue;
+                        };
+                        match setters::apply(text, images) {
+                            Ok(a) => {
+                                if let Some(after) = a.text {
+                                    let id = repo
+                                        .blob(after.as_bytes())
+                                        .map_err(|x| format!("{}: {}", e.path, x.message()))?;
+                                    out.push(Rewritten::Changed(
+                                        FileChanges {
+                                            path: PathBuf::from(&e.path),
+                                            changes: a.changes,
+                                            before: text.to_string(),
+                                            after,
+                                        },
+                                        git::TreeEntry {
+                                            path: e.path.clone(),
+                                            id,
+                                            mode: e.mode,
+                                        },
+                                    ));
+                                }
+                            }
+                            Err(x) => out.push(Rewritten::Note(format!(
+                                "{}: not valid YAML, left as it was: {x}",
+                                e.path
+                            ))),
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a worker failed".to_string()))
+            })
+            .collect()
+    });
     let mut changed = Vec::new();
     let mut blobs = Vec::new();
-    for f in files {
-        if memchr::memmem::find(&f.content, MARKER_TOKEN.as_bytes()).is_none() {
-            continue;
-        }
-        let Ok(text) = String::from_utf8(f.content.clone()) else {
-            notes.push(format!("{}: not UTF-8 text, left as it was", f.path));
-            continue;
-        };
-        match setters::apply(&text, images) {
-            Ok(a) => {
-                if let Some(after) = a.text {
-                    blobs.push((f.path.clone(), after.clone().into_bytes(), f.mode));
-                    changed.push(FileChanges {
-                        path: PathBuf::from(&f.path),
-                        changes: a.changes,
-                        before: text,
-                        after,
-                    });
+    for r in results {
+        for item in r? {
+            match item {
+                Rewritten::Changed(f, b) => {
+                    changed.push(f);
+                    blobs.push(b);
                 }
+                Rewritten::Note(n) => notes.push(n),
             }
-            Err(e) => notes.push(format!("{}: not valid YAML, left as it was: {e}", f.path)),
         }
     }
+    changed.sort_by(|a, b| a.path.cmp(&b.path));
+    blobs.sort_by(|a, b| a.path.cmp(&b.path));
+    notes.sort();
     Ok((changed, blobs))
 }
 
@@ -322,35 +388,32 @@ pub fn execute_with(
             }
         };
         let msg = message(plan, &files, images)?;
-        let commit = git::commit_files(&repo, base, &blobs, &author, &msg).map_err(err)?;
+        let commit = git::commit_blobs(&repo, base, &blobs, &author, &msg).map_err(err)?;
         if on_current {
-            // The working tree follows the branch: only over unmodified files.
-            for (path, _, _) in &blobs {
-                let st = repo
-                    .status_file(Path::new(path))
-                    .map_err(|e| format!("{path}: {}", e.message()))?;
-                if !st.is_empty() {
+            // The working tree follows the branch: only over unmodified files
+            // (their content is still the base's).
+            for f in &files {
+                let on_disk = std::fs::read(plan.repo_root.join(&f.path)).unwrap_or_default();
+                if on_disk != f.before.as_bytes() {
                     return Err(format!(
-                        "{path} has uncommitted changes: commit or stash them, or run without --commit"
+                        "{} has uncommitted changes: commit or stash them, or run without --commit",
+                        f.path.display()
                     ));
                 }
             }
+            // The working tree and index follow, as `git checkout` would:
+            // only the files that differ from the base are touched.
+            let new_tree = repo
+                .find_commit(commit)
+                .and_then(|c| c.tree())
+                .map_err(|e| format!("new tree: {}", e.message()))?;
+            let mut co = git2::build::CheckoutBuilder::new();
+            // The baseline is HEAD, which is still the base.
+            co.safe();
+            repo.checkout_tree(new_tree.as_object(), Some(&mut co))
+                .map_err(|e| format!("updating the working tree: {}", e.message()))?;
             repo.reference(&local_ref, commit, true, "imageauto: update images")
                 .map_err(|e| format!("{local_ref}: {}", e.message()))?;
-            let mut index = repo
-                .index()
-                .map_err(|e| format!("index: {}", e.message()))?;
-            for (path, content, _) in &blobs {
-                let text = String::from_utf8_lossy(content);
-                write_atomically(&plan.repo_root.join(path), &text)
-                    .map_err(|e| format!("{path}: {e}"))?;
-                index
-                    .add_path(Path::new(path))
-                    .map_err(|e| format!("{path}: {}", e.message()))?;
-            }
-            index
-                .write()
-                .map_err(|e| format!("index: {}", e.message()))?;
         } else {
             repo.reference(&local_ref, commit, true, "imageauto: update images")
                 .map_err(|e| format!("{local_ref}: {}", e.message()))?;

@@ -146,10 +146,7 @@ fn load_config(
 ) -> Result<Config, RunError> {
     let (files, _) = manifest_files(dir, dir)?;
     let mut c = Config::default();
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else {
-            continue;
-        };
+    for (f, text) in read_candidates(&files) {
         let shown = f.strip_prefix(dir).unwrap_or(&f).display().to_string();
         if text.contains("kind: Namespace") {
             // Namespace labels decide accessFrom.
@@ -207,6 +204,43 @@ fn load_config(
     Ok(c)
 }
 
+/// The files that may hold configuration (Flux objects or Namespaces), read
+/// by a few threads; the others are dropped after a byte search.
+fn read_candidates(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let mut found: Vec<(PathBuf, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(f) = files.get(i) else { break };
+                        let Ok(bytes) = std::fs::read(f) else {
+                            continue;
+                        };
+                        let wanted = memchr::memmem::find(&bytes, b"toolkit.fluxcd.io").is_some()
+                            || memchr::memmem::find(&bytes, b"kind: Namespace").is_some();
+                        if wanted && let Ok(text) = String::from_utf8(bytes) {
+                            out.push((f.clone(), text));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
 /// Whether `labels` satisfy a Kubernetes label selector.
 pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     if let Some(ml) = &selector.match_labels
@@ -240,6 +274,7 @@ async fn scan_all(
         p(Progress::Scanning { total });
     }
     let mut per_host: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    let mut clients: HashMap<(bool, Option<std::time::Duration>), Arc<Client>> = HashMap::new();
     let mut tasks = Vec::new();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for (ns, name) in needed {
@@ -269,16 +304,22 @@ async fn scan_all(
             .entry(reference.registry.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(opts.per_host.max(1))))
             .clone();
-        let mut ropts = opts.registry.clone();
-        ropts.insecure = repo.spec.insecure;
-        if let Some(t) = repo
+        let timeout = repo
             .spec
             .timeout
             .as_deref()
-            .and_then(crate::api::parse_duration)
-        {
-            ropts.timeout = t;
-        }
+            .and_then(crate::api::parse_duration);
+        let client = match clients.entry((repo.spec.insecure, timeout)) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.get().clone()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let mut ropts = opts.registry.clone();
+                ropts.insecure = repo.spec.insecure;
+                if let Some(t) = timeout {
+                    ropts.timeout = t;
+                }
+                Client::new(ropts).map(|c| v.insert(Arc::new(c)).clone())
+            }
+        };
         let exclusion = repo.spec.exclusion_list.clone();
         let keychain = opts.keychain.clone();
         let progress = opts.progress.clone();
@@ -287,7 +328,7 @@ async fn scan_all(
             let _permit = sem.acquire_owned().await;
             let result = async {
                 let ex = Exclusions::new(&exclusion).map_err(|e| e.to_string())?;
-                let client = Client::new(ropts).map_err(|e| e.to_string())?;
+                let client = client.map_err(|e| e.to_string())?;
                 let tags = client
                     .list_tags(&reference, &keychain)
                     .await

@@ -85,6 +85,16 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
+/// The system's roots, read once per process.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        roots
+    })
+}
+
 /// Builds the client configuration: system roots, plus `ca_pem`; a client
 /// certificate when both `cert_pem` and `key_pem` are given.
 pub fn client_config(
@@ -93,9 +103,7 @@ pub fn client_config(
     key_pem: Option<&[u8]>,
 ) -> Result<(rustls::ClientConfig, RefusedCertificate), TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
+    let mut roots = system_roots().clone();
     if let Some(pem) = ca_pem {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
             .collect::<Result<_, _>>()
