@@ -48,7 +48,7 @@ for branch in main flux-image-updates; do
   git -C "$tree" -c user.name=bench -c user.email=bench@example.com commit -qm seed
   seed=$(git -C "$tree" rev-parse HEAD)
   hyperfine --warmup 1 --runs 5 --export-json "$out/reconcile-$branch.json" \
-    --prepare "git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; true" \
+    --prepare "git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; sync" \
     -n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1" \
     >/dev/null
   # The run did what it claims: a commit with every marked file changed.
@@ -63,7 +63,7 @@ seed=$(git -C "$tree" rev-list --max-parents=0 HEAD)
 hyperfine --warmup 1 --runs 5 --export-json "$out/skopeo-100.json" \
   -n skopeo-100 "$list_all" >/dev/null
 hyperfine --warmup 1 --runs 5 --export-json "$out/git-commit.json" \
-  --prepare "git -C $tree reset -q --hard $seed && $bin set ${assign[*]} $tree/apps >/dev/null 2>&1" \
+  --prepare "git -C $tree reset -q --hard $seed && $bin set ${assign[*]} $tree/apps >/dev/null 2>&1; sync" \
   -n git-commit "git -C $tree -c user.name=b -c user.email=b@example.com commit -qam update" >/dev/null
 python3 - "$out" <<'PY'
 import json, sys

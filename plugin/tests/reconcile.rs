@@ -289,7 +289,9 @@ fn an_update_path_outside_the_checkout_is_refused() {
 fn committing_on_the_branch_checked_out_updates_the_checkout() {
     let w = world("");
     let images = w.checkout.path().join("clusters/prod/images.yaml");
-    let t = std::fs::read_to_string(&images).unwrap().replace("push: {branch: flux-image-updates}", "push: {branch: main}");
+    let t = std::fs::read_to_string(&images)
+        .unwrap()
+        .replace("push: {branch: flux-image-updates}", "push: {branch: main}");
     std::fs::write(&images, t).unwrap();
     git(w.checkout.path(), &["commit", "-qam", "push to main"]);
     // A local change to a file the automation would touch: refused, nothing moves.
@@ -299,7 +301,11 @@ fn committing_on_the_branch_checked_out_updates_the_checkout() {
     let head = git_text(w.checkout.path(), &["rev-parse", "HEAD"]);
     let out = reconcile(w.checkout.path(), &["--commit"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("apps/web.yaml has uncommitted changes"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("apps/web.yaml has uncommitted changes"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(git_text(w.checkout.path(), &["rev-parse", "HEAD"]), head);
     std::fs::write(&web, &original).unwrap();
     // Clean: the commit lands on main and the checkout follows it.
@@ -307,6 +313,13 @@ fn committing_on_the_branch_checked_out_updates_the_checkout() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(git_text(w.checkout.path(), &["status", "--porcelain"]), "");
     assert_ne!(git_text(w.checkout.path(), &["rev-parse", "HEAD"]), head);
-    assert!(std::fs::read_to_string(&web).unwrap().contains("web:1.10.0"));
-    assert_eq!(git_text(&w.bare, &["rev-parse", "main"]), git_text(w.checkout.path(), &["rev-parse", "HEAD"]));
+    assert!(
+        std::fs::read_to_string(&web)
+            .unwrap()
+            .contains("web:1.10.0")
+    );
+    assert_eq!(
+        git_text(&w.bare, &["rev-parse", "main"]),
+        git_text(w.checkout.path(), &["rev-parse", "HEAD"])
+    );
 }

@@ -8,7 +8,7 @@
 //! moved on the remote meanwhile, the setters are applied again on its new
 //! tip and the push retried, a bounded number of times.
 
-use super::tree::{FileChanges, is_manifest_name};
+use super::tree::{FileChanges, is_manifest_name, write_atomically};
 use crate::api::{GitRepository, ImageRef, ImageUpdateAutomation, ResourceExt};
 use crate::git::{self, GitAuth, GitError, Signature};
 use crate::setters::{self, MARKER_TOKEN};
@@ -273,6 +273,28 @@ fn apply_on(
     Ok((changed, blobs))
 }
 
+/// An index entry for a file just written, with its stat data.
+fn index_entry(full: &Path, path: &str, id: Oid, mode: i32) -> std::io::Result<git2::IndexEntry> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(full)?;
+    // The index stores 32-bit times and sizes (Git truncates the same way).
+    let time = |secs: i64, nanos: i64| git2::IndexTime::new(secs as i32, nanos as u32);
+    Ok(git2::IndexEntry {
+        ctime: time(m.ctime(), m.ctime_nsec()),
+        mtime: time(m.mtime(), m.mtime_nsec()),
+        dev: m.dev() as u32,
+        ino: m.ino() as u32,
+        mode: mode as u32,
+        uid: m.uid(),
+        gid: m.gid(),
+        file_size: m.size() as u32,
+        id,
+        flags: path.len().min(0xfff) as u16,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    })
+}
+
 fn find_ref(repo: &Repository, name: &str) -> Option<Oid> {
     repo.find_reference(name)
         .ok()
@@ -401,19 +423,56 @@ pub fn execute_with(
                     ));
                 }
             }
-            // The working tree and index follow, as `git checkout` would:
-            // only the files that differ from the base are touched.
-            let new_tree = repo
-                .find_commit(commit)
-                .and_then(|c| c.tree())
-                .map_err(|e| format!("new tree: {}", e.message()))?;
-            let mut co = git2::build::CheckoutBuilder::new();
-            // The baseline is HEAD, which is still the base.
-            co.safe();
-            repo.checkout_tree(new_tree.as_object(), Some(&mut co))
-                .map_err(|e| format!("updating the working tree: {}", e.message()))?;
             repo.reference(&local_ref, commit, true, "imageauto: update images")
                 .map_err(|e| format!("{local_ref}: {}", e.message()))?;
+            // The working tree and index follow the commit: the files are
+            // replaced atomically (a few threads: the kernel's work
+            // overlaps), then recorded in the index with their stat data so
+            // that Git sees them unchanged without hashing them again.
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let written: Vec<Result<Vec<git2::IndexEntry>, String>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| -> Result<Vec<git2::IndexEntry>, String> {
+                            let mut out = Vec::new();
+                            loop {
+                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let (Some(f), Some(b)) = (files.get(i), blobs.get(i)) else {
+                                    break;
+                                };
+                                let full = plan.repo_root.join(&b.path);
+                                write_atomically(&full, &f.after)
+                                    .map_err(|e| format!("{}: {e}", b.path))?;
+                                out.push(
+                                    index_entry(&full, &b.path, b.id, b.mode)
+                                        .map_err(|e| format!("{}: {e}", b.path))?,
+                                );
+                            }
+                            Ok(out)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("a writer failed".to_string()))
+                    })
+                    .collect()
+            });
+            let mut index = repo
+                .index()
+                .map_err(|e| format!("index: {}", e.message()))?;
+            for entries in written {
+                for entry in entries? {
+                    index.add(&entry).map_err(|e| {
+                        format!("{}: {}", String::from_utf8_lossy(&entry.path), e.message())
+                    })?;
+                }
+            }
+            index
+                .write()
+                .map_err(|e| format!("index: {}", e.message()))?;
         } else {
             repo.reference(&local_ref, commit, true, "imageauto: update images")
                 .map_err(|e| format!("{local_ref}: {}", e.message()))?;
