@@ -339,12 +339,12 @@ fn remote_error(url: &str, e: git2::Error, state: &RefCell<CallbackState>) -> Gi
         || message.contains("401")
     {
         return GitError::Auth {
-            url: url.to_string(),
+            url: display_url(url),
             message,
         };
     }
     GitError::Remote {
-        url: url.to_string(),
+        url: display_url(url),
         message,
     }
 }
@@ -373,7 +373,7 @@ pub fn fetch(
     let state = RefCell::new(CallbackState::default());
     let mut remote = repo
         .remote_anonymous(url)
-        .map_err(|e| GitError::repo(url, e))?;
+        .map_err(|e| GitError::repo(&display_url(url), e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth, url, &state));
     opts.download_tags(git2::AutotagOption::All);
@@ -672,7 +672,7 @@ pub fn push(
     let state = RefCell::new(CallbackState::default());
     let mut remote = repo
         .remote_anonymous(url)
-        .map_err(|e| GitError::repo(url, e))?;
+        .map_err(|e| GitError::repo(&display_url(url), e))?;
     let mut opts = PushOptions::new();
     opts.remote_callbacks(callbacks(auth, url, &state));
     let header = auth
@@ -703,7 +703,7 @@ pub fn push(
             || msg.contains("not present locally")
         {
             return Err(GitError::NonFastForward {
-                url: url.to_string(),
+                url: display_url(url),
                 refname: refspecs.first().map(|s| dst(s)).unwrap_or_default(),
             });
         }
@@ -719,12 +719,12 @@ pub fn push(
             || m.contains("cannot lock ref")
         {
             return Err(GitError::NonFastForward {
-                url: url.to_string(),
+                url: display_url(url),
                 refname,
             });
         }
         return Err(GitError::Rejected {
-            url: url.to_string(),
+            url: display_url(url),
             refname,
             message,
         });
@@ -783,6 +783,16 @@ mod tests {
             url_host("git://127.0.0.1:9418/r"),
             ("127.0.0.1".into(), Some(9418))
         );
+    }
+
+    #[test]
+    fn errors_do_not_show_passwords_in_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let url = "http://bot:s3cr3t-pw@127.0.0.1:1/r.git";
+        let e = fetch(&repo, url, &GitAuth::default(), &[]).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t-pw"), "{e}");
+        assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
     }
 
     #[test]
