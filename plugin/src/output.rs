@@ -38,3 +38,20 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// Unified diffs (`--- a/path`, `+++ b/path`) of changed files.
+pub fn unified_diffs(files: &[automation::local::FileChanges]) -> String {
+    let mut out = String::new();
+    for f in files {
+        let name = f.path.display().to_string();
+        let diff = similar::TextDiff::from_lines(&f.before, &f.after);
+        out.push_str(
+            &diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&format!("a/{name}"), &format!("b/{name}"))
+                .to_string(),
+        );
+    }
+    out
+}

@@ -187,89 +187,65 @@ fn apply_on(
     notes: &mut Vec<String>,
 ) -> Result<(Vec<FileChanges>, Vec<git::TreeEntry>), String> {
     let entries = git::tree_entries(repo, base, &plan.path, &is_manifest_name).map_err(err)?;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(8);
     let git_dir = repo.path().to_path_buf();
-    let results: Vec<Result<Vec<Rewritten>, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| -> Result<Vec<Rewritten>, String> {
-                    let repo = Repository::open(&git_dir).map_err(|e| e.message().to_string())?;
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(e) = entries.get(i) else { break };
-                        let blob = repo
-                            .find_blob(e.id)
-                            .map_err(|x| format!("{}: {}", e.path, x.message()))?;
-                        let content = blob.content();
-                        if memchr::memmem::find(content, MARKER_TOKEN.as_bytes()).is_none() {
-                            continue;
-                        }
-                        let Ok(text) = std::str::from_utf8(content) else {
-                            out.push(Rewritten::Note(format!(
-                                "{}: not UTF-8 text, left as it was",
-                                e.path
-                            )));
-                            continue;
-                        };
-                        match setters::apply(text, images) {
-                            Ok(a) => {
-                                if let Some(after) = a.text {
-                                    let id = repo
-                                        .blob(after.as_bytes())
-                                        .map_err(|x| format!("{}: {}", e.path, x.message()))?;
-                                    out.push(Rewritten::Changed(
-                                        FileChanges {
-                                            path: PathBuf::from(&e.path),
-                                            changes: a.changes,
-                                            before: text.to_string(),
-                                            after,
-                                        },
-                                        git::TreeEntry {
-                                            path: e.path.clone(),
-                                            id,
-                                            mode: e.mode,
-                                        },
-                                    ));
-                                }
-                            }
-                            Err(x) => out.push(Rewritten::Note(format!(
-                                "{}: not valid YAML, left as it was: {x}",
-                                e.path
-                            ))),
-                        }
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a worker failed".to_string()))
-            })
-            .collect()
-    });
+    let results = super::par::map_with(
+        &entries,
+        super::par::workers(),
+        || Repository::open(&git_dir).map_err(|e| e.message().to_string()),
+        |repo, e| -> Result<Option<Rewritten>, String> {
+            let repo = repo.as_ref().map_err(Clone::clone)?;
+            let blob = repo
+                .find_blob(e.id)
+                .map_err(|x| format!("{}: {}", e.path, x.message()))?;
+            let content = blob.content();
+            if memchr::memmem::find(content, MARKER_TOKEN.as_bytes()).is_none() {
+                return Ok(None);
+            }
+            let Ok(text) = std::str::from_utf8(content) else {
+                return Ok(Some(Rewritten::Note(format!(
+                    "{}: not UTF-8 text, left as it was",
+                    e.path
+                ))));
+            };
+            match setters::apply(text, images) {
+                Ok(a) => {
+                    let Some(after) = a.text else { return Ok(None) };
+                    let id = repo
+                        .blob(after.as_bytes())
+                        .map_err(|x| format!("{}: {}", e.path, x.message()))?;
+                    Ok(Some(Rewritten::Changed(
+                        FileChanges {
+                            path: PathBuf::from(&e.path),
+                            changes: a.changes,
+                            before: text.to_string(),
+                            after,
+                        },
+                        git::TreeEntry {
+                            path: e.path.clone(),
+                            id,
+                            mode: e.mode,
+                        },
+                    )))
+                }
+                Err(x) => Ok(Some(Rewritten::Note(format!(
+                    "{}: not valid YAML, left as it was: {x}",
+                    e.path
+                )))),
+            }
+        },
+    );
     let mut changed = Vec::new();
     let mut blobs = Vec::new();
     for r in results {
-        for item in r? {
-            match item {
-                Rewritten::Changed(f, b) => {
-                    changed.push(f);
-                    blobs.push(b);
-                }
-                Rewritten::Note(n) => notes.push(n),
+        match r? {
+            Some(Rewritten::Changed(f, b)) => {
+                changed.push(f);
+                blobs.push(b);
             }
+            Some(Rewritten::Note(n)) => notes.push(n),
+            None => {}
         }
     }
-    changed.sort_by(|a, b| a.path.cmp(&b.path));
-    blobs.sort_by(|a, b| a.path.cmp(&b.path));
-    notes.sort();
     Ok((changed, blobs))
 }
 
@@ -429,46 +405,26 @@ pub fn execute_with(
             // replaced atomically (a few threads: the kernel's work
             // overlaps), then recorded in the index with their stat data so
             // that Git sees them unchanged without hashing them again.
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let written: Vec<Result<Vec<git2::IndexEntry>, String>> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..4)
-                    .map(|_| {
-                        s.spawn(|| -> Result<Vec<git2::IndexEntry>, String> {
-                            let mut out = Vec::new();
-                            loop {
-                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let (Some(f), Some(b)) = (files.get(i), blobs.get(i)) else {
-                                    break;
-                                };
-                                let full = plan.repo_root.join(&b.path);
-                                write_atomically(&full, &f.after)
-                                    .map_err(|e| format!("{}: {e}", b.path))?;
-                                out.push(
-                                    index_entry(&full, &b.path, b.id, b.mode)
-                                        .map_err(|e| format!("{}: {e}", b.path))?,
-                                );
-                            }
-                            Ok(out)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err("a writer failed".to_string()))
-                    })
-                    .collect()
-            });
+            let pairs: Vec<(&FileChanges, &git::TreeEntry)> = files.iter().zip(&blobs).collect();
+            let written = super::par::map_with(
+                &pairs,
+                4,
+                || (),
+                |_, (f, b)| -> Result<git2::IndexEntry, String> {
+                    let full = plan.repo_root.join(&b.path);
+                    write_atomically(&full, &f.after).map_err(|e| format!("{}: {e}", b.path))?;
+                    index_entry(&full, &b.path, b.id, b.mode)
+                        .map_err(|e| format!("{}: {e}", b.path))
+                },
+            );
             let mut index = repo
                 .index()
                 .map_err(|e| format!("index: {}", e.message()))?;
-            for entries in written {
-                for entry in entries? {
-                    index.add(&entry).map_err(|e| {
-                        format!("{}: {}", String::from_utf8_lossy(&entry.path), e.message())
-                    })?;
-                }
+            for entry in written {
+                let entry = entry?;
+                index.add(&entry).map_err(|e| {
+                    format!("{}: {}", String::from_utf8_lossy(&entry.path), e.message())
+                })?;
             }
             index
                 .write()

@@ -207,38 +207,18 @@ fn load_config(
 /// The files that may hold configuration (Flux objects or Namespaces), read
 /// by a few threads; the others are dropped after a byte search.
 fn read_candidates(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(8);
-    let mut found: Vec<(PathBuf, String)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(f) = files.get(i) else { break };
-                        let Ok(bytes) = std::fs::read(f) else {
-                            continue;
-                        };
-                        let wanted = memchr::memmem::find(&bytes, b"toolkit.fluxcd.io").is_some()
-                            || memchr::memmem::find(&bytes, b"kind: Namespace").is_some();
-                        if wanted && let Ok(text) = String::from_utf8(bytes) {
-                            out.push((f.clone(), text));
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    found
+    super::par::map(files, |f| {
+        let bytes = std::fs::read(f).ok()?;
+        let wanted = memchr::memmem::find(&bytes, b"toolkit.fluxcd.io").is_some()
+            || memchr::memmem::find(&bytes, b"kind: Namespace").is_some();
+        wanted
+            .then(|| String::from_utf8(bytes).ok())
+            .flatten()
+            .map(|text| (f.clone(), text))
+    })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Whether `labels` satisfy a Kubernetes label selector.

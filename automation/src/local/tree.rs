@@ -7,8 +7,6 @@ use crate::setters::{self, Change, MARKER_TOKEN};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Why the tree could not be walked at all.
 #[derive(Debug, thiserror::Error)]
@@ -216,35 +214,12 @@ pub fn update_tree(
         path: root.display().to_string(),
         source,
     })?;
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::with_capacity(files.len()));
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(8);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let mut local = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = files.get(i) else { break };
-                    match process(&root, path, images, write) {
-                        Outcome::NoMarkers => {}
-                        o => local.push(o),
-                    }
-                }
-                // A poisoned lock means another worker panicked; its results are
-                // lost either way, so keep going with what is there.
-                let mut all = results.lock().unwrap_or_else(|p| p.into_inner());
-                all.extend(local);
-            });
-        }
-    });
+    let results = super::par::map(&files, |path| process(&root, path, images, write));
     let mut report = TreeReport {
         links_not_followed: links,
         ..TreeReport::default()
     };
-    for o in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    for o in results {
         match o {
             Outcome::NoMarkers => {}
             Outcome::Unchanged(m) => {

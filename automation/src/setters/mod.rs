@@ -292,10 +292,14 @@ impl Walk<'_> {
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
+    let mut line_start = before
         .iter()
         .rposition(|&b| b == b'\n')
         .map_or(0, |p| p + 1);
+    // The byte order mark is not a column.
+    if line_start == 0 && text.starts_with('\u{feff}') {
+        line_start = 3.min(offset);
+    }
     let column = text[line_start..offset.min(text.len())].chars().count() + 1;
     (line, column)
 }

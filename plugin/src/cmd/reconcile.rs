@@ -186,16 +186,7 @@ fn print_text(report: &Report, mode: Mode) {
     }
     if mode == Mode::DryRun {
         for a in &report.automations {
-            for f in &a.files {
-                let name = f.path.display().to_string();
-                let diff = similar::TextDiff::from_lines(&f.before, &f.after);
-                print!(
-                    "{}",
-                    diff.unified_diff()
-                        .context_radius(3)
-                        .header(&format!("a/{name}"), &format!("b/{name}"))
-                );
-            }
+            print!("{}", crate::output::unified_diffs(&a.files));
         }
     }
     for a in &report.automations {

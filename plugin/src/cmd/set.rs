@@ -218,16 +218,7 @@ fn print_text(report: &TreeReport) {
 }
 
 fn print_diff(report: &TreeReport) {
-    for f in &report.files {
-        let name = f.path.display().to_string();
-        let diff = similar::TextDiff::from_lines(&f.before, &f.after);
-        print!(
-            "{}",
-            diff.unified_diff()
-                .context_radius(3)
-                .header(&format!("a/{name}"), &format!("b/{name}"))
-        );
-    }
+    print!("{}", crate::output::unified_diffs(&report.files));
 }
 
 fn print_json(report: &TreeReport, unmatched: &[&String]) {
