@@ -229,7 +229,12 @@ fn check_marker(f: &mut FileLint<'_>, m: &Marked, policies: &Policies) {
         return;
     }
     let Some(tracked) = policies.get(&marker.namespace, &marker.name) else {
-        let known: Vec<&String> = policies.by_key.keys().take(8).collect();
+        let known: Vec<&String> = policies
+            .by_key
+            .keys()
+            .chain(policies.by_name.keys())
+            .take(8)
+            .collect();
         f.at(
             line,
             column,

@@ -110,12 +110,11 @@ impl<'t> Lines<'t> {
         (line, column)
     }
 
-    fn span(&self, start: libyaml_safer::Mark, end: libyaml_safer::Mark, base: usize) -> Span {
-        let start = start.index as usize + base;
+    fn span_at(&self, start: usize, end: usize) -> Span {
         let (line, column) = self.position(start);
         Span {
             start,
-            end: end.index as usize + base,
+            end,
             line,
             column,
         }
@@ -162,23 +161,73 @@ pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
     })
 }
 
+/// Offsets in the text the reader sees (CRLF read as LF, a final LF added)
+/// back to offsets in the original text.
+struct OffsetMap {
+    /// Offsets (in the reader's text) of the LFs that had a CR before them.
+    crs: Vec<usize>,
+    /// libyaml counts from after a byte order mark.
+    base: usize,
+    len: usize,
+}
+
+impl OffsetMap {
+    fn original(&self, index: u64) -> usize {
+        let i = index as usize;
+        let shift = self.crs.partition_point(|&p| p < i);
+        (i + shift + self.base).min(self.len)
+    }
+}
+
+/// Where a scalar's text starts: after its `&anchor` and `!tag`, which
+/// libyaml counts as part of the node.
+fn skip_properties(text: &str, mut at: usize, end: usize) -> usize {
+    let b = text.as_bytes();
+    while at < end && (b[at] == b'&' || b[at] == b'!') {
+        while at < end && !matches!(b[at], b' ' | b'\t' | b'\n' | b'\r') {
+            at += 1;
+        }
+        while at < end && matches!(b[at], b' ' | b'\t' | b'\n' | b'\r') {
+            at += 1;
+        }
+    }
+    at
+}
+
 fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
     // libyaml skips a UTF-8 byte order mark and counts offsets after it.
     let base = if text.starts_with('\u{feff}') { 3 } else { 0 };
     let lines = Lines::new(text);
     // libyaml-safer mishandles CRLF inside block scalars (it reads two line
     // breaks) and can panic when a block scalar ends the input without a line
-    // break. Reading "\r\n" as " \n", and adding a final "\n", keeps every
-    // offset and every value outside block scalars the same.
+    // break: it reads the text with LF line ends and a final LF, and offsets
+    // are mapped back.
+    let mut map = OffsetMap {
+        crs: Vec::new(),
+        base,
+        len: text.len(),
+    };
+    // `map` is only changed while building the reader's text below.
     let normalized;
     let mut input = if text.contains("\r\n") || !text.ends_with('\n') {
-        let mut n = text.replace("\r\n", " \n");
-        n.push('\n');
+        let mut n = String::with_capacity(text.len() + 1);
+        let mut rest = &text[base..];
+        while let Some(i) = rest.find("\r\n") {
+            n.push_str(&rest[..i]);
+            map.crs.push(n.len());
+            n.push('\n');
+            rest = &rest[i + 2..];
+        }
+        n.push_str(rest);
+        if !n.ends_with('\n') {
+            n.push('\n');
+        }
         normalized = n;
         normalized.as_bytes()
     } else {
         text.as_bytes()
     };
+    // Either way, the reader's offsets count from after a byte order mark.
     let mut parser = Parser::new();
     parser.set_input_string(&mut input);
     let mut docs = Vec::new();
@@ -189,14 +238,17 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
         let event = parser.parse().map_err(|e| {
             let (line, column) = e
                 .problem_mark()
-                .map_or((0, 0), |m| lines.position(m.index as usize + base));
+                .map_or((0, 0), |m| lines.position(map.original(m.index)));
             SyntaxError {
                 line,
                 column,
                 message: e.problem().to_string(),
             }
         })?;
-        let span = lines.span(event.start_mark, event.end_mark, base);
+        let span = lines.span_at(
+            map.original(event.start_mark.index),
+            map.original(event.end_mark.index),
+        );
         let finished: Option<Node> = match event.data {
             EventData::StreamStart { .. } => None,
             EventData::StreamEnd => break,
@@ -227,6 +279,11 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
                 style,
                 ..
             } => {
+                let span = if anchor.is_some() || tag.is_some() {
+                    lines.span_at(skip_properties(text, span.start, span.end), span.end)
+                } else {
+                    span
+                };
                 let style = match style {
                     ScalarStyle::SingleQuoted => Style::SingleQuoted,
                     ScalarStyle::DoubleQuoted => Style::DoubleQuoted,
@@ -584,6 +641,24 @@ mod tests {
     fn syntax_errors_have_positions() {
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.line >= 1, "{err}");
+    }
+
+    #[test]
+    fn crlf_block_scalars_and_anchored_scalars() {
+        let text = "a: |\r\n  line one\r\n  line two\r\nb: &x \"v\" # c\r\nc: !!str 1.0\r\nd: *x";
+        let docs = parse(text).unwrap();
+        let root = &docs[0].root;
+        assert_eq!(
+            root.get("a").unwrap().as_str(),
+            Some("line one\nline two\n")
+        );
+        let b = root.get("b").unwrap();
+        assert_eq!(&text[b.span.start..b.span.end], "\"v\"");
+        assert_eq!((b.span.line, b.span.column), (4, 7));
+        let c = root.get("c").unwrap();
+        assert_eq!(&text[c.span.start..c.span.end], "1.0");
+        let d = root.get("d").unwrap();
+        assert_eq!(&text[d.span.start..d.span.end], "*x");
     }
 
     #[test]

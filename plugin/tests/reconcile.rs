@@ -323,3 +323,43 @@ fn committing_on_the_branch_checked_out_updates_the_checkout() {
         git_text(w.checkout.path(), &["rev-parse", "HEAD"])
     );
 }
+
+#[test]
+fn a_new_push_branch_starts_from_the_checkout_reference() {
+    let w = world("");
+    // The user works on a branch of their own; the automation checks out main.
+    git(w.checkout.path(), &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(w.checkout.path().join("NOTES.md"), "work in progress\n").unwrap();
+    git(w.checkout.path(), &["add", "."]);
+    git(w.checkout.path(), &["commit", "-qm", "feature work"]);
+    let out = reconcile(w.checkout.path(), &["--push"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let parent = git_text(&w.bare, &["rev-parse", "flux-image-updates~1"]);
+    assert_eq!(parent, git_text(&w.bare, &["rev-parse", "main"]));
+    assert_eq!(
+        git_text(w.checkout.path(), &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "feature"
+    );
+}
+
+#[test]
+fn suspended_objects_are_skipped_not_failed() {
+    let w = world("");
+    let images = w.checkout.path().join("clusters/prod/images.yaml");
+    let t = std::fs::read_to_string(&images).unwrap().replace(
+        "metadata: {name: api, namespace: flux-system}\nspec:\n  imageRepositoryRef: {name: api}",
+        "metadata: {name: api, namespace: flux-system}\nspec:\n  suspend: true\n  imageRepositoryRef: {name: api}",
+    );
+    std::fs::write(&images, t).unwrap();
+    let out = reconcile(w.checkout.path(), &[]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ImagePolicy flux-system:api is suspended"),
+        "{stderr}"
+    );
+    let api = std::fs::read_to_string(w.checkout.path().join("apps/api.yaml")).unwrap();
+    assert!(api.contains("main-0000000-1"), "{api}");
+    let web = std::fs::read_to_string(w.checkout.path().join("apps/web.yaml")).unwrap();
+    assert!(web.contains("web:1.10.0"), "{web}");
+}

@@ -265,7 +265,11 @@ fn load_document(file: &str, root: &Node, out: &mut LoadResult) {
     let object = match object {
         Ok(o) => o,
         Err((path, message)) => {
-            let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
+            // serde_path_to_error writes `a.b[2].c`.
+            let parts: Vec<&str> = path
+                .split(['.', '[', ']'])
+                .filter(|p| !p.is_empty())
+                .collect();
             out.problems.push(problem(
                 root.locate(&parts),
                 (!path.is_empty()).then_some(path),

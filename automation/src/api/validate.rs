@@ -331,6 +331,23 @@ fn validate_automation(a: &ImageUpdateAutomation, out: &mut Vec<FieldError>) {
     }
 }
 
+/// An update path, normalised (`./a/../b/` is `b`; the root is ``), when it
+/// stays inside the repository.
+pub fn normalize_update_path(path: &str) -> Result<String, String> {
+    check_update_path(path)?;
+    let mut parts: Vec<&str> = Vec::new();
+    for c in std::path::Path::new(path).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(p) => parts.push(p.to_str().unwrap_or("")),
+            _ => {}
+        }
+    }
+    Ok(parts.join("/"))
+}
+
 /// An update path must stay inside the repository.
 pub fn check_update_path(path: &str) -> Result<(), String> {
     let p = std::path::Path::new(path);
@@ -414,5 +431,8 @@ mod tests {
         assert!(check_update_path("../x").is_err());
         assert!(check_update_path("a/../../x").is_err());
         assert!(check_update_path("/etc").is_err());
+        assert_eq!(normalize_update_path("./a/./b/../c/").unwrap(), "a/c");
+        assert_eq!(normalize_update_path(".").unwrap(), "");
+        assert_eq!(normalize_update_path("").unwrap(), "");
     }
 }

@@ -116,21 +116,35 @@ impl KnownHosts {
     /// Checks `key` (the raw key blob) of type `key_type` (`ssh-ed25519`, ...)
     /// for host `name` (as [`host_name`] writes it).
     pub fn check(&self, name: &str, key_type: &str, key: &[u8]) -> HostKeyCheck {
-        let mut listed = false;
+        let mut same_type_listed = false;
         for e in &self.entries {
             if !Self::matches(&e.patterns, name) {
                 continue;
             }
-            listed = true;
             if e.key == key && (e.key_type == key_type || key_type.is_empty()) {
                 return HostKeyCheck::Match;
             }
+            same_type_listed |= e.key_type == key_type;
         }
-        if listed {
+        // Only a listed key of the same type that differs is a changed key;
+        // a host listed with other key types does not know this one.
+        if same_type_listed {
             HostKeyCheck::Mismatch
         } else {
             HostKeyCheck::Unknown
         }
+    }
+
+    /// The key types listed for `name`, for messages.
+    pub fn listed_types(&self, name: &str) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|e| Self::matches(&e.patterns, name))
+            .map(|e| e.key_type.clone())
+            .collect();
+        t.dedup();
+        t
     }
 }
 
@@ -162,6 +176,11 @@ mod tests {
         assert_eq!(
             kh.check("github.com", "ssh-ed25519", b"other-key"),
             HostKeyCheck::Mismatch
+        );
+        // Listed with another key type only: not known, not changed.
+        assert_eq!(
+            kh.check("github.com", "ecdsa-sha2-nistp256", b"key-bytes"),
+            HostKeyCheck::Unknown
         );
         assert_eq!(
             kh.check(

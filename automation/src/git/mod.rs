@@ -242,14 +242,25 @@ fn callbacks<'a>(
                 return fail(format!("the SSH server {name} sent no host key"));
             };
             let key_type = hk.hostkey_type().map(|t| t.name()).unwrap_or("");
-            return match KnownHosts::parse(&known).check(&name, key_type, key) {
+            let kh = KnownHosts::parse(&known);
+            return match kh.check(&name, key_type, key) {
                 HostKeyCheck::Match => Ok(CertificateCheckStatus::CertificateOk),
                 HostKeyCheck::Mismatch => fail(format!(
                     "the host key of {name} ({key_type}) does not match known_hosts: it changed, or someone is in the middle; refusing"
                 )),
-                HostKeyCheck::Unknown => fail(format!(
-                    "{name} is not in known_hosts: add its host key ({key_type}) to known_hosts"
-                )),
+                HostKeyCheck::Unknown => {
+                    let listed = kh.listed_types(&name);
+                    if listed.is_empty() {
+                        fail(format!(
+                            "{name} is not in known_hosts: add its host key ({key_type}) to known_hosts"
+                        ))
+                    } else {
+                        fail(format!(
+                            "{name} offered a {key_type} host key, but known_hosts lists only {} for it: add its {key_type} key",
+                            listed.join(", ")
+                        ))
+                    }
+                }
             };
         }
         if let (Some(x509), Some(ca)) = (cert.as_x509(), &auth.ca_pem) {
@@ -734,19 +745,20 @@ pub fn push(
 
 /// `ssh://`/`https://` URL with user info removed, for messages.
 pub fn display_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit('@').next().unwrap_or(authority);
-            let user = authority
-                .split_once('@')
-                .map(|(u, _)| u.split(':').next().unwrap_or(""))
-                .filter(|u| !u.is_empty())
-                .map(|u| format!("{u}@"))
-                .unwrap_or_default();
-            format!("{scheme}://{user}{host}/{path}")
+    if !url.contains("://") {
+        // scp-like `user@host:path` holds no password.
+        return url.to_string();
+    }
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            u.to_string()
         }
-        None => url.to_string(),
+        // Unparsable: it may hold anything, so show only the scheme.
+        Err(_) => format!(
+            "{}://<unparsable URL>",
+            url.split("://").next().unwrap_or("")
+        ),
     }
 }
 
@@ -802,6 +814,11 @@ mod tests {
             "https://bot@git.example.com/r.git"
         );
         assert_eq!(display_url("ssh://git@h:22/r"), "ssh://git@h:22/r");
+        assert!(!display_url("https://u:pa/ss@git.example.com/r.git").contains("ss@"));
+        assert_eq!(
+            display_url("git@github.com:org/r.git"),
+            "git@github.com:org/r.git"
+        );
     }
 
     #[test]

@@ -8,10 +8,9 @@
 //! moved on the remote meanwhile, the setters are applied again on its new
 //! tip and the push retried, a bounded number of times.
 
-use super::tree::{FileChanges, is_manifest_name, write_atomically};
-use crate::api::{GitRepository, ImageRef, ImageUpdateAutomation, ResourceExt};
+use super::tree::{FileChanges, Rewrite, is_manifest_name, write_atomically};
+use crate::api::{GitRepository, GitRepositoryRef, ImageRef, ImageUpdateAutomation, ResourceExt};
 use crate::git::{self, GitAuth, GitError, Signature};
-use crate::setters::{self, MARKER_TOKEN};
 use git2::{Oid, Repository};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +27,9 @@ pub struct Plan {
     pub push: bool,
     /// The branch to commit to; the checked-out branch when `None`.
     pub branch: Option<String>,
+    /// Where a push branch that does not exist yet starts (the automation's
+    /// or the GitRepository's checkout reference); HEAD when `None`.
+    pub checkout: Option<GitRepositoryRef>,
     pub refspec: Option<String>,
     pub push_options: BTreeMap<String, String>,
     /// Author and committer; git's `user.name`/`user.email` when `None`.
@@ -66,6 +68,7 @@ impl Plan {
             path: rel_path(repo_root, dir),
             push,
             branch: None,
+            checkout: None,
             refspec: None,
             push_options: BTreeMap::new(),
             author: None,
@@ -87,27 +90,43 @@ impl Plan {
         let Some(g) = &a.spec.git else {
             return Err("spec.git is not set: the automation says nothing about committing".into());
         };
-        let checkout_branch = g
+        // Flux: the automation's checkout ref, else the GitRepository's.
+        let checkout = g
             .checkout
             .as_ref()
-            .and_then(|c| c.reference.branch.clone())
-            .or_else(|| {
-                source
-                    .and_then(|s| s.spec.reference.as_ref())
-                    .and_then(|r| r.branch.clone())
-            });
-        let branch = g
+            .map(|c| c.reference.clone())
+            .or_else(|| source.and_then(|s| s.spec.reference.clone()));
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        let checkout_branch = checkout
+            .as_ref()
+            .and_then(|r| r.branch.clone())
+            .filter(|b| !b.is_empty());
+        let not_a_branch = checkout
+            .as_ref()
+            .is_some_and(|r| set(&r.commit) || set(&r.name) || set(&r.tag) || set(&r.semver));
+        let push_branch = g
             .push
             .as_ref()
             .and_then(|p| p.branch.clone())
-            .filter(|b| !b.is_empty())
-            .or(checkout_branch);
+            .filter(|b| !b.is_empty());
+        // Push branch: push.branch, else the checkout branch; a checkout by
+        // tag, commit or semver gives none (Flux stalls there); no checkout
+        // reference at all is Flux's default branch, master.
+        let branch = match (push_branch, checkout_branch) {
+            (Some(b), _) => Some(b),
+            (None, Some(b)) if !not_a_branch => Some(b),
+            (None, _) if not_a_branch => {
+                return Err("the checkout is not a branch, and spec.git.push.branch is not set: there is no branch to push to".into());
+            }
+            (None, _) => Some("master".to_string()),
+        };
         let author = &g.commit.author;
         Ok(Plan {
             repo_root: repo_root.to_path_buf(),
-            path: path.trim_start_matches("./").trim_matches('/').to_string(),
+            path: crate::api::validate::normalize_update_path(path)?,
             push,
             branch,
+            checkout,
             refspec: g
                 .push
                 .as_ref()
@@ -197,19 +216,13 @@ fn apply_on(
             let blob = repo
                 .find_blob(e.id)
                 .map_err(|x| format!("{}: {}", e.path, x.message()))?;
-            let content = blob.content();
-            if memchr::memmem::find(content, MARKER_TOKEN.as_bytes()).is_none() {
-                return Ok(None);
-            }
-            let Ok(text) = std::str::from_utf8(content) else {
-                return Ok(Some(Rewritten::Note(format!(
-                    "{}: not UTF-8 text, left as it was",
-                    e.path
-                ))));
-            };
-            match setters::apply(text, images) {
-                Ok(a) => {
-                    let Some(after) = a.text else { return Ok(None) };
+            match super::tree::rewrite(blob.content(), images) {
+                Rewrite::NoMarkers | Rewrite::Unchanged(_) => Ok(None),
+                Rewrite::Refused(reason) => {
+                    Ok(Some(Rewritten::Note(format!("{}: {reason}", e.path))))
+                }
+                Rewrite::Changed(a, before) => {
+                    let after = a.text.unwrap_or_default();
                     let id = repo
                         .blob(after.as_bytes())
                         .map_err(|x| format!("{}: {}", e.path, x.message()))?;
@@ -217,7 +230,7 @@ fn apply_on(
                         FileChanges {
                             path: PathBuf::from(&e.path),
                             changes: a.changes,
-                            before: text.to_string(),
+                            before,
                             after,
                         },
                         git::TreeEntry {
@@ -227,10 +240,6 @@ fn apply_on(
                         },
                     )))
                 }
-                Err(x) => Ok(Some(Rewritten::Note(format!(
-                    "{}: not valid YAML, left as it was: {x}",
-                    e.path
-                )))),
             }
         },
     );
@@ -269,6 +278,34 @@ fn index_entry(full: &Path, path: &str, id: Oid, mode: i32) -> std::io::Result<g
         flags_extended: 0,
         path: path.as_bytes().to_vec(),
     })
+}
+
+/// What a user's checkout fetches: branches (into remote-tracking refs), and
+/// tags only when the checkout reference needs them, without overwriting
+/// local tags.
+fn fetch_specs(plan: &Plan) -> Vec<String> {
+    let mut specs = vec![format!("+refs/heads/*:refs/remotes/{}/*", plan.remote)];
+    let tags = plan.checkout.as_ref().is_some_and(|r| {
+        r.tag.as_deref().is_some_and(|t| !t.is_empty())
+            || r.semver.as_deref().is_some_and(|t| !t.is_empty())
+    });
+    if tags {
+        specs.push("refs/tags/*:refs/tags/*".to_string());
+    }
+    specs
+}
+
+/// The commit a checkout reference names in the checkout: the remote's
+/// branch, else a local one.
+fn resolve_checkout(repo: &Repository, r: &GitRepositoryRef, remote: &str) -> Option<Oid> {
+    git::resolve(repo, r, remote)
+        .ok()
+        .map(|c| c.commit)
+        .or_else(|| {
+            r.branch
+                .as_deref()
+                .and_then(|b| find_ref(repo, &format!("refs/heads/{b}")))
+        })
 }
 
 fn find_ref(repo: &Repository, name: &str) -> Option<Oid> {
@@ -328,7 +365,7 @@ pub fn execute_with(
             .url()
             .map_err(|_| format!("remote {} has no URL", plan.remote))?
             .to_string();
-        git::fetch(&repo, &u, auth, &[]).map_err(err)?;
+        git::fetch(&repo, &u, auth, &fetch_specs(plan)).map_err(err)?;
         Some(u)
     } else {
         None
@@ -347,6 +384,12 @@ pub fn execute_with(
             t
         } else if let Some(l) = find_ref(&repo, &local_ref) {
             l
+        } else if let Some(c) = plan
+            .checkout
+            .as_ref()
+            .and_then(|r| resolve_checkout(&repo, r, &plan.remote))
+        {
+            c
         } else {
             head_commit
         };
@@ -391,7 +434,9 @@ pub fn execute_with(
             // The working tree follows the branch: only over unmodified files
             // (their content is still the base's).
             for f in &files {
-                let on_disk = std::fs::read(plan.repo_root.join(&f.path)).unwrap_or_default();
+                let on_disk = std::fs::read(plan.repo_root.join(&f.path)).map_err(|e| {
+                    format!("{}: cannot read the checkout's copy: {e}", f.path.display())
+                })?;
                 if on_disk != f.before.as_bytes() {
                     return Err(format!(
                         "{} has uncommitted changes: commit or stash them, or run without --commit",
@@ -453,7 +498,7 @@ pub fn execute_with(
                 retries.push(format!(
                     "{branch} moved on the remote: applied the changes again on its new tip"
                 ));
-                git::fetch(&repo, url, auth, &[]).map_err(err)?;
+                git::fetch(&repo, url, auth, &fetch_specs(plan)).map_err(err)?;
                 // Our commit was never published: start over from the remote.
                 if let Some(t) = find_ref(&repo, &tracking) {
                     let _ = repo.reference(&local_ref, t, true, "imageauto: retry");

@@ -100,6 +100,8 @@ impl AutomationOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub problems: Vec<Problem>,
+    /// Things skipped on purpose (suspended objects), for the user.
+    pub notes: Vec<String>,
     pub scans: Vec<ScanOutcome>,
     pub policies: Vec<PolicyOutcome>,
     pub automations: Vec<AutomationOutcome>,
@@ -270,13 +272,18 @@ async fn scan_all(
         let reference = match Reference::parse(&image) {
             Ok(r) => r,
             Err(e) => {
-                tasks.push(tokio::spawn(async move {
-                    ScanOutcome {
-                        repository: key,
-                        image,
-                        result: Err(e.to_string()),
-                    }
-                }));
+                let (k, i) = (key.clone(), image.clone());
+                tasks.push((
+                    k,
+                    i,
+                    tokio::spawn(async move {
+                        ScanOutcome {
+                            repository: key,
+                            image,
+                            result: Err(e.to_string()),
+                        }
+                    }),
+                ));
                 continue;
             }
         };
@@ -284,11 +291,7 @@ async fn scan_all(
             .entry(reference.registry.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(opts.per_host.max(1))))
             .clone();
-        let timeout = repo
-            .spec
-            .timeout
-            .as_deref()
-            .and_then(crate::api::parse_duration);
+        let timeout = scan_timeout(repo);
         let client = match clients.entry((repo.spec.insecure, timeout)) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.get().clone()),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -304,46 +307,61 @@ async fn scan_all(
         let keychain = opts.keychain.clone();
         let progress = opts.progress.clone();
         let done = done.clone();
-        tasks.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let result = async {
-                let ex = Exclusions::new(&exclusion).map_err(|e| e.to_string())?;
-                let client = client.map_err(|e| e.to_string())?;
-                let tags = client
-                    .list_tags(&reference, &keychain)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(ScanResult::new(tags, &ex))
-            }
-            .await;
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if let Some(p) = &progress {
-                p(Progress::Scanned {
-                    done: n,
-                    total,
-                    image: image.clone(),
-                });
-            }
-            ScanOutcome {
-                repository: key,
-                image,
-                result,
-            }
-        }));
+        let (k, i) = (key.clone(), image.clone());
+        tasks.push((
+            k,
+            i,
+            tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let result = async {
+                    let ex = Exclusions::new(&exclusion).map_err(|e| e.to_string())?;
+                    let client = client.map_err(|e| e.to_string())?;
+                    let tags = client
+                        .list_tags(&reference, &keychain)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(ScanResult::new(tags, &ex))
+                }
+                .await;
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if let Some(p) = &progress {
+                    p(Progress::Scanned {
+                        done: n,
+                        total,
+                        image: image.clone(),
+                    });
+                }
+                ScanOutcome {
+                    repository: key,
+                    image,
+                    result,
+                }
+            }),
+        ));
     }
     let mut out = Vec::new();
-    for t in tasks {
+    for (key, image, t) in tasks {
         match t.await {
             Ok(o) => out.push(o),
             Err(e) => out.push(ScanOutcome {
-                repository: "?".into(),
-                image: "?".into(),
+                repository: key,
+                image,
                 result: Err(format!("scan task failed: {e}")),
             }),
         }
     }
     out.sort_by(|a, b| a.repository.cmp(&b.repository));
     out
+}
+
+/// A scan's timeout: `spec.timeout`, else the interval (as Flux does).
+fn scan_timeout(repo: &ImageRepository) -> Option<std::time::Duration> {
+    repo.spec
+        .timeout
+        .as_deref()
+        .and_then(crate::api::parse_duration)
+        .or_else(|| crate::api::parse_duration(&repo.spec.interval))
+        .map(|t| t.max(std::time::Duration::from_secs(1)))
 }
 
 /// The repository `policy` refers to, when access is allowed.
@@ -385,14 +403,28 @@ async fn evaluate_policies(
     config: &Config,
     scans: &[ScanOutcome],
     opts: &Options,
+    notes: &mut Vec<String>,
 ) -> Vec<PolicyOutcome> {
     let mut out = Vec::new();
     for p in &config.policies {
         let key = format!("{}:{}", p.namespace().unwrap_or_default(), p.name_any());
+        if p.spec.suspend {
+            notes.push(format!(
+                "ImagePolicy {key} is suspended: its markers are left as they are"
+            ));
+            continue;
+        }
+        if let Ok(r) = repository_of(config, p)
+            && r.spec.suspend
+        {
+            notes.push(format!(
+                "ImageRepository {}/{} is suspended: not scanned, so ImagePolicy {key} is not evaluated",
+                r.namespace().unwrap_or_default(),
+                r.name_any()
+            ));
+            continue;
+        }
         let result = async {
-            if p.spec.suspend {
-                return Err("suspended".to_string());
-            }
             let repo = repository_of(config, p)?;
             let rkey = format!(
                 "{}/{}",
@@ -424,6 +456,9 @@ async fn evaluate_policies(
                     .map_err(|e| e.to_string())?;
                 let mut ropts = opts.registry.clone();
                 ropts.insecure = repo.spec.insecure;
+                if let Some(t) = scan_timeout(repo) {
+                    ropts.timeout = t;
+                }
                 let client = Client::new(ropts).map_err(|e| e.to_string())?;
                 image.digest = Some(
                     client
@@ -449,8 +484,10 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
     let mut report = Report::default();
     let config = load_config(&opts.dir, &opts.default_namespace, &mut report.problems)?;
     let mut needed: Vec<(String, String)> = Vec::new();
-    for p in &config.policies {
-        if let Ok(r) = repository_of(&config, p) {
+    for p in config.policies.iter().filter(|p| !p.spec.suspend) {
+        if let Ok(r) = repository_of(&config, p)
+            && !r.spec.suspend
+        {
             let k = (r.namespace().unwrap_or_default(), r.name_any());
             if !needed.contains(&k) {
                 needed.push(k);
@@ -458,7 +495,7 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
         }
     }
     report.scans = scan_all(&config, opts, &needed).await;
-    report.policies = evaluate_policies(&config, &report.scans, opts).await;
+    report.policies = evaluate_policies(&config, &report.scans, opts, &mut report.notes).await;
     let latest: BTreeMap<String, ImageRef> = report
         .policies
         .iter()
@@ -524,11 +561,14 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
             .as_ref()
             .and_then(|u| u.path.clone())
             .unwrap_or_default();
-        if let Err(e) = crate::api::validate::check_update_path(&path) {
-            outcome.error = Some(format!("spec.update.path: {e}"));
-            report.automations.push(outcome);
-            continue;
-        }
+        let path = match crate::api::validate::normalize_update_path(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                outcome.error = Some(format!("spec.update.path: {e}"));
+                report.automations.push(outcome);
+                continue;
+            }
+        };
         let target = repo_root.join(&path);
         match opts.mode {
             Mode::DryRun | Mode::Write => {

@@ -150,6 +150,36 @@ enum Outcome {
     Skipped(Skipped),
 }
 
+/// What the setters make of one file's bytes.
+pub(crate) enum Rewrite {
+    /// No marker token: not a file with markers.
+    NoMarkers,
+    /// Left as it was, and why (not UTF-8, not YAML).
+    Refused(String),
+    /// Markers for these policies, all current.
+    Unchanged(Vec<String>),
+    /// Changed: the setters' result and the text before.
+    Changed(setters::Applied, String),
+}
+
+/// Applies the setters to a file's bytes: the marker-token check, the text
+/// check, the rewrite. Shared by the working-tree and Git paths.
+pub(crate) fn rewrite(bytes: &[u8], images: &BTreeMap<String, ImageRef>) -> Rewrite {
+    if memchr::memmem::find(bytes, MARKER_TOKEN.as_bytes()).is_none() {
+        return Rewrite::NoMarkers;
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Rewrite::Refused("not UTF-8 text, left as it was".into());
+    };
+    match setters::apply(text, images) {
+        Err(e) => Rewrite::Refused(format!("not valid YAML, left as it was: {e}")),
+        Ok(a) if a.text.is_none() => {
+            Rewrite::Unchanged(a.matched.iter().map(|m| m.policy()).collect())
+        }
+        Ok(a) => Rewrite::Changed(a, text.to_string()),
+    }
+}
+
 fn process(root: &Path, path: &Path, images: &BTreeMap<String, ImageRef>, write: bool) -> Outcome {
     let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
     let bytes = match std::fs::read(path) {
@@ -161,23 +191,11 @@ fn process(root: &Path, path: &Path, images: &BTreeMap<String, ImageRef>, write:
             });
         }
     };
-    if memchr::memmem::find(&bytes, MARKER_TOKEN.as_bytes()).is_none() {
-        return Outcome::NoMarkers;
-    }
-    let Ok(text) = String::from_utf8(bytes) else {
-        return Outcome::Skipped(Skipped {
-            path: rel,
-            reason: "not UTF-8 text".into(),
-        });
-    };
-    let applied = match setters::apply(&text, images) {
-        Ok(a) => a,
-        Err(e) => {
-            return Outcome::Skipped(Skipped {
-                path: rel,
-                reason: format!("not valid YAML, left as it was: {e}"),
-            });
-        }
+    let (applied, text) = match rewrite(&bytes, images) {
+        Rewrite::NoMarkers => return Outcome::NoMarkers,
+        Rewrite::Refused(reason) => return Outcome::Skipped(Skipped { path: rel, reason }),
+        Rewrite::Unchanged(matched) => return Outcome::Unchanged(matched),
+        Rewrite::Changed(a, text) => (a, text),
     };
     let matched = applied.matched.iter().map(|m| m.policy()).collect();
     let Some(after) = applied.text else {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// How the client talks to registries.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Plain HTTP (ImageRepository `spec.insecure`).
     pub insecure: bool,
@@ -43,6 +43,27 @@ pub struct ClientOptions {
     pub backoff: Duration,
     /// Longest single wait, Retry-After included.
     pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("insecure", &self.insecure)
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_cert_pem.is_some())
+            .field(
+                "client_key",
+                &self.client_key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .field("proxy", &self.proxy.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("page_size", &self.page_size)
+            .field("max_pages", &self.max_pages)
+            .field("max_tags", &self.max_tags)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -158,6 +179,18 @@ impl RegistryError {
             _ => "ReadOperationFailed",
         }
     }
+}
+
+/// Tells credentials apart in the token cache without keeping them in it.
+fn fingerprint(c: Option<&Credentials>) -> String {
+    use sha2::Digest;
+    let material = match c {
+        None => String::new(),
+        Some(Credentials::Basic { username, password }) => format!("b:{username}:{password}"),
+        Some(Credentials::IdentityToken(t)) => format!("i:{t}"),
+        Some(Credentials::RegistryToken(t)) => format!("r:{t}"),
+    };
+    format!("{:x}", sha2::Sha256::digest(material.as_bytes()))[..16].to_string()
 }
 
 /// A rustls error inside `e`, looking through `io::Error` wrappers (whose
@@ -359,11 +392,21 @@ impl Client {
         }
         let root = chain.last().cloned().unwrap_or_default();
         if let Some(t) = tls_error {
+            let host = match ctx.registry.rsplit_once(':') {
+                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+                _ => ctx.registry,
+            };
             let cert = self
                 .refused
                 .lock()
                 .ok()
-                .and_then(|mut s| s.take())
+                .and_then(|mut s| {
+                    s.remove(host.trim_matches(['[', ']'])).or_else(|| {
+                        (host == super::reference::DOCKER_HUB)
+                            .then(|| s.remove(super::reference::DOCKER_HUB_API))
+                            .flatten()
+                    })
+                })
                 .and_then(|der| describe_certificate(&der));
             let detail = match (&t, cert) {
                 (_, Some(c)) => format!(
@@ -452,7 +495,10 @@ impl Client {
                         detail: "a Bearer challenge without realm".into(),
                     }
                 })?;
-                let key = (ctx.registry.to_string(), scope.to_string());
+                let key = (
+                    format!("{}#{}", ctx.registry, fingerprint(ctx.credentials)),
+                    scope.to_string(),
+                );
                 if let Ok(cache) = self.tokens.lock()
                     && let Some((t, until)) = cache.get(&key)
                     && Instant::now() < *until
@@ -549,9 +595,13 @@ impl Client {
         accept: Option<&str>,
     ) -> Result<reqwest::Response, RegistryError> {
         let scope = format!("repository:{}:pull", ctx.repository);
+        let cache_key = (
+            format!("{}#{}", ctx.registry, fingerprint(ctx.credentials)),
+            scope.clone(),
+        );
         let mut auth: Option<String> = None;
         if let Ok(cache) = self.tokens.lock()
-            && let Some((t, until)) = cache.get(&(ctx.registry.to_string(), scope.clone()))
+            && let Some((t, until)) = cache.get(&cache_key)
             && Instant::now() < *until
         {
             auth = Some(format!("Bearer {t}"));
@@ -571,6 +621,10 @@ impl Client {
             match status {
                 StatusCode::UNAUTHORIZED if !challenged => {
                     challenged = true;
+                    // A cached token the registry no longer takes: get a new one.
+                    if let Ok(mut cache) = self.tokens.lock() {
+                        cache.remove(&cache_key);
+                    }
                     let challenge = resp
                         .headers()
                         .get(WWW_AUTHENTICATE)

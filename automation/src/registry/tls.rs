@@ -23,8 +23,8 @@ pub enum TlsConfigError {
     Rustls(String),
 }
 
-/// The certificate the last failed verification saw.
-pub type RefusedCertificate = Arc<Mutex<Option<Vec<u8>>>>;
+/// The certificates refused, by server name (a client talks to many hosts).
+pub type RefusedCertificate = Arc<Mutex<std::collections::HashMap<String, Vec<u8>>>>;
 
 /// Installs ring as the process's rustls provider (idempotent). Everything in
 /// imageauto uses this one provider.
@@ -57,7 +57,12 @@ impl ServerCertVerifier for RecordingVerifier {
         if r.is_err()
             && let Ok(mut slot) = self.refused.lock()
         {
-            *slot = Some(end_entity.to_vec());
+            let host = match server_name {
+                ServerName::DnsName(d) => d.as_ref().to_string(),
+                ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+                _ => String::new(),
+            };
+            slot.insert(host, end_entity.to_vec());
         }
         r
     }
@@ -120,7 +125,7 @@ pub fn client_config(
     let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
-    let refused: RefusedCertificate = Arc::new(Mutex::new(None));
+    let refused: RefusedCertificate = Arc::new(Mutex::new(std::collections::HashMap::new()));
     let verifier = Arc::new(RecordingVerifier {
         inner,
         refused: refused.clone(),

@@ -382,7 +382,11 @@ pub fn apply(text: &str, images: &BTreeMap<String, ImageRef>) -> Result<Applied,
         if new_value == m.value {
             continue;
         }
-        let encoded = encode(&new_value, m.style, m.in_flow);
+        let mut encoded = encode(&new_value, m.style, m.in_flow);
+        if m.span.start == m.span.end {
+            // An empty value sits right after its `:` or `-`: keep a space.
+            encoded.insert(0, ' ');
+        }
         edits.push((m.span, encoded));
         out.changes.push(Change {
             line: m.span.line,
@@ -655,6 +659,33 @@ mod tests {
             "a: x:1#{\"$imagepolicy\":\"ns:p\"}\nb: |\n  x:1 # {\"$imagepolicy\": \"ns:p\"}\n";
         let out = apply(text, &images(&[("ns:p", img("x", "2"))])).unwrap();
         assert!(out.text.is_none());
+    }
+
+    #[test]
+    fn empty_values_get_a_value() {
+        let text = "image: # {\"$imagepolicy\": \"ns:p\"}\nlist:\n  - # {\"$imagepolicy\": \"ns:p:tag\"}\n";
+        let out = apply(text, &images(&[("ns:p", img("x", "2"))])).unwrap();
+        let new = out.text.unwrap();
+        assert_eq!(
+            new,
+            "image: x:2 # {\"$imagepolicy\": \"ns:p\"}\nlist:\n  - \"2\" # {\"$imagepolicy\": \"ns:p:tag\"}\n"
+        );
+        assert!(
+            apply(&new, &images(&[("ns:p", img("x", "2"))]))
+                .unwrap()
+                .text
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn anchored_values_keep_their_anchor() {
+        let text = "tag: &t 1.0.0 # {\"$imagepolicy\": \"ns:p:tag\"}\nother: *t\n";
+        let out = apply(text, &images(&[("ns:p", img("x", "2.0.0"))])).unwrap();
+        assert_eq!(
+            out.text.unwrap(),
+            "tag: &t 2.0.0 # {\"$imagepolicy\": \"ns:p:tag\"}\nother: *t\n"
+        );
     }
 
     #[test]

@@ -90,6 +90,11 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
             .transpose()?,
         ..ClientOptions::default()
     };
+    if args.git_username.is_some() != std::env::var_os("GIT_PASSWORD").is_some() {
+        bail!(
+            "--git-username and $GIT_PASSWORD go together: give both, or neither to use git's credential helpers"
+        );
+    }
     let git_auth = GitAuth {
         username: args.git_username.clone(),
         password: std::env::var("GIT_PASSWORD").ok(),
@@ -149,6 +154,9 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
 fn print_text(report: &Report, mode: Mode) {
     for p in &report.problems {
         eprintln!("{}: {p}", p.severity_word());
+    }
+    for n in &report.notes {
+        eprintln!("note: {n}");
     }
     for s in &report.scans {
         if let Err(e) = &s.result {

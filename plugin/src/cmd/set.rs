@@ -92,6 +92,11 @@ pub fn parse_assignment(s: &str) -> Result<(String, ImageRef), String> {
         ));
     }
     let image = parse_image(image).map_err(|e| format!("in {s:?}: {e}"))?;
+    if image.tag.is_empty() && image.digest.is_none() {
+        return Err(format!(
+            "{s:?} names no tag or digest: write {policy}=IMAGE:TAG (or IMAGE@DIGEST)"
+        ));
+    }
     Ok((policy.to_string(), image))
 }
 

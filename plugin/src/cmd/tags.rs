@@ -131,7 +131,14 @@ pub fn run(args: Args) -> Result<Outcome> {
         ..ClientOptions::default()
     };
     let keychain = keychain(args.docker_config.as_ref())?;
-    let exclusions = Exclusions::new(&args.exclude)?;
+    let exclusions = Exclusions::new(&args.exclude).map_err(|e| match e {
+        automation::policy::PolicyError::Exclusion {
+            pattern, reason, ..
+        } => {
+            anyhow::anyhow!("--exclude {pattern:?} does not compile: {reason}")
+        }
+        other => other.into(),
+    })?;
     let client = Client::new(options)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
