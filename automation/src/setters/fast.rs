@@ -134,6 +134,8 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
     let mut levels: Vec<(usize, Level)> = Vec::new();
     let mut opener: Option<(usize, bool)> = None;
     let mut doc_started = false;
+    // After `...` the next document must open with `---` (not modelled).
+    let mut after_end = false;
     while offset < text.len() {
         line_no += 1;
         let line_end =
@@ -181,7 +183,11 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
             levels.clear();
             opener = None;
             doc_started = false;
+            after_end = rest.starts_with("...");
             continue;
+        }
+        if after_end {
+            return None;
         }
         if let Some(p) = scalar_parent.take()
             && indent > p
