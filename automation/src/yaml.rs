@@ -208,13 +208,18 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
         len: text.len(),
     };
     // `map` is only changed while building the reader's text below.
+    // The reader also refuses text whose first byte is 0xEF (U+F000..U+FFFF)
+    // but not a byte order mark: such text is given one.
+    let bom_needed = text.as_bytes().get(base) == Some(&0xef);
     let normalized;
-    let mut input = if text.contains("\r\n") || !text.ends_with('\n') {
-        let mut n = String::with_capacity(text.len() + 1);
+    let mut input = if bom_needed || text.contains("\r\n") || !text.ends_with('\n') {
+        let mut n = String::with_capacity(text.len() + 4);
+        let prefix = if bom_needed { "\u{feff}" } else { "" };
+        n.push_str(prefix);
         let mut rest = &text[base..];
         while let Some(i) = rest.find("\r\n") {
             n.push_str(&rest[..i]);
-            map.crs.push(n.len());
+            map.crs.push(n.len() - prefix.len());
             n.push('\n');
             rest = &rest[i + 2..];
         }
@@ -615,6 +620,22 @@ mod tests {
         let docs = parse(text).unwrap();
         let v = docs[0].root.get("v").unwrap();
         assert_eq!(&text[v.span.start..v.span.end], "ü-tag");
+    }
+
+    #[test]
+    fn text_starting_with_a_character_from_u_f000_to_u_ffff() {
+        // libyaml-safer's reader takes a first byte 0xEF for the start of a
+        // byte order mark and refuses anything else.
+        for text in [
+            "\u{ff21}: 1\nv: x\n",
+            "\u{febf}: 1\r\nv: x",
+            "\u{feff}\u{ff21}: 1\nv: x\n",
+        ] {
+            let docs = parse(text).unwrap();
+            let v = docs[0].root.get("v").unwrap();
+            assert_eq!(&text[v.span.start..v.span.end], "x", "{text:?}");
+            assert_eq!((v.span.line, v.span.column), (2, 4), "{text:?}");
+        }
     }
 
     #[test]

@@ -110,10 +110,6 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
     if has_unicode_break(text) || has_lone_cr(text) || has_non_printable(text) {
         return None;
     }
-    // The reader takes EF BB at the start for a byte order mark.
-    if text.as_bytes().starts_with(&[0xef, 0xbb]) && !text.starts_with('\u{feff}') {
-        return None;
-    }
     let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
     let mut out: Vec<Marked> = Vec::new();
     let mut doc = Doc::default();
