@@ -492,10 +492,16 @@ fn lex_value(s: &str) -> Value {
             }
         }
         '*' => {
-            // An alias alone on the line.
+            // An alias alone on the line; YAML readers take only
+            // [0-9A-Za-z_-] in its name.
             let end = s.find([' ', '\t']).unwrap_or(s.len());
+            let name = &s[1..end];
             let rest = s[end..].trim_start_matches([' ', '\t']);
-            if rest.is_empty() || rest.starts_with('#') {
+            let named = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if named && (rest.is_empty() || rest.starts_with('#')) {
                 Value::Other
             } else {
                 Value::Unknown
