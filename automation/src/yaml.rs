@@ -180,11 +180,21 @@ impl OffsetMap {
 }
 
 /// Where a scalar's text starts: after its `&anchor` and `!tag`, which
-/// libyaml counts as part of the node.
+/// libyaml counts as part of the node. An anchor's name is [0-9A-Za-z_-]
+/// (`&a:0` anchors the scalar `:0`); a tag runs to a blank (or, in a flow
+/// collection, to the `,` that ends the node's span).
 fn skip_properties(text: &str, mut at: usize, end: usize) -> usize {
     let b = text.as_bytes();
     while at < end && (b[at] == b'&' || b[at] == b'!') {
-        while at < end && !matches!(b[at], b' ' | b'\t' | b'\n' | b'\r') {
+        let anchor = b[at] == b'&';
+        at += 1;
+        while at < end
+            && if anchor {
+                b[at].is_ascii_alphanumeric() || matches!(b[at], b'_' | b'-')
+            } else {
+                !matches!(b[at], b' ' | b'\t' | b'\n' | b'\r')
+            }
+        {
             at += 1;
         }
         while at < end && matches!(b[at], b' ' | b'\t' | b'\n' | b'\r') {
@@ -635,6 +645,19 @@ mod tests {
             let v = docs[0].root.get("v").unwrap();
             assert_eq!(&text[v.span.start..v.span.end], "x", "{text:?}");
             assert_eq!((v.span.line, v.span.column), (2, 4), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_anchor_name_ends_where_readers_end_it() {
+        for (text, value) in [
+            ("a: &x:0\n", ":0"),
+            ("a: &x y\n", "y"),
+            ("a: !t &x z\n", "z"),
+        ] {
+            let docs = parse(text).unwrap();
+            let v = docs[0].root.get("a").unwrap();
+            assert_eq!(&text[v.span.start..v.span.end], value, "{text:?}");
         }
     }
 

@@ -383,8 +383,12 @@ pub fn apply(text: &str, images: &BTreeMap<String, ImageRef>) -> Result<Applied,
             continue;
         }
         let mut encoded = encode(&new_value, m.style, m.in_flow);
-        if m.span.start == m.span.end {
-            // An empty value sits right after its `:` or `-`: keep a space.
+        let before = text.as_bytes()[..m.span.start].last().copied();
+        let anchor_touches =
+            before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if m.span.start == m.span.end || anchor_touches {
+            // An empty value sits right after its `:` or `-`, and in `&a:0`
+            // the value touches its anchor's name: keep a space.
             encoded.insert(0, ' ');
         }
         edits.push((m.span, encoded));
@@ -686,6 +690,17 @@ mod tests {
             out.text.unwrap(),
             "tag: &t 2.0.0 # {\"$imagepolicy\": \"ns:p:tag\"}\nother: *t\n"
         );
+    }
+
+    #[test]
+    fn a_value_touching_its_anchor_is_replaced_whole() {
+        // `&t:0` anchors the plain scalar `:0`.
+        let text = "tag: &t:0 # {\"$imagepolicy\": \"ns:p:tag\"}\n";
+        let out = apply(text, &images(&[("ns:p", img("x", "2.0.0"))])).unwrap();
+        let new = out.text.unwrap();
+        assert_eq!(new, "tag: &t 2.0.0 # {\"$imagepolicy\": \"ns:p:tag\"}\n");
+        let again = apply(&new, &images(&[("ns:p", img("x", "2.0.0"))])).unwrap();
+        assert!(again.text.is_none());
     }
 
     #[test]
