@@ -132,6 +132,8 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
     let mut doc_started = false;
     // After `...` the next document must open with `---` (not modelled).
     let mut after_end = false;
+    // `...` before any document is an error for YAML readers.
+    let mut stream_start = true;
     while offset < text.len() {
         line_no += 1;
         let line_end =
@@ -174,6 +176,10 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
             if !after.is_empty() && !after.starts_with('#') {
                 return None;
             }
+            if stream_start && rest.starts_with("...") {
+                return None;
+            }
+            stream_start = false;
             std::mem::take(&mut doc).finish(&mut out);
             scalar_parent = None;
             levels.clear();
@@ -185,6 +191,7 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
         if after_end {
             return None;
         }
+        stream_start = false;
         if let Some(p) = scalar_parent.take()
             && indent > p
         {
