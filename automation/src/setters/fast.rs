@@ -557,7 +557,30 @@ fn double_quoted(s: &str) -> Value {
     while let Some(q) = memchr::memchr2(b'"', b'\\', &b[i..]) {
         i += q;
         if b[i] == b'\\' {
-            if i + 1 >= b.len() {
+            // Escapes YAML defines without digits; the others (`\x`, `\u`,
+            // `\U`, and mistakes) are left to the parser.
+            if !b.get(i + 1).is_some_and(|c| {
+                matches!(
+                    c,
+                    b'0' | b'a'
+                        | b'b'
+                        | b't'
+                        | b'\t'
+                        | b'n'
+                        | b'v'
+                        | b'f'
+                        | b'r'
+                        | b'e'
+                        | b' '
+                        | b'"'
+                        | b'/'
+                        | b'\\'
+                        | b'N'
+                        | b'_'
+                        | b'L'
+                        | b'P'
+                )
+            }) {
                 return Value::Unknown;
             }
             i += 2;
