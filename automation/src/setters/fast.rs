@@ -662,9 +662,13 @@ fn flow_node(b: &[u8], i: usize, depth: usize) -> Option<usize> {
         },
         b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b'#' | b',' | b']' | b'}' => None,
         c => {
-            if matches!(c, b'-' | b'?' | b':')
-                && b.get(i + 1)
-                    .is_none_or(|&n| n == b' ' || n == b'\t' || is_flow_indicator(n))
+            // In a flow collection `?` and `:` are indicators wherever they
+            // stand at the start of a node (YAML readers do not start a plain
+            // scalar with them there), and `-` is one before a blank.
+            if matches!(c, b'?' | b':')
+                || (c == b'-'
+                    && b.get(i + 1)
+                        .is_none_or(|&n| n == b' ' || n == b'\t' || is_flow_indicator(n)))
             {
                 return None;
             }
@@ -684,6 +688,10 @@ fn flow_node(b: &[u8], i: usize, depth: usize) -> Option<usize> {
                     break;
                 }
                 if c == b'#' && j > i && (b[j - 1] == b' ' || b[j - 1] == b'\t') {
+                    return None;
+                }
+                if c == b':' && b.get(j + 1) == Some(&b'?') {
+                    // YAML readers end the scalar here; not modelled.
                     return None;
                 }
                 j += 1;
