@@ -295,8 +295,14 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
             if (indent > 0 || dashes > 0) && k == "apiVersion" {
                 return None;
             }
+            // An identity field with nothing on its line is a null (or a
+            // collection on the lines below): left to the parser.
+            let empty = matches!(value, Value::Empty);
             if indent == 0 && dashes == 0 {
                 doc.metadata = None;
+                if empty && matches!(k.as_str(), "apiVersion" | "kind") {
+                    return None;
+                }
                 let v = scalar(&value);
                 match k.as_str() {
                     "apiVersion" if doc.api_version.is_none() => doc.api_version = Some(v),
@@ -314,6 +320,9 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                 let child = *child.get_or_insert(indent);
                 doc.metadata = Some(Some(child));
                 if indent == child && dashes == 0 {
+                    if empty && matches!(k.as_str(), "name" | "namespace") {
+                        return None;
+                    }
                     let v = scalar(&value);
                     match k.as_str() {
                         "name" if doc.name.is_none() => doc.name = Some(v),
