@@ -373,6 +373,13 @@ pub fn open_cache(cache: &Path, url: &str) -> Result<Repository, GitError> {
     Repository::init_bare(&dir).map_err(|e| GitError::repo(&dir.display().to_string(), e))
 }
 
+/// The HTTP header that carries a bearer token, when the auth has one.
+fn bearer_header(auth: &GitAuth) -> Option<String> {
+    auth.bearer_token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}"))
+}
+
 /// Fetches `refspecs` from `url` into `repo` (all branches to
 /// `refs/remotes/origin/*` and all tags when `refspecs` is empty).
 pub fn fetch(
@@ -388,10 +395,7 @@ pub fn fetch(
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth, url, &state));
     opts.download_tags(git2::AutotagOption::All);
-    let header = auth
-        .bearer_token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {t}"));
+    let header = bearer_header(auth);
     let headers: Vec<&str> = header.iter().map(String::as_str).collect();
     opts.custom_headers(&headers);
     let default = [
@@ -686,10 +690,7 @@ pub fn push(
         .map_err(|e| GitError::repo(&display_url(url), e))?;
     let mut opts = PushOptions::new();
     opts.remote_callbacks(callbacks(auth, url, &state));
-    let header = auth
-        .bearer_token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {t}"));
+    let header = bearer_header(auth);
     let headers: Vec<&str> = header.iter().map(String::as_str).collect();
     opts.custom_headers(&headers);
     let push_options: Vec<String> = options
