@@ -221,6 +221,11 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
             col += skipped;
             s = &s[skipped..];
         }
+        // An explicit key (`- ? k`), an empty key or a directive-like
+        // character after the dashes: not modelled.
+        if dashes > 0 && s.starts_with(['%', '?', ':']) {
+            return None;
+        }
         let (key, value_at, parent) = match lex_key(s)? {
             Some((key, after)) => (Some(key), col + after, col),
             None if dashes > 0 => (None, col, last_dash),
