@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-BIN := target/release/kubectl-imageauto
+BIN := $(CURDIR)/target/release/kubectl-imageauto
 
 # Debian packages the tests run against: Go and Masterminds/semver (oracle),
 # hyperfine (benchmarks).
@@ -14,7 +14,7 @@ DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libs
   docker-registry apache2-utils skopeo time python3 openssh-server openssh-client lighttpd \
   lighttpd-mod-openssl
 
-.PHONY: all build deps test lint fmt clippy unit demo bench fuzz install clean
+.PHONY: all build deps test lint fmt clippy unit demo demo-check bench fuzz install clean
 
 all: build
 
@@ -35,7 +35,7 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubectl 2>/dev/null || \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubernetes-client; }
 
-test: deps lint unit
+test: deps lint unit demo-check
 
 lint: fmt clippy
 
@@ -50,6 +50,12 @@ unit:
 
 demo: deps build
 	BIN=$(BIN) demo/run.sh
+
+# The demo as part of the suite, on the debug binary the tests built (a
+# relative path, as a user might pass): it fails unless the pushed branch holds
+# the tags the policies pick.
+demo-check:
+	BIN=target/debug/kubectl-imageauto demo/run.sh >/dev/null
 
 bench: deps
 	$(CARGO) bench -p automation --bench policy

@@ -4,6 +4,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/target/release/kubectl-imageauto}
+# The reconcile runs inside the checkout: a relative path is made absolute.
+case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
 work=$(mktemp -d /tmp/imageauto-demo.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -59,3 +61,13 @@ step "kubectl imageauto reconcile --local --push"
 
 step "The pushed commit: git log -p -1 flux-image-updates"
 git --no-pager --git-dir="$work/git/fleet.git" log -p -1 flux-image-updates
+
+# The demo checks its own result: the semver policy (>=1.0.0 <2.0.0) picks
+# 1.10.0, the numerical policy the newest branch-dev timestamp.
+pushed() { git --git-dir="$work/git/fleet.git" show "flux-image-updates:$1"; }
+want_podinfo="image: $reg/demo/podinfo:1.10.0 #"
+want_api="tag: branch-dev-$((now - 60))-c07ad5e #"
+pushed apps/podinfo.yaml | grep -qF "$want_podinfo" || { echo "demo: expected '$want_podinfo' in the pushed apps/podinfo.yaml" >&2; exit 1; }
+pushed apps/api.yaml | grep -qF "$want_api" || { echo "demo: expected '$want_api' in the pushed apps/api.yaml" >&2; exit 1; }
+echo
+echo "demo: flux-image-updates holds podinfo 1.10.0 and api branch-dev-$((now - 60))-c07ad5e"
