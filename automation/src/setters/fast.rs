@@ -509,9 +509,13 @@ fn lex_value(s: &str) -> Value {
             }
         }
         '|' | '>' => {
-            // Header: chomping indicator, no explicit indentation (not modelled).
-            let header = s[1..].split(['#']).next().unwrap_or("");
-            if header.trim_matches([' ', '\t', '+', '-']).is_empty() {
+            // Header: at most one chomping indicator right after `|` or `>`,
+            // then only white space or a comment; an explicit indentation
+            // is not modelled.
+            let h = &s[1..];
+            let rest = h.strip_prefix(['+', '-']).unwrap_or(h);
+            let rest = rest.trim_start_matches([' ', '\t']);
+            if rest.is_empty() || rest.starts_with('#') {
                 Value::Other
             } else {
                 Value::Unknown
