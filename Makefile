@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-BIN := $(CURDIR)/target/release/kubectl-imageauto
+BIN := target/release/kubectl-imageauto
 
 # Debian packages the tests run against: Go and Masterminds/semver (oracle),
 # hyperfine (benchmarks).

@@ -2,6 +2,7 @@
 //! pre-commit with both hooks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use imageauto_tests::git::git;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -15,20 +16,6 @@ fn root() -> PathBuf {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn git(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    out
 }
 
 /// A Git repository holding the golden inputs, committed.

@@ -37,6 +37,16 @@ struct Frame {
     had_else: bool,
 }
 
+impl Frame {
+    fn new(open: Open, at: usize) -> Self {
+        Frame {
+            open,
+            at,
+            had_else: false,
+        }
+    }
+}
+
 /// An error at a byte offset of the source.
 pub(crate) type StructureError = (usize, String);
 
@@ -115,35 +125,15 @@ pub(crate) fn check(source: &str) -> Result<(), StructureError> {
         let kw = word(src, j);
         let end = action_end(src, j);
         match kw {
-            b"if" => stack.push(Frame {
-                open: Open::If,
-                at: j,
-                had_else: false,
-            }),
-            b"range" => stack.push(Frame {
-                open: Open::Range,
-                at: j,
-                had_else: false,
-            }),
-            b"with" => stack.push(Frame {
-                open: Open::With,
-                at: j,
-                had_else: false,
-            }),
-            b"block" => stack.push(Frame {
-                open: Open::Block,
-                at: j,
-                had_else: false,
-            }),
+            b"if" => stack.push(Frame::new(Open::If, j)),
+            b"range" => stack.push(Frame::new(Open::Range, j)),
+            b"with" => stack.push(Frame::new(Open::With, j)),
+            b"block" => stack.push(Frame::new(Open::Block, j)),
             b"define" => {
                 if !stack.is_empty() {
                     return Err((j, "unexpected <define> in command".into()));
                 }
-                stack.push(Frame {
-                    open: Open::Define,
-                    at: j,
-                    had_else: false,
-                });
+                stack.push(Frame::new(Open::Define, j));
             }
             b"else" => {
                 let Some(top) = stack.last_mut() else {
