@@ -14,6 +14,13 @@ use std::fmt;
 /// small file of nested aliases cannot make the reader allocate without bound.
 const MAX_ALIAS_EXPANSION: usize = 100_000;
 
+/// Deepest nesting of collections the reader accepts. Real manifests stay
+/// far below (a CRD's schema is among the deepest, at a few dozen levels);
+/// deeper text is refused as an error, so that nothing that walks the tree
+/// (here, in the setters, the lint or when a tree is dropped) can exhaust the
+/// stack, and the reader's own cost stays bounded.
+pub const MAX_DEPTH: usize = 300;
+
 /// Where a node stands in the source text. Offsets are bytes into the text as
 /// given to [`parse`]; line and column count from 1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,15 +85,16 @@ impl fmt::Display for SyntaxError {
     }
 }
 
-/// Line and column from byte offsets. (libyaml's own line count is off in
-/// files with CRLF line ends, so positions are computed from the offsets.)
-struct Lines<'t> {
+/// Line and column from byte offsets, in O(log n) per lookup. (libyaml's own
+/// line count is off in files with CRLF line ends, so positions are computed
+/// from the offsets.)
+pub struct LineIndex<'t> {
     text: &'t str,
     starts: Vec<usize>,
 }
 
-impl<'t> Lines<'t> {
-    fn new(text: &'t str) -> Self {
+impl<'t> LineIndex<'t> {
+    pub fn new(text: &'t str) -> Self {
         let mut starts = vec![0];
         starts.extend(
             text.bytes()
@@ -97,7 +105,9 @@ impl<'t> Lines<'t> {
         Self { text, starts }
     }
 
-    fn position(&self, offset: usize) -> (usize, usize) {
+    /// Line and column (from 1; columns in characters, a byte order mark not
+    /// counted) of a byte offset.
+    pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let line = self.starts.partition_point(|&s| s <= offset);
         let start = self.starts[line - 1];
@@ -207,7 +217,7 @@ fn skip_properties(text: &str, mut at: usize, end: usize) -> usize {
 fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
     // libyaml skips a UTF-8 byte order mark and counts offsets after it.
     let base = if text.starts_with('\u{feff}') { 3 } else { 0 };
-    let lines = Lines::new(text);
+    let lines = LineIndex::new(text);
     // libyaml-safer mishandles CRLF inside block scalars (it reads two line
     // breaks) and can panic when a block scalar ends the input without a line
     // break: it reads the text with LF line ends and a final LF, and offsets
@@ -251,9 +261,12 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut root: Option<Node> = None;
     loop {
         let event = parser.parse().map_err(|e| {
-            let (line, column) = e
-                .problem_mark()
-                .map_or((0, 0), |m| lines.position(map.original(m.index)));
+            // Reader errors (a character YAML does not allow) carry no mark:
+            // point at the first such character.
+            let (line, column) = match e.problem_mark() {
+                Some(m) => lines.position(map.original(m.index)),
+                None => lines.position(first_unreadable(text).unwrap_or(0)),
+            };
             SyntaxError {
                 line,
                 column,
@@ -313,6 +326,17 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
                     flow: false,
                 })
             }
+            EventData::SequenceStart { .. } | EventData::MappingStart { .. }
+                if stack.len() >= MAX_DEPTH =>
+            {
+                return Err(SyntaxError {
+                    line: span.line,
+                    column: span.column,
+                    message: format!(
+                        "collections nested deeper than {MAX_DEPTH} levels: no manifest needs that many; refusing to read further"
+                    ),
+                });
+            }
             EventData::SequenceStart { anchor, style, .. } => {
                 stack.push(Frame::Seq(
                     Node {
@@ -367,6 +391,17 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
         }
     }
     Ok(docs)
+}
+
+/// The byte offset of the first character a YAML reader refuses (control
+/// characters other than tab, line feed and carriage return; U+FFFE, U+FFFF).
+fn first_unreadable(text: &str) -> Option<usize> {
+    text.char_indices()
+        .find(|&(_, c)| {
+            (c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{85}'))
+                || matches!(c, '\u{fffe}' | '\u{ffff}')
+        })
+        .map(|(i, _)| i)
 }
 
 fn unbalanced(span: Span) -> SyntaxError {

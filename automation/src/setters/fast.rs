@@ -104,6 +104,9 @@ impl Doc {
     }
 }
 
+/// Open block collections beyond which the lexer leaves a text to the parser.
+const MAX_LEXED_DEPTH: usize = 64;
+
 /// The marked scalars of `text`, or `None` when the text needs the full parser.
 pub fn lex(text: &str) -> Option<Vec<Marked>> {
     // Line breaks other than \n and \r\n count as breaks for YAML readers.
@@ -267,6 +270,11 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
             }
         }
         doc_started = true;
+        // Deep nesting is the parser's to judge (it refuses text nested
+        // deeper than its limit); real manifests stay far below this.
+        if levels.len() > MAX_LEXED_DEPTH {
+            return None;
+        }
         // Collections opened inside the line: `- - x`, `- key: v`.
         {
             let mut c = indent;

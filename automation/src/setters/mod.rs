@@ -225,6 +225,7 @@ pub fn object_of(node: &Node) -> Option<ObjectId> {
 
 struct Walk<'t> {
     text: &'t str,
+    lines: yaml::LineIndex<'t>,
     out: Vec<Marked>,
     path: Vec<String>,
 }
@@ -245,7 +246,7 @@ impl Walk<'_> {
                 if marker == CommentKind::NotAMarker {
                     return;
                 }
-                let (line, column) = line_col(self.text, hash);
+                let (line, column) = self.lines.position(hash);
                 self.out.push(Marked {
                     marker,
                     span: node.span,
@@ -324,6 +325,7 @@ pub fn scan(text: &str) -> Result<Vec<Marked>, SyntaxError> {
 pub fn scan_documents(text: &str, docs: &[yaml::Document]) -> Vec<Marked> {
     let mut walk = Walk {
         text,
+        lines: yaml::LineIndex::new(text),
         out: Vec::new(),
         path: Vec::new(),
     };
