@@ -126,6 +126,16 @@ pub enum RegistryError {
         status: u16,
         attempts: u32,
     },
+    #[error(
+        "{registry}: {repository}: rate limited ({status}); the registry asks to wait {asked}s, longer than the {timeout:?} left for this operation: try again later, or raise the timeout"
+    )]
+    RateLimitWait {
+        registry: String,
+        repository: String,
+        status: u16,
+        asked: u64,
+        timeout: Duration,
+    },
     #[error("{registry}: {repository}: more than {cap} tags; raise the tag cap or exclude tags")]
     TooManyTags {
         registry: String,
@@ -292,6 +302,15 @@ struct TagsPage {
     tags: Option<Vec<String>>,
 }
 
+/// Decodes one page of a tag list (`{"name": ..., "tags": [...]}`; `tags`
+/// may be null). The tags are not checked here: the scan drops those outside
+/// the tag grammar ([`super::ScanResult`]).
+pub fn decode_tags_page(body: &[u8]) -> Result<Vec<String>, String> {
+    let page: TagsPage = serde_json::from_slice(body)
+        .map_err(|e| format!("the tag list is not JSON of the distribution API ({e})"))?;
+    Ok(page.tags.unwrap_or_default())
+}
+
 #[derive(Deserialize)]
 struct TokenResponse {
     #[serde(default)]
@@ -329,6 +348,8 @@ struct Ctx<'a> {
     repository: &'a str,
     credentials: Option<&'a Credentials>,
     helper_note: bool,
+    /// When the whole operation (pages, retries and waits) must be over.
+    deadline: Instant,
 }
 
 impl Client {
@@ -419,9 +440,21 @@ impl Client {
             };
             return RegistryError::Tls { registry, detail };
         }
-        RegistryError::Connect {
+        if e.is_connect() {
+            return RegistryError::Connect {
+                registry,
+                detail: root,
+            };
+        }
+        let detail = if e.is_redirect() {
+            format!("the registry redirects without end ({root})")
+        } else {
+            format!("the answer is not understood as HTTP ({root})")
+        };
+        RegistryError::InvalidResponse {
             registry,
-            detail: root,
+            repository: ctx.repository.to_string(),
+            detail,
         }
     }
 
@@ -508,7 +541,7 @@ impl Client {
                 let mut url = Url::parse(&realm).map_err(|_| RegistryError::InvalidResponse {
                     registry: ctx.registry.to_string(),
                     repository: ctx.repository.to_string(),
-                    detail: format!("the token realm {realm} is not a URL"),
+                    detail: format!("the token realm {realm:?} of the challenge is not a URL"),
                 })?;
                 let service = challenge.params.get("service").cloned().unwrap_or_default();
                 let req = match ctx.credentials {
@@ -668,12 +701,45 @@ impl Client {
                             attempts: attempt + 1,
                         });
                     }
-                    let wait = retry_after(resp.headers())
+                    let asked = retry_after(resp.headers());
+                    let wait = asked
                         .unwrap_or_else(|| {
                             self.options.backoff.saturating_mul(1 << attempt.min(16))
                         })
                         .min(self.options.max_backoff);
+                    let left = ctx.deadline.saturating_duration_since(Instant::now());
+                    if wait >= left {
+                        return Err(RegistryError::RateLimitWait {
+                            registry: ctx.registry.to_string(),
+                            repository: ctx.repository.to_string(),
+                            status: status.as_u16(),
+                            asked: asked.unwrap_or(wait).as_secs(),
+                            timeout: self.options.timeout,
+                        });
+                    }
                     attempt += 1;
+                    tracing::warn!(
+                        registry = ctx.registry,
+                        repository = ctx.repository,
+                        status = status.as_u16(),
+                        "{}: {}: {} ({}): waiting {}s before retry {attempt} of {}{}",
+                        ctx.registry,
+                        ctx.repository,
+                        if status == StatusCode::TOO_MANY_REQUESTS {
+                            "rate limited"
+                        } else {
+                            "unavailable"
+                        },
+                        status.as_u16(),
+                        wait.as_secs_f64().ceil(),
+                        self.options.max_retries,
+                        match asked {
+                            Some(a) if a > wait =>
+                                format!(" (Retry-After asked {}s; capped)", a.as_secs()),
+                            Some(_) => " (Retry-After)".to_string(),
+                            None => String::new(),
+                        }
+                    );
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -718,12 +784,35 @@ impl Client {
         keychain: &Keychain,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Vec<String>, RegistryError> {
-        let ctx = Ctx {
+        let ctx = self.ctx(reference, keychain);
+        let timeout = self.options.timeout;
+        match tokio::time::timeout(timeout, self.list_tags_in(&ctx, reference, &mut progress)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(RegistryError::Timeout {
+                registry: ctx.registry.to_string(),
+                repository: ctx.repository.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    fn ctx<'a>(&self, reference: &'a Reference, keychain: &'a Keychain) -> Ctx<'a> {
+        Ctx {
             registry: &reference.registry,
             repository: &reference.repository,
             credentials: keychain.lookup(&reference.registry),
             helper_note: keychain.uses_helper(&reference.registry),
-        };
+            deadline: Instant::now() + self.options.timeout,
+        }
+    }
+
+    async fn list_tags_in(
+        &self,
+        ctx: &Ctx<'_>,
+        reference: &Reference,
+        progress: &mut impl FnMut(usize, usize),
+    ) -> Result<Vec<String>, RegistryError> {
         let base = self.base(reference)?;
         let mut url = base
             .join(&format!("v2/{}/tags/list", reference.repository))
@@ -749,16 +838,16 @@ impl Client {
                     cap: self.options.max_pages,
                 });
             }
-            let resp = self.send(&ctx, Method::GET, &url, None).await?;
+            let resp = self.send(ctx, Method::GET, &url, None).await?;
             let next = link_next(resp.headers(), &url);
-            let body = self.read_body(&ctx, resp).await?;
-            let page: TagsPage =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::InvalidResponse {
+            let body = self.read_body(ctx, resp).await?;
+            let page =
+                decode_tags_page(&body).map_err(|detail| RegistryError::InvalidResponse {
                     registry: ctx.registry.to_string(),
                     repository: ctx.repository.to_string(),
-                    detail: format!("the tag list is not JSON ({e})"),
+                    detail,
                 })?;
-            tags.extend(page.tags.unwrap_or_default());
+            tags.extend(page);
             if tags.len() > self.options.max_tags {
                 return Err(RegistryError::TooManyTags {
                     registry: ctx.registry.to_string(),
@@ -792,19 +881,30 @@ impl Client {
         reference: &Reference,
         keychain: &Keychain,
     ) -> Result<String, RegistryError> {
-        let ctx = Ctx {
-            registry: &reference.registry,
-            repository: &reference.repository,
-            credentials: keychain.lookup(&reference.registry),
-            helper_note: keychain.uses_helper(&reference.registry),
-        };
+        let ctx = self.ctx(reference, keychain);
+        let timeout = self.options.timeout;
+        match tokio::time::timeout(timeout, self.digest_in(&ctx, reference)).await {
+            Ok(r) => r,
+            Err(_) => Err(RegistryError::Timeout {
+                registry: ctx.registry.to_string(),
+                repository: ctx.repository.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    async fn digest_in(
+        &self,
+        ctx: &Ctx<'_>,
+        reference: &Reference,
+    ) -> Result<String, RegistryError> {
         let tag = reference.tag.as_deref().unwrap_or("latest");
         let url = self
             .base(reference)?
             .join(&format!("v2/{}/manifests/{tag}", reference.repository))
             .map_err(|e| RegistryError::Setup(e.to_string()))?;
         let resp = match self
-            .send(&ctx, Method::HEAD, &url, Some(MANIFEST_ACCEPT))
+            .send(ctx, Method::HEAD, &url, Some(MANIFEST_ACCEPT))
             .await
         {
             Err(RegistryError::NotFound {
@@ -824,13 +924,23 @@ impl Client {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
         {
+            if !super::reference::valid_digest(d) {
+                return Err(RegistryError::InvalidResponse {
+                    registry: ctx.registry.to_string(),
+                    repository: ctx.repository.to_string(),
+                    detail: format!(
+                        "the Docker-Content-Digest header {:?} is not a digest",
+                        d.chars().take(100).collect::<String>()
+                    ),
+                });
+            }
             return Ok(d.to_string());
         }
         // No digest header: read the manifest and hash it.
         let resp = self
-            .send(&ctx, Method::GET, &url, Some(MANIFEST_ACCEPT))
+            .send(ctx, Method::GET, &url, Some(MANIFEST_ACCEPT))
             .await?;
-        let body = self.read_body(&ctx, resp).await?;
+        let body = self.read_body(ctx, resp).await?;
         use sha2::Digest;
         Ok(format!("sha256:{:x}", sha2::Sha256::digest(&body)))
     }

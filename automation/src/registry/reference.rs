@@ -19,6 +19,9 @@ pub struct Reference {
     pub repository: String,
     pub tag: Option<String>,
     pub digest: Option<String>,
+    /// The name as it was written, without tag or digest (`nginx`,
+    /// `ghcr.io/org/app`): what a marker receives as the image's name.
+    pub written: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -59,13 +62,59 @@ fn valid_component(c: &str) -> bool {
     true
 }
 
-fn valid_tag(t: &str) -> bool {
+/// Whether `t` is a tag the distribution spec allows:
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`. Anything else a registry sends is not
+/// a tag and is never written into a file or shown raw.
+pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+}
+
+/// A registry host: DNS labels of letters, digits and `-` separated by `.`
+/// (or a bracketed IPv6 address), with an optional `:port`.
+fn valid_host(h: &str) -> bool {
+    let valid_port =
+        |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = h.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let ip_ok = !ip.is_empty() && ip.bytes().all(|b| b.is_ascii_hexdigit() || b == b':');
+        return ip_ok && (after.is_empty() || after.strip_prefix(':').is_some_and(valid_port));
+    }
+    let host = match h.rsplit_once(':') {
+        Some((host, port)) if valid_port(port) => host,
+        Some(_) => return false,
+        None => h,
+    };
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        })
+}
+
+/// A digest: `algorithm:encoded`, the algorithm of lower-case letters and
+/// digits joined by `+ . _ -`, the encoded part hex (at least 32 digits).
+pub fn valid_digest(d: &str) -> bool {
+    let Some((alg, hex)) = d.split_once(':') else {
+        return false;
+    };
+    let alg_ok = !alg.is_empty()
+        && alg.split(['+', '.', '_', '-']).all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+    alg_ok && hex.len() >= 32 && hex.len() <= 256 && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl Reference {
@@ -81,10 +130,21 @@ impl Reference {
         if s.contains("://") {
             return Err(err("a reference has no scheme"));
         }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !c.is_ascii() || c.is_ascii_control() || *c == ' ')
+        {
+            return Err(err(&format!(
+                "{:?} is not allowed: a reference is ASCII letters, digits and . _ - / : @",
+                c
+            )));
+        }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                if !d.contains(':') {
-                    return Err(err("the digest is not ALGORITHM:HEX"));
+                if !valid_digest(d) {
+                    return Err(err(
+                        "the digest is not ALGORITHM:HEX (such as sha256:0f1e...)",
+                    ));
                 }
                 (r, Some(d.to_string()))
             }
@@ -104,6 +164,11 @@ impl Reference {
             Some((first, rest))
                 if first.contains('.') || first.contains(':') || first == "localhost" =>
             {
+                if !valid_host(first) {
+                    return Err(err(
+                        "the registry host is DNS labels (letters, digits, -) with an optional :port",
+                    ));
+                }
                 (first.to_string(), rest.to_string())
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
@@ -132,6 +197,7 @@ impl Reference {
             repository,
             tag: tag.map(str::to_string),
             digest,
+            written: name.to_string(),
         })
     }
 
@@ -199,11 +265,35 @@ mod tests {
             ("localhost:5000", "app")
         );
         assert_eq!(r.tag, None);
-        let r = Reference::parse("ghcr.io/org/app:v1@sha256:abc").unwrap();
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let r = Reference::parse(&format!("ghcr.io/org/app:v1@{d}")).unwrap();
         assert_eq!(r.tag.as_deref(), Some("v1"));
-        assert_eq!(r.digest.as_deref(), Some("sha256:abc"));
+        assert_eq!(r.digest.as_deref(), Some(d.as_str()));
+        assert_eq!(r.written, "ghcr.io/org/app");
+        assert_eq!(Reference::parse("nginx:1").unwrap().written, "nginx");
+        assert!(Reference::parse("[::1]:5000/app").is_ok());
         let r = Reference::parse("127.0.0.1:5000/a/b-c__d.e").unwrap();
         assert_eq!(r.registry, "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn tags() {
+        for ok in ["1", "v1.2.3", "_x", "A-b.c_D", &"x".repeat(128)] {
+            assert!(valid_tag(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".x",
+            "-x",
+            "a\nb",
+            "a: b",
+            "a\u{2028}",
+            "x@sha256:aa",
+            "\u{1b}[31m",
+            &"x".repeat(129),
+        ] {
+            assert!(!valid_tag(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -217,6 +307,13 @@ mod tests {
             "a//b",
             "a/-b",
             "x@sha",
+            "x@sha256:abc",
+            "ghcr.io/Org/app",
+            "ghcr.io/org/äpp",
+            "ghcr.io/org/app:1\n2",
+            "gh\u{0}cr.io/x",
+            "bad_host.io/x",
+            "[::1/x",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }

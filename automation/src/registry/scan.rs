@@ -15,10 +15,17 @@ pub struct ScanResult {
     pub latest_tags: Vec<String>,
     /// A checksum of the set of tags: it changes only when the set changes.
     pub revision: String,
+    /// Tags the registry sent that the distribution spec's grammar refuses
+    /// (control characters, `: `, `@`, over 128 characters...): dropped
+    /// here, so that they never reach a policy, a file or a terminal.
+    pub invalid: usize,
 }
 
 impl ScanResult {
     pub fn new(mut tags: Vec<String>, exclusions: &Exclusions) -> Self {
+        let before = tags.len();
+        tags.retain(|t| super::reference::valid_tag(t));
+        let invalid = before - tags.len();
         tags.retain(|t| exclusions.excluding(t).is_none());
         tags.sort_unstable_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
         tags.dedup();
@@ -33,6 +40,7 @@ impl ScanResult {
             tags,
             latest_tags,
             revision,
+            invalid,
         }
     }
 
@@ -62,5 +70,32 @@ mod tests {
         assert_ne!(more.revision, r.revision);
         let many: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
         assert_eq!(ScanResult::new(many, &ex).latest_tags.len(), LATEST_TAGS);
+    }
+
+    #[test]
+    fn tags_outside_the_grammar_are_dropped_and_counted() {
+        let ex = Exclusions::new(&["^.*\\.sig$"]).unwrap();
+        let tags: Vec<String> = [
+            "1.0.0",
+            "1.0.1\nimage: evil",
+            "2.0.0\r",
+            "\u{1b}[2J",
+            "3.0.0: x",
+            "4.0.0\u{2028}",
+            "5.0.0@sha256:aaaa",
+            "",
+            ".hidden",
+            "x.sig",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let r = ScanResult::new(tags, &ex);
+        assert_eq!(r.tags, ["1.0.0"]);
+        assert_eq!(r.invalid, 8);
+        assert_eq!(
+            r.revision,
+            ScanResult::new(vec!["1.0.0".into()], &ex).revision
+        );
     }
 }

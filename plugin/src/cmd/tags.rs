@@ -33,9 +33,9 @@ pub struct Args {
     /// Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json)
     #[arg(long, value_name = "FILE")]
     docker_config: Option<PathBuf>,
-    /// Timeout of each request, as a Go duration
-    #[arg(long, default_value = "60s")]
-    timeout: String,
+    /// Time allowed for the whole listing (retries and waits included), as a Go duration (1s to 24h)
+    #[arg(long, default_value = "60s", value_parser = crate::cli::duration_arg)]
+    timeout: Duration,
     /// Drop tags matching this regular expression (repeatable), as an ImageRepository's exclusionList
     #[arg(long = "exclude", value_name = "REGEX")]
     exclude: Vec<String>,
@@ -116,12 +116,7 @@ impl Drop for Spinner {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let reference = Reference::parse(&args.image)?;
-    let timeout = automation::api::parse_duration(&args.timeout).with_context(|| {
-        format!(
-            "--timeout {:?} is not a duration such as 30s or 2m",
-            args.timeout
-        )
-    })?;
+    let timeout = args.timeout;
     let options = ClientOptions {
         insecure: args.insecure,
         ca_pem: read_opt(args.ca_file.as_ref())?,
@@ -151,6 +146,12 @@ pub fn run(args: Args) -> Result<Outcome> {
     }));
     drop(spinner);
     let scan = ScanResult::new(tags?, &exclusions);
+    if scan.invalid > 0 {
+        eprintln!(
+            "note: {} tag(s) from the registry are not valid tags ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}) and were dropped",
+            scan.invalid
+        );
+    }
     match args.output {
         TextOrJson::Text => {
             let mut out = std::io::stdout().lock();
@@ -165,6 +166,7 @@ pub fn run(args: Args) -> Result<Outcome> {
                 "tagCount": scan.count(),
                 "revision": scan.revision,
                 "latestTags": scan.latest_tags,
+                "invalidTags": scan.invalid,
                 "tags": scan.tags,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
