@@ -322,6 +322,27 @@ fn https_with_basic_auth_and_a_ca() {
         matches!(e, GitError::Auth { .. } | GitError::Remote { .. }),
         "{e}"
     );
+    // A password written in the URL that the server refuses: said plainly,
+    // and neither the password nor the user shows.
+    let in_url = url.replacen("https://", "https://bot:wr0ng-pass@", 1);
+    let e = round_trip(
+        &in_url,
+        &GitAuth {
+            username: None,
+            password: None,
+            ..auth.clone()
+        },
+        "main",
+    )
+    .unwrap_err();
+    assert!(matches!(e, GitError::Auth { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("refused the user name and password written in the URL"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("wr0ng-pass"), "{e}");
+    assert!(!e.to_string().contains("failed to acquire"), "{e}");
     let other_ca = Tls::new("another CA");
     let untrusted = GitAuth {
         ca_pem: Some(other_ca.ca_pem.into_bytes()),

@@ -17,6 +17,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// How to authenticate to a Git server: the keys of a Flux GitRepository
 /// Secret, and/or the user's environment (ssh-agent, default keys, git
@@ -37,7 +40,14 @@ pub struct GitAuth {
     /// Also try ssh-agent, `~/.ssh/id_*`, git credential helpers and
     /// `~/.ssh/known_hosts` (the local command line; never in the cluster).
     pub use_environment: bool,
+    /// A network operation that makes no progress for this long (no answer
+    /// to the connection, no data) is abandoned with an error;
+    /// [`DEFAULT_IDLE_TIMEOUT`] when `None`.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// How long a Git network operation may go without progress.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl fmt::Debug for GitAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -52,6 +62,7 @@ impl fmt::Debug for GitAuth {
             .field("known_hosts", &self.known_hosts.is_some())
             .field("ca", &self.ca_pem.is_some())
             .field("use_environment", &self.use_environment)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -80,6 +91,7 @@ impl GitAuth {
             known_hosts: text("known_hosts")?,
             ca_pem: data.get("ca.crt").cloned(),
             use_environment: false,
+            idle_timeout: None,
         };
         if auth.identity.is_some() && auth.known_hosts.is_none() {
             return Err(GitError::Secret(format!(
@@ -107,6 +119,10 @@ pub enum GitError {
     },
     #[error("{url}: the push of {refname} is not a fast-forward: the branch moved on the remote")]
     NonFastForward { url: String, refname: String },
+    #[error(
+        "{url}: no progress for {seconds}s: the server accepted the connection but stopped answering; the operation was abandoned"
+    )]
+    Timeout { url: String, seconds: u64 },
     #[error("{0}")]
     Repo(String),
     #[error("{0} not found")]
@@ -156,6 +172,85 @@ struct CallbackState {
     rejected: Vec<(String, String)>,
 }
 
+/// Progress of a network operation, shared with the thread that watches it:
+/// the callbacks stamp each sign of life, and stop the operation once the
+/// watcher gave up on it.
+#[derive(Default)]
+struct Activity {
+    started: Option<Instant>,
+    /// Milliseconds after `started` of the last sign of life.
+    last: AtomicU64,
+    abandoned: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            started: Some(Instant::now()),
+            ..Activity::default()
+        })
+    }
+
+    /// Records progress; false once the operation was abandoned.
+    fn alive(&self) -> bool {
+        if let Some(s) = self.started {
+            let ms = u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last.store(ms, Ordering::Relaxed);
+        }
+        !self.abandoned.load(Ordering::Relaxed)
+    }
+
+    fn idle_for(&self) -> Duration {
+        let Some(s) = self.started else {
+            return Duration::ZERO;
+        };
+        s.elapsed()
+            .saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// Runs a network operation on its own thread and waits for it while it
+/// makes progress. An operation idle for longer than `idle` (a server that
+/// accepts the connection and never answers) is abandoned: the caller gets
+/// [`GitError::Timeout`] at once, and the operation stops at its next
+/// callback. (libgit2's own socket timeouts can only be set through an
+/// unsafe global option; this keeps the process free of it.)
+fn watched<T: Send + 'static>(
+    url: &str,
+    idle: Duration,
+    op: impl FnOnce(Arc<Activity>) -> Result<T, GitError> + Send + 'static,
+) -> Result<T, GitError> {
+    let activity = Activity::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let a = activity.clone();
+    std::thread::Builder::new()
+        .name("git-network".into())
+        .spawn(move || {
+            let _ = tx.send(op(a));
+        })
+        .map_err(|e| GitError::Repo(format!("cannot start a thread for Git: {e}")))?;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => return r,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(GitError::Repo(format!(
+                    "{}: the Git operation ended without a result",
+                    display_url(url)
+                )));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if activity.idle_for() > idle {
+                    activity.abandoned.store(true, Ordering::Relaxed);
+                    return Err(GitError::Timeout {
+                        url: display_url(url),
+                        seconds: idle.as_secs(),
+                    });
+                }
+            }
+        }
+    }
+}
+
 fn home() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
 }
@@ -165,10 +260,24 @@ fn callbacks<'a>(
     auth: &'a GitAuth,
     url: &'a str,
     state: &'a RefCell<CallbackState>,
+    activity: &'a Activity,
 ) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
     let (host, port) = url_host(url);
+    let url_has_password = reqwest::Url::parse(url).is_ok_and(|u| u.password().is_some());
+    cb.transfer_progress(move |_| activity.alive());
+    cb.push_transfer_progress(move |_, _, _| {
+        activity.alive();
+    });
+    cb.sideband_progress(move |_| activity.alive());
+    cb.pack_progress(move |_, _, _| {
+        activity.alive();
+    });
+    cb.update_tips(move |_, _, _| activity.alive());
     cb.credentials(move |_url, username_from_url, allowed| {
+        if !activity.alive() {
+            return Err(git2::Error::from_str("abandoned"));
+        }
         let mut st = state.borrow_mut();
         st.credential_attempts += 1;
         let attempt = st.credential_attempts;
@@ -176,6 +285,13 @@ fn callbacks<'a>(
         if attempt > 4 {
             return Err(git2::Error::from_str(
                 "the server refused every credential offered",
+            ));
+        }
+        // libgit2 tries a URL's own user and password first, and asks here
+        // only once the server refused them.
+        if url_has_password && allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            return Err(git2::Error::from_str(
+                "the server refused the user name and password written in the URL",
             ));
         }
         let user = username_from_url
@@ -221,6 +337,7 @@ fn callbacks<'a>(
         Err(git2::Error::from_str("no credentials for this remote"))
     });
     cb.certificate_check(move |cert, _hostname| {
+        activity.alive();
         if let Some(hk) = cert.as_hostkey() {
             let name = host_name(&host, port);
             let known = match (&auth.known_hosts, auth.use_environment) {
@@ -275,6 +392,7 @@ fn callbacks<'a>(
         Ok(CertificateCheckStatus::CertificatePassthrough)
     });
     cb.push_update_reference(move |refname, status| {
+        activity.alive();
         if let Some(msg) = status {
             state
                 .borrow_mut()
@@ -334,6 +452,12 @@ fn verify_with_ca(der: &[u8], ca_pem: &[u8], host: &str) -> Result<(), String> {
 }
 
 fn remote_error(url: &str, e: git2::Error, state: &RefCell<CallbackState>) -> GitError {
+    if message_is_abandoned(&e) {
+        return GitError::Remote {
+            url: display_url(url),
+            message: "abandoned after no progress".into(),
+        };
+    }
     if let Some(msg) = state.borrow_mut().host_key_error.take() {
         let (host, port) = url_host(url);
         return GitError::HostKey {
@@ -346,7 +470,9 @@ fn remote_error(url: &str, e: git2::Error, state: &RefCell<CallbackState>) -> Gi
         && (message.contains("authentication") || message.contains("credentials"))
         || e.code() == git2::ErrorCode::Auth
         || message.contains("refused every credential")
+        || message.contains("refused the user name and password")
         || message.contains("no credentials")
+        || message.contains("failed to acquire username/password")
         || message.contains("401")
     {
         return GitError::Auth {
@@ -358,6 +484,10 @@ fn remote_error(url: &str, e: git2::Error, state: &RefCell<CallbackState>) -> Gi
         url: display_url(url),
         message,
     }
+}
+
+fn message_is_abandoned(e: &git2::Error) -> bool {
+    e.message() == "abandoned" || e.code() == git2::ErrorCode::User
 }
 
 /// A bare repository in `cache` for `url`, reused between runs.
@@ -381,32 +511,52 @@ fn bearer_header(auth: &GitAuth) -> Option<String> {
 }
 
 /// Fetches `refspecs` from `url` into `repo` (all branches to
-/// `refs/remotes/origin/*` and all tags when `refspecs` is empty).
+/// `refs/remotes/origin/*` and all tags when `refspecs` is empty). The
+/// operation runs on its own thread with its own handle on the repository,
+/// and is abandoned when it makes no progress for the auth's idle timeout.
 pub fn fetch(
     repo: &Repository,
     url: &str,
     auth: &GitAuth,
     refspecs: &[String],
 ) -> Result<(), GitError> {
+    let git_dir = repo.path().to_path_buf();
+    let (url_owned, auth_owned) = (url.to_string(), auth.clone());
+    let specs: Vec<String> = if refspecs.is_empty() {
+        vec![
+            "+refs/heads/*:refs/remotes/origin/*".to_string(),
+            "+refs/tags/*:refs/tags/*".to_string(),
+        ]
+    } else {
+        refspecs.to_vec()
+    };
+    watched(url, idle(auth), move |activity| {
+        let repo = Repository::open(&git_dir).map_err(|e| GitError::repo("repository", e))?;
+        fetch_now(&repo, &url_owned, &auth_owned, &specs, &activity)
+    })
+}
+
+fn idle(auth: &GitAuth) -> Duration {
+    auth.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
+}
+
+fn fetch_now(
+    repo: &Repository,
+    url: &str,
+    auth: &GitAuth,
+    specs: &[String],
+    activity: &Activity,
+) -> Result<(), GitError> {
     let state = RefCell::new(CallbackState::default());
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| GitError::repo(&display_url(url), e))?;
     let mut opts = FetchOptions::new();
-    opts.remote_callbacks(callbacks(auth, url, &state));
+    opts.remote_callbacks(callbacks(auth, url, &state, activity));
     opts.download_tags(git2::AutotagOption::All);
     let header = bearer_header(auth);
     let headers: Vec<&str> = header.iter().map(String::as_str).collect();
     opts.custom_headers(&headers);
-    let default = [
-        "+refs/heads/*:refs/remotes/origin/*".to_string(),
-        "+refs/tags/*:refs/tags/*".to_string(),
-    ];
-    let specs = if refspecs.is_empty() {
-        &default[..]
-    } else {
-        refspecs
-    };
     remote
         .fetch(specs, Some(&mut opts), None)
         .map_err(|e| remote_error(url, e, &state))
@@ -684,12 +834,32 @@ pub fn push(
     refspecs: &[String],
     options: &BTreeMap<String, String>,
 ) -> Result<(), GitError> {
+    if is_local(url) {
+        return push_local(repo, url, refspecs, options, idle(auth));
+    }
+    let git_dir = repo.path().to_path_buf();
+    let (url_owned, auth_owned) = (url.to_string(), auth.clone());
+    let (specs, options) = (refspecs.to_vec(), options.clone());
+    watched(url, idle(auth), move |activity| {
+        let repo = Repository::open(&git_dir).map_err(|e| GitError::repo("repository", e))?;
+        push_now(&repo, &url_owned, &auth_owned, &specs, &options, &activity)
+    })
+}
+
+fn push_now(
+    repo: &Repository,
+    url: &str,
+    auth: &GitAuth,
+    refspecs: &[String],
+    options: &BTreeMap<String, String>,
+    activity: &Activity,
+) -> Result<(), GitError> {
     let state = RefCell::new(CallbackState::default());
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| GitError::repo(&display_url(url), e))?;
     let mut opts = PushOptions::new();
-    opts.remote_callbacks(callbacks(auth, url, &state));
+    opts.remote_callbacks(callbacks(auth, url, &state, activity));
     let header = bearer_header(auth);
     let headers: Vec<&str> = header.iter().map(String::as_str).collect();
     opts.custom_headers(&headers);
@@ -722,7 +892,16 @@ pub fn push(
         return Err(remote_error(url, e, &state));
     }
     let rejected = std::mem::take(&mut state.borrow_mut().rejected);
-    if let Some((refname, message)) = rejected.into_iter().next() {
+    match rejected.into_iter().next() {
+        Some((refname, message)) => Err(rejection(url, refname, message)),
+        None => Ok(()),
+    }
+}
+
+/// A rejected reference: a non-fast-forward (the branch moved), or a refusal
+/// (a hook, a protected branch).
+fn rejection(url: &str, refname: String, message: String) -> GitError {
+    {
         let m = message.to_lowercase();
         if m.contains("non-fast-forward")
             || m.contains("fetch first")
@@ -730,30 +909,142 @@ pub fn push(
             || m.contains("failed to update ref")
             || m.contains("cannot lock ref")
         {
-            return Err(GitError::NonFastForward {
+            return GitError::NonFastForward {
                 url: display_url(url),
                 refname,
-            });
+            };
         }
-        return Err(GitError::Rejected {
+        GitError::Rejected {
             url: display_url(url),
             refname,
             message,
+        }
+    }
+}
+
+/// Whether `url` names a repository on this machine (a path or `file://`),
+/// which libgit2 reaches without a server, and so without running the
+/// remote's hooks.
+pub fn is_local(url: &str) -> bool {
+    if url.starts_with("file://") {
+        return true;
+    }
+    if url.contains("://") {
+        return false;
+    }
+    // scp-like `host:path` has a colon before any slash.
+    let before_slash = url.split('/').next().unwrap_or(url);
+    !before_slash.contains(':') || url.starts_with('/') || url.starts_with('.')
+}
+
+/// Pushes to a repository on this machine with git itself, whose local
+/// transport runs the remote's hooks (pre-receive, update) as a server
+/// would: a push a hook refuses is reported as refused.
+fn push_local(
+    repo: &Repository,
+    url: &str,
+    refspecs: &[String],
+    options: &BTreeMap<String, String>,
+    idle: Duration,
+) -> Result<(), GitError> {
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(repo.path())
+        .args(["push", "--porcelain", "--no-verify"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in options {
+        cmd.arg("--push-option");
+        cmd.arg(if v.is_empty() {
+            k.clone()
+        } else {
+            format!("{k}={v}")
+        });
+    }
+    cmd.arg(url).args(refspecs);
+    let shown = display_url(url);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| GitError::Remote {
+            url: shown.clone(),
+            message: format!(
+                "the remote is a folder on this machine; pushing there runs its hooks through the git program, which cannot be started ({e}): install git"
+            ),
+        })?;
+    let url_owned = url.to_string();
+    let out = watched(url, idle.max(Duration::from_secs(600)), move |_| {
+        child.wait_with_output().map_err(|e| GitError::Remote {
+            url: display_url(&url_owned),
+            message: format!("git push: {e}"),
+        })
+    })?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Porcelain lines: FLAG \t FROM:TO \t SUMMARY (REASON); `!` is a rejection.
+    for line in stdout.lines() {
+        let mut parts = line.splitn(3, '\t');
+        let (Some(flag), Some(spec), summary) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if flag == "!" {
+            let refname = spec.rsplit(':').next().unwrap_or(spec).to_string();
+            let summary = summary.unwrap_or("");
+            let hook = stderr
+                .lines()
+                .filter_map(|l| l.strip_prefix("remote: "))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let message = if hook.is_empty() {
+                summary.to_string()
+            } else {
+                format!("{summary}: {hook}")
+            };
+            return Err(rejection(url, refname, message));
+        }
+    }
+    if !out.status.success() {
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(GitError::Remote {
+            url: shown,
+            message: format!("git push failed: {}", last.trim()),
         });
     }
     Ok(())
 }
 
-/// `ssh://`/`https://` URL with user info removed, for messages.
+/// A URL for messages: the whole user-info part (a password, and a user
+/// name, which often is a token: `https://TOKEN@host/repo`) is replaced by
+/// `***`. The scp-like form keeps only the usual `git@`.
 pub fn display_url(url: &str) -> String {
     if !url.contains("://") {
-        // scp-like `user@host:path` holds no password.
-        return url.to_string();
+        // scp-like `user@host:path`: the user is before the host's colon.
+        let host_part = url.split(':').next().unwrap_or(url);
+        return match host_part.rsplit_once('@') {
+            Some(("git", _)) | None => url.to_string(),
+            Some((user, _)) => format!("***{}", &url[user.len()..]),
+        };
     }
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
+            let had_user = !u.username().is_empty() || u.password().is_some();
             let _ = u.set_password(None);
-            u.to_string()
+            let _ = u.set_username("");
+            let s = u.to_string();
+            if had_user {
+                // Show that credentials were there, not what they were.
+                match s.split_once("://") {
+                    Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
+                    None => s,
+                }
+            } else {
+                s
+            }
         }
         // Unparsable: it may hold anything, so show only the scheme.
         Err(_) => format!(
@@ -812,9 +1103,15 @@ mod tests {
     fn urls_lose_passwords() {
         assert_eq!(
             display_url("https://bot:s3cr3t@git.example.com/r.git"),
-            "https://bot@git.example.com/r.git"
+            "https://***@git.example.com/r.git"
         );
-        assert_eq!(display_url("ssh://git@h:22/r"), "ssh://git@h:22/r");
+        assert_eq!(
+            display_url("https://ghp_T0KEN@github.com/org/r.git"),
+            "https://***@github.com/org/r.git"
+        );
+        assert_eq!(display_url("ssh://git@h:22/r"), "ssh://***@h:22/r");
+        assert_eq!(display_url("https://h/r.git"), "https://h/r.git");
+        assert_eq!(display_url("T0KEN@h:org/r.git"), "***@h:org/r.git");
         assert!(!display_url("https://u:pa/ss@git.example.com/r.git").contains("ss@"));
         assert_eq!(
             display_url("git@github.com:org/r.git"),

@@ -431,8 +431,8 @@ pub fn execute_with(
         let msg = message(plan, &files, images)?;
         let commit = git::commit_blobs(&repo, base, &blobs, &author, &msg).map_err(err)?;
         if on_current {
-            // The working tree follows the branch: only over unmodified files
-            // (their content is still the base's).
+            // The working tree will follow the branch: only over unmodified
+            // files (their content is still the base's).
             for f in &files {
                 let on_disk = std::fs::read(plan.repo_root.join(&f.path)).map_err(|e| {
                     format!("{}: cannot read the checkout's copy: {e}", f.path.display())
@@ -444,13 +444,60 @@ pub fn execute_with(
                     ));
                 }
             }
-            repo.reference(&local_ref, commit, true, "imageauto: update images")
-                .map_err(|e| format!("{local_ref}: {}", e.message()))?;
+        }
+        // The branch takes the commit (a refspec may name it); a push that
+        // fails puts it back where it was, so that a refused push leaves no
+        // commit behind and the next run tries again.
+        let previous = find_ref(&repo, &local_ref);
+        repo.reference(&local_ref, commit, true, "imageauto: update images")
+            .map_err(|e| format!("{local_ref}: {}", e.message()))?;
+        let restore = || match previous {
+            Some(p) => {
+                let _ = repo.reference(&local_ref, p, true, "imageauto: push failed");
+            }
+            None => {
+                if let Ok(mut r) = repo.find_reference(&local_ref) {
+                    let _ = r.delete();
+                }
+            }
+        };
+        outcome.files = files;
+        if let Some(url) = &url {
+            let mut specs = vec![format!("{local_ref}:{local_ref}")];
+            if let Some(r) = &plan.refspec {
+                specs.push(r.clone());
+            }
+            before_push(attempt);
+            match git::push(&repo, url, auth, &specs, &plan.push_options) {
+                Ok(()) => {
+                    let _ = repo.reference(&tracking, commit, true, "imageauto: pushed");
+                    outcome.pushed = true;
+                }
+                Err(GitError::NonFastForward { .. }) if !on_current && attempt < PUSH_RETRIES => {
+                    restore();
+                    retries.push(format!(
+                        "{branch} moved on the remote: applied the changes again on its new tip"
+                    ));
+                    git::fetch(&repo, url, auth, &fetch_specs(plan)).map_err(err)?;
+                    // Our commit was never published: start over from the remote.
+                    if let Some(t) = find_ref(&repo, &tracking) {
+                        let _ = repo.reference(&local_ref, t, true, "imageauto: retry");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    restore();
+                    return Err(e.to_string());
+                }
+            }
+        }
+        if on_current {
             // The working tree and index follow the commit: the files are
             // replaced atomically (a few threads: the kernel's work
             // overlaps), then recorded in the index with their stat data so
             // that Git sees them unchanged without hashing them again.
-            let pairs: Vec<(&FileChanges, &git::TreeEntry)> = files.iter().zip(&blobs).collect();
+            let pairs: Vec<(&FileChanges, &git::TreeEntry)> =
+                outcome.files.iter().zip(&blobs).collect();
             let written = super::par::map_with(
                 &pairs,
                 4,
@@ -474,43 +521,9 @@ pub fn execute_with(
             index
                 .write()
                 .map_err(|e| format!("index: {}", e.message()))?;
-        } else {
-            repo.reference(&local_ref, commit, true, "imageauto: update images")
-                .map_err(|e| format!("{local_ref}: {}", e.message()))?;
         }
-        outcome.files = files;
         outcome.commit = Some(commit.to_string());
-        let Some(url) = &url else {
-            return Ok(outcome);
-        };
-        let mut specs = vec![format!("{local_ref}:{local_ref}")];
-        if let Some(r) = &plan.refspec {
-            specs.push(r.clone());
-        }
-        before_push(attempt);
-        match git::push(&repo, url, auth, &specs, &plan.push_options) {
-            Ok(()) => {
-                let _ = repo.reference(&tracking, commit, true, "imageauto: pushed");
-                outcome.pushed = true;
-                return Ok(outcome);
-            }
-            Err(GitError::NonFastForward { .. }) if !on_current && attempt < PUSH_RETRIES => {
-                retries.push(format!(
-                    "{branch} moved on the remote: applied the changes again on its new tip"
-                ));
-                git::fetch(&repo, url, auth, &fetch_specs(plan)).map_err(err)?;
-                // Our commit was never published: start over from the remote.
-                if let Some(t) = find_ref(&repo, &tracking) {
-                    let _ = repo.reference(&local_ref, t, true, "imageauto: retry");
-                }
-            }
-            Err(e @ GitError::NonFastForward { .. }) => {
-                return Err(format!(
-                    "{e} (the local branch {branch} has the commit {commit}; pull, then run again)"
-                ));
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+        return Ok(outcome);
     }
     Err(format!(
         "{branch} kept moving on the remote: gave up after {} attempts",
