@@ -96,10 +96,22 @@ impl Problem {
     }
 }
 
-/// What a file held: the objects that loaded and the problems found.
+/// An object of one of the kinds that did not load (its problems say why).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub file: String,
+    pub line: usize,
+}
+
+/// What a file held: the objects that loaded, those that did not, and the
+/// problems found.
 #[derive(Clone, Debug, Default)]
 pub struct LoadResult {
     pub objects: Vec<Loaded>,
+    pub rejected: Vec<Rejected>,
     pub problems: Vec<Problem>,
 }
 
@@ -163,13 +175,44 @@ pub fn load_str(file: &str, text: &str) -> LoadResult {
         }
     };
     for doc in docs {
+        let before = out.objects.len();
         load_document(file, &doc.root, &mut out);
+        if out.objects.len() == before
+            && let Some(rejected) = identity(file, &doc.root)
+        {
+            out.rejected.push(rejected);
+        }
     }
     out
 }
 
 fn str_at<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
     node.get(key).and_then(Node::as_str)
+}
+
+/// The identity of a document that is one of the kinds read.
+fn identity(file: &str, root: &Node) -> Option<Rejected> {
+    let (Some(api_version), Some(kind)) = (str_at(root, "apiVersion"), str_at(root, "kind")) else {
+        return None;
+    };
+    let is_source = api_version.split_once('/').map(|(g, _)| g) == Some(SOURCE_GROUP)
+        && kind == "GitRepository";
+    if image_kind(api_version, kind).is_none() && !is_source {
+        return None;
+    }
+    let meta = root.get("metadata");
+    Some(Rejected {
+        kind: kind.to_string(),
+        namespace: meta
+            .and_then(|m| str_at(m, "namespace"))
+            .map(str::to_string),
+        name: meta
+            .and_then(|m| str_at(m, "name"))
+            .unwrap_or("")
+            .to_string(),
+        file: file.to_string(),
+        line: root.span.line,
+    })
 }
 
 fn load_document(file: &str, root: &Node, out: &mut LoadResult) {

@@ -133,6 +133,10 @@ struct Config {
     automations: Vec<ImageUpdateAutomation>,
     git_repositories: Vec<GitRepository>,
     namespace_labels: HashMap<String, BTreeMap<String, String>>,
+    /// ImageUpdateAutomations that do not load (`ns/name`, or the file when
+    /// the file does not parse): each stops its own automation, and their
+    /// presence keeps the run from updating every marker in their place.
+    broken_automations: Vec<String>,
 }
 
 fn ns_of(meta_ns: Option<String>, default: &str) -> String {
@@ -146,9 +150,9 @@ fn load_config(
     default_ns: &str,
     problems: &mut Vec<Problem>,
 ) -> Result<Config, RunError> {
-    let (files, _) = manifest_files(dir, dir)?;
+    let listing = manifest_files(dir, dir)?;
     let mut c = Config::default();
-    for (f, text) in read_candidates(&files) {
+    for (f, text) in read_candidates(&listing.files) {
         let shown = f.strip_prefix(dir).unwrap_or(&f).display().to_string();
         if text.contains("kind: Namespace") {
             // Namespace labels decide accessFrom.
@@ -177,6 +181,28 @@ fn load_config(
             continue;
         }
         let loaded = load_str(&shown, &text);
+        for r in loaded
+            .rejected
+            .iter()
+            .filter(|r| r.kind == "ImageUpdateAutomation")
+        {
+            let ns = r
+                .namespace
+                .clone()
+                .unwrap_or_else(|| default_ns.to_string());
+            c.broken_automations.push(if r.name.is_empty() {
+                format!("{}:{}", r.file, r.line)
+            } else {
+                format!("{ns}/{}", r.name)
+            });
+        }
+        // A file that does not parse may hold an automation: the run must
+        // not act as if there were none.
+        if loaded.problems.iter().any(|p| p.rule == "yaml-syntax")
+            && text.contains("ImageUpdateAutomation")
+        {
+            c.broken_automations.push(shown.clone());
+        }
         problems.extend(loaded.problems);
         for l in loaded.objects {
             match l.object {
@@ -210,7 +236,7 @@ fn load_config(
 /// by a few threads; the others are dropped after a byte search.
 fn read_candidates(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
     super::par::map(files, |f| {
-        let bytes = std::fs::read(f).ok()?;
+        let bytes = super::tree::read_regular(f, super::tree::MAX_FILE_BYTES).ok()?;
         let wanted = memchr::memmem::find(&bytes, b"toolkit.fluxcd.io").is_some()
             || memchr::memmem::find(&bytes, b"kind: Namespace").is_some();
         wanted
@@ -510,7 +536,16 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
         .ok()
         .and_then(|r| r.workdir().map(Path::to_path_buf))
         .unwrap_or_else(|| opts.dir.clone());
-    if config.automations.is_empty() {
+    for broken in &config.broken_automations {
+        report.automations.push(AutomationOutcome {
+            name: broken.clone(),
+            error: Some(
+                "this ImageUpdateAutomation does not load (see the errors above): nothing is written, committed or pushed for it".into(),
+            ),
+            ..AutomationOutcome::default()
+        });
+    }
+    if config.automations.is_empty() && config.broken_automations.is_empty() {
         let mut outcome = AutomationOutcome::default();
         match opts.mode {
             Mode::DryRun | Mode::Write => {

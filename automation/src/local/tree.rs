@@ -8,17 +8,92 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Why the tree could not be walked at all.
+/// Largest file read as a manifest (or a tags file): far above any real
+/// manifest, and a bound on what a device or a runaway file can make us read.
+pub const MAX_FILE_BYTES: u64 = 128 << 20;
+
+/// Why the tree could not be walked at all, or a file not read.
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path} is outside {root}: the path must stay inside the repository")]
     Outside { path: String, root: String },
+    #[error("{path} is {what}, not a regular file: only regular files are read")]
+    NotRegular { path: String, what: &'static str },
+    #[error("{path} is larger than {cap} bytes: not read")]
+    TooLarge { path: String, cap: u64 },
+}
+
+/// What a file is, for messages about files that are not read.
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a folder"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads a regular file of at most `cap` bytes. A FIFO, a device or a socket
+/// is refused before it is opened (opening a FIFO would block, reading a
+/// device may never end), and the file is checked again once open.
+pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, TreeError> {
+    use std::io::Read;
+    let shown = || path.display().to_string();
+    let io = |error| TreeError::Io {
+        path: shown(),
+        error,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(TreeError::NotRegular {
+            path: shown(),
+            what: file_kind(&meta.file_type()),
+        });
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(TreeError::NotRegular {
+            path: shown(),
+            what: file_kind(&meta.file_type()),
+        });
+    }
+    if meta.len() > cap {
+        return Err(TreeError::TooLarge { path: shown(), cap });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > cap {
+        return Err(TreeError::TooLarge { path: shown(), cap });
+    }
+    Ok(bytes)
+}
+
+/// An entry of a tree that was not read, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotRead {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The manifests of a tree, and what was passed over.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// Manifest files, sorted.
+    pub files: Vec<PathBuf>,
+    /// Symbolic links not followed, FIFOs, devices and sockets with manifest
+    /// names: each with the reason.
+    pub not_read: Vec<NotRead>,
 }
 
 /// A file that was not updated, and why.
@@ -45,8 +120,8 @@ pub struct TreeReport {
     pub files: Vec<FileChanges>,
     /// Files that contain markers but could not be read or parsed.
     pub skipped: Vec<Skipped>,
-    /// Symbolic links that were not followed.
-    pub links_not_followed: Vec<PathBuf>,
+    /// Symbolic links not followed, and special files, with the reason.
+    pub not_read: Vec<NotRead>,
     /// Policies (`ns:name`) that at least one marker names.
     pub matched: BTreeSet<String>,
     /// Files that were read (contain the marker token).
@@ -66,11 +141,13 @@ pub fn is_manifest_name(name: &str) -> bool {
 
 /// Lists the manifest files under `dir` (inside `root`), sorted. Symbolic
 /// links to directories are not followed; links to files are followed only
-/// when the file is inside `root`. `.git` folders are passed over.
-pub fn manifest_files(root: &Path, dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), TreeError> {
+/// when the file is inside `root`. `.git` folders are passed over. Only
+/// regular files are listed: a FIFO, device or socket with a manifest name is
+/// noted; given as `dir` itself, it is an error.
+pub fn manifest_files(root: &Path, dir: &Path) -> Result<Listing, TreeError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
-        move |source| TreeError::Io { path, source }
+        move |error| TreeError::Io { path, error }
     };
     let root = root.canonicalize().map_err(io(root))?;
     let start = dir.canonicalize().map_err(io(dir))?;
@@ -80,12 +157,18 @@ pub fn manifest_files(root: &Path, dir: &Path) -> Result<(Vec<PathBuf>, Vec<Path
             root: root.display().to_string(),
         });
     }
-    let mut files = Vec::new();
-    let mut links = Vec::new();
+    let mut listing = Listing::default();
     let mut seen = HashSet::new();
-    if start.is_file() {
-        files.push(start);
-        return Ok((files, links));
+    let meta = std::fs::metadata(&start).map_err(io(dir))?;
+    if !meta.is_dir() {
+        if !meta.is_file() {
+            return Err(TreeError::NotRegular {
+                path: dir.display().to_string(),
+                what: file_kind(&meta.file_type()),
+            });
+        }
+        listing.files.push(start);
+        return Ok(listing);
     }
     let mut stack = vec![start];
     while let Some(d) = stack.pop() {
@@ -107,40 +190,198 @@ pub fn manifest_files(root: &Path, dir: &Path) -> Result<(Vec<PathBuf>, Vec<Path
                 if !is_manifest_name(&name) {
                     continue;
                 }
-                match path.canonicalize() {
-                    Ok(target) if target.is_file() && target.starts_with(&root) => {
+                let reason = match (path.canonicalize(), std::fs::metadata(&path)) {
+                    (Ok(target), Ok(m)) if m.is_file() && target.starts_with(&root) => {
                         if seen.insert(target.clone()) {
-                            files.push(target);
+                            listing.files.push(target);
                         }
+                        continue;
                     }
-                    _ => links.push(path),
+                    (Err(_), _) | (_, Err(_)) => {
+                        "symbolic link to nothing (its target does not exist), not followed".into()
+                    }
+                    (Ok(_), Ok(m)) if m.is_dir() => {
+                        "symbolic link to a folder, not followed".into()
+                    }
+                    (Ok(target), Ok(_)) if !target.starts_with(&root) => format!(
+                        "symbolic link leads out of {}, not followed",
+                        root.display()
+                    ),
+                    (Ok(_), Ok(m)) => format!(
+                        "symbolic link to {}, not followed",
+                        file_kind(&m.file_type())
+                    ),
+                };
+                listing.not_read.push(NotRead { path, reason });
+            } else if ft.is_file() {
+                if is_manifest_name(&name) && seen.insert(path.clone()) {
+                    listing.files.push(path);
                 }
-            } else if ft.is_file() && is_manifest_name(&name) && seen.insert(path.clone()) {
-                files.push(path);
+            } else if is_manifest_name(&name) {
+                listing.not_read.push(NotRead {
+                    path,
+                    reason: format!("{}, not read", file_kind(&ft)),
+                });
             }
         }
     }
-    files.sort();
-    links.sort();
-    Ok((files, links))
+    listing.files.sort();
+    listing.not_read.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(listing)
+}
+
+/// Temporary files being written now, so that a signal handler can remove
+/// them before the process ends ([`remove_temporary_files_and`]); and whether the
+/// process is ending. A temporary file is created while this lock is held,
+/// so no file can appear once the handler holds it.
+static LIVE_TEMPORARIES: std::sync::Mutex<(bool, BTreeSet<PathBuf>)> =
+    std::sync::Mutex::new((false, BTreeSet::new()));
+
+fn live() -> std::sync::MutexGuard<'static, (bool, BTreeSet<PathBuf>)> {
+    match LIVE_TEMPORARIES.lock() {
+        Ok(l) => l,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Removes the temporary files that writes in progress have created, and
+/// keeps new ones from being created until `end` returns: for a signal
+/// handler, whose `end` ends the process (the lock is held meanwhile). No
+/// write leaves a partial file behind.
+pub fn remove_temporary_files_and(end: impl FnOnce()) {
+    let mut live = live();
+    live.0 = true;
+    for p in live.1.iter() {
+        let _ = std::fs::remove_file(p);
+    }
+    end();
+}
+
+/// A temporary file beside `target`, created and recorded under the lock of
+/// [`LIVE_TEMPORARIES`]; forgotten (and removed, unless it was renamed) when
+/// dropped.
+struct Temporary {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Temporary {
+    fn create(dir: &Path) -> std::io::Result<Temporary> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut live = live();
+        if live.0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the process is ending",
+            ));
+        }
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let path = dir.join(format!(".imageauto-{}-{n}-{nanos:08x}", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    live.1.insert(path.clone());
+                    return Ok(Temporary {
+                        path,
+                        file: Some(file),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Renames the file over `target`.
+    fn persist(mut self, target: &Path) -> std::io::Result<()> {
+        drop(self.file.take());
+        std::fs::rename(&self.path, target)?;
+        live().1.remove(&self.path);
+        Ok(())
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        let mut live = live();
+        if live.1.remove(&self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Writes `content` to `path` through a temporary file in the same folder,
 /// keeping the file's permissions: readers see the old or the new file, never
-/// a part. (No fsync: the next commit records the files; a crash before it
-/// loses nothing that the next run does not redo.)
+/// a part. A file that is read-only (no write permission bit) or that this
+/// user may not write is left as it is, with an error: a rename would replace
+/// it regardless of its permissions. The temporary file never outlives a
+/// failure, and a signal handler can remove it ([`remove_temporary_files_and`]).
+/// (No fsync: the next commit records the files; a crash before it loses
+/// nothing that the next run does not redo.)
 pub fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let perms = std::fs::metadata(path).map(|m| m.permissions()).ok();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".imageauto-")
-        .tempfile_in(dir)?;
-    tmp.write_all(content.as_bytes())?;
-    if let Some(p) = perms {
-        tmp.as_file().set_permissions(p)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let perms = match std::fs::metadata(path) {
+        Ok(m) => {
+            if m.permissions().readonly() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the file is read-only (no write permission): left as it is; make it writable to let it be updated",
+                ));
+            }
+            // Opening for writing (without truncating) asks the kernel
+            // whether this user may write it.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "this user may not write the file ({}): left as it is",
+                            io_text(&e)
+                        ),
+                    )
+                })?;
+            Some(m.permissions())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mut tmp = Temporary::create(dir)?;
+    if let Some(f) = tmp.file.as_mut() {
+        f.write_all(content.as_bytes())?;
+        if let Some(p) = perms {
+            f.set_permissions(p)?;
+        }
     }
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    tmp.persist(path)
+}
+
+/// An I/O error's text without Rust's ` (os error N)` suffix.
+pub fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
+}
+
+/// An error's text without the path it starts with (the caller names the
+/// file already).
+fn strip_path(message: &str, path: &Path) -> String {
+    let p = format!("{}: ", path.display());
+    message.strip_prefix(&p).unwrap_or(message).to_string()
 }
 
 enum Outcome {
@@ -182,12 +423,12 @@ pub(crate) fn rewrite(bytes: &[u8], images: &BTreeMap<String, ImageRef>) -> Rewr
 
 fn process(root: &Path, path: &Path, images: &BTreeMap<String, ImageRef>, write: bool) -> Outcome {
     let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_regular(path, MAX_FILE_BYTES) {
         Ok(b) => b,
         Err(e) => {
             return Outcome::Skipped(Skipped {
                 path: rel,
-                reason: format!("cannot read: {e}"),
+                reason: format!("cannot read: {}", strip_path(&e.to_string(), path)),
             });
         }
     };
@@ -227,14 +468,25 @@ pub fn update_tree(
     images: &BTreeMap<String, ImageRef>,
     write: bool,
 ) -> Result<TreeReport, TreeError> {
-    let (files, links) = manifest_files(root, dir)?;
-    let root = root.canonicalize().map_err(|source| TreeError::Io {
+    let listing = manifest_files(root, dir)?;
+    let root = root.canonicalize().map_err(|error| TreeError::Io {
         path: root.display().to_string(),
-        source,
+        error,
     })?;
-    let results = super::par::map(&files, |path| process(&root, path, images, write));
+    let results = super::par::map(&listing.files, |path| process(&root, path, images, write));
     let mut report = TreeReport {
-        links_not_followed: links,
+        not_read: listing
+            .not_read
+            .into_iter()
+            .map(|n| NotRead {
+                path: n
+                    .path
+                    .strip_prefix(&root)
+                    .map(Path::to_path_buf)
+                    .unwrap_or(n.path),
+                reason: n.reason,
+            })
+            .collect(),
         ..TreeReport::default()
     };
     for o in results {
