@@ -63,6 +63,7 @@ bench: deps
 	bench/set-vs-grep.sh
 	bench/tags-vs-skopeo.sh
 	bench/reconcile-vs-peers.sh
+	bench/lint-scale.sh
 
 # Fuzz marker parsing and rewriting (cargo-fuzz, no sanitizer: works on stable).
 FUZZ_SECONDS ?= 300

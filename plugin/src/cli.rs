@@ -34,6 +34,20 @@ pub enum Command {
     Version,
 }
 
+/// A command-line duration (Go syntax: `30s`, `2m`, `1h30m`), between 1
+/// second and 24 hours; anything else is a usage error (exit 2).
+pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    let d = automation::api::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 2m or 1h30m"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("{s:?} is too short: at least 1s"));
+    }
+    if d > std::time::Duration::from_secs(24 * 3600) {
+        return Err(format!("{s:?} is too long: at most 24h"));
+    }
+    Ok(d)
+}
+
 /// What a command reports back: success, or failure/findings (exit 1).
 pub enum Outcome {
     Ok,
@@ -57,8 +71,38 @@ pub fn run() -> ExitCode {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::output::printable(&error_text(&e)));
             ExitCode::from(1)
         }
+    }
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text
+/// the message already holds (a library error that prints its source) is
+/// not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_are_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(20);
+        let e = anyhow::Error::new(io).context("cannot read x");
+        let t = super::error_text(&e);
+        assert_eq!(t.matches("os error 20").count(), 1, "{t}");
+        assert!(t.starts_with("cannot read x: "), "{t}");
     }
 }

@@ -3,10 +3,29 @@
 
 mod cli;
 mod cmd;
+mod logging;
 mod output;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    logging::init_cli();
+    remove_temporaries_on_signals();
     cli::run()
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, removes the temporary files of writes in
+/// progress before the process ends, so that no partial file is left behind
+/// (a file is replaced only by a rename of a complete one).
+fn remove_temporaries_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            // Exits while no temporary file can be created.
+            automation::local::tree::remove_temporary_files_and(|| std::process::exit(128 + sig));
+        }
+    });
 }

@@ -9,10 +9,50 @@ pub enum TextOrJson {
     Json,
 }
 
-/// Renders rows as columns separated by two spaces, like kubectl.
+/// Widest a table cell is shown; longer cells are cut with `…` (JSON output
+/// carries them whole).
+pub const MAX_CELL: usize = 160;
+
+/// A value as a terminal may safely show it: control characters (escape
+/// sequences, line breaks, U+2028) are written as escapes, so that a value
+/// read from a file or a server can neither split a line nor drive the
+/// terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}');
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A cell as shown: printable, and at most [`MAX_CELL`] characters.
+fn cell(s: &str) -> String {
+    let p = printable(s);
+    if p.chars().count() <= MAX_CELL {
+        return p.into_owned();
+    }
+    let mut cut: String = p.chars().take(MAX_CELL - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Renders rows as columns separated by two spaces, like kubectl. Cells are
+/// made printable and cut at [`MAX_CELL`] characters.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -23,17 +63,17 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut s = String::new();
         for (i, cell) in cells.enumerate() {
-            if i + 1 == widths.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            s.push_str(cell);
+            if i + 1 < widths.len() {
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                s.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(s.trim_end());
         out.push('\n');
     };
     line(&mut header.iter().copied());
-    for row in rows {
+    for row in &rows {
         line(&mut row.iter().map(String::as_str));
     }
     out
@@ -54,4 +94,26 @@ pub fn unified_diffs(files: &[automation::local::FileChanges]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_cells_are_cut_not_a_panic() {
+        let wide = "x".repeat(70_000);
+        let t = table(&["A", "B"], &[vec![wide.clone(), "b".into()]]);
+        let first = t.lines().nth(1).unwrap();
+        assert!(first.starts_with(&"x".repeat(MAX_CELL - 1)));
+        assert!(first.contains("…  b"), "{first}");
+        assert!(t.len() < 1000);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let t = table(&["TAG"], &[vec!["a\nb\x1b[31mc\u{2028}d".into()]]);
+        assert_eq!(t, "TAG\na\\nb\\u{1b}[31mc\\u{2028}d\n");
+        assert_eq!(printable("plain"), "plain");
+    }
 }

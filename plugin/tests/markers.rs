@@ -303,16 +303,62 @@ fn pre_commit_system_hook() {
 }
 
 /// The hook that builds kubectl-imageauto from this repository's source, as
-/// pre-commit does for `language: rust` (`cargo install --path .`).
+/// pre-commit does for `language: rust` (`cargo install --path .` in its
+/// clone of the repository). The build shares this suite's target folder
+/// and its debug profile (a `cargo` on PATH that adds `--debug` to
+/// `install`), so that it compiles only the workspace's own crates again,
+/// not every dependency in release mode.
 #[test]
 fn pre_commit_build_from_source_hook() {
     let dir = hooked_repo("imageauto-lint");
     let cache = tempfile::tempdir().unwrap();
-    // Share compiled dependencies between runs of the suite.
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pre-commit-target");
-    let path = std::env::var("PATH").unwrap();
+    let shim = tempfile::tempdir().unwrap();
+    let real = which("cargo");
+    let script = shim.path().join("cargo");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = install ]; then shift; exec {real} install --debug \"$@\"; fi\nexec {real} \"$@\"\n",
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The suite's own target folder: target/debug/deps/.. of the binary.
+    let target = Path::new(bin())
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        shim.path().display(),
+        std::env::var("PATH").unwrap()
+    );
     let out = run_hooks(dir.path(), &path, cache.path(), Some(&target));
     let s = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{s}{}", text(&out.stderr));
     assert!(s.contains("[missing-marker]"), "{s}");
+    // pre-commit built its own binary from the clone.
+    let mut stack = vec![cache.path().to_path_buf()];
+    let mut built = false;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else if p.ends_with("bin/kubectl-imageauto") {
+                built = true;
+            }
+        }
+    }
+    assert!(built, "no kubectl-imageauto in pre-commit's cache");
+}
+
+fn which(tool: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} is not on PATH"))
 }

@@ -363,3 +363,194 @@ fn suspended_objects_are_skipped_not_failed() {
     let web = std::fs::read_to_string(w.checkout.path().join("apps/web.yaml")).unwrap();
     assert!(web.contains("web:1.10.0"), "{web}");
 }
+
+/// Refs of a bare repository, `name sha` per line.
+fn refs(bare: &Path) -> String {
+    git_text(bare, &["for-each-ref", "--format=%(refname) %(objectname)"])
+}
+
+#[test]
+fn a_broken_automation_stops_itself_and_nothing_takes_its_place() {
+    for (what, from, to) in [
+        ("path outside", "path: ./apps", "path: ../.."),
+        ("absolute path", "path: ./apps", "path: /etc"),
+        (
+            "unknown field",
+            "strategy: Setters}",
+            "strategy: Setters, strategyy: x}",
+        ),
+        (
+            "template that does not parse",
+            "messageTemplate: 'Update images'",
+            "messageTemplate: 'Update {{ .Nope '",
+        ),
+    ] {
+        let w = world("");
+        let images = w.checkout.path().join("clusters/prod/images.yaml");
+        let t = std::fs::read_to_string(&images).unwrap().replace(from, to);
+        std::fs::write(&images, t).unwrap();
+        git(w.checkout.path(), &["commit", "-qam", what]);
+        git(w.checkout.path(), &["push", "-q", "origin", "main"]);
+        let before = refs(&w.bare);
+        let head = git_text(w.checkout.path(), &["rev-parse", "HEAD"]);
+        let out = reconcile(w.checkout.path(), &["--push"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains(
+                "ImageUpdateAutomation flux-system/fleet: this ImageUpdateAutomation does not load"
+            ),
+            "{what}: {stderr}"
+        );
+        assert!(!stderr.contains("pushed to"), "{what}: {stderr}");
+        // Nothing pushed, nothing committed, nothing written.
+        assert_eq!(refs(&w.bare), before, "{what}");
+        assert_eq!(git_text(w.checkout.path(), &["rev-parse", "HEAD"]), head);
+        assert_eq!(git_text(w.checkout.path(), &["status", "--porcelain"]), "");
+        assert_eq!(
+            git_text(
+                w.checkout.path(),
+                &["branch", "--list", "flux-image-updates"]
+            ),
+            ""
+        );
+    }
+}
+
+#[test]
+fn a_file_that_does_not_parse_may_hold_an_automation() {
+    let w = world("");
+    std::fs::write(
+        w.checkout.path().join("clusters/prod/more.yaml"),
+        "apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageUpdateAutomation\nmetadata: {name: x\n",
+    )
+    .unwrap();
+    // Without the valid automation, the broken file must not let every
+    // marker be updated in its place.
+    let images = w.checkout.path().join("clusters/prod/images.yaml");
+    let t = std::fs::read_to_string(&images).unwrap();
+    let cut = t
+        .find("---\napiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageUpdateAutomation")
+        .unwrap();
+    std::fs::write(&images, &t[..cut]).unwrap();
+    let out = reconcile(w.checkout.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let web = std::fs::read_to_string(w.checkout.path().join("apps/web.yaml")).unwrap();
+    assert!(web.contains("web:1.0.0"), "{web}");
+}
+
+#[test]
+fn a_local_folder_remote_runs_its_hooks() {
+    let w = world("");
+    // A checkout whose origin is the bare repository's folder.
+    let local = tempfile::tempdir().unwrap();
+    git(
+        local.path(),
+        &["clone", "-q", w.bare.to_str().unwrap(), "."],
+    );
+    Repos::hook(
+        &w.bare,
+        "pre-receive",
+        "echo 'protected: no pushes from bots' >&2\nexit 1",
+    );
+    let before = refs(&w.bare);
+    let out = reconcile(local.path(), &["--push"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rejected"), "{stderr}");
+    assert!(
+        stderr.contains("protected: no pushes from bots"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pushed to"), "{stderr}");
+    assert_eq!(refs(&w.bare), before);
+    // A hook that accepts (and records that it ran): the push lands.
+    let ran = w.repos.dir.path().join("hook-ran");
+    Repos::hook(&w.bare, "pre-receive", &format!("cat > {}", ran.display()));
+    let out = reconcile(local.path(), &["--push"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pushed to flux-image-updates"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&ran)
+            .unwrap()
+            .contains("refs/heads/flux-image-updates")
+    );
+    let web = git_text(&w.bare, &["show", "flux-image-updates:apps/web.yaml"]);
+    assert!(web.contains("web:1.10.0"), "{web}");
+}
+
+#[test]
+fn a_git_server_that_never_answers_is_abandoned() {
+    let w = world("");
+    let stall = imageauto_tests::Stall::start(None);
+    git(
+        w.checkout.path(),
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            &format!("http://127.0.0.1:{}/fleet.git", stall.port),
+        ],
+    );
+    let out = reconcile(w.checkout.path(), &["--push", "--git-timeout", "2s"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no progress for 2s"), "{stderr}");
+}
+
+#[test]
+fn a_token_in_the_url_never_shows() {
+    let w = world("");
+    git(
+        w.checkout.path(),
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            "https://ghp_S3CRETT0KEN@127.0.0.1:1/fleet.git",
+        ],
+    );
+    for mode in [&["--push"][..], &["--push", "-o", "json"]] {
+        let out = reconcile(w.checkout.path(), mode);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(!all.contains("S3CRETT0KEN"), "{all}");
+        assert!(all.contains("https://***@127.0.0.1:1/fleet.git"), "{all}");
+    }
+}
+
+#[test]
+fn tags_outside_the_grammar_never_reach_a_file() {
+    let server = imageauto_tests::registry::FakeServer::start(|_| {
+        let body = serde_json::json!({"name": "team/evil", "tags": [
+            "1.0.0", "1.2.0", "9.9.9\nimage: evil", "zz: x", "z\u{2028}", "\u{1b}[31mz",
+        ]})
+        .to_string();
+        (200, vec![], body.into_bytes())
+    });
+    let extra = format!(
+        "---\napiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageRepository\nmetadata: {{name: evil, namespace: flux-system}}\nspec: {{image: 127.0.0.1:{}/team/evil, interval: 5m, insecure: true}}\n---\napiVersion: image.toolkit.fluxcd.io/v1\nkind: ImagePolicy\nmetadata: {{name: evil, namespace: flux-system}}\nspec:\n  imageRepositoryRef: {{name: evil}}\n  policy: {{alphabetical: {{order: asc}}}}\n",
+        server.port
+    );
+    let w = world(&extra);
+    std::fs::write(
+        w.checkout.path().join("apps/evil.yaml"),
+        "image:\n  tag: 1.0.0 # {\"$imagepolicy\": \"flux-system:evil:tag\"}\n",
+    )
+    .unwrap();
+    let out = reconcile(w.checkout.path(), &[]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("4 tag(s) from the registry are not valid tags"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.checkout.path().join("apps/evil.yaml")).unwrap(),
+        "image:\n  tag: 1.2.0 # {\"$imagepolicy\": \"flux-system:evil:tag\"}\n"
+    );
+}

@@ -139,3 +139,76 @@ impl Rng {
         self.below(100) < percent
     }
 }
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers
+/// (or, with `reply`, writes those bytes and closes): for clients that must
+/// not hang. Stops when dropped.
+pub struct Stall {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stall {
+    pub fn start(reply: Option<Vec<u8>>) -> Stall {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        if let Some(r) = &reply {
+                            let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+                            let mut buf = [0u8; 4096];
+                            let _ = conn.read(&mut buf);
+                            let _ = conn.write_all(r);
+                        } else {
+                            held.push(conn);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Stall {
+            port,
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Temporary files (`.imageauto-*`) left anywhere under `dir`.
+pub fn leftover_temporaries(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else if e.file_name().to_string_lossy().starts_with(".imageauto-") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -7,9 +7,10 @@ use automation::api::{
     DEFAULT_EXCLUSION_LIST, ImagePolicy, ImageRepository, Object, ResourceExt, compile_policy,
     load_str,
 };
+use automation::local::tree::{MAX_FILE_BYTES, read_regular};
 use automation::policy::{Exclusions, Explanation};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,6 +31,7 @@ pub struct Args {
 
 /// Reads a tag list: JSON (a list, or an object with `tags`) or one tag a line.
 pub fn parse_tags(text: &str, origin: &str) -> Result<Vec<String>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') || trimmed.starts_with('{') {
         let value: serde_json::Value = serde_json::from_str(trimmed)
@@ -61,17 +63,46 @@ pub fn parse_tags(text: &str, origin: &str) -> Result<Vec<String>> {
 
 fn read_tags(source: &str) -> Result<Vec<String>> {
     let (text, origin) = if source == "-" {
-        let mut s = String::new();
+        let mut s = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut s)
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut s)
             .context("cannot read tags from standard input")?;
+        if s.len() as u64 > MAX_FILE_BYTES {
+            bail!("standard input holds more than {MAX_FILE_BYTES} bytes of tags");
+        }
         (s, "standard input".to_string())
     } else {
-        let s = std::fs::read_to_string(source)
-            .with_context(|| format!("cannot read tags file {source}"))?;
-        (s, source.to_string())
+        (
+            read_regular(Path::new(source), MAX_FILE_BYTES)
+                .map_err(|e| anyhow::anyhow!("tags file {e}"))?,
+            source.to_string(),
+        )
     };
-    parse_tags(&text, &origin)
+    let text = String::from_utf8(text).map_err(|_| anyhow::anyhow!("{origin}: not UTF-8 text"))?;
+    let mut tags = parse_tags(&text, &origin)?;
+    let before = tags.len();
+    let mut shown = Vec::new();
+    tags.retain(|t| {
+        let ok = automation::registry::reference::valid_tag(t);
+        if !ok && shown.len() < 3 {
+            shown.push(format!("{t:?}"));
+        }
+        ok
+    });
+    if tags.len() < before {
+        eprintln!(
+            "note: {origin}: {} entr(ies) are not valid tags ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}) and were dropped: {}{}",
+            before - tags.len(),
+            shown.join(", "),
+            if before - tags.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(tags)
 }
 
 fn describe(o: &Object) -> String {
@@ -90,8 +121,8 @@ fn describe(o: &Object) -> String {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let path = args.file.display().to_string();
-    let text =
-        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {path}"))?;
+    let bytes = read_regular(&args.file, MAX_FILE_BYTES).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{path}: not UTF-8 text"))?;
     let loaded = load_str(&path, &text);
     let policies: Vec<&ImagePolicy> = loaded
         .objects

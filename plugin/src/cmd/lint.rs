@@ -2,10 +2,11 @@
 
 use crate::cli::Outcome;
 use crate::output::TextOrJson;
+use crate::output::printable;
 use anyhow::{Context, Result};
 use automation::api::Severity;
 use automation::lint::{Finding, lint};
-use automation::local::tree::manifest_files;
+use automation::local::tree::{MAX_FILE_BYTES, manifest_files, read_regular};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -31,13 +32,21 @@ fn read_all(
     for p in paths {
         let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
         let files = if meta.is_dir() {
-            manifest_files(p, p)?.0
+            let listing = manifest_files(p, p)?;
+            for n in &listing.not_read {
+                eprintln!(
+                    "note: {}: {}",
+                    printable(&display_path(p, &n.path, true)),
+                    n.reason
+                );
+            }
+            listing.files
         } else {
             vec![p.clone()]
         };
         for f in files {
             let shown = display_path(p, &f, meta.is_dir());
-            match std::fs::read(&f).map(String::from_utf8) {
+            match read_regular(&f, MAX_FILE_BYTES).map(String::from_utf8) {
                 Ok(Ok(text)) => out.push((shown, text)),
                 Ok(Err(_)) => errors.push(Finding {
                     file: shown,
@@ -47,7 +56,7 @@ fn read_all(
                     message: "not UTF-8 text".into(),
                     rule: "encoding",
                 }),
-                Err(e) => anyhow::bail!("cannot read {shown}: {e}"),
+                Err(e) => anyhow::bail!("{e}"),
             }
         }
     }
@@ -88,7 +97,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
         TextOrJson::Text => {
             for f in &findings {
-                println!("{f}");
+                println!("{}", printable(&f.to_string()));
             }
             if !findings.is_empty() {
                 eprintln!(

@@ -2,7 +2,7 @@
 
 use crate::cli::Outcome;
 use crate::cmd::tags::keychain;
-use crate::output::{TextOrJson, table};
+use crate::output::{TextOrJson, printable, table};
 use anyhow::{Context, Result, bail};
 use automation::git::GitAuth;
 use automation::local::run::{Mode, Options, Progress, Report, run};
@@ -40,8 +40,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
     /// Concurrent scans per registry host
-    #[arg(long, default_value_t = 4)]
-    scans_per_registry: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    scans_per_registry: u16,
     /// SSH private key for Git (default: ssh-agent, ~/.ssh/id_*)
     #[arg(long, value_name = "FILE")]
     git_ssh_key: Option<PathBuf>,
@@ -54,6 +54,9 @@ pub struct Args {
     /// A PEM CA for Git over HTTPS
     #[arg(long, value_name = "FILE")]
     git_ca_file: Option<PathBuf>,
+    /// Abandon a Git fetch or push that makes no progress for this long (1s to 24h)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::cli::duration_arg)]
+    git_timeout: std::time::Duration,
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     output: TextOrJson,
@@ -106,6 +109,7 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
             .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
             .transpose()?,
         use_environment: true,
+        idle_timeout: Some(args.git_timeout),
         ..GitAuth::default()
     };
     let tty = std::io::stderr().is_terminal();
@@ -129,7 +133,7 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         default_namespace: args.namespace.clone(),
         keychain: keychain(args.docker_config.as_ref())?,
         registry,
-        per_host: args.scans_per_registry,
+        per_host: usize::from(args.scans_per_registry),
         git_auth,
         progress,
     };
@@ -153,19 +157,24 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
 
 fn print_text(report: &Report, mode: Mode) {
     for p in &report.problems {
-        eprintln!("{}: {p}", p.severity_word());
+        eprintln!("{}: {}", p.severity_word(), printable(&p.to_string()));
     }
     for n in &report.notes {
-        eprintln!("note: {n}");
+        eprintln!("note: {}", printable(n));
     }
     for s in &report.scans {
-        if let Err(e) = &s.result {
-            eprintln!("error: ImageRepository {}: {e}", s.repository);
+        match &s.result {
+            Err(e) => eprintln!("error: ImageRepository {}: {}", s.repository, printable(e)),
+            Ok(r) if r.invalid > 0 => eprintln!(
+                "note: ImageRepository {}: {} tag(s) from the registry are not valid tags and were dropped",
+                s.repository, r.invalid
+            ),
+            Ok(_) => {}
         }
     }
     for p in &report.policies {
         if let Err(e) = &p.result {
-            eprintln!("error: ImagePolicy {}: {e}", p.policy);
+            eprintln!("error: ImagePolicy {}: {}", p.policy, printable(e));
         }
     }
     let mut rows = Vec::new();
@@ -204,6 +213,14 @@ fn print_text(report: &Report, mode: Mode) {
             format!("ImageUpdateAutomation {}", a.name)
         };
         let n: usize = a.files.iter().map(|f| f.changes.len()).sum();
+        if let (Some(e), None) = (&a.error, &a.commit) {
+            // Nothing was committed: the error says it all.
+            for note in &a.notes {
+                eprintln!("  note: {}", printable(note));
+            }
+            eprintln!("error: {who}: {}", printable(e));
+            continue;
+        }
         let mut line = format!("{who}: {n} value(s) in {} file(s)", a.files.len());
         match (&a.commit, a.pushed, &a.branch) {
             (Some(c), true, Some(b)) => line.push_str(&format!(
@@ -216,12 +233,12 @@ fn print_text(report: &Report, mode: Mode) {
             _ if n == 0 => line.push_str(", nothing to change"),
             _ => {}
         }
-        eprintln!("{line}");
+        eprintln!("{}", printable(&line));
         for note in &a.notes {
-            eprintln!("  note: {note}");
+            eprintln!("  note: {}", printable(note));
         }
         if let Some(e) = &a.error {
-            eprintln!("error: {who}: {e}");
+            eprintln!("error: {who}: {}", printable(e));
         }
     }
 }
@@ -232,7 +249,7 @@ fn print_json(report: &Report) {
             "severity": p.severity, "file": p.file, "line": p.line, "message": p.to_string()
         })).collect::<Vec<_>>(),
         "scans": report.scans.iter().map(|s| match &s.result {
-            Ok(r) => json!({"repository": s.repository, "image": s.image, "tagCount": r.count(), "revision": r.revision, "latestTags": r.latest_tags}),
+            Ok(r) => json!({"repository": s.repository, "image": s.image, "tagCount": r.count(), "revision": r.revision, "latestTags": r.latest_tags, "invalidTags": r.invalid}),
             Err(e) => json!({"repository": s.repository, "image": s.image, "error": e}),
         }).collect::<Vec<_>>(),
         "policies": report.policies.iter().map(|p| match &p.result {

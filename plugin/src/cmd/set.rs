@@ -2,10 +2,11 @@
 //! known results into the marked fields, without asking a registry.
 
 use crate::cli::Outcome;
-use crate::output::{TextOrJson, table};
+use crate::output::{TextOrJson, printable, table};
 use anyhow::Result;
 use automation::api::ImageRef;
 use automation::local::{TreeReport, update_tree};
+use automation::registry::Reference;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,54 +28,16 @@ pub struct Args {
     output: TextOrJson,
 }
 
-/// Splits `IMAGE[:TAG][@DIGEST]`. The tag is after the last `:` that follows
-/// the last `/` (so `localhost:5000/app` has no tag).
+/// Splits `IMAGE[:TAG][@DIGEST]`, checked against the reference grammar
+/// (lower-case repository path, a host of DNS labels, a tag of
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, a digest `ALGORITHM:HEX`). The name
+/// is kept as written (`nginx` stays `nginx`).
 pub fn parse_image(s: &str) -> Result<ImageRef, String> {
-    let (rest, digest) = match s.split_once('@') {
-        Some((r, d)) => {
-            let valid = d.split_once(':').is_some_and(|(alg, hex)| {
-                !alg.is_empty()
-                    && alg
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"+._-".contains(&b))
-                    && hex.len() >= 32
-                    && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            });
-            if !valid {
-                return Err(format!(
-                    "{d:?} is not a digest: write ALGORITHM:HEX, such as sha256:0f1e..."
-                ));
-            }
-            (r, Some(d.to_string()))
-        }
-        None => (s, None),
-    };
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest[last_slash..].rfind(':') {
-        Some(i) => (&rest[..last_slash + i], &rest[last_slash + i + 1..]),
-        None => (rest, ""),
-    };
-    if name.is_empty() || name.chars().any(char::is_whitespace) {
-        return Err(format!("{s:?} has no image name"));
-    }
-    let tag_ok = tag.is_empty()
-        || (tag.len() <= 128
-            && tag
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
-    if !tag_ok {
-        return Err(format!(
-            "{tag:?} is not a valid tag: letters, digits, _ . - (at most 128, not starting with . or -)"
-        ));
-    }
+    let r = Reference::parse(s).map_err(|e| e.to_string())?;
     Ok(ImageRef {
-        name: name.to_string(),
-        tag: tag.to_string(),
-        digest,
+        name: r.written,
+        tag: r.tag.unwrap_or_default(),
+        digest: r.digest,
     })
 }
 
@@ -155,13 +118,17 @@ pub fn run(args: Args) -> Result<Outcome> {
         TextOrJson::Text => print_text(&report),
     }
     for s in &report.skipped {
-        eprintln!("error: {}: {}", s.path.display(), s.reason);
-    }
-    for l in &report.links_not_followed {
         eprintln!(
-            "note: {}: symbolic link leads out of {}, not followed",
-            l.display(),
-            root.display()
+            "error: {}: {}",
+            printable(&s.path.display().to_string()),
+            printable(&s.reason)
+        );
+    }
+    for n in &report.not_read {
+        eprintln!(
+            "note: {}: {}",
+            printable(&n.path.display().to_string()),
+            n.reason
         );
     }
     for u in &unmatched {
