@@ -9,12 +9,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := target/release/kubectl-imageauto
 
 # Debian packages the tests run against: Go and Masterminds/semver (oracle),
-# hyperfine (benchmarks).
+# hyperfine (benchmarks), etcd (under the cluster tests' kube-apiserver).
 DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libssl-dev pre-commit git \
   docker-registry apache2-utils skopeo time python3 openssh-server openssh-client lighttpd \
-  lighttpd-mod-openssl
+  lighttpd-mod-openssl etcd-server
 
-.PHONY: all build deps test lint fmt clippy unit demo demo-check bench fuzz install clean
+.PHONY: all build deps kube-apiserver test lint fmt clippy unit demo demo-check bench fuzz install clean
 
 all: build
 
@@ -35,7 +35,12 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubectl 2>/dev/null || \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubernetes-client; }
 
-test: deps lint unit demo-check
+# kube-apiserver 1.20.2 for the cluster tests, built offline from Debian's
+# kubernetes source package and cached outside the clone (once, ~4 minutes).
+kube-apiserver:
+	tests/cluster/build-kube-apiserver.sh
+
+test: deps kube-apiserver lint unit demo-check
 
 lint: fmt clippy
 
