@@ -1,6 +1,6 @@
 //! The `image.toolkit.fluxcd.io` API, field for field with Flux's v1, plus the
 //! read-only part of Flux's `source.toolkit.fluxcd.io` GitRepository that the
-//! automation needs.
+//! automation needs and Flux's `notification.toolkit.fluxcd.io` Receiver.
 //!
 //! v1 is the stored version. Files written for v1beta2 (and v1beta1 for
 //! ImageUpdateAutomation) have the same schema and load into the same types.
@@ -8,6 +8,7 @@
 mod automation;
 mod load;
 mod policy;
+mod receiver;
 mod repository;
 mod source;
 pub mod validate;
@@ -16,6 +17,7 @@ pub use automation::*;
 pub use kube::ResourceExt;
 pub use load::*;
 pub use policy::*;
+pub use receiver::*;
 pub use repository::*;
 pub use source::*;
 pub use validate::{FieldError, compile_policy, parse_duration};
