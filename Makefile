@@ -1,6 +1,7 @@
 # imageauto — build, test, demo, bench.
 #
 #   make demo    run the main job on a bundled example
+#   make crds    regenerate manifests/crds from the API types
 #   make test    install what the tests need (Debian), then lint and test all
 #   make bench   benchmarks, with the peers they are measured against
 
@@ -14,12 +15,17 @@ DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libs
   docker-registry apache2-utils skopeo time python3 openssh-server openssh-client lighttpd \
   lighttpd-mod-openssl etcd-server
 
-.PHONY: all build deps kube-apiserver test lint fmt clippy unit demo demo-check bench fuzz install clean
+.PHONY: all build crds deps kube-apiserver test lint fmt clippy unit demo demo-check bench fuzz install clean
 
 all: build
 
 build:
 	$(CARGO) build --release -p kubectl-imageauto
+
+# Regenerates manifests/crds from the Rust types of automation::api (the
+# automation crate's `crds` test fails while the checked-in files differ).
+crds:
+	$(CARGO) run -q -p automation --example gen-crds -- manifests/crds
 
 # Installs the missing Debian packages. Nothing is skipped: a package that
 # cannot be installed fails the target.

@@ -4,8 +4,10 @@
 //!
 //! v1 is the stored version. Files written for v1beta2 (and v1beta1 for
 //! ImageUpdateAutomation) have the same schema and load into the same types.
+//! [`crds`] builds the CustomResourceDefinitions of the image kinds.
 
 mod automation;
+mod crds;
 mod load;
 mod policy;
 mod receiver;
@@ -14,7 +16,8 @@ mod source;
 pub mod validate;
 
 pub use automation::*;
-pub use kube::ResourceExt;
+pub use crds::*;
+pub use kube::{CustomResourceExt, ResourceExt};
 pub use load::*;
 pub use policy::*;
 pub use receiver::*;
