@@ -16,8 +16,15 @@
 
 use crate::crate_dir;
 use crate::require_tool;
+use automation::api::{
+    CustomResourceExt, GitRepository, Receiver, ResourceExt, STORAGE_VERSION,
+    strip_null_enum_values,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -32,8 +39,17 @@ pub const KUBE_VERSION: &str = "1.20.2";
 /// compiling meanwhile).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The names of Flux's CRDs in `tests/fixtures/flux-crds`.
-pub const FLUX_CRDS: [&str; 5] = [
+/// The names of imageauto's CRDs (`manifests/crds`, see
+/// [`Cluster::install_crds`]).
+pub const IMAGE_CRDS: [&str; 3] = [
+    "imagerepositories.image.toolkit.fluxcd.io",
+    "imagepolicies.image.toolkit.fluxcd.io",
+    "imageupdateautomations.image.toolkit.fluxcd.io",
+];
+
+/// The names of the Flux-style CRDs ([`flux_style_crds`], installed by
+/// [`Cluster::install_flux_style_crds`]).
+pub const FLUX_STYLE_CRDS: [&str; 5] = [
     "imagerepositories.image.toolkit.fluxcd.io",
     "imagepolicies.image.toolkit.fluxcd.io",
     "imageupdateautomations.image.toolkit.fluxcd.io",
@@ -41,9 +57,73 @@ pub const FLUX_CRDS: [&str; 5] = [
     "receivers.notification.toolkit.fluxcd.io",
 ];
 
-/// The folder holding Flux's CRDs (one file per CRD).
-pub fn flux_crds_dir() -> PathBuf {
-    crate_dir().join("fixtures").join("flux-crds")
+/// The CEL rule the Flux-style ImagePolicy CRD carries on its spec.
+pub const IMAGE_POLICY_CEL_RULE: &str =
+    "!has(self.interval) || self.digestReflectionPolicy == 'Always'";
+
+/// The folder of imageauto's CRDs and their kustomization.
+pub fn crds_dir() -> PathBuf {
+    crate_dir().join("..").join("manifests").join("crds")
+}
+
+/// CRDs shaped like the ones a cluster with Flux already has, for the
+/// contract "a cluster that holds Flux's own CRDs works unchanged": the
+/// three image kinds serving v1 alone (no v1beta2, no v1beta1), with a CEL
+/// rule (`x-kubernetes-validations`) on ImagePolicy's spec
+/// ([`IMAGE_POLICY_CEL_RULE`]: `spec.interval` only with
+/// `digestReflectionPolicy: Always`), plus the kinds other Flux controllers
+/// own that imageauto reads: GitRepository and Receiver. All are generated
+/// from automation's types, in the order of [`FLUX_STYLE_CRDS`].
+pub fn flux_style_crds() -> Vec<CustomResourceDefinition> {
+    let mut crds: Vec<CustomResourceDefinition> = automation::api::crds()
+        .into_iter()
+        .map(|mut crd| {
+            crd.spec.versions.retain(|v| v.name == STORAGE_VERSION);
+            for v in &mut crd.spec.versions {
+                v.served = true;
+                v.storage = true;
+            }
+            if crd.spec.names.kind == "ImagePolicy" {
+                for v in &mut crd.spec.versions {
+                    let spec = v
+                        .schema
+                        .as_mut()
+                        .and_then(|s| s.open_api_v3_schema.as_mut())
+                        .and_then(|s| s.properties.as_mut())
+                        .and_then(|p| p.get_mut("spec"))
+                        .expect("ImagePolicy's schema has a spec");
+                    spec.x_kubernetes_validations = Some(vec![ValidationRule {
+                        rule: IMAGE_POLICY_CEL_RULE.to_string(),
+                        message: Some(
+                            "spec.interval is only accepted when digestReflectionPolicy is Always"
+                                .to_string(),
+                        ),
+                        ..Default::default()
+                    }]);
+                }
+            }
+            crd
+        })
+        .collect();
+    for mut crd in [GitRepository::crd(), Receiver::crd()] {
+        strip_null_enum_values(&mut crd);
+        crds.push(crd);
+    }
+    crds
+}
+
+/// CRDs as one manifest (a `v1` List, in JSON) for `kubectl apply -f -`.
+pub fn crds_manifest(crds: &[CustomResourceDefinition]) -> String {
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": crds}).to_string()
+}
+
+/// The CRD set a cluster holds (a cluster holds one of them: they share names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrdSet {
+    /// `manifests/crds`.
+    Ours,
+    /// [`flux_style_crds`].
+    FluxStyle,
 }
 
 /// The cached kube-apiserver: `$IMAGEAUTO_KUBE_APISERVER`, else
@@ -195,7 +275,7 @@ pub struct Cluster {
     /// Where the cluster keeps its files (logs, certificates, etcd data).
     pub dir: PathBuf,
     kubectl: PathBuf,
-    flux_crds: OnceLock<()>,
+    crds: OnceLock<CrdSet>,
     // Stopped in this order: the apiserver, then etcd, then the folder goes.
     apiserver: Guarded,
     etcd: Guarded,
@@ -279,7 +359,7 @@ impl Cluster {
                         etcd_url,
                         dir,
                         kubectl,
-                        flux_crds: OnceLock::new(),
+                        crds: OnceLock::new(),
                         apiserver,
                         etcd,
                         _tmp: tmp,
@@ -376,8 +456,8 @@ impl Cluster {
     /// Applies manifests as admin (`kubectl apply --validate=false -f -`) and
     /// panics unless that succeeds. Client-side validation is off because a
     /// 1.20 server's schema knows no `x-kubernetes-validations` (CEL), which
-    /// Flux's CRDs carry; the server drops the field and still checks the
-    /// rest of the schema.
+    /// Flux's CRDs (and the Flux-style ones of the tests) carry; the server
+    /// drops the field and still checks the rest of the schema.
     pub fn apply(&self, yaml: &str) {
         let out = self.kubectl_stdin("admin", &["apply", "--validate=false", "-f", "-"], yaml);
         assert!(
@@ -394,13 +474,52 @@ impl Cluster {
         self.kubectl_ok(&["apply", "--validate=false", "-f", &p]);
     }
 
-    /// Applies Flux's CRDs (once per cluster) and waits until each is
-    /// Established.
-    pub fn install_flux_crds(&self) {
-        self.flux_crds.get_or_init(|| {
-            self.apply_path(&flux_crds_dir());
-            self.wait_established(&FLUX_CRDS);
+    /// Applies imageauto's CRDs, the files of `manifests/crds` through their
+    /// kustomization (`kubectl apply -k`), once per cluster, and waits until
+    /// each is Established. A cluster holds these or the Flux-style CRDs,
+    /// not both: for the other set, start another [`Cluster`].
+    pub fn install_crds(&self) {
+        self.install(CrdSet::Ours, || {
+            let names: Vec<String> = automation::api::crds()
+                .iter()
+                .map(|c| c.name_any())
+                .collect();
+            assert_eq!(
+                names, IMAGE_CRDS,
+                "IMAGE_CRDS is out of step with automation::api::crds()"
+            );
+            let dir = crds_dir();
+            self.kubectl_ok(&["apply", "--validate=false", "-k", &dir.to_string_lossy()]);
+            self.wait_established(&IMAGE_CRDS);
         });
+    }
+
+    /// Applies the Flux-style CRDs ([`flux_style_crds`], generated now from
+    /// automation's types) once per cluster, and waits until each is
+    /// Established. The 1.20 apiserver drops their CEL rules (see
+    /// [`Cluster::apply`]). A cluster holds these or imageauto's CRDs.
+    pub fn install_flux_style_crds(&self) {
+        self.install(CrdSet::FluxStyle, || {
+            let crds = flux_style_crds();
+            let names: Vec<String> = crds.iter().map(|c| c.name_any()).collect();
+            assert_eq!(
+                names, FLUX_STYLE_CRDS,
+                "FLUX_STYLE_CRDS is out of step with flux_style_crds()"
+            );
+            self.apply(&crds_manifest(&crds));
+            self.wait_established(&FLUX_STYLE_CRDS);
+        });
+    }
+
+    fn install(&self, set: CrdSet, install: impl FnOnce()) {
+        let installed = *self.crds.get_or_init(|| {
+            install();
+            set
+        });
+        assert_eq!(
+            installed, set,
+            "this cluster already holds the other CRD set; start another Cluster"
+        );
     }
 
     /// Waits (up to 60 s) until the named CRDs are Established.

@@ -1,11 +1,14 @@
 //! The Kubernetes test ground itself: etcd and a kube-apiserver 1.20 on
-//! 127.0.0.1 (see `imageauto_tests::kube`) take Flux's real CRDs, store and
-//! validate Flux objects, let a status be written through the status
-//! subresource, enforce RBAC, and stop with the test process even when it
-//! is killed.
+//! 127.0.0.1 (see `imageauto_tests::kube`) take CRDs shaped like Flux's own
+//! (v1 only, with CEL rules) and imageauto's (`manifests/crds`, which also
+//! serve the deprecated versions), store and validate Flux objects, let a
+//! status be written through the status subresource, enforce RBAC, and stop
+//! with the test process even when it is killed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use imageauto_tests::kube::{Cluster, FLUX_CRDS};
+use imageauto_tests::kube::{
+    Cluster, FLUX_STYLE_CRDS, IMAGE_CRDS, IMAGE_POLICY_CEL_RULE, flux_style_crds,
+};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -13,20 +16,24 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The names of the versions the cluster's CRD `crd` serves.
+fn served_versions(c: &Cluster, crd: &str) -> Vec<String> {
+    let v = c.get_json(&["crd", crd]);
+    v["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["served"] == true)
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn flux_objects_round_trip() {
     let c = Cluster::shared();
-    c.install_flux_crds();
-    for crd in FLUX_CRDS {
-        let v = c.get_json(&["crd", crd]);
-        let served: Vec<&str> = v["spec"]["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| v["served"] == true)
-            .map(|v| v["name"].as_str().unwrap())
-            .collect();
-        assert!(served.contains(&"v1"), "{crd} serves v1: {served:?}");
+    c.install_flux_style_crds();
+    for crd in FLUX_STYLE_CRDS {
+        assert_eq!(served_versions(c, crd), ["v1"], "{crd} serves v1 alone");
     }
 
     let ns = c.namespace("round-trip");
@@ -127,10 +134,18 @@ spec:
 
 #[test]
 fn cel_rules_are_dropped_not_refused() {
-    // ImagePolicy and GitRepository carry x-kubernetes-validations, which a
-    // 1.20 server does not know: it stores the CRDs without them.
+    // The Flux-style ImagePolicy carries x-kubernetes-validations, as Flux's
+    // own does, which a 1.20 server does not know: it stores the CRD without
+    // them.
+    let sent = flux_style_crds()
+        .into_iter()
+        .find(|crd| crd.spec.names.kind == "ImagePolicy")
+        .unwrap();
+    let sent_policy = serde_json::to_string(&sent).unwrap();
+    assert!(sent_policy.contains("x-kubernetes-validations"));
+    assert!(sent_policy.contains(&serde_json::to_string(IMAGE_POLICY_CEL_RULE).unwrap()));
     let c = Cluster::shared();
-    c.install_flux_crds();
+    c.install_flux_style_crds();
     let crd = c.get_json(&["crd", "imagepolicies.image.toolkit.fluxcd.io"]);
     let schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].to_string();
     assert!(schema.contains("digestReflectionPolicy"));
@@ -171,10 +186,256 @@ spec:
     assert_eq!(git["spec"]["timeout"], "60s");
 }
 
+/// kubectl as admin, with its stdout and stderr; panics unless it succeeds.
+fn kubectl_both(c: &Cluster, args: &[&str], stdin: &str) -> (String, String) {
+    let out = c.kubectl_stdin("admin", args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr(&out),
+    )
+}
+
+#[test]
+fn our_crds_serve_the_old_versions_as_v1_with_flux_columns() {
+    // imageauto's CRDs and the Flux-style ones share names: a cluster of its own.
+    let c = Cluster::start();
+    c.install_crds();
+    for crd in IMAGE_CRDS {
+        let served = served_versions(&c, crd);
+        let want: &[&str] = if crd.starts_with("imageupdateautomations.") {
+            &["v1", "v1beta2", "v1beta1"]
+        } else {
+            &["v1", "v1beta2"]
+        };
+        assert_eq!(served, want, "{crd}");
+    }
+
+    let ns = c.namespace("versions");
+    let (_, warnings) = kubectl_both(
+        &c,
+        &["apply", "--validate=false", "-f", "-"],
+        &format!(
+            "apiVersion: image.toolkit.fluxcd.io/v1beta2
+kind: ImageRepository
+metadata:
+  name: podinfo
+  namespace: {ns}
+spec:
+  image: ghcr.io/stefanprodan/podinfo
+  interval: 5m
+---
+apiVersion: image.toolkit.fluxcd.io/v1beta2
+kind: ImagePolicy
+metadata:
+  name: podinfo
+  namespace: {ns}
+spec:
+  imageRepositoryRef:
+    name: podinfo
+  filterTags:
+    pattern: '^6\\.'
+  policy:
+    semver:
+      range: 6.x
+---
+apiVersion: image.toolkit.fluxcd.io/v1beta2
+kind: ImageUpdateAutomation
+metadata:
+  name: beta2
+  namespace: {ns}
+spec:
+  interval: 30m
+  sourceRef:
+    name: fleet
+  git:
+    commit:
+      author:
+        email: bot@example.com
+---
+apiVersion: image.toolkit.fluxcd.io/v1beta1
+kind: ImageUpdateAutomation
+metadata:
+  name: beta1
+  namespace: {ns}
+spec:
+  interval: 1h
+  sourceRef:
+    kind: GitRepository
+    name: fleet
+  git:
+    checkout:
+      ref:
+        branch: main
+    commit:
+      author:
+        name: bot
+        email: bot@example.com
+    push:
+      branch: auto
+  update:
+    path: ./clusters
+"
+        ),
+    );
+    // The server warns about each deprecated version it was sent.
+    for w in [
+        "v1beta2 ImageRepository is deprecated, upgrade to v1",
+        "v1beta2 ImagePolicy is deprecated, upgrade to v1",
+        "v1beta2 ImageUpdateAutomation is deprecated, upgrade to v1",
+        "v1beta1 ImageUpdateAutomation is deprecated, upgrade to v1",
+    ] {
+        assert!(warnings.contains(w), "no warning {w:?} in {warnings}");
+    }
+
+    // Read back as v1, with the same fields and v1's schema defaults.
+    let repo = c.get_json(&[
+        "-n",
+        &ns,
+        "imagerepositories.v1.image.toolkit.fluxcd.io",
+        "podinfo",
+    ]);
+    assert_eq!(repo["apiVersion"], "image.toolkit.fluxcd.io/v1");
+    assert_eq!(repo["spec"]["image"], "ghcr.io/stefanprodan/podinfo");
+    assert_eq!(repo["spec"]["exclusionList"][0], "^.*\\.sig$");
+    assert_eq!(repo["spec"]["provider"], "generic");
+    let policy = c.get_json(&[
+        "-n",
+        &ns,
+        "imagepolicies.v1.image.toolkit.fluxcd.io",
+        "podinfo",
+    ]);
+    assert_eq!(policy["apiVersion"], "image.toolkit.fluxcd.io/v1");
+    assert_eq!(policy["spec"]["policy"]["semver"]["range"], "6.x");
+    assert_eq!(policy["spec"]["filterTags"]["pattern"], "^6\\.");
+    assert_eq!(policy["spec"]["digestReflectionPolicy"], "Never");
+    let beta2 = c.get_json(&[
+        "-n",
+        &ns,
+        "imageupdateautomations.v1.image.toolkit.fluxcd.io",
+        "beta2",
+    ]);
+    assert_eq!(beta2["apiVersion"], "image.toolkit.fluxcd.io/v1");
+    assert_eq!(beta2["spec"]["interval"], "30m");
+    assert_eq!(beta2["spec"]["sourceRef"]["kind"], "GitRepository");
+    assert_eq!(beta2["spec"]["update"]["strategy"], "Setters");
+    let beta1 = c.get_json(&[
+        "-n",
+        &ns,
+        "imageupdateautomations.v1.image.toolkit.fluxcd.io",
+        "beta1",
+    ]);
+    assert_eq!(beta1["apiVersion"], "image.toolkit.fluxcd.io/v1");
+    assert_eq!(beta1["spec"]["git"]["checkout"]["ref"]["branch"], "main");
+    assert_eq!(beta1["spec"]["git"]["commit"]["author"]["name"], "bot");
+    assert_eq!(beta1["spec"]["git"]["push"]["branch"], "auto");
+    assert_eq!(beta1["spec"]["update"]["path"], "./clusters");
+    assert_eq!(beta1["spec"]["update"]["strategy"], "Setters");
+    // Every stored object reads back whole as the types' v1.
+    for (kind, v) in [
+        ("ImageRepository", &repo),
+        ("ImagePolicy", &policy),
+        ("ImageUpdateAutomation", &beta2),
+        ("ImageUpdateAutomation", &beta1),
+    ] {
+        let text = serde_json::to_string(v).unwrap();
+        let loaded = automation::api::load_str("cluster.json", &text);
+        assert_eq!(loaded.objects.len(), 1, "{kind}: {:?}", loaded.problems);
+        assert_eq!(loaded.objects[0].object.kind(), kind);
+    }
+    // And an old version still reads back as itself.
+    let old = c.get_json(&[
+        "-n",
+        &ns,
+        "imageupdateautomations.v1beta1.image.toolkit.fluxcd.io",
+        "beta2",
+    ]);
+    assert_eq!(old["apiVersion"], "image.toolkit.fluxcd.io/v1beta1");
+    assert_eq!(old["spec"]["interval"], "30m");
+
+    // Flux's columns: IMAGE and TAG from the policy's status.
+    c.kubectl_ok(&[
+        "-n",
+        &ns,
+        "patch",
+        "imagepolicy",
+        "podinfo",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"observedGeneration":1,"latestRef":{"name":"ghcr.io/stefanprodan/podinfo","tag":"6.5.4"},"conditions":[{"type":"Ready","status":"True","reason":"Succeeded","message":"Latest image tag for ghcr.io/stefanprodan/podinfo resolved to 6.5.4","lastTransitionTime":"2024-01-02T03:04:05Z"}]}}"#,
+    ]);
+    let table = c.kubectl_ok(&["-n", &ns, "get", "imagepolicies"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "IMAGE", "TAG", "READY", "STATUS", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..5],
+        [
+            "podinfo",
+            "ghcr.io/stefanprodan/podinfo",
+            "6.5.4",
+            "True",
+            "Latest"
+        ],
+        "{table}"
+    );
+    let table = c.kubectl_ok(&["-n", &ns, "get", "imagerepositories"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "IMAGE", "TAGS", "LAST", "SCAN", "READY", "STATUS", "AGE"
+        ],
+        "{table}"
+    );
+    let table = c.kubectl_ok(&["-n", &ns, "get", "imageupdateautomations"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "LAST", "RUN", "READY", "STATUS", "AGE"],
+        "{table}"
+    );
+    // Short names and Flux's categories.
+    let names = c.kubectl_ok(&["-n", &ns, "get", "fluxcd-images", "-o", "name"]);
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "imagepolicy.image.toolkit.fluxcd.io/podinfo",
+            "imagerepository.image.toolkit.fluxcd.io/podinfo",
+            "imageupdateautomation.image.toolkit.fluxcd.io/beta1",
+            "imageupdateautomation.image.toolkit.fluxcd.io/beta2",
+        ]
+    );
+    for short in [
+        "imgrepo",
+        "imagerepo",
+        "imgpol",
+        "imagepol",
+        "iua",
+        "imgupd",
+        "imgauto",
+    ] {
+        c.kubectl_ok(&["-n", &ns, "get", short]);
+    }
+}
+
 #[test]
 fn rbac_applies_to_the_viewer() {
     let c = Cluster::shared();
-    c.install_flux_crds();
+    c.install_flux_style_crds();
     let ns = c.namespace("rbac");
     let manifest = format!(
         "apiVersion: image.toolkit.fluxcd.io/v1
