@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub mod git;
+pub mod kube;
 pub mod registry;
 
 /// A TCP port on 127.0.0.1 that nothing listens on (now).

@@ -130,14 +130,10 @@ fn image_kind(api_version: &str, kind: &str) -> Option<Result<(), String>> {
     if group != GROUP {
         return None;
     }
-    let served: &[&str] = match kind {
-        "ImageRepository" | "ImagePolicy" => &["v1", "v1beta2"],
-        "ImageUpdateAutomation" => &["v1", "v1beta2", "v1beta1"],
-        _ => {
-            return Some(Err(format!(
-                "kind {kind} is not part of {GROUP}: expected ImageRepository, ImagePolicy or ImageUpdateAutomation"
-            )));
-        }
+    let Some(served) = super::served_versions(kind) else {
+        return Some(Err(format!(
+            "kind {kind} is not part of {GROUP}: expected ImageRepository, ImagePolicy or ImageUpdateAutomation"
+        )));
     };
     if served.contains(&version) {
         Some(Ok(()))

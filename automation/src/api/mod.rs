@@ -1,21 +1,26 @@
 //! The `image.toolkit.fluxcd.io` API, field for field with Flux's v1, plus the
 //! read-only part of Flux's `source.toolkit.fluxcd.io` GitRepository that the
-//! automation needs.
+//! automation needs and Flux's `notification.toolkit.fluxcd.io` Receiver.
 //!
 //! v1 is the stored version. Files written for v1beta2 (and v1beta1 for
 //! ImageUpdateAutomation) have the same schema and load into the same types.
+//! [`crds`] builds the CustomResourceDefinitions of the image kinds.
 
 mod automation;
+mod crds;
 mod load;
 mod policy;
+mod receiver;
 mod repository;
 mod source;
 pub mod validate;
 
 pub use automation::*;
-pub use kube::ResourceExt;
+pub use crds::*;
+pub use kube::{CustomResourceExt, ResourceExt};
 pub use load::*;
 pub use policy::*;
+pub use receiver::*;
 pub use repository::*;
 pub use source::*;
 pub use validate::{FieldError, compile_policy, parse_duration};

@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".status.latestRef.name"}"#,
     printcolumn = r#"{"name":"Tag","type":"string","jsonPath":".status.latestRef.tag"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImagePolicySpec {
@@ -83,7 +84,7 @@ pub struct NumericalPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct TagFilter {
     /// A regular expression; a tag stays when it matches anywhere.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pattern: String,
     /// A replacement (`$1`, `${name}`) expanded against the first match.
     #[serde(default, skip_serializing_if = "String::is_empty")]
