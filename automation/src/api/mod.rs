@@ -9,6 +9,7 @@
 mod automation;
 mod crds;
 mod load;
+pub mod plan;
 mod policy;
 mod receiver;
 mod repository;

@@ -1,0 +1,438 @@
+//! What an automation run will do, decided from the objects alone (no I/O):
+//! Flux's push-branch rule, the checkout reference, the update path, which
+//! policies a selector picks, and whether a policy may use a repository of
+//! another namespace. Both front ends (a checkout, the cluster) call these.
+
+use super::{
+    GitRepositoryRef, GitRepositorySpec, ImagePolicy, ImageRepository, ImageUpdateAutomationSpec,
+    ResourceExt,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
+use std::collections::BTreeMap;
+
+/// Why an automation's spec cannot be planned. Each carries the field and
+/// maps to one of Flux's condition reasons.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// `spec.git` is missing, or the checkout is not a branch and no push
+    /// branch is set: Flux's InvalidSourceConfiguration.
+    #[error("{field}: {message}")]
+    Source {
+        field: &'static str,
+        message: String,
+    },
+    /// `spec.update.path` leads out of the repository, or an unknown
+    /// strategy: Flux's InvalidUpdateStrategy.
+    #[error("{field}: {message}")]
+    Update {
+        field: &'static str,
+        message: String,
+    },
+    /// A label selector that does not parse: Flux's InvalidPolicySelector.
+    #[error("{field}: {message}")]
+    Selector {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl PlanError {
+    /// Flux's condition reason for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlanError::Source { .. } => "InvalidSourceConfiguration",
+            PlanError::Update { .. } => "InvalidUpdateStrategy",
+            PlanError::Selector { .. } => "InvalidPolicySelector",
+        }
+    }
+}
+
+/// Where an automation commits and pushes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushTarget {
+    /// What to check out: the automation's `git.checkout.ref`, else the
+    /// GitRepository's `ref`; `None` means Flux's default branch, `master`.
+    pub checkout: Option<GitRepositoryRef>,
+    /// The branch the commit goes to.
+    pub branch: String,
+    /// Pushed after the branch, when set.
+    pub refspec: Option<String>,
+    pub options: BTreeMap<String, String>,
+}
+
+fn set(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+/// Flux's checkout reference: the automation's, else the GitRepository's.
+pub fn checkout_ref(
+    spec: &ImageUpdateAutomationSpec,
+    source: Option<&GitRepositorySpec>,
+) -> Option<GitRepositoryRef> {
+    spec.git
+        .as_ref()
+        .and_then(|g| g.checkout.as_ref())
+        .map(|c| c.reference.clone())
+        .or_else(|| source.and_then(|s| s.reference.clone()))
+}
+
+/// Flux's push-branch rule: `git.push.branch`, else the checkout branch
+/// (`master` when nothing names one); a checkout by tag, name, semver or
+/// commit without a push branch has nowhere to push.
+pub fn push_target(
+    spec: &ImageUpdateAutomationSpec,
+    source: Option<&GitRepositorySpec>,
+) -> Result<PushTarget, PlanError> {
+    let Some(g) = &spec.git else {
+        return Err(PlanError::Source {
+            field: "spec.git",
+            message: "not set: the automation says nothing about committing".into(),
+        });
+    };
+    let checkout = checkout_ref(spec, source);
+    let checkout_branch = checkout
+        .as_ref()
+        .and_then(|r| r.branch.clone())
+        .filter(|b| !b.is_empty());
+    let not_a_branch = checkout
+        .as_ref()
+        .is_some_and(|r| set(&r.commit) || set(&r.name) || set(&r.tag) || set(&r.semver));
+    let push_branch = g
+        .push
+        .as_ref()
+        .and_then(|p| p.branch.clone())
+        .filter(|b| !b.is_empty());
+    let branch = match (push_branch, checkout_branch) {
+        (Some(b), _) => b,
+        (None, Some(b)) if !not_a_branch => b,
+        (None, _) if not_a_branch => {
+            return Err(PlanError::Source {
+                field: "spec.git.push.branch",
+                message: "not set, and the checkout is not a branch: there is no branch to push to"
+                    .into(),
+            });
+        }
+        (None, _) => "master".to_string(),
+    };
+    Ok(PushTarget {
+        checkout,
+        branch,
+        refspec: g
+            .push
+            .as_ref()
+            .and_then(|p| p.refspec.clone())
+            .filter(|r| !r.is_empty()),
+        options: g
+            .push
+            .as_ref()
+            .and_then(|p| p.options.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// The automation's update path, normalised (`/`-separated, no `.`, empty
+/// for the repository root); a path that leaves the repository is an error.
+pub fn update_path(spec: &ImageUpdateAutomationSpec) -> Result<String, PlanError> {
+    let path = spec
+        .update
+        .as_ref()
+        .and_then(|u| u.path.clone())
+        .unwrap_or_default();
+    super::validate::normalize_update_path(&path).map_err(|message| PlanError::Update {
+        field: "spec.update.path",
+        message,
+    })
+}
+
+/// A label selector, as Kubernetes reads it; operators other than In,
+/// NotIn, Exists and DoesNotExist are errors, not "no match".
+pub fn selector(
+    s: Option<&LabelSelector>,
+    field: &'static str,
+) -> Result<Option<Selector>, PlanError> {
+    s.map(|s| {
+        Selector::try_from(s.clone()).map_err(|e| PlanError::Selector {
+            field,
+            message: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+/// The policies of the automation's namespace that its `policySelector`
+/// picks (all of them without one), in the order given.
+pub fn selected_policies<'p>(
+    spec: &ImageUpdateAutomationSpec,
+    namespace: &str,
+    policies: impl IntoIterator<Item = &'p ImagePolicy>,
+) -> Result<Vec<&'p ImagePolicy>, PlanError> {
+    let sel = selector(spec.policy_selector.as_ref(), "spec.policySelector")?;
+    Ok(policies
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace))
+        .filter(|p| sel.as_ref().is_none_or(|s| s.matches(p.labels())))
+        .collect())
+}
+
+/// The namespace and name of the ImageRepository a policy refers to.
+pub fn repository_of(policy: &ImagePolicy) -> (String, String) {
+    let r = &policy.spec.image_repository_ref;
+    let ns = r
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| policy.namespace())
+        .unwrap_or_default();
+    (ns, r.name.clone())
+}
+
+/// Whether a policy in `policy_namespace` (with these labels) may use
+/// `repository`: always in its own namespace; from another, only when the
+/// repository's `accessFrom` selects the policy's namespace, and never when
+/// cross-namespace references are switched off.
+pub fn access_allowed(
+    repository: &ImageRepository,
+    policy_namespace: &str,
+    namespace_labels: &BTreeMap<String, String>,
+    cross_namespace_refs: bool,
+) -> bool {
+    if repository.namespace().as_deref() == Some(policy_namespace) {
+        return true;
+    }
+    cross_namespace_refs
+        && repository
+            .spec
+            .access_from
+            .as_ref()
+            .is_some_and(|a| a.allows(namespace_labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        AccessFrom, CommitSpec, CommitUser, CrossNamespaceSourceReference, GitCheckoutSpec,
+        GitSpec, ImagePolicySpec, ImageRepositorySpec, NamespaceSelector, PushSpec, UpdateStrategy,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn automation(
+        checkout: Option<GitRepositoryRef>,
+        push: Option<&str>,
+    ) -> ImageUpdateAutomationSpec {
+        ImageUpdateAutomationSpec {
+            source_ref: CrossNamespaceSourceReference {
+                api_version: None,
+                kind: "GitRepository".into(),
+                name: "fleet".into(),
+                namespace: None,
+            },
+            git: Some(GitSpec {
+                checkout: checkout.map(|reference| GitCheckoutSpec { reference }),
+                commit: CommitSpec {
+                    author: CommitUser {
+                        name: None,
+                        email: "bot@example.com".into(),
+                    },
+                    ..CommitSpec::default()
+                },
+                push: push.map(|b| PushSpec {
+                    branch: Some(b.into()),
+                    ..PushSpec::default()
+                }),
+            }),
+            interval: "5m".into(),
+            policy_selector: None,
+            update: Some(UpdateStrategy::default()),
+            suspend: false,
+        }
+    }
+
+    fn branch(b: &str) -> GitRepositoryRef {
+        GitRepositoryRef {
+            branch: Some(b.into()),
+            ..GitRepositoryRef::default()
+        }
+    }
+
+    fn source(r: Option<GitRepositoryRef>) -> GitRepositorySpec {
+        GitRepositorySpec {
+            url: "https://example.com/fleet.git".into(),
+            reference: r,
+            ..GitRepositorySpec::default()
+        }
+    }
+
+    #[test]
+    fn push_branch_rule() {
+        // push.branch wins.
+        let t = push_target(&automation(Some(branch("main")), Some("auto")), None).unwrap();
+        assert_eq!(
+            (t.branch.as_str(), t.checkout),
+            ("auto", Some(branch("main")))
+        );
+        // Else the automation's checkout branch.
+        let t = push_target(&automation(Some(branch("dev")), None), None).unwrap();
+        assert_eq!(t.branch, "dev");
+        // Else the GitRepository's.
+        let s = source(Some(branch("prod")));
+        let t = push_target(&automation(None, None), Some(&s)).unwrap();
+        assert_eq!(
+            (t.branch.as_str(), t.checkout),
+            ("prod", Some(branch("prod")))
+        );
+        // The automation's checkout overrides the GitRepository's.
+        let t = push_target(&automation(Some(branch("dev")), None), Some(&s)).unwrap();
+        assert_eq!(t.branch, "dev");
+        // Nothing names a branch: master.
+        let t = push_target(&automation(None, None), Some(&source(None))).unwrap();
+        assert_eq!((t.branch.as_str(), t.checkout), ("master", None));
+        // A tag checkout needs a push branch.
+        let tag = GitRepositoryRef {
+            tag: Some("v1".into()),
+            ..GitRepositoryRef::default()
+        };
+        let e = push_target(&automation(Some(tag.clone()), None), None).unwrap_err();
+        assert_eq!(e.reason(), "InvalidSourceConfiguration");
+        assert!(e.to_string().starts_with("spec.git.push.branch"), "{e}");
+        let t = push_target(&automation(Some(tag), Some("auto")), None).unwrap();
+        assert_eq!(t.branch, "auto");
+        // No spec.git.
+        let mut a = automation(None, None);
+        a.git = None;
+        assert_eq!(
+            push_target(&a, None).unwrap_err().reason(),
+            "InvalidSourceConfiguration"
+        );
+    }
+
+    #[test]
+    fn update_paths() {
+        let mut a = automation(None, None);
+        assert_eq!(update_path(&a).unwrap(), "");
+        for (p, want) in [
+            ("./apps", Ok("apps")),
+            ("apps/../base/", Ok("base")),
+            ("../x", Err(())),
+            ("/etc", Err(())),
+        ] {
+            a.update = Some(UpdateStrategy {
+                path: Some(p.into()),
+                ..UpdateStrategy::default()
+            });
+            match (update_path(&a), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{p}"),
+                (Err(e), Err(())) => assert_eq!(e.reason(), "InvalidUpdateStrategy", "{p}"),
+                (got, _) => panic!("{p}: {got:?}"),
+            }
+        }
+    }
+
+    fn policy(
+        ns: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        repo: (&str, Option<&str>),
+    ) -> ImagePolicy {
+        let mut p = ImagePolicy::new(
+            name,
+            ImagePolicySpec {
+                image_repository_ref: crate::api::NamespacedObjectReference {
+                    name: repo.0.into(),
+                    namespace: repo.1.map(str::to_string),
+                },
+                ..serde_json::from_value(serde_json::json!({
+                    "imageRepositoryRef": {"name": "x"},
+                    "policy": {"semver": {"range": "*"}}
+                }))
+                .unwrap()
+            },
+        );
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        p
+    }
+
+    #[test]
+    fn policy_selection() {
+        let ps = [
+            policy("apps", "web", &[("team", "a")], ("web", None)),
+            policy("apps", "api", &[("team", "b")], ("api", None)),
+            policy("other", "web", &[("team", "a")], ("web", None)),
+        ];
+        let mut a = automation(None, None);
+        let names = |v: Vec<&ImagePolicy>| v.iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        assert_eq!(
+            names(selected_policies(&a, "apps", &ps).unwrap()),
+            ["web", "api"]
+        );
+        a.policy_selector = Some(LabelSelector {
+            match_labels: Some([("team".to_string(), "a".to_string())].into()),
+            match_expressions: None,
+        });
+        assert_eq!(names(selected_policies(&a, "apps", &ps).unwrap()), ["web"]);
+        a.policy_selector = Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "team".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["a".into()]),
+            }]),
+        });
+        assert_eq!(names(selected_policies(&a, "apps", &ps).unwrap()), ["api"]);
+        // An operator Kubernetes does not know is an error, not "no match".
+        a.policy_selector = Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "team".into(),
+                operator: "Like".into(),
+                values: Some(vec!["a".into()]),
+            }]),
+        });
+        let e = selected_policies(&a, "apps", &ps).unwrap_err();
+        assert_eq!(e.reason(), "InvalidPolicySelector");
+    }
+
+    #[test]
+    fn cross_namespace_access() {
+        let mut repo = ImageRepository::new(
+            "web",
+            ImageRepositorySpec {
+                image: "ghcr.io/org/web".into(),
+                interval: "5m".into(),
+                ..serde_json::from_value(serde_json::json!({"image": "x", "interval": "5m"}))
+                    .unwrap()
+            },
+        );
+        repo.metadata.namespace = Some("images".into());
+        let labels: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
+        // Same namespace: always.
+        assert!(access_allowed(&repo, "images", &BTreeMap::new(), false));
+        // Another: only through accessFrom.
+        assert!(!access_allowed(&repo, "apps", &labels, true));
+        repo.spec.access_from = Some(AccessFrom {
+            namespace_selectors: vec![NamespaceSelector {
+                match_labels: [("env".to_string(), "prod".to_string())].into(),
+            }],
+        });
+        assert!(access_allowed(&repo, "apps", &labels, true));
+        assert!(!access_allowed(&repo, "apps", &BTreeMap::new(), true));
+        // Switched off for the whole process.
+        assert!(!access_allowed(&repo, "apps", &labels, false));
+        // An empty selector matches every namespace.
+        repo.spec.access_from = Some(AccessFrom {
+            namespace_selectors: vec![NamespaceSelector::default()],
+        });
+        assert!(access_allowed(&repo, "anything", &BTreeMap::new(), true));
+        let p = policy("apps", "web", &[], ("web", Some("images")));
+        assert_eq!(repository_of(&p), ("images".to_string(), "web".to_string()));
+        let p = policy("apps", "web", &[], ("web", None));
+        assert_eq!(repository_of(&p), ("apps".to_string(), "web".to_string()));
+    }
+}
