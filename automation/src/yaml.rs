@@ -137,38 +137,49 @@ enum Frame {
 }
 
 thread_local! {
-    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static READING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Keeps the reader's own panics (libyaml-safer has `panic!`s on paths
-/// libyaml handles, such as a tag before `,` in a flow collection) off
-/// standard error while [`parse`] turns them into syntax errors.
-fn quiet_reader_panics() {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !QUIET.with(std::cell::Cell::get) {
-                previous(info);
-            }
-        }));
-    });
+/// Whether this thread is inside the YAML reader, where a panic of the
+/// reader (libyaml-safer has `panic!`s on paths libyaml handles, such as a
+/// tag before `,` in a flow collection) is caught and becomes a syntax
+/// error. A process's panic hook may use it to keep those caught panics off
+/// its logs; the library installs no hook of its own.
+pub fn reading() -> bool {
+    READING.with(std::cell::Cell::get)
+}
+
+/// A panic hook for a program's `main`: the previous hook, except for the
+/// reader's own panics, which [`parse`] turns into syntax errors. Install it
+/// before starting threads.
+pub fn install_quiet_reader_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !reading() {
+            previous(info);
+        }
+    }));
 }
 
 /// Parses every document of `text`. Never panics: a failure of the reader
 /// itself is a syntax error too.
 pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
-    quiet_reader_panics();
-    QUIET.with(|q| q.set(true));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(text)));
-    QUIET.with(|q| q.set(false));
-    result.unwrap_or_else(|_| {
-        Err(SyntaxError {
-            line: 1,
-            column: 1,
-            message: "the YAML reader cannot read this text".to_string(),
-        })
-    })
+    struct Reading(bool);
+    impl Drop for Reading {
+        fn drop(&mut self) {
+            READING.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Reading(READING.with(|r| r.replace(true)));
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_inner(text))).unwrap_or_else(
+        |_| {
+            Err(SyntaxError {
+                line: 1,
+                column: 1,
+                message: "the YAML reader cannot read this text".to_string(),
+            })
+        },
+    )
 }
 
 /// Offsets in the text the reader sees (CRLF read as LF, a final LF added)

@@ -9,6 +9,7 @@ mod output;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    automation::yaml::install_quiet_reader_hook();
     logging::init_cli();
     remove_temporaries_on_signals();
     cli::run()

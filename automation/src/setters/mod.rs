@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 mod fast;
+pub mod readback;
 
 /// The text every marker comment contains; files without it have no markers.
 pub const MARKER_TOKEN: &str = "\"$imagepolicy\"";
@@ -417,6 +418,56 @@ pub fn apply(text: &str, images: &BTreeMap<String, ImageRef>) -> Result<Applied,
         out.text = Some(new);
     }
     Ok(out)
+}
+
+/// What the setters make of one file's bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rewrite {
+    /// No marker token: not a file with markers.
+    NoMarkers,
+    /// Left as it was, and why (not UTF-8, not YAML, a rewrite that would not
+    /// read back as intended).
+    Refused(String),
+    /// Markers for these policies (`ns:name`), all current.
+    Unchanged(Vec<String>),
+    /// Changed: the setters' result (its `text` is set) and the text before.
+    Changed(Applied, String),
+}
+
+/// The setters on a file's bytes, for every front end: the marker-token
+/// check, the text check, the rewrite, and the read-back check
+/// ([`readback::verify`]): a rewrite is returned only when the full parser
+/// reads it back with exactly the intended values changed.
+pub fn rewrite(bytes: &[u8], images: &BTreeMap<String, ImageRef>) -> Rewrite {
+    rewrite_with(bytes, images, &|text, images| apply(text, images))
+}
+
+/// The latest image of each policy, by `ns:name`.
+pub type Images = BTreeMap<String, ImageRef>;
+
+/// A setter: [`apply`], or a stand-in in tests.
+pub type Setter<'a> = dyn Fn(&str, &Images) -> Result<Applied, SyntaxError> + Sync + 'a;
+
+/// [`rewrite`] with another setter in place of [`apply`]: a test seam, to
+/// show that a rewrite that does not read back is refused.
+#[doc(hidden)]
+pub fn rewrite_with(bytes: &[u8], images: &Images, setter: &Setter<'_>) -> Rewrite {
+    if memchr::memmem::find(bytes, MARKER_TOKEN.as_bytes()).is_none() {
+        return Rewrite::NoMarkers;
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Rewrite::Refused("not UTF-8 text, left as it was".into());
+    };
+    match setter(text, images) {
+        Err(e) => Rewrite::Refused(format!("not valid YAML, left as it was: {e}")),
+        Ok(a) => match &a.text {
+            None => Rewrite::Unchanged(a.matched.iter().map(|m| m.policy()).collect()),
+            Some(new) => match readback::verify(text, new, &a.changes) {
+                Ok(()) => Rewrite::Changed(a, text.to_string()),
+                Err(why) => Rewrite::Refused(format!("left as it was: {why}")),
+            },
+        },
+    }
 }
 
 /// Writes `value` in `style`; a plain value that would not read back as the
