@@ -75,6 +75,7 @@ bench: deps
 	bench/tags-vs-skopeo.sh
 	bench/reconcile-vs-peers.sh
 	bench/lint-scale.sh
+	bench/engine-concurrency.sh
 
 # Fuzz marker parsing and rewriting (cargo-fuzz, no sanitizer: works on stable).
 FUZZ_SECONDS ?= 300

@@ -4,6 +4,9 @@
 # local registry, against, in the same run, listing the same 100 repositories
 # one after another with `skopeo list-tags` plus one `git commit -a` of the
 # same changes. Aim: no slower than the peers together.
+#
+# BASELINE=REV also builds the commit REV (in a worktree, its own target
+# folder) and times its binary in the same runs: before and after a change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${BENCH_DIR:-target/bench}
@@ -13,6 +16,15 @@ for t in hyperfine skopeo docker-registry git; do
 done
 cargo build --quiet --release -p kubectl-imageauto
 bin=$PWD/target/release/kubectl-imageauto
+base_bin=""
+if [ -n "${BASELINE:-}" ]; then
+  wt="$PWD/$out/baseline-src"
+  rm -rf "$wt"; git worktree prune
+  git worktree add -q --detach "$wt" "$BASELINE"
+  (cd "$wt" && CARGO_TARGET_DIR="$PWD/../baseline-target" cargo build --quiet --release -p kubectl-imageauto)
+  base_bin="$PWD/$out/baseline-target/release/kubectl-imageauto"
+  git worktree remove --force "$wt"
+fi
 data="$PWD/$out/registry-100"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$out/registry-100.yml" <<YML
@@ -47,10 +59,14 @@ for branch in main flux-image-updates; do
   git -C "$tree" add .
   git -C "$tree" -c user.name=bench -c user.email=bench@example.com commit -qm seed
   seed=$(git -C "$tree" rev-parse HEAD)
+  base_args=()
+  if [ -n "$base_bin" ]; then
+    base_args=(-n baseline "cd $tree && $base_bin reconcile --local --commit >/dev/null 2>&1")
+  fi
   hyperfine --warmup 1 --runs 5 --export-json "$out/reconcile-$branch.json" \
     --prepare "git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; sync" \
     -n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1" \
-    >/dev/null
+    "${base_args[@]}" >/dev/null
   # The run did what it claims: a commit with every marked file changed.
   git -C "$tree" reset -q --hard "$seed"
   git -C "$tree" branch -qD flux-image-updates 2>/dev/null || true
@@ -68,11 +84,15 @@ hyperfine --warmup 1 --runs 5 --export-json "$out/git-commit.json" \
 python3 - "$out" <<'PY'
 import json, sys
 d = sys.argv[1]
-mean = lambda f: json.load(open(f"{d}/{f}.json"))["results"][0]["mean"]
+mean = lambda f, n=0: json.load(open(f"{d}/{f}.json"))["results"][n]["mean"]
 sk, gc = mean("skopeo-100"), mean("git-commit")
 print(f"peers: skopeo list-tags x100 {sk:.2f} s + git commit -a {gc:.2f} s = {sk+gc:.2f} s")
 for b, what in (("flux-image-updates", "to its own branch"), ("main", "to the checked-out branch (6,000 files rewritten in the working tree too)")):
     ours = mean(f"reconcile-{b}")
     print(f"reconcile --local --commit, 11,000 files, 100 repositories, 6,000 files changed, committing {what}: "
           f"{ours:.2f} s ({ours/(sk+gc):.2f}x, aim <= 1x)")
+    runs = json.load(open(f"{d}/reconcile-{b}.json"))["results"]
+    if len(runs) > 1:
+        base = runs[1]["mean"]
+        print(f"  baseline binary, same runs: {base:.2f} s; this one is {100*(ours/base-1):+.1f}%")
 PY

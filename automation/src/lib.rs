@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod engine;
 pub mod git;
 pub mod lint;
 pub mod local;

@@ -553,7 +553,12 @@ fn fetch_now(
         .map_err(|e| GitError::repo(&display_url(url), e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth, url, &state, activity));
-    opts.download_tags(git2::AutotagOption::All);
+    // Tags come only through the refspecs (a checkout by tag or semver asks
+    // for them); no automatic tag following.
+    opts.download_tags(git2::AutotagOption::None);
+    // Remote-tracking branches deleted on the remote go here too: a cache
+    // must not build on a branch that no longer exists.
+    opts.prune(git2::FetchPrune::On);
     let header = bearer_header(auth);
     let headers: Vec<&str> = header.iter().map(String::as_str).collect();
     opts.custom_headers(&headers);

@@ -1,7 +1,6 @@
 //! The automation over a checkout, without a cluster: find the files, apply
 //! the setters, and (with the Git module) commit and push.
 
-pub mod par;
 pub mod push;
 pub mod run;
 pub mod tree;

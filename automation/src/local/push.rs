@@ -1,22 +1,26 @@
-//! Committing and pushing an automation's changes from a checkout.
+//! Committing and pushing an automation's changes from a user's checkout:
+//! what is about the checkout (its HEAD, the base it builds on, its working
+//! tree and index) around the engine's commit and push
+//! ([`crate::engine::update`]).
 //!
 //! The setters run on the files of the base commit (not the working tree)
 //! and the commit is built in the object database, so the push branch can
 //! differ from the branch checked out. When it is the branch checked out,
 //! the working tree and index follow the commit (the touched files must be
-//! unmodified). A push the server refuses is an error; when the push branch
-//! moved on the remote meanwhile, the setters are applied again on its new
-//! tip and the push retried, a bounded number of times.
+//! unmodified), after the push when there is one.
 
-use super::tree::{FileChanges, Rewrite, is_manifest_name, write_atomically};
+use super::tree::{FileChanges, write_atomically};
+use crate::api::plan::{self, PushTarget};
 use crate::api::{GitRepository, GitRepositoryRef, ImageRef, ImageUpdateAutomation, ResourceExt};
+use crate::engine::EngineError;
+use crate::engine::update::{self, CommitRequest, Prepared, PushRequest, Steps};
 use crate::git::{self, GitAuth, GitError, Signature};
 use git2::{Oid, Repository};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// How many times a push is retried after the branch moved on the remote.
-pub const PUSH_RETRIES: usize = 3;
+pub use crate::engine::update::PUSH_RETRIES;
 
 /// What to commit and where to push.
 #[derive(Clone, Debug)]
@@ -79,64 +83,40 @@ impl Plan {
         }
     }
 
-    /// An ImageUpdateAutomation's commit and push settings.
+    /// An ImageUpdateAutomation's commit and push settings (Flux's rules,
+    /// from [`plan`]).
     pub fn for_automation(
         repo_root: &Path,
         a: &ImageUpdateAutomation,
         source: Option<&GitRepository>,
-        path: &str,
         push: bool,
-    ) -> Result<Plan, String> {
-        let Some(g) = &a.spec.git else {
-            return Err("spec.git is not set: the automation says nothing about committing".into());
-        };
-        // Flux: the automation's checkout ref, else the GitRepository's.
-        let checkout = g
-            .checkout
-            .as_ref()
-            .map(|c| c.reference.clone())
-            .or_else(|| source.and_then(|s| s.spec.reference.clone()));
-        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
-        let checkout_branch = checkout
-            .as_ref()
-            .and_then(|r| r.branch.clone())
-            .filter(|b| !b.is_empty());
-        let not_a_branch = checkout
-            .as_ref()
-            .is_some_and(|r| set(&r.commit) || set(&r.name) || set(&r.tag) || set(&r.semver));
-        let push_branch = g
-            .push
-            .as_ref()
-            .and_then(|p| p.branch.clone())
-            .filter(|b| !b.is_empty());
-        // Push branch: push.branch, else the checkout branch; a checkout by
-        // tag, commit or semver gives none (Flux stalls there); no checkout
-        // reference at all is Flux's default branch, master.
-        let branch = match (push_branch, checkout_branch) {
-            (Some(b), _) => Some(b),
-            (None, Some(b)) if !not_a_branch => Some(b),
-            (None, _) if not_a_branch => {
-                return Err("the checkout is not a branch, and spec.git.push.branch is not set: there is no branch to push to".into());
-            }
-            (None, _) => Some("master".to_string()),
-        };
-        let author = &g.commit.author;
+    ) -> Result<Plan, EngineError> {
+        let PushTarget {
+            checkout,
+            branch,
+            refspec,
+            options,
+        } = plan::push_target(&a.spec, source.map(|s| &s.spec))?;
+        let path = plan::update_path(&a.spec)?;
+        let g = a.spec.git.as_ref().ok_or_else(|| {
+            EngineError::Plan(plan::PlanError::Source {
+                field: "spec.git",
+                message: "not set: the automation says nothing about committing".into(),
+            })
+        })?;
+        let (author, template, values) = (
+            &g.commit.author,
+            g.commit.message_template.clone(),
+            g.commit.message_template_values.clone().unwrap_or_default(),
+        );
         Ok(Plan {
             repo_root: repo_root.to_path_buf(),
-            path: crate::api::validate::normalize_update_path(path)?,
+            path,
             push,
-            branch,
+            branch: Some(branch),
             checkout,
-            refspec: g
-                .push
-                .as_ref()
-                .and_then(|p| p.refspec.clone())
-                .filter(|r| !r.is_empty()),
-            push_options: g
-                .push
-                .as_ref()
-                .and_then(|p| p.options.clone())
-                .unwrap_or_default(),
+            refspec,
+            push_options: options,
             author: Some(Signature {
                 name: author
                     .name
@@ -145,117 +125,12 @@ impl Plan {
                     .unwrap_or_else(|| author.email.clone()),
                 email: author.email.clone(),
             }),
-            template: g.commit.message_template.clone(),
-            values: g.commit.message_template_values.clone().unwrap_or_default(),
+            template,
+            values,
             automation: (a.namespace().unwrap_or_default(), a.name_any()),
             remote: "origin".into(),
         })
     }
-}
-
-fn err(e: GitError) -> String {
-    e.to_string()
-}
-
-/// The commit message for `files`: the automation's template over Flux's
-/// data (file names relative to the update path, as Flux gives them), or the
-/// default message when there is no template.
-fn message(
-    plan: &Plan,
-    files: &[FileChanges],
-    images: &BTreeMap<String, ImageRef>,
-) -> Result<String, String> {
-    let prefix = if plan.path.is_empty() {
-        String::new()
-    } else {
-        format!("{}/", plan.path)
-    };
-    let changes: Vec<(String, crate::setters::Change)> = files
-        .iter()
-        .flat_map(|f| {
-            let path = f.path.to_string_lossy().replace('\\', "/");
-            let rel = path.strip_prefix(&prefix).unwrap_or(&path).to_string();
-            f.changes.iter().map(move |c| (rel.clone(), c.clone()))
-        })
-        .collect();
-    let input = crate::template::TemplateInput::new(
-        plan.automation.0.clone(),
-        plan.automation.1.clone(),
-        changes,
-        images.clone(),
-        plan.values.clone(),
-    );
-    crate::template::render(plan.template.as_deref().unwrap_or(""), &input)
-        .map_err(|e| e.to_string())
-}
-
-/// What a worker made of one file.
-enum Rewritten {
-    Changed(FileChanges, git::TreeEntry),
-    Note(String),
-}
-
-/// Applies the setters to the manifests under `plan.path` in `base`, writing
-/// the new blobs; files are read and rewritten by a few threads, each with
-/// its own handle on the repository.
-fn apply_on(
-    repo: &Repository,
-    base: Oid,
-    plan: &Plan,
-    images: &BTreeMap<String, ImageRef>,
-    notes: &mut Vec<String>,
-) -> Result<(Vec<FileChanges>, Vec<git::TreeEntry>), String> {
-    let entries = git::tree_entries(repo, base, &plan.path, &is_manifest_name).map_err(err)?;
-    let git_dir = repo.path().to_path_buf();
-    let results = super::par::map_with(
-        &entries,
-        super::par::workers(),
-        || Repository::open(&git_dir).map_err(|e| e.message().to_string()),
-        |repo, e| -> Result<Option<Rewritten>, String> {
-            let repo = repo.as_ref().map_err(Clone::clone)?;
-            let blob = repo
-                .find_blob(e.id)
-                .map_err(|x| format!("{}: {}", e.path, x.message()))?;
-            match super::tree::rewrite(blob.content(), images) {
-                Rewrite::NoMarkers | Rewrite::Unchanged(_) => Ok(None),
-                Rewrite::Refused(reason) => {
-                    Ok(Some(Rewritten::Note(format!("{}: {reason}", e.path))))
-                }
-                Rewrite::Changed(a, before) => {
-                    let after = a.text.unwrap_or_default();
-                    let id = repo
-                        .blob(after.as_bytes())
-                        .map_err(|x| format!("{}: {}", e.path, x.message()))?;
-                    Ok(Some(Rewritten::Changed(
-                        FileChanges {
-                            path: PathBuf::from(&e.path),
-                            changes: a.changes,
-                            before,
-                            after,
-                        },
-                        git::TreeEntry {
-                            path: e.path.clone(),
-                            id,
-                            mode: e.mode,
-                        },
-                    )))
-                }
-            }
-        },
-    );
-    let mut changed = Vec::new();
-    let mut blobs = Vec::new();
-    for r in results {
-        match r? {
-            Some(Rewritten::Changed(f, b)) => {
-                changed.push(f);
-                blobs.push(b);
-            }
-            Some(Rewritten::Note(n)) => notes.push(n),
-            None => {}
-        }
-    }
-    Ok((changed, blobs))
 }
 
 /// An index entry for a file just written, with its stat data.
@@ -315,13 +190,98 @@ fn find_ref(repo: &Repository, name: &str) -> Option<Oid> {
         .map(|c| c.id())
 }
 
+fn repo_error(context: &str, e: git2::Error) -> EngineError {
+    EngineError::Git(GitError::Repo(format!("{context}: {}", e.message())))
+}
+
+/// The checkout's side of the engine's loop.
+struct Checkout<'p> {
+    plan: &'p Plan,
+    branch: String,
+    on_current: bool,
+    head_commit: Oid,
+    before_push: &'p mut dyn FnMut(usize),
+}
+
+impl Steps for Checkout<'_> {
+    fn base(&mut self, repo: &Repository, attempt: usize) -> Result<Oid, EngineError> {
+        let local_ref = format!("refs/heads/{}", self.branch);
+        let tracking = format!("refs/remotes/{}/{}", self.plan.remote, self.branch);
+        let base = if self.on_current {
+            self.head_commit
+        } else if let Some(t) = self.plan.push.then(|| find_ref(repo, &tracking)).flatten() {
+            t
+        } else if let Some(l) = find_ref(repo, &local_ref) {
+            l
+        } else if let Some(c) = self
+            .plan
+            .checkout
+            .as_ref()
+            .and_then(|r| resolve_checkout(repo, r, &self.plan.remote))
+        {
+            c
+        } else {
+            self.head_commit
+        };
+        if !self.on_current
+            && attempt == 0
+            && let Some(local) = find_ref(repo, &local_ref)
+            && local != base
+            && !repo.graph_descendant_of(base, local).unwrap_or(false)
+        {
+            return Err(EngineError::Source(format!(
+                "the local branch {} has commits that {} does not: push or remove them first",
+                self.branch,
+                if self.plan.push {
+                    tracking.as_str()
+                } else {
+                    "the base"
+                }
+            )));
+        }
+        Ok(base)
+    }
+
+    fn check(&mut self, prepared: &Prepared) -> Result<(), EngineError> {
+        if !self.on_current {
+            return Ok(());
+        }
+        // The working tree will follow the branch: only over unmodified
+        // files (their content is still the base's).
+        for f in &prepared.files {
+            let path = f.path.display().to_string();
+            let on_disk = std::fs::read(self.plan.repo_root.join(&f.path)).map_err(|e| {
+                EngineError::Update {
+                    path: path.clone(),
+                    message: format!("cannot read the checkout's copy: {e}"),
+                }
+            })?;
+            if on_disk != f.before.as_bytes() {
+                return Err(EngineError::Source(format!(
+                    "{path} has uncommitted changes: commit or stash them, or run without --commit"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn retries(&self) -> bool {
+        // Rebuilding the branch checked out would move the user's HEAD.
+        !self.on_current
+    }
+
+    fn before_push(&mut self, attempt: usize) {
+        (self.before_push)(attempt);
+    }
+}
+
 /// Commits (and pushes) the plan's changes. Returns what changed; no commit
 /// when nothing did.
 pub fn execute(
     plan: &Plan,
     images: &BTreeMap<String, ImageRef>,
     auth: &GitAuth,
-) -> Result<PushOutcome, String> {
+) -> Result<PushOutcome, EngineError> {
     execute_with(plan, images, auth, &mut |_| {})
 }
 
@@ -332,201 +292,119 @@ pub fn execute_with(
     images: &BTreeMap<String, ImageRef>,
     auth: &GitAuth,
     before_push: &mut dyn FnMut(usize),
-) -> Result<PushOutcome, String> {
-    let repo = Repository::open(&plan.repo_root).map_err(|e| {
-        format!(
-            "{}: not a Git checkout: {}",
-            plan.repo_root.display(),
-            e.message()
-        )
-    })?;
+) -> Result<PushOutcome, EngineError> {
+    let root = plan.repo_root.display().to_string();
+    let repo = Repository::open(&plan.repo_root)
+        .map_err(|e| EngineError::Source(format!("{root}: not a Git checkout: {}", e.message())))?;
     let head = repo
         .head()
-        .map_err(|e| format!("{}: no HEAD: {}", plan.repo_root.display(), e.message()))?;
+        .map_err(|e| EngineError::Source(format!("{root}: no HEAD: {}", e.message())))?;
     let head_branch = head
         .is_branch()
         .then(|| head.shorthand().ok().map(str::to_string))
         .flatten();
     let head_commit = head
         .peel_to_commit()
-        .map_err(|e| format!("HEAD: {}", e.message()))?
+        .map_err(|e| repo_error("HEAD", e))?
         .id();
-    let branch = plan
-        .branch
-        .clone()
-        .or(head_branch.clone())
-        .ok_or("HEAD is detached and no push branch is set (spec.git.push.branch)")?;
+    let branch = plan.branch.clone().or(head_branch.clone()).ok_or_else(|| {
+        EngineError::Source(
+            "HEAD is detached and no push branch is set (spec.git.push.branch)".into(),
+        )
+    })?;
     let on_current = head_branch.as_deref() == Some(branch.as_str());
-    let url = if plan.push {
-        let r = repo
-            .find_remote(&plan.remote)
-            .map_err(|_| format!("the checkout has no remote {:?} to push to", plan.remote))?;
-        let u = r
+    let push = if plan.push {
+        let r = repo.find_remote(&plan.remote).map_err(|_| {
+            EngineError::Source(format!(
+                "the checkout has no remote {:?} to push to",
+                plan.remote
+            ))
+        })?;
+        let url = r
             .url()
-            .map_err(|_| format!("remote {} has no URL", plan.remote))?
+            .map_err(|_| EngineError::Source(format!("remote {} has no URL", plan.remote)))?
             .to_string();
-        git::fetch(&repo, &u, auth, &fetch_specs(plan)).map_err(err)?;
-        Some(u)
+        git::fetch(&repo, &url, auth, &fetch_specs(plan))?;
+        Some(PushRequest {
+            url,
+            auth: auth.clone(),
+            branch: branch.clone(),
+            refspec: plan.refspec.clone(),
+            options: plan.push_options.clone(),
+            remote: plan.remote.clone(),
+        })
     } else {
         None
     };
-    let local_ref = format!("refs/heads/{branch}");
-    let tracking = format!("refs/remotes/{}/{branch}", plan.remote);
-    let mut outcome = PushOutcome {
-        branch: branch.clone(),
-        ..PushOutcome::default()
+    let author = match &plan.author {
+        Some(a) => a.clone(),
+        None => {
+            let s = repo.signature().map_err(|_| {
+                EngineError::Source(
+                    "no commit author: set spec.git.commit.author, or git config user.name and user.email"
+                        .into(),
+                )
+            })?;
+            Signature {
+                name: s.name().unwrap_or("").to_string(),
+                email: s.email().unwrap_or("").to_string(),
+            }
+        }
     };
-    let mut retries: Vec<String> = Vec::new();
-    for attempt in 0..=PUSH_RETRIES {
-        let base = if on_current {
-            head_commit
-        } else if let Some(t) = plan.push.then(|| find_ref(&repo, &tracking)).flatten() {
-            t
-        } else if let Some(l) = find_ref(&repo, &local_ref) {
-            l
-        } else if let Some(c) = plan
-            .checkout
-            .as_ref()
-            .and_then(|r| resolve_checkout(&repo, r, &plan.remote))
-        {
-            c
-        } else {
-            head_commit
-        };
-        if !on_current
-            && attempt == 0
-            && let Some(local) = find_ref(&repo, &local_ref)
-            && local != base
-            && !repo.graph_descendant_of(base, local).unwrap_or(false)
-        {
-            return Err(format!(
-                "the local branch {branch} has commits that {} does not: push or remove them first",
-                if plan.push {
-                    tracking.as_str()
-                } else {
-                    "the base"
-                }
-            ));
-        }
-        let mut notes = Vec::new();
-        let (files, blobs) = apply_on(&repo, base, plan, images, &mut notes)?;
-        outcome.notes = retries.clone();
-        outcome.notes.extend(notes);
-        if files.is_empty() {
-            outcome.files = files;
-            return Ok(outcome);
-        }
-        let author = match &plan.author {
-            Some(a) => a.clone(),
-            None => {
-                let s = repo.signature().map_err(|_| {
-                    "no commit author: set spec.git.commit.author, or git config user.name and user.email".to_string()
-                })?;
-                Signature {
-                    name: s.name().unwrap_or("").to_string(),
-                    email: s.email().unwrap_or("").to_string(),
-                }
-            }
-        };
-        let msg = message(plan, &files, images)?;
-        let commit = git::commit_blobs(&repo, base, &blobs, &author, &msg).map_err(err)?;
-        if on_current {
-            // The working tree will follow the branch: only over unmodified
-            // files (their content is still the base's).
-            for f in &files {
-                let on_disk = std::fs::read(plan.repo_root.join(&f.path)).map_err(|e| {
-                    format!("{}: cannot read the checkout's copy: {e}", f.path.display())
-                })?;
-                if on_disk != f.before.as_bytes() {
-                    return Err(format!(
-                        "{} has uncommitted changes: commit or stash them, or run without --commit",
-                        f.path.display()
-                    ));
-                }
-            }
-        }
-        // The branch takes the commit (a refspec may name it); a push that
-        // fails puts it back where it was, so that a refused push leaves no
-        // commit behind and the next run tries again.
-        let previous = find_ref(&repo, &local_ref);
-        repo.reference(&local_ref, commit, true, "imageauto: update images")
-            .map_err(|e| format!("{local_ref}: {}", e.message()))?;
-        let restore = || match previous {
-            Some(p) => {
-                let _ = repo.reference(&local_ref, p, true, "imageauto: push failed");
-            }
-            None => {
-                if let Ok(mut r) = repo.find_reference(&local_ref) {
-                    let _ = r.delete();
-                }
-            }
-        };
-        outcome.files = files;
-        if let Some(url) = &url {
-            let mut specs = vec![format!("{local_ref}:{local_ref}")];
-            if let Some(r) = &plan.refspec {
-                specs.push(r.clone());
-            }
-            before_push(attempt);
-            match git::push(&repo, url, auth, &specs, &plan.push_options) {
-                Ok(()) => {
-                    let _ = repo.reference(&tracking, commit, true, "imageauto: pushed");
-                    outcome.pushed = true;
-                }
-                Err(GitError::NonFastForward { .. }) if !on_current && attempt < PUSH_RETRIES => {
-                    restore();
-                    retries.push(format!(
-                        "{branch} moved on the remote: applied the changes again on its new tip"
-                    ));
-                    git::fetch(&repo, url, auth, &fetch_specs(plan)).map_err(err)?;
-                    // Our commit was never published: start over from the remote.
-                    if let Some(t) = find_ref(&repo, &tracking) {
-                        let _ = repo.reference(&local_ref, t, true, "imageauto: retry");
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    restore();
-                    return Err(e.to_string());
-                }
-            }
-        }
-        if on_current {
-            // The working tree and index follow the commit: the files are
-            // replaced atomically (a few threads: the kernel's work
-            // overlaps), then recorded in the index with their stat data so
-            // that Git sees them unchanged without hashing them again.
-            let pairs: Vec<(&FileChanges, &git::TreeEntry)> =
-                outcome.files.iter().zip(&blobs).collect();
-            let written = super::par::map_with(
-                &pairs,
-                4,
-                || (),
-                |_, (f, b)| -> Result<git2::IndexEntry, String> {
-                    let full = plan.repo_root.join(&b.path);
-                    write_atomically(&full, &f.after).map_err(|e| format!("{}: {e}", b.path))?;
-                    index_entry(&full, &b.path, b.id, b.mode)
-                        .map_err(|e| format!("{}: {e}", b.path))
-                },
-            );
-            let mut index = repo
-                .index()
-                .map_err(|e| format!("index: {}", e.message()))?;
-            for entry in written {
-                let entry = entry?;
-                index.add(&entry).map_err(|e| {
-                    format!("{}: {}", String::from_utf8_lossy(&entry.path), e.message())
-                })?;
-            }
-            index
-                .write()
-                .map_err(|e| format!("index: {}", e.message()))?;
-        }
-        outcome.commit = Some(commit.to_string());
-        return Ok(outcome);
+    let req = CommitRequest {
+        path: plan.path.clone(),
+        author,
+        template: plan.template.clone(),
+        values: plan.values.clone(),
+        automation: plan.automation.clone(),
+    };
+    let mut steps = Checkout {
+        plan,
+        branch: branch.clone(),
+        on_current,
+        head_commit,
+        before_push,
+    };
+    let done = update::commit_and_push(&repo, &req, images, &branch, push.as_ref(), &mut steps)?;
+    let mut notes = done.notes;
+    notes.extend(done.prepared.notes.iter().cloned());
+    if on_current && done.commit.is_some() {
+        follow(&repo, plan, &done.prepared)?;
     }
-    Err(format!(
-        "{branch} kept moving on the remote: gave up after {} attempts",
-        PUSH_RETRIES + 1
-    ))
+    Ok(PushOutcome {
+        files: done.prepared.files,
+        commit: done.commit.map(|c| c.to_string()),
+        branch,
+        pushed: done.pushed,
+        notes,
+    })
+}
+
+/// The working tree and index follow the commit on the branch checked out:
+/// the files are replaced atomically (in parallel: the kernel's work
+/// overlaps), then recorded in the index with their stat data so that Git
+/// sees them unchanged without hashing them again.
+fn follow(repo: &Repository, plan: &Plan, prepared: &Prepared) -> Result<(), EngineError> {
+    let written: Vec<Result<git2::IndexEntry, EngineError>> = prepared
+        .files
+        .par_iter()
+        .zip(prepared.blobs.par_iter())
+        .map(|(f, b)| {
+            let full = plan.repo_root.join(&b.path);
+            let err = |e: std::io::Error| EngineError::Update {
+                path: b.path.clone(),
+                message: e.to_string(),
+            };
+            write_atomically(&full, &f.after).map_err(err)?;
+            index_entry(&full, &b.path, b.id, b.mode).map_err(err)
+        })
+        .collect();
+    let mut index = repo.index().map_err(|e| repo_error("index", e))?;
+    for entry in written {
+        let entry = entry?;
+        index
+            .add(&entry)
+            .map_err(|e| repo_error(&String::from_utf8_lossy(&entry.path), e))?;
+    }
+    index.write().map_err(|e| repo_error("index", e))
 }

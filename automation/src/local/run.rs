@@ -5,19 +5,19 @@
 
 use super::push::{self, PushOutcome};
 use super::tree::{FileChanges, TreeReport, manifest_files, update_tree};
+use crate::api::plan;
 use crate::api::{
-    DigestReflectionPolicy, GitRepository, ImagePolicy, ImageRef, ImageRepository,
-    ImageUpdateAutomation, Object, Problem, ResourceExt, Severity, compile_policy, load_str,
+    GitRepository, ImagePolicy, ImageRef, ImageRepository, ImageUpdateAutomation, Object, Problem,
+    ResourceExt, Severity, load_str,
 };
+use crate::engine::{Engine, EngineError, EngineOptions, RegistryAccess};
 use crate::git::GitAuth;
-use crate::policy::Exclusions;
-use crate::registry::{Client, ClientOptions, Keychain, Reference, ScanResult};
+use crate::registry::{ClientOptions, Keychain, ScanResult};
 use crate::setters::Change;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// What to do with the changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,23 +59,23 @@ pub struct Options {
 }
 
 /// One ImageRepository's scan.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ScanOutcome {
     pub repository: String,
     pub image: String,
-    pub result: Result<ScanResult, String>,
+    pub result: Result<ScanResult, EngineError>,
 }
 
 /// One ImagePolicy's result.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct PolicyOutcome {
     /// `ns:name`, as markers name it.
     pub policy: String,
-    pub result: Result<ImageRef, String>,
+    pub result: Result<ImageRef, EngineError>,
 }
 
 /// One automation's (or the marker-only run's) outcome.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct AutomationOutcome {
     /// `ns/name`, or empty for the run without an ImageUpdateAutomation.
     pub name: String,
@@ -84,7 +84,7 @@ pub struct AutomationOutcome {
     pub commit: Option<String>,
     pub branch: Option<String>,
     pub pushed: bool,
-    pub error: Option<String>,
+    pub error: Option<EngineError>,
     pub notes: Vec<String>,
 }
 
@@ -97,7 +97,7 @@ impl AutomationOutcome {
 }
 
 /// Everything a run did.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Report {
     pub problems: Vec<Problem>,
     /// Things skipped on purpose (suspended objects), for the user.
@@ -117,12 +117,13 @@ impl Report {
     }
 }
 
+/// Why a run could not start: the folder cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{0}")]
+    #[error(transparent)]
     Tree(#[from] super::tree::TreeError),
-    #[error("{0}")]
-    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// The objects of the checkout.
@@ -235,44 +236,35 @@ fn load_config(
 /// The files that may hold configuration (Flux objects or Namespaces), read
 /// by a few threads; the others are dropped after a byte search.
 fn read_candidates(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
-    super::par::map(files, |f| {
-        let bytes = super::tree::read_regular(f, super::tree::MAX_FILE_BYTES).ok()?;
-        let wanted = memchr::memmem::find(&bytes, b"toolkit.fluxcd.io").is_some()
-            || memchr::memmem::find(&bytes, b"kind: Namespace").is_some();
-        wanted
-            .then(|| String::from_utf8(bytes).ok())
-            .flatten()
-            .map(|text| (f.clone(), text))
-    })
-    .into_iter()
-    .flatten()
-    .collect()
+    files
+        .par_iter()
+        .filter_map(|f| {
+            let bytes = super::tree::read_regular(f, super::tree::MAX_FILE_BYTES).ok()?;
+            let wanted = memchr::memmem::find(&bytes, b"toolkit.fluxcd.io").is_some()
+                || memchr::memmem::find(&bytes, b"kind: Namespace").is_some();
+            wanted
+                .then(|| String::from_utf8(bytes).ok())
+                .flatten()
+                .map(|text| (f.clone(), text))
+        })
+        .collect()
 }
 
-/// Whether `labels` satisfy a Kubernetes label selector.
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(ml) = &selector.match_labels
-        && !ml.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
+/// How the run reaches a repository's registry.
+fn access(repo: &ImageRepository, opts: &Options) -> RegistryAccess {
+    RegistryAccess {
+        insecure: repo.spec.insecure,
+        timeout: scan_timeout(repo),
+        ca_pem: opts.registry.ca_pem.clone(),
+        client_cert_pem: opts.registry.client_cert_pem.clone(),
+        client_key_pem: opts.registry.client_key_pem.clone(),
+        proxy: opts.registry.proxy.clone(),
+        keychain: opts.keychain.clone(),
     }
-    for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default();
-        let ok = match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
 }
 
 async fn scan_all(
+    engine: &Arc<Engine>,
     config: &Config,
     opts: &Options,
     needed: &[(String, String)],
@@ -281,103 +273,52 @@ async fn scan_all(
     if let Some(p) = &opts.progress {
         p(Progress::Scanning { total });
     }
-    let mut per_host: HashMap<String, Arc<Semaphore>> = HashMap::new();
-    let mut clients: HashMap<(bool, Option<std::time::Duration>), Arc<Client>> = HashMap::new();
-    let mut tasks = Vec::new();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
     for (ns, name) in needed {
-        let Some(repo) = config
-            .repositories
-            .iter()
-            .find(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.name_any() == *name)
-        else {
+        let Some(repo) = find_repository(config, ns, name) else {
             continue;
         };
         let key = format!("{ns}/{name}");
         let image = repo.spec.image.clone();
-        let reference = match Reference::parse(&image) {
-            Ok(r) => r,
-            Err(e) => {
-                let (k, i) = (key.clone(), image.clone());
-                tasks.push((
-                    k,
-                    i,
-                    tokio::spawn(async move {
-                        ScanOutcome {
-                            repository: key,
-                            image,
-                            result: Err(e.to_string()),
-                        }
-                    }),
-                ));
-                continue;
+        let exclusions = repo.spec.exclusion_list.clone();
+        let access = access(repo, opts);
+        let (engine, progress, done) = (engine.clone(), opts.progress.clone(), done.clone());
+        tasks.spawn(async move {
+            let result = engine.scan(&image, &exclusions, &access).await;
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if let Some(p) = &progress {
+                p(Progress::Scanned {
+                    done: n,
+                    total,
+                    image: image.clone(),
+                });
             }
-        };
-        let sem = per_host
-            .entry(reference.registry.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(opts.per_host.max(1))))
-            .clone();
-        let timeout = scan_timeout(repo);
-        let client = match clients.entry((repo.spec.insecure, timeout)) {
-            std::collections::hash_map::Entry::Occupied(e) => Ok(e.get().clone()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let mut ropts = opts.registry.clone();
-                ropts.insecure = repo.spec.insecure;
-                if let Some(t) = timeout {
-                    ropts.timeout = t;
-                }
-                Client::new(ropts).map(|c| v.insert(Arc::new(c)).clone())
-            }
-        };
-        let exclusion = repo.spec.exclusion_list.clone();
-        let keychain = opts.keychain.clone();
-        let progress = opts.progress.clone();
-        let done = done.clone();
-        let (k, i) = (key.clone(), image.clone());
-        tasks.push((
-            k,
-            i,
-            tokio::spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                let result = async {
-                    let ex = Exclusions::new(&exclusion).map_err(|e| e.to_string())?;
-                    let client = client.map_err(|e| e.to_string())?;
-                    let tags = client
-                        .list_tags(&reference, &keychain)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(ScanResult::new(tags, &ex))
-                }
-                .await;
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if let Some(p) = &progress {
-                    p(Progress::Scanned {
-                        done: n,
-                        total,
-                        image: image.clone(),
-                    });
-                }
-                ScanOutcome {
-                    repository: key,
-                    image,
-                    result,
-                }
-            }),
-        ));
-    }
-    let mut out = Vec::new();
-    for (key, image, t) in tasks {
-        match t.await {
-            Ok(o) => out.push(o),
-            Err(e) => out.push(ScanOutcome {
+            ScanOutcome {
                 repository: key,
                 image,
-                result: Err(format!("scan task failed: {e}")),
-            }),
+                result,
+            }
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(t) = tasks.join_next().await {
+        match t {
+            Ok(o) => out.push(o),
+            // A scan task panicked: its repository is missing from the
+            // report, and the policies using it say "was not scanned".
+            Err(e) => tracing::error!("a scan task failed: {e}"),
         }
     }
     out.sort_by(|a, b| a.repository.cmp(&b.repository));
     out
+}
+
+fn find_repository<'c>(config: &'c Config, ns: &str, name: &str) -> Option<&'c ImageRepository> {
+    config
+        .repositories
+        .iter()
+        .find(|r| r.namespace().as_deref() == Some(ns) && r.name_any() == name)
 }
 
 /// A scan's timeout: `spec.timeout`, else the interval (as Flux does).
@@ -391,41 +332,32 @@ fn scan_timeout(repo: &ImageRepository) -> Option<std::time::Duration> {
 }
 
 /// The repository `policy` refers to, when access is allowed.
-fn repository_of<'c>(config: &'c Config, p: &ImagePolicy) -> Result<&'c ImageRepository, String> {
+fn repository_of<'c>(
+    config: &'c Config,
+    p: &ImagePolicy,
+) -> Result<&'c ImageRepository, EngineError> {
     let pns = p.namespace().unwrap_or_default();
-    let r = &p.spec.image_repository_ref;
-    let rns = r
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| pns.clone());
-    let repo = config
-        .repositories
-        .iter()
-        .find(|x| x.namespace().as_deref() == Some(rns.as_str()) && x.name_any() == r.name)
-        .ok_or_else(|| format!("ImageRepository {rns}/{} is not in the checkout", r.name))?;
-    if rns != pns {
-        let labels = config
-            .namespace_labels
-            .get(&pns)
-            .cloned()
-            .unwrap_or_default();
-        let allowed = repo
-            .spec
-            .access_from
-            .as_ref()
-            .is_some_and(|a| a.allows(&labels));
-        if !allowed {
-            return Err(format!(
-                "ImageRepository {rns}/{} does not allow policies from namespace {pns} (spec.accessFrom)",
-                r.name
-            ));
-        }
+    let (rns, name) = plan::repository_of(p);
+    let repo = find_repository(config, &rns, &name).ok_or_else(|| {
+        EngineError::DependencyNotReady(format!(
+            "ImageRepository {rns}/{name} is not in the checkout"
+        ))
+    })?;
+    let labels = config
+        .namespace_labels
+        .get(&pns)
+        .cloned()
+        .unwrap_or_default();
+    if !plan::access_allowed(repo, &pns, &labels, true) {
+        return Err(EngineError::AccessDenied(format!(
+            "ImageRepository {rns}/{name} does not allow policies from namespace {pns} (spec.accessFrom)"
+        )));
     }
     Ok(repo)
 }
 
 async fn evaluate_policies(
+    engine: &Engine,
     config: &Config,
     scans: &[ScanOutcome],
     opts: &Options,
@@ -457,43 +389,23 @@ async fn evaluate_policies(
                 repo.namespace().unwrap_or_default(),
                 repo.name_any()
             );
-            let scan = scans
-                .iter()
-                .find(|s| s.repository == rkey)
-                .ok_or_else(|| format!("ImageRepository {rkey} was not scanned"))?;
-            let scan = scan
-                .result
-                .as_ref()
-                .map_err(|e| format!("ImageRepository {rkey} could not be scanned: {e}"))?;
-            let compiled = compile_policy(&p.spec).map_err(|errs| {
-                errs.iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+            let scan = scans.iter().find(|s| s.repository == rkey).ok_or_else(|| {
+                EngineError::DependencyNotReady(format!("ImageRepository {rkey} was not scanned"))
             })?;
-            let tag = compiled.select(&scan.tags).map_err(|e| e.to_string())?;
-            let mut image = ImageRef {
-                name: repo.spec.image.clone(),
-                tag: tag.to_string(),
-                digest: None,
-            };
-            if p.spec.digest_reflection_policy != DigestReflectionPolicy::Never {
-                let reference = Reference::parse(&format!("{}:{tag}", repo.spec.image))
-                    .map_err(|e| e.to_string())?;
-                let mut ropts = opts.registry.clone();
-                ropts.insecure = repo.spec.insecure;
-                if let Some(t) = scan_timeout(repo) {
-                    ropts.timeout = t;
-                }
-                let client = Client::new(ropts).map_err(|e| e.to_string())?;
-                image.digest = Some(
-                    client
-                        .digest(&reference, &opts.keychain)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
-            }
-            Ok(image)
+            let scan = scan.result.as_ref().map_err(|e| {
+                EngineError::DependencyNotReady(format!(
+                    "ImageRepository {rkey} could not be scanned: {e}"
+                ))
+            })?;
+            engine
+                .latest(
+                    &p.spec,
+                    &repo.spec.image,
+                    &scan.tags,
+                    &access(repo, opts),
+                    None,
+                )
+                .await
         }
         .await;
         out.push(PolicyOutcome {
@@ -505,10 +417,27 @@ async fn evaluate_policies(
 }
 
 /// Runs everything: scans, policies, then each automation (or, with none,
-/// every marker under the folder).
+/// every marker under the folder), through a new [`Engine`].
 pub async fn run(opts: &Options) -> Result<Report, RunError> {
+    let engine = Arc::new(Engine::new(EngineOptions {
+        per_host: opts.per_host.max(1),
+        blocking: 4,
+        registry: opts.registry.clone(),
+    }));
+    run_with(&engine, opts).await
+}
+
+/// [`run`] on an engine of the caller's.
+pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, RunError> {
     let mut report = Report::default();
-    let config = load_config(&opts.dir, &opts.default_namespace, &mut report.problems)?;
+    let (dir, ns) = (opts.dir.clone(), opts.default_namespace.clone());
+    let (config, problems) = engine
+        .blocking(move || {
+            let mut problems = Vec::new();
+            load_config(&dir, &ns, &mut problems).map(|c| (c, problems))
+        })
+        .await??;
+    report.problems = problems;
     let mut needed: Vec<(String, String)> = Vec::new();
     for p in config.policies.iter().filter(|p| !p.spec.suspend) {
         if let Ok(r) = repository_of(&config, p)
@@ -520,8 +449,9 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
             }
         }
     }
-    report.scans = scan_all(&config, opts, &needed).await;
-    report.policies = evaluate_policies(&config, &report.scans, opts, &mut report.notes).await;
+    report.scans = scan_all(engine, &config, opts, &needed).await;
+    report.policies =
+        evaluate_policies(engine, &config, &report.scans, opts, &mut report.notes).await;
     let latest: BTreeMap<String, ImageRef> = report
         .policies
         .iter()
@@ -539,9 +469,9 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
     for broken in &config.broken_automations {
         report.automations.push(AutomationOutcome {
             name: broken.clone(),
-            error: Some(
+            error: Some(EngineError::Invalid(
                 "this ImageUpdateAutomation does not load (see the errors above): nothing is written, committed or pushed for it".into(),
-            ),
+            )),
             ..AutomationOutcome::default()
         });
     }
@@ -549,15 +479,21 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
         let mut outcome = AutomationOutcome::default();
         match opts.mode {
             Mode::DryRun | Mode::Write => {
-                match update_tree(&opts.dir, &opts.dir, &latest, opts.mode == Mode::Write) {
-                    Ok(t) => absorb(&mut outcome, t),
-                    Err(e) => outcome.error = Some(e.to_string()),
+                let (dir, write, images) =
+                    (opts.dir.clone(), opts.mode == Mode::Write, latest.clone());
+                match engine
+                    .blocking(move || update_tree(&dir, &dir, &images, write))
+                    .await
+                {
+                    Ok(Ok(t)) => absorb(&mut outcome, t),
+                    Ok(Err(e)) => outcome.error = Some(EngineError::Source(e.to_string())),
+                    Err(e) => outcome.error = Some(e),
                 }
             }
             Mode::Commit | Mode::Push => {
                 let plan =
                     push::Plan::without_automation(&repo_root, &opts.dir, opts.mode == Mode::Push);
-                apply_plan(&mut outcome, plan, &latest, opts);
+                apply_plan(engine, &mut outcome, plan, latest.clone(), opts).await;
             }
         }
         report.automations.push(outcome);
@@ -575,41 +511,43 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
             continue;
         }
         // The policies of its namespace that its selector picks.
-        let images: BTreeMap<String, ImageRef> = config
-            .policies
-            .iter()
-            .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|p| {
-                a.spec
-                    .policy_selector
-                    .as_ref()
-                    .is_none_or(|s| selector_matches(s, &p.labels().clone()))
-            })
-            .filter_map(|p| {
-                let key = format!("{ns}:{}", p.name_any());
-                latest.get(&key).map(|i| (key, i.clone()))
-            })
-            .collect();
-        let path = a
-            .spec
-            .update
-            .as_ref()
-            .and_then(|u| u.path.clone())
-            .unwrap_or_default();
-        let path = match crate::api::validate::normalize_update_path(&path) {
+        let images: BTreeMap<String, ImageRef> =
+            match plan::selected_policies(&a.spec, &ns, &config.policies) {
+                Ok(selected) => selected
+                    .into_iter()
+                    .filter_map(|p| {
+                        let key = format!("{ns}:{}", p.name_any());
+                        latest.get(&key).map(|i| (key, i.clone()))
+                    })
+                    .collect(),
+                Err(e) => {
+                    outcome.error = Some(e.into());
+                    report.automations.push(outcome);
+                    continue;
+                }
+            };
+        let path = match plan::update_path(&a.spec) {
             Ok(p) => p,
             Err(e) => {
-                outcome.error = Some(format!("spec.update.path: {e}"));
+                outcome.error = Some(e.into());
                 report.automations.push(outcome);
                 continue;
             }
         };
-        let target = repo_root.join(&path);
         match opts.mode {
             Mode::DryRun | Mode::Write => {
-                match update_tree(&repo_root, &target, &images, opts.mode == Mode::Write) {
-                    Ok(t) => absorb(&mut outcome, t),
-                    Err(e) => outcome.error = Some(e.to_string()),
+                let (root, target, write) = (
+                    repo_root.clone(),
+                    repo_root.join(&path),
+                    opts.mode == Mode::Write,
+                );
+                match engine
+                    .blocking(move || update_tree(&root, &target, &images, write))
+                    .await
+                {
+                    Ok(Ok(t)) => absorb(&mut outcome, t),
+                    Ok(Err(e)) => outcome.error = Some(EngineError::Source(e.to_string())),
+                    Err(e) => outcome.error = Some(e),
                 }
             }
             Mode::Commit | Mode::Push => {
@@ -618,14 +556,8 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
                         && g.metadata.namespace.as_deref()
                             == Some(a.spec.source_ref.namespace.as_deref().unwrap_or(&ns))
                 });
-                match push::Plan::for_automation(
-                    &repo_root,
-                    a,
-                    source,
-                    &path,
-                    opts.mode == Mode::Push,
-                ) {
-                    Ok(plan) => apply_plan(&mut outcome, plan, &images, opts),
+                match push::Plan::for_automation(&repo_root, a, source, opts.mode == Mode::Push) {
+                    Ok(plan) => apply_plan(engine, &mut outcome, plan, images, opts).await,
                     Err(e) => outcome.error = Some(e),
                 }
             }
@@ -642,18 +574,24 @@ fn absorb(outcome: &mut AutomationOutcome, t: TreeReport) {
             .push(format!("{}: {}", s.path.display(), s.reason));
     }
     if !t.skipped.is_empty() {
-        outcome.error = Some(format!("{} file(s) could not be updated", t.skipped.len()));
+        outcome.error = Some(EngineError::FilesNotUpdated(t.skipped.len()));
     }
     outcome.files = t.files;
 }
 
-fn apply_plan(
+async fn apply_plan(
+    engine: &Engine,
     outcome: &mut AutomationOutcome,
     plan: push::Plan,
-    images: &BTreeMap<String, ImageRef>,
+    images: BTreeMap<String, ImageRef>,
     opts: &Options,
 ) {
-    match push::execute(&plan, images, &opts.git_auth) {
+    let auth = opts.git_auth.clone();
+    let done = engine
+        .blocking(move || push::execute(&plan, &images, &auth))
+        .await
+        .and_then(|r| r);
+    match done {
         Ok(PushOutcome {
             files,
             commit,

@@ -3,7 +3,8 @@
 //! the original, so a file is either old or new, never half written).
 
 use crate::api::ImageRef;
-use crate::setters::{self, Change, MARKER_TOKEN};
+use crate::setters::{Change, Rewrite, rewrite};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -391,36 +392,6 @@ enum Outcome {
     Skipped(Skipped),
 }
 
-/// What the setters make of one file's bytes.
-pub(crate) enum Rewrite {
-    /// No marker token: not a file with markers.
-    NoMarkers,
-    /// Left as it was, and why (not UTF-8, not YAML).
-    Refused(String),
-    /// Markers for these policies, all current.
-    Unchanged(Vec<String>),
-    /// Changed: the setters' result and the text before.
-    Changed(setters::Applied, String),
-}
-
-/// Applies the setters to a file's bytes: the marker-token check, the text
-/// check, the rewrite. Shared by the working-tree and Git paths.
-pub(crate) fn rewrite(bytes: &[u8], images: &BTreeMap<String, ImageRef>) -> Rewrite {
-    if memchr::memmem::find(bytes, MARKER_TOKEN.as_bytes()).is_none() {
-        return Rewrite::NoMarkers;
-    }
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Rewrite::Refused("not UTF-8 text, left as it was".into());
-    };
-    match setters::apply(text, images) {
-        Err(e) => Rewrite::Refused(format!("not valid YAML, left as it was: {e}")),
-        Ok(a) if a.text.is_none() => {
-            Rewrite::Unchanged(a.matched.iter().map(|m| m.policy()).collect())
-        }
-        Ok(a) => Rewrite::Changed(a, text.to_string()),
-    }
-}
-
 fn process(root: &Path, path: &Path, images: &BTreeMap<String, ImageRef>, write: bool) -> Outcome {
     let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
     let bytes = match read_regular(path, MAX_FILE_BYTES) {
@@ -473,7 +444,11 @@ pub fn update_tree(
         path: root.display().to_string(),
         error,
     })?;
-    let results = super::par::map(&listing.files, |path| process(&root, path, images, write));
+    let results: Vec<Outcome> = listing
+        .files
+        .par_iter()
+        .map(|path| process(&root, path, images, write))
+        .collect();
     let mut report = TreeReport {
         not_read: listing
             .not_read

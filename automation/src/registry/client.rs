@@ -335,6 +335,9 @@ struct ErrorItem {
     message: String,
 }
 
+/// Most tokens a client keeps (per registry, credential and scope).
+const MAX_TOKENS: usize = 1024;
+
 /// A registry client. Cheap to share; caches tokens per registry and scope.
 pub struct Client {
     http: reqwest::Client,
@@ -606,6 +609,15 @@ impl Client {
                 let ttl =
                     Duration::from_secs(t.expires_in.unwrap_or(60).saturating_sub(10).max(10));
                 if let Ok(mut cache) = self.tokens.lock() {
+                    // Bounded: expired tokens go first, then the cache
+                    // starts over (a token is cheap to get again).
+                    if cache.len() >= MAX_TOKENS {
+                        let now = Instant::now();
+                        cache.retain(|_, (_, until)| *until > now);
+                        if cache.len() >= MAX_TOKENS {
+                            cache.clear();
+                        }
+                    }
                     cache.insert(key, (token.clone(), Instant::now() + ttl));
                 }
                 Ok(format!("Bearer {token}"))

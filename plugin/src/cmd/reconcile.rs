@@ -164,7 +164,11 @@ fn print_text(report: &Report, mode: Mode) {
     }
     for s in &report.scans {
         match &s.result {
-            Err(e) => eprintln!("error: ImageRepository {}: {}", s.repository, printable(e)),
+            Err(e) => eprintln!(
+                "error: ImageRepository {}: {}",
+                s.repository,
+                printable(&e.to_string())
+            ),
             Ok(r) if r.invalid > 0 => eprintln!(
                 "note: ImageRepository {}: {} tag(s) from the registry are not valid tags and were dropped",
                 s.repository, r.invalid
@@ -174,7 +178,11 @@ fn print_text(report: &Report, mode: Mode) {
     }
     for p in &report.policies {
         if let Err(e) = &p.result {
-            eprintln!("error: ImagePolicy {}: {}", p.policy, printable(e));
+            eprintln!(
+                "error: ImagePolicy {}: {}",
+                p.policy,
+                printable(&e.to_string())
+            );
         }
     }
     let mut rows = Vec::new();
@@ -218,7 +226,7 @@ fn print_text(report: &Report, mode: Mode) {
             for note in &a.notes {
                 eprintln!("  note: {}", printable(note));
             }
-            eprintln!("error: {who}: {}", printable(e));
+            eprintln!("error: {who}: {}", printable(&e.to_string()));
             continue;
         }
         let mut line = format!("{who}: {n} value(s) in {} file(s)", a.files.len());
@@ -238,7 +246,7 @@ fn print_text(report: &Report, mode: Mode) {
             eprintln!("  note: {}", printable(note));
         }
         if let Some(e) = &a.error {
-            eprintln!("error: {who}: {}", printable(e));
+            eprintln!("error: {who}: {}", printable(&e.to_string()));
         }
     }
 }
@@ -250,11 +258,11 @@ fn print_json(report: &Report) {
         })).collect::<Vec<_>>(),
         "scans": report.scans.iter().map(|s| match &s.result {
             Ok(r) => json!({"repository": s.repository, "image": s.image, "tagCount": r.count(), "revision": r.revision, "latestTags": r.latest_tags, "invalidTags": r.invalid}),
-            Err(e) => json!({"repository": s.repository, "image": s.image, "error": e}),
+            Err(e) => json!({"repository": s.repository, "image": s.image, "error": e.to_string(), "reason": e.reason()}),
         }).collect::<Vec<_>>(),
         "policies": report.policies.iter().map(|p| match &p.result {
             Ok(i) => json!({"policy": p.policy, "latestRef": i}),
-            Err(e) => json!({"policy": p.policy, "error": e}),
+            Err(e) => json!({"policy": p.policy, "error": e.to_string(), "reason": e.reason()}),
         }).collect::<Vec<_>>(),
         "automations": report.automations.iter().map(|a| json!({
             "name": a.name,
@@ -268,7 +276,8 @@ fn print_json(report: &Report) {
             "commit": a.commit,
             "branch": a.branch,
             "pushed": a.pushed,
-            "error": a.error,
+            "error": a.error.as_ref().map(ToString::to_string),
+            "reason": a.error.as_ref().map(|e| e.reason()),
             "notes": a.notes,
         })).collect::<Vec<_>>(),
     });

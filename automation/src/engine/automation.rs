@@ -1,0 +1,165 @@
+//! An automation run the way a controller does it: in a bare repository
+//! cache per Git URL (fetched, never re-cloned), under the URL's lock, from
+//! the checkout reference or the push branch's tip, then the shared commit
+//! and push of [`super::update`].
+
+use super::update::{self, CommitRequest, PushRequest, Steps};
+use super::{Engine, EngineError};
+use crate::api::ImageRef;
+use crate::api::plan::PushTarget;
+use crate::git::{self, GitAuth, GitError};
+use crate::local::tree::FileChanges;
+use git2::{Oid, Repository};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Everything one run needs.
+#[derive(Clone, Debug)]
+pub struct AutomationJob {
+    /// Where the bare repository caches live (one folder per URL).
+    pub cache_dir: PathBuf,
+    pub url: String,
+    pub auth: GitAuth,
+    pub target: PushTarget,
+    pub commit: CommitRequest,
+    /// The selected policies' latest images, by `ns:name`.
+    pub images: BTreeMap<String, ImageRef>,
+    /// Only look: apply the setters and report, but commit and push nothing.
+    pub dry_run: bool,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct AutomationResult {
+    pub files: Vec<FileChanges>,
+    /// The commit pushed (full SHA), when there was something to change.
+    pub commit: Option<String>,
+    pub pushed: bool,
+    /// Flux's `observedSourceRevision`: `<branch or ref>@sha1:<commit>` of
+    /// the checkout reference.
+    pub source_revision: String,
+    pub notes: Vec<String>,
+}
+
+/// The cache's side of the loop: build on the push branch when the remote
+/// has it (Flux builds upon it), else on the checkout reference.
+struct Cache<'a> {
+    branch: String,
+    checkout: Oid,
+    before_push: &'a mut dyn FnMut(usize),
+}
+
+impl Steps for Cache<'_> {
+    fn before_push(&mut self, attempt: usize) {
+        (self.before_push)(attempt);
+    }
+
+    fn base(&mut self, repo: &Repository, _attempt: usize) -> Result<Oid, EngineError> {
+        let tracking = format!("refs/remotes/origin/{}", self.branch);
+        Ok(repo
+            .find_reference(&tracking)
+            .ok()
+            .and_then(|r| r.peel_to_commit().ok())
+            .map_or(self.checkout, |c| c.id()))
+    }
+}
+
+/// What to fetch into the cache: every branch (pruned), and tags when the
+/// checkout reference is a tag or a semver range.
+fn fetch_specs(target: &PushTarget) -> Vec<String> {
+    let mut specs = vec!["+refs/heads/*:refs/remotes/origin/*".to_string()];
+    if target.checkout.as_ref().is_some_and(|r| {
+        r.tag.as_deref().is_some_and(|t| !t.is_empty())
+            || r.semver.as_deref().is_some_and(|t| !t.is_empty())
+            || r.name
+                .as_deref()
+                .is_some_and(|n| !n.starts_with("refs/heads/"))
+    }) {
+        specs.push("+refs/tags/*:refs/tags/*".to_string());
+        if let Some(n) = target.checkout.as_ref().and_then(|r| r.name.clone())
+            && n.starts_with("refs/")
+            && !n.starts_with("refs/heads/")
+            && !n.starts_with("refs/tags/")
+        {
+            specs.push(format!("+{n}:{n}"));
+        }
+    }
+    specs
+}
+
+/// The run itself, blocking (call it through [`Engine::update`]).
+pub fn run_blocking(job: &AutomationJob) -> Result<AutomationResult, EngineError> {
+    run_blocking_with(job, &mut |_| {})
+}
+
+/// [`run_blocking`], calling `before_push(attempt)` right before each push:
+/// a test seam, to move the branch on the remote meanwhile.
+#[doc(hidden)]
+pub fn run_blocking_with(
+    job: &AutomationJob,
+    before_push: &mut dyn FnMut(usize),
+) -> Result<AutomationResult, EngineError> {
+    let repo = git::open_cache(&job.cache_dir, &job.url)?;
+    git::fetch(&repo, &job.url, &job.auth, &fetch_specs(&job.target))?;
+    let reference = job.target.checkout.clone().unwrap_or_default();
+    let checkout = git::resolve(&repo, &reference, "origin").map_err(|e| match e {
+        GitError::RefNotFound(what) => EngineError::Git(GitError::RefNotFound(format!(
+            "{what} in {}",
+            git::display_url(&job.url)
+        ))),
+        e => e.into(),
+    })?;
+    let name = checkout
+        .branch
+        .clone()
+        .or_else(|| reference.tag.clone().filter(|t| !t.is_empty()))
+        .or_else(|| reference.name.clone().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| "HEAD".into());
+    let mut result = AutomationResult {
+        source_revision: format!("{name}@sha1:{}", checkout.commit),
+        ..AutomationResult::default()
+    };
+    let mut steps = Cache {
+        branch: job.target.branch.clone(),
+        checkout: checkout.commit,
+        before_push,
+    };
+    if job.dry_run {
+        let base = steps.base(&repo, 0)?;
+        let prepared = update::prepare(&repo, base, &job.commit.path, &job.images)?;
+        result.notes = prepared.notes;
+        result.files = prepared.files;
+        return Ok(result);
+    }
+    let push = PushRequest {
+        url: job.url.clone(),
+        auth: job.auth.clone(),
+        branch: job.target.branch.clone(),
+        refspec: job.target.refspec.clone(),
+        options: job.target.options.clone(),
+        remote: "origin".into(),
+    };
+    let done = update::commit_and_push(
+        &repo,
+        &job.commit,
+        &job.images,
+        &job.target.branch,
+        Some(&push),
+        &mut steps,
+    )?;
+    result.notes = done.notes;
+    result.notes.extend(done.prepared.notes);
+    result.files = done.prepared.files;
+    result.commit = done.commit.map(|c| c.to_string());
+    result.pushed = done.pushed;
+    Ok(result)
+}
+
+impl Engine {
+    /// Runs an automation on the URL's cache, under the URL's lock, on a
+    /// blocking thread.
+    pub async fn update(&self, job: AutomationJob) -> Result<AutomationResult, EngineError> {
+        let _guard = self.lock_repository(&job.url).await;
+        self.blocking(move || run_blocking(&job)).await?
+    }
+}

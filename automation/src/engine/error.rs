@@ -1,0 +1,142 @@
+//! What can go wrong in the engine, typed for both front ends: the command
+//! line prints the message; a controller turns the variant into Flux's
+//! condition reason and decides between a retry with backoff (transient) and
+//! Stalled (permanent: nothing changes until the object does).
+
+use crate::api::plan::PlanError;
+use crate::git::GitError;
+use crate::policy::PolicyError;
+use crate::registry::{ReferenceError, RegistryError};
+
+/// An engine failure. Messages never carry a credential: the registry and
+/// Git errors redact theirs, and nothing else here sees one.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// `spec.image` is not a repository reference.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A policy that can never work as written (a range or a regular
+    /// expression that does not compile, an extract naming a missing group).
+    #[error("{0}")]
+    InvalidPolicy(String),
+    /// A valid policy that selects nothing from the tags it has now.
+    #[error(transparent)]
+    Selection(PolicyError),
+    /// Something this object needs is missing or not ready yet.
+    #[error("{0}")]
+    DependencyNotReady(String),
+    /// A reference across namespaces that `accessFrom` does not allow.
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The commit message template does not render.
+    #[error("spec.git.commit.messageTemplate: {0}")]
+    Template(String),
+    /// A file could not be updated: the setters refused it, or the rewrite
+    /// did not read back as intended (never written, never committed).
+    #[error("{path}: {message}")]
+    Update { path: String, message: String },
+    /// A Secret, a ServiceAccount or the source object cannot be read.
+    #[error("{0}")]
+    Source(String),
+    /// Files that could not be updated (each is named in the run's notes).
+    #[error("{0} file(s) could not be updated")]
+    FilesNotUpdated(usize),
+    /// An object that does not pass validation (its problems say why).
+    #[error("{0}")]
+    Invalid(String),
+    /// A blocking task ended without a result (the process is stopping).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Flux's condition reason for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EngineError::Reference(_) => "ImageURLInvalid",
+            EngineError::Registry(e) => match e.kind() {
+                "AuthenticationFailed" => "AuthenticationFailed",
+                "InvalidConfiguration" => "InvalidConfiguration",
+                _ => "ReadOperationFailed",
+            },
+            EngineError::InvalidPolicy(_) => "InvalidPolicy",
+            EngineError::Selection(_) => "ReconciliationFailed",
+            EngineError::DependencyNotReady(_) => "DependencyNotReady",
+            EngineError::AccessDenied(_) => "AccessDenied",
+            EngineError::Plan(p) => p.reason(),
+            EngineError::Git(_) => "GitOperationFailed",
+            EngineError::Template(_)
+            | EngineError::Update { .. }
+            | EngineError::FilesNotUpdated(_) => "UpdateFailed",
+            EngineError::Invalid(_) => "ValidationFailed",
+            EngineError::Source(_) => "SourceManagerFailed",
+            EngineError::Internal(_) => "ReconciliationFailed",
+        }
+    }
+
+    /// Whether trying again later may succeed without the object changing
+    /// (a network failure, a branch that moved, a dependency not ready); if
+    /// not, the object is Stalled until its spec changes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Reference(_)
+            | EngineError::InvalidPolicy(_)
+            | EngineError::Plan(_)
+            | EngineError::Template(_)
+            | EngineError::Invalid(_)
+            | EngineError::FilesNotUpdated(_)
+            | EngineError::Update { .. } => false,
+            EngineError::Registry(e) => e.kind() != "InvalidConfiguration",
+            EngineError::Git(GitError::Secret(_)) => false,
+            _ => true,
+        }
+    }
+
+    /// A label for metrics: the reason.
+    pub fn metric_label(&self) -> &'static str {
+        self.reason()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_retries() {
+        let e = EngineError::Registry(RegistryError::Unauthorized {
+            registry: "r".into(),
+            repository: "x".into(),
+            status: 401,
+            realm: None,
+            hint: String::new(),
+        });
+        assert_eq!(
+            (e.reason(), e.is_transient()),
+            ("AuthenticationFailed", true)
+        );
+        let e = EngineError::InvalidPolicy("spec.policy.semver.range: bad".into());
+        assert_eq!((e.reason(), e.is_transient()), ("InvalidPolicy", false));
+        let e = EngineError::Git(GitError::NonFastForward {
+            url: "u".into(),
+            refname: "r".into(),
+        });
+        assert_eq!((e.reason(), e.is_transient()), ("GitOperationFailed", true));
+        let e = EngineError::Plan(PlanError::Update {
+            field: "spec.update.path",
+            message: "out".into(),
+        });
+        assert_eq!(
+            (e.reason(), e.is_transient()),
+            ("InvalidUpdateStrategy", false)
+        );
+        let e = EngineError::DependencyNotReady("no scan yet".into());
+        assert_eq!((e.reason(), e.is_transient()), ("DependencyNotReady", true));
+    }
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# 20 ImageUpdateAutomations on one Git repository (git daemon on 127.0.0.1),
+# reconciled at once through one engine, as the controller does: each its own
+# folder (50 marked manifests) and push branch. Reports the total time and
+# the peak RSS of the process, from a cold cache and from a warm one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${BENCH_DIR:-target/bench}/engine
+rm -rf "$out"; mkdir -p "$out/repos"
+n=${AUTOMATIONS:-20}
+cargo build --quiet --release -p automation --example concurrent_automations
+ex=target/release/examples/concurrent_automations
+work="$out/work"; mkdir -p "$work"
+git -C "$work" init -q -b main
+for i in $(seq 0 $((n-1))); do
+  mkdir -p "$work/apps/app-$i"
+  for f in $(seq 0 49); do
+    printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-%s-%s\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: registry.example.com/app-%s:1.0.0 # {"$imagepolicy": "apps:app-%s"}\n' \
+      "$i" "$f" "$i" "$i" > "$work/apps/app-$i/deploy-$f.yaml"
+  done
+done
+git -C "$work" add . && git -C "$work" -c user.name=b -c user.email=b@x commit -qm seed
+git clone -q --bare "$work" "$out/repos/fleet.git"
+touch "$out/repos/fleet.git/git-daemon-export-ok"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$out/repos" \
+  --enable=receive-pack --export-all "$out/repos" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+url="git://127.0.0.1:$port/fleet.git"
+run() {
+  /usr/bin/time -f '%M' -o "$out/rss" "$ex" "$url" "$out/cache" "$n"
+  echo "  peak RSS $(( $(cat "$out/rss") / 1024 )) MiB"
+}
+echo "cold cache (first fetch of the repository):"
+run
+# Undo the pushes, so that the warm run has the same work to do.
+for i in $(seq 0 $((n-1))); do git -C "$out/repos/fleet.git" branch -qD "auto-$i"; done
+echo "warm cache:"
+run
