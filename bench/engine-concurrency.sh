@@ -24,7 +24,7 @@ git clone -q --bare "$work" "$out/repos/fleet.git"
 touch "$out/repos/fleet.git/git-daemon-export-ok"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$out/repos" \
-  --enable=receive-pack --export-all "$out/repos" &
+  --enable=receive-pack --export-all "$out/repos" 2>/dev/null &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done

@@ -225,44 +225,99 @@ fn skip_properties(text: &str, mut at: usize, end: usize) -> usize {
     at
 }
 
+/// A text as the reader sees it: libyaml-safer mishandles CRLF inside block
+/// scalars (it reads two line breaks) and can panic when a block scalar ends
+/// the input without a line break, so it reads the text with LF line ends
+/// and a final LF, and offsets are mapped back. It also refuses text whose
+/// first byte is 0xEF (U+F000..U+FFFF) but not a byte order mark: such text
+/// is given one. Either way, the reader's offsets count from after a byte
+/// order mark.
+struct Input<'t> {
+    text: &'t str,
+    lines: LineIndex<'t>,
+    map: OffsetMap,
+    normalized: Option<String>,
+}
+
+impl<'t> Input<'t> {
+    fn new(text: &'t str) -> Self {
+        // libyaml skips a UTF-8 byte order mark and counts offsets after it.
+        let base = if text.starts_with('\u{feff}') { 3 } else { 0 };
+        let mut map = OffsetMap {
+            crs: Vec::new(),
+            base,
+            len: text.len(),
+        };
+        let bom_needed = text.as_bytes().get(base) == Some(&0xef);
+        let normalized =
+            (bom_needed || text.contains("\r\n") || !text.ends_with('\n')).then(|| {
+                let mut n = String::with_capacity(text.len() + 4);
+                let prefix = if bom_needed { "\u{feff}" } else { "" };
+                n.push_str(prefix);
+                let mut rest = &text[base..];
+                while let Some(i) = rest.find("\r\n") {
+                    n.push_str(&rest[..i]);
+                    map.crs.push(n.len() - prefix.len());
+                    n.push('\n');
+                    rest = &rest[i + 2..];
+                }
+                n.push_str(rest);
+                if !n.ends_with('\n') {
+                    n.push('\n');
+                }
+                n
+            });
+        Input {
+            text,
+            lines: LineIndex::new(text),
+            map,
+            normalized,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.normalized.as_deref().unwrap_or(self.text).as_bytes()
+    }
+
+    /// The next event and its span in the original text.
+    fn next(&self, parser: &mut Parser<'_>) -> Result<(EventData, Span), SyntaxError> {
+        let event = parser.parse().map_err(|e| {
+            // Reader errors (a character YAML does not allow) carry no mark:
+            // point at the first such character.
+            let (line, column) = match e.problem_mark() {
+                Some(m) => self.lines.position(self.map.original(m.index)),
+                None => self
+                    .lines
+                    .position(first_unreadable(self.text).unwrap_or(0)),
+            };
+            SyntaxError {
+                line,
+                column,
+                message: e.problem().to_string(),
+            }
+        })?;
+        let span = self.lines.span_at(
+            self.map.original(event.start_mark.index),
+            self.map.original(event.end_mark.index),
+        );
+        Ok((event.data, span))
+    }
+}
+
+fn too_deep(span: Span) -> SyntaxError {
+    SyntaxError {
+        line: span.line,
+        column: span.column,
+        message: format!(
+            "collections nested deeper than {MAX_DEPTH} levels: no manifest needs that many; refusing to read further"
+        ),
+    }
+}
+
 fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
-    // libyaml skips a UTF-8 byte order mark and counts offsets after it.
-    let base = if text.starts_with('\u{feff}') { 3 } else { 0 };
-    let lines = LineIndex::new(text);
-    // libyaml-safer mishandles CRLF inside block scalars (it reads two line
-    // breaks) and can panic when a block scalar ends the input without a line
-    // break: it reads the text with LF line ends and a final LF, and offsets
-    // are mapped back.
-    let mut map = OffsetMap {
-        crs: Vec::new(),
-        base,
-        len: text.len(),
-    };
-    // `map` is only changed while building the reader's text below.
-    // The reader also refuses text whose first byte is 0xEF (U+F000..U+FFFF)
-    // but not a byte order mark: such text is given one.
-    let bom_needed = text.as_bytes().get(base) == Some(&0xef);
-    let normalized;
-    let mut input = if bom_needed || text.contains("\r\n") || !text.ends_with('\n') {
-        let mut n = String::with_capacity(text.len() + 4);
-        let prefix = if bom_needed { "\u{feff}" } else { "" };
-        n.push_str(prefix);
-        let mut rest = &text[base..];
-        while let Some(i) = rest.find("\r\n") {
-            n.push_str(&rest[..i]);
-            map.crs.push(n.len() - prefix.len());
-            n.push('\n');
-            rest = &rest[i + 2..];
-        }
-        n.push_str(rest);
-        if !n.ends_with('\n') {
-            n.push('\n');
-        }
-        normalized = n;
-        normalized.as_bytes()
-    } else {
-        text.as_bytes()
-    };
+    let source = Input::new(text);
+    let lines = &source.lines;
+    let mut input = source.bytes();
     // Either way, the reader's offsets count from after a byte order mark.
     let mut parser = Parser::new();
     parser.set_input_string(&mut input);
@@ -271,24 +326,8 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut doc_line = 1;
     let mut root: Option<Node> = None;
     loop {
-        let event = parser.parse().map_err(|e| {
-            // Reader errors (a character YAML does not allow) carry no mark:
-            // point at the first such character.
-            let (line, column) = match e.problem_mark() {
-                Some(m) => lines.position(map.original(m.index)),
-                None => lines.position(first_unreadable(text).unwrap_or(0)),
-            };
-            SyntaxError {
-                line,
-                column,
-                message: e.problem().to_string(),
-            }
-        })?;
-        let span = lines.span_at(
-            map.original(event.start_mark.index),
-            map.original(event.end_mark.index),
-        );
-        let finished: Option<Node> = match event.data {
+        let (data, span) = source.next(&mut parser)?;
+        let finished: Option<Node> = match data {
             EventData::StreamStart { .. } => None,
             EventData::StreamEnd => break,
             EventData::DocumentStart { .. } => {
@@ -340,13 +379,7 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
             EventData::SequenceStart { .. } | EventData::MappingStart { .. }
                 if stack.len() >= MAX_DEPTH =>
             {
-                return Err(SyntaxError {
-                    line: span.line,
-                    column: span.column,
-                    message: format!(
-                        "collections nested deeper than {MAX_DEPTH} levels: no manifest needs that many; refusing to read further"
-                    ),
-                });
+                return Err(too_deep(span));
             }
             EventData::SequenceStart { anchor, style, .. } => {
                 stack.push(Frame::Seq(
@@ -413,6 +446,155 @@ fn first_unreadable(text: &str) -> Option<usize> {
                 || matches!(c, '\u{fffe}' | '\u{ffff}')
         })
         .map(|(i, _)| i)
+}
+
+/// Where two texts [`compare`]d read differently.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Difference {
+    #[error("the text does not parse: {0}")]
+    Before(SyntaxError),
+    #[error("the rewritten text does not parse ({0})")]
+    After(SyntaxError),
+    #[error("line {line}:{column}: {what}")]
+    At {
+        line: usize,
+        column: usize,
+        what: String,
+    },
+}
+
+/// Reads `before` and `after` side by side with the full parser, event by
+/// event, without building trees: they must hold the same documents, the
+/// same collections and the same scalars, except where `expected(line,
+/// column)` (a scalar's place in `before`) gives `(old, new)`: there the
+/// scalar must read `old` before and `new` after (its style may change).
+/// Returns how many such scalars were seen. Never panics.
+pub fn compare(
+    before: &str,
+    after: &str,
+    expected: &dyn Fn(usize, usize) -> Option<(String, String)>,
+) -> Result<usize, Difference> {
+    READING.with(|r| {
+        let was = r.replace(true);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            compare_inner(before, after, expected)
+        }));
+        r.set(was);
+        out.unwrap_or_else(|_| {
+            Err(Difference::Before(SyntaxError {
+                line: 1,
+                column: 1,
+                message: "the YAML reader cannot read this text".into(),
+            }))
+        })
+    })
+}
+
+fn compare_inner(
+    before: &str,
+    after: &str,
+    expected: &dyn Fn(usize, usize) -> Option<(String, String)>,
+) -> Result<usize, Difference> {
+    let (b, a) = (Input::new(before), Input::new(after));
+    let (mut bb, mut ab) = (b.bytes(), a.bytes());
+    let mut pb = Parser::new();
+    pb.set_input_string(&mut bb);
+    let mut pa = Parser::new();
+    pa.set_input_string(&mut ab);
+    let mut depth = 0usize;
+    let mut seen = 0;
+    loop {
+        let (eb, sb) = b.next(&mut pb).map_err(Difference::Before)?;
+        let (ea, _) = a.next(&mut pa).map_err(Difference::After)?;
+        let at = |what: String| Difference::At {
+            line: sb.line,
+            column: sb.column,
+            what,
+        };
+        match (&eb, &ea) {
+            (EventData::StreamEnd, EventData::StreamEnd) => return Ok(seen),
+            (EventData::SequenceStart { .. } | EventData::MappingStart { .. }, _) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Difference::Before(too_deep(sb)));
+                }
+            }
+            (EventData::SequenceEnd | EventData::MappingEnd, _) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        match (eb, ea) {
+            (
+                EventData::Scalar {
+                    anchor: an1,
+                    tag: t1,
+                    value: v1,
+                    style: s1,
+                    ..
+                },
+                EventData::Scalar {
+                    anchor: an2,
+                    tag: t2,
+                    value: v2,
+                    style: s2,
+                    ..
+                },
+            ) => {
+                if an1 != an2 || t1 != t2 {
+                    return Err(at("a scalar's anchor or tag changed".into()));
+                }
+                // A scalar with an anchor or tag starts at its properties.
+                let column = if an1.is_some() || t1.is_some() {
+                    b.lines
+                        .position(skip_properties(before, sb.start, sb.end))
+                        .1
+                } else {
+                    sb.column
+                };
+                match expected(sb.line, column) {
+                    Some((old, new)) => {
+                        seen += 1;
+                        if v1 != old {
+                            return Err(at(format!("the value was {v1:?}, not {old:?}")));
+                        }
+                        if v2 != new {
+                            return Err(at(format!(
+                                "the rewritten value reads as {v2:?}, not {new:?}"
+                            )));
+                        }
+                    }
+                    None if v1 != v2 || s1 != s2 => {
+                        return Err(at(format!(
+                            "a value that was not to change reads as {v2:?} instead of {v1:?}"
+                        )));
+                    }
+                    None => {}
+                }
+            }
+            (x, y) if x == y => {}
+            (x, y) => {
+                return Err(at(format!(
+                    "the rewritten text has another structure ({} where the file has {})",
+                    event_name(&y),
+                    event_name(&x)
+                )));
+            }
+        }
+    }
+}
+
+fn event_name(e: &EventData) -> &'static str {
+    match e {
+        EventData::StreamStart { .. } => "the start of the stream",
+        EventData::StreamEnd => "the end of the stream",
+        EventData::DocumentStart { .. } => "a document start",
+        EventData::DocumentEnd { .. } => "a document end",
+        EventData::Alias { .. } => "an alias",
+        EventData::Scalar { .. } => "a scalar",
+        EventData::SequenceStart { .. } => "a sequence",
+        EventData::SequenceEnd => "the end of a sequence",
+        EventData::MappingStart { .. } => "a mapping",
+        EventData::MappingEnd => "the end of a mapping",
+    }
 }
 
 fn unbalanced(span: Span) -> SyntaxError {

@@ -30,6 +30,8 @@ pub enum Command {
     Tags(cmd::tags::Args),
     /// Check markers and image manifests (for pre-commit and CI)
     Lint(cmd::lint::Args),
+    /// The in-cluster process: the controllers, /metrics, /healthz, /readyz
+    Serve(cmd::serve::Args),
     /// Print the version
     Version,
 }
@@ -56,7 +58,14 @@ pub enum Outcome {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    // The server has its own logs and its own shutdown; the commands
+    // remove their temporary files when a signal ends them.
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::logging::init_cli();
+        crate::remove_temporaries_on_signals();
+    }
     let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Set(args) => cmd::set::run(args),
         Command::Lint(args) => cmd::lint::run(args),

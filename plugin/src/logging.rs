@@ -57,3 +57,22 @@ pub fn init_cli() {
         .event_format(Plain)
         .try_init();
 }
+
+/// Logs of the server: JSON lines (or text) on standard error, at info
+/// unless `RUST_LOG` says otherwise.
+pub fn init_server(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn,hyper=warn")
+    });
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod http;
 mod logging;
 mod output;
 
@@ -10,15 +11,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     automation::yaml::install_quiet_reader_hook();
-    logging::init_cli();
-    remove_temporaries_on_signals();
     cli::run()
 }
 
 /// On SIGINT, SIGTERM or SIGHUP, removes the temporary files of writes in
 /// progress before the process ends, so that no partial file is left behind
 /// (a file is replaced only by a rename of a complete one).
-fn remove_temporaries_on_signals() {
+pub fn remove_temporaries_on_signals() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
         return;

@@ -105,11 +105,20 @@ pub fn flux_style_crds() -> Vec<CustomResourceDefinition> {
             crd
         })
         .collect();
-    for mut crd in [GitRepository::crd(), Receiver::crd()] {
-        strip_null_enum_values(&mut crd);
-        crds.push(crd);
-    }
+    crds.extend(flux_other_crds());
     crds
+}
+
+/// GitRepository and Receiver: the kinds of Flux's source and notification
+/// controllers that imageauto reads, generated from automation's types.
+pub fn flux_other_crds() -> Vec<CustomResourceDefinition> {
+    [GitRepository::crd(), Receiver::crd()]
+        .into_iter()
+        .map(|mut crd| {
+            strip_null_enum_values(&mut crd);
+            crd
+        })
+        .collect()
 }
 
 /// CRDs as one manifest (a `v1` List, in JSON) for `kubectl apply -f -`.
@@ -386,6 +395,24 @@ impl Cluster {
         SHARED.get_or_init(Self::start)
     }
 
+    /// Freezes the apiserver (SIGSTOP) for `d`, then lets it go on
+    /// (SIGCONT): clients see a server that stops answering, as in an
+    /// outage, and the same server afterwards.
+    pub fn pause_apiserver(&self, d: std::time::Duration) {
+        let pid = self.apiserver.child.id().to_string();
+        let signal = |sig: &str| {
+            let ok = Command::new("pkill")
+                .args([sig, "-P", &pid, "kube-apiserver"])
+                .status()
+                .expect("pkill runs")
+                .success();
+            assert!(ok, "no kube-apiserver under the watchdog {pid}");
+        };
+        signal("-STOP");
+        std::thread::sleep(d);
+        signal("-CONT");
+    }
+
     /// Runs `kubectl` (as admin) against the cluster.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_in("admin", args, None)
@@ -491,6 +518,13 @@ impl Cluster {
             let dir = crds_dir();
             self.kubectl_ok(&["apply", "--validate=false", "-k", &dir.to_string_lossy()]);
             self.wait_established(&IMAGE_CRDS);
+            // The kinds of Flux's other controllers that imageauto reads, as
+            // a cluster running Flux has them.
+            let others = flux_other_crds();
+            self.apply(&crds_manifest(&others));
+            let names: Vec<String> = others.iter().map(|c| c.name_any()).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            self.wait_established(&names);
         });
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub mod git;
 pub mod kube;
 pub mod registry;
+pub mod serve;
 
 /// A TCP port on 127.0.0.1 that nothing listens on (now).
 pub fn free_port() -> u16 {

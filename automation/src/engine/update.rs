@@ -362,7 +362,7 @@ mod tests {
             Ok(a)
         };
         for (what, setter) in [
-            ("does not parse", &broken as &crate::setters::Setter<'_>),
+            ("another structure", &broken as &crate::setters::Setter<'_>),
             ("reads as", &wrong_value),
             ("not to change", &other_value),
         ] {

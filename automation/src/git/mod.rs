@@ -170,6 +170,9 @@ struct CallbackState {
     credential_attempts: u32,
     host_key_error: Option<String>,
     rejected: Vec<(String, String)>,
+    /// What the server said on the side band (`remote: ...` lines: a
+    /// hook's reasons), capped.
+    remote_messages: String,
 }
 
 /// Progress of a network operation, shared with the thread that watches it:
@@ -269,7 +272,14 @@ fn callbacks<'a>(
     cb.push_transfer_progress(move |_, _, _| {
         activity.alive();
     });
-    cb.sideband_progress(move |_| activity.alive());
+    cb.sideband_progress(move |text| {
+        let mut st = state.borrow_mut();
+        if st.remote_messages.len() < 4096 {
+            st.remote_messages
+                .push_str(&String::from_utf8_lossy(text).replace('\r', "\n"));
+        }
+        activity.alive()
+    });
     cb.pack_progress(move |_, _, _| {
         activity.alive();
     });
@@ -898,7 +908,22 @@ fn push_now(
     }
     let rejected = std::mem::take(&mut state.borrow_mut().rejected);
     match rejected.into_iter().next() {
-        Some((refname, message)) => Err(rejection(url, refname, message)),
+        Some((refname, message)) => {
+            let said: Vec<String> = state
+                .borrow()
+                .remote_messages
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            let message = if said.is_empty() {
+                message
+            } else {
+                format!("{message}: {}", said.join("; "))
+            };
+            Err(rejection(url, refname, message))
+        }
         None => Ok(()),
     }
 }

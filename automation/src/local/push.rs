@@ -385,20 +385,26 @@ pub fn execute_with(
 /// overlaps), then recorded in the index with their stat data so that Git
 /// sees them unchanged without hashing them again.
 fn follow(repo: &Repository, plan: &Plan, prepared: &Prepared) -> Result<(), EngineError> {
-    let written: Vec<Result<git2::IndexEntry, EngineError>> = prepared
-        .files
-        .par_iter()
-        .zip(prepared.blobs.par_iter())
-        .map(|(f, b)| {
-            let full = plan.repo_root.join(&b.path);
-            let err = |e: std::io::Error| EngineError::Update {
-                path: b.path.clone(),
-                message: e.to_string(),
-            };
-            write_atomically(&full, &f.after).map_err(err)?;
-            index_entry(&full, &b.path, b.id, b.mode).map_err(err)
-        })
-        .collect();
+    let write = || -> Vec<Result<git2::IndexEntry, EngineError>> {
+        prepared
+            .files
+            .par_iter()
+            .zip(prepared.blobs.par_iter())
+            .map(|(f, b)| {
+                let full = plan.repo_root.join(&b.path);
+                let err = |e: std::io::Error| EngineError::Update {
+                    path: b.path.clone(),
+                    message: e.to_string(),
+                };
+                write_atomically(&full, &f.after).map_err(err)?;
+                index_entry(&full, &b.path, b.id, b.mode).map_err(err)
+            })
+            .collect()
+    };
+    let written = match super::tree::write_pool() {
+        Some(pool) => pool.install(write),
+        None => write(),
+    };
     let mut index = repo.index().map_err(|e| repo_error("index", e))?;
     for entry in written {
         let entry = entry?;

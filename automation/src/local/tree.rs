@@ -231,6 +231,22 @@ pub fn manifest_files(root: &Path, dir: &Path) -> Result<Listing, TreeError> {
     Ok(listing)
 }
 
+/// A small pool for file writes and renames, whose time is the kernel's (a
+/// rename over an existing file waits on the file system): more threads than
+/// cores overlap that waiting. Built once; rayon's global pool when it
+/// cannot be.
+pub(crate) fn write_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .thread_name(|i| format!("imageauto-write-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 /// Temporary files being written now, so that a signal handler can remove
 /// them before the process ends ([`remove_temporary_files_and`]); and whether the
 /// process is ending. A temporary file is created while this lock is held,

@@ -1,0 +1,160 @@
+//! What the controllers read from Secrets and ServiceAccounts: registry
+//! credentials (`secretRef`, the ServiceAccount's imagePullSecrets), TLS
+//! material (`certSecretRef`), a proxy (`proxySecretRef`), and the Git
+//! credentials of a GitRepository. Errors name the Secret and the key,
+//! never a value.
+
+use crate::api::{GitRepository, ImageRepository, ResourceExt};
+use crate::engine::{EngineError, RegistryAccess};
+use crate::git::GitAuth;
+use crate::registry::Keychain;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+
+/// A Secret's data (values decoded), or why it cannot be read.
+pub async fn secret_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, EngineError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(s)) => {
+            let mut data: BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            for (k, v) in s.string_data.unwrap_or_default() {
+                data.entry(k).or_insert_with(|| v.into_bytes());
+            }
+            Ok(data)
+        }
+        Ok(None) => Err(EngineError::Source(format!(
+            "Secret {namespace}/{name} not found"
+        ))),
+        Err(e) => Err(EngineError::Source(format!(
+            "Secret {namespace}/{name} cannot be read: {}",
+            api_error(&e)
+        ))),
+    }
+}
+
+/// A Kubernetes API error without the request body.
+pub fn api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
+}
+
+fn text(data: &BTreeMap<String, Vec<u8>>, keys: &[&str]) -> Option<Vec<u8>> {
+    keys.iter().find_map(|k| data.get(*k).cloned())
+}
+
+/// How to reach an ImageRepository's registry: credentials from its
+/// `secretRef` and its ServiceAccount's imagePullSecrets, TLS from its
+/// `certSecretRef` (`ca.crt`, `tls.crt`, `tls.key`, or the older `caFile`,
+/// `certFile`, `keyFile`), a proxy from its `proxySecretRef`.
+pub async fn registry_access(
+    client: &Client,
+    repo: &ImageRepository,
+    timeout: Option<std::time::Duration>,
+) -> Result<RegistryAccess, EngineError> {
+    let ns = repo.namespace().unwrap_or_default();
+    let spec = &repo.spec;
+    let mut keychain = Keychain::default();
+    if let Some(r) = &spec.secret_ref {
+        let data = secret_data(client, &ns, &r.name).await?;
+        keychain = Keychain::from_secret_data(&data, &format!("Secret {ns}/{}", r.name))
+            .map_err(|e| EngineError::Source(e.to_string()))?;
+    }
+    if let Some(sa) = spec
+        .service_account_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+        let account = api
+            .get_opt(sa)
+            .await
+            .map_err(|e| {
+                EngineError::Source(format!(
+                    "ServiceAccount {ns}/{sa} cannot be read: {}",
+                    api_error(&e)
+                ))
+            })?
+            .ok_or_else(|| EngineError::Source(format!("ServiceAccount {ns}/{sa} not found")))?;
+        for s in account.image_pull_secrets.unwrap_or_default() {
+            let data = secret_data(client, &ns, &s.name).await?;
+            let k = Keychain::from_secret_data(&data, &format!("Secret {ns}/{}", s.name))
+                .map_err(|e| EngineError::Source(e.to_string()))?;
+            keychain.merge(k);
+        }
+    }
+    let mut access = RegistryAccess {
+        insecure: spec.insecure,
+        timeout,
+        keychain,
+        ..RegistryAccess::default()
+    };
+    if let Some(r) = &spec.cert_secret_ref {
+        let data = secret_data(client, &ns, &r.name).await?;
+        access.ca_pem = text(&data, &["ca.crt", "caFile"]);
+        access.client_cert_pem = text(&data, &["tls.crt", "certFile"]);
+        access.client_key_pem = text(&data, &["tls.key", "keyFile"]);
+        if access.client_cert_pem.is_some() != access.client_key_pem.is_some() {
+            return Err(EngineError::Source(format!(
+                "Secret {ns}/{}: tls.crt and tls.key go together",
+                r.name
+            )));
+        }
+    }
+    if let Some(r) = &spec.proxy_secret_ref {
+        let data = secret_data(client, &ns, &r.name).await?;
+        access.proxy = Some(proxy_url(&data, &format!("{ns}/{}", r.name))?);
+    }
+    Ok(access)
+}
+
+/// A proxy URL from a Flux proxy Secret (`address`, `username`, `password`).
+fn proxy_url(data: &BTreeMap<String, Vec<u8>>, secret: &str) -> Result<String, EngineError> {
+    let s = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+    let address = s("address").ok_or_else(|| {
+        EngineError::Source(format!("Secret {secret}: the proxy Secret needs address"))
+    })?;
+    let mut url = reqwest::Url::parse(&address)
+        .map_err(|_| EngineError::Source(format!("Secret {secret}: address is not a URL")))?;
+    if let Some(u) = s("username") {
+        let _ = url.set_username(&u);
+        let _ = url.set_password(s("password").as_deref());
+    }
+    Ok(url.to_string())
+}
+
+/// Git credentials from a GitRepository's Secret (`identity`, `known_hosts`,
+/// `username`/`password`, `bearerToken`, `ca.crt`).
+pub async fn git_auth(
+    client: &Client,
+    source: &GitRepository,
+    idle_timeout: Option<std::time::Duration>,
+) -> Result<GitAuth, EngineError> {
+    let ns = source.namespace().unwrap_or_default();
+    let mut auth = match &source.spec.secret_ref {
+        Some(r) => {
+            let data = secret_data(client, &ns, &r.name).await?;
+            GitAuth::from_secret_data(&data, &format!("Secret {ns}/{}", r.name))?
+        }
+        None => GitAuth::default(),
+    };
+    if source.spec.url.starts_with("ssh://") && auth.known_hosts.is_none() {
+        return Err(EngineError::Source(format!(
+            "GitRepository {ns}/{}: an ssh:// URL needs a Secret with identity and known_hosts (spec.secretRef)",
+            source.name_any()
+        )));
+    }
+    auth.idle_timeout = idle_timeout;
+    Ok(auth)
+}

@@ -1,0 +1,301 @@
+//! `kubectl imageauto serve`: the in-cluster process. The three controllers
+//! (leader-elected through a Lease), /metrics, /healthz and /readyz, each
+//! listener on its own address.
+
+use crate::cli::Outcome;
+use anyhow::{Context as _, Result, bail};
+use automation::controller::metrics::Metrics;
+use automation::controller::{self, Options};
+use automation::engine::{Engine, EngineOptions};
+use clap::ValueEnum;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account)
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch every namespace (set false, or give -n, to watch one)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    watch_all_namespaces: bool,
+    /// The one namespace to watch
+    #[arg(short = 'n', long = "namespace")]
+    namespace: Option<String>,
+    /// Reconcile only objects with these labels (shard objects across several instances)
+    #[arg(long, value_name = "SELECTOR")]
+    watch_label_selector: Option<String>,
+    /// Folder for the scanned tags and the Git caches (rebuildable)
+    #[arg(long, value_name = "DIR", default_value = "/data")]
+    storage_path: PathBuf,
+    /// Prometheus metrics listener
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// /healthz, /readyz and /version listener
+    #[arg(long, default_value = "0.0.0.0:9440")]
+    health_addr: SocketAddr,
+    /// Elect a leader through a Lease: only the leader reconciles
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: the pod's namespace, else imageauto-system)
+    #[arg(long, value_name = "NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Reconciliations at once, per kind
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrent: u16,
+    /// Refuse references to ImageRepositories and GitRepositories of other namespaces
+    #[arg(long)]
+    no_cross_namespace_refs: bool,
+    /// Log format
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+    /// Retry after this long when a dependency is not ready
+    #[arg(long, default_value = "30s", value_parser = crate::cli::duration_arg)]
+    requeue_dependency: Duration,
+    /// Time allowed to finish the work under way after SIGTERM
+    #[arg(long, default_value = "25s", value_parser = crate::cli::duration_arg)]
+    shutdown_grace: Duration,
+}
+
+/// The namespace this pod runs in, when it runs in a cluster.
+fn pod_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+async fn client(args: &Args) -> Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no cluster configuration: give --kubeconfig, set $KUBECONFIG, or run in a pod",
+        )?,
+    };
+    kube::Client::try_from(config).context("cannot make a Kubernetes client")
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    crate::logging::init_server(args.log_format == LogFormat::Json);
+    automation::registry::tls::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(serve(args))?;
+    Ok(Outcome::Ok)
+}
+
+/// The state the health endpoints report.
+#[derive(Default)]
+pub struct Health {
+    /// Caches filled (or, for a follower, the lease loop alive).
+    pub ready: AtomicBool,
+}
+
+async fn serve(args: Args) -> Result<()> {
+    let namespace = match (&args.namespace, args.watch_all_namespaces) {
+        (Some(ns), _) => Some(ns.clone()),
+        (None, true) => None,
+        (None, false) => pod_namespace(),
+    };
+    if !args.watch_all_namespaces && namespace.is_none() {
+        bail!("--watch-all-namespaces=false needs -n NAMESPACE (or a pod's namespace)");
+    }
+    std::fs::create_dir_all(&args.storage_path).with_context(|| {
+        format!(
+            "--storage-path {}: cannot create the folder",
+            args.storage_path.display()
+        )
+    })?;
+    let client = client(&args).await?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let instance = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "imageauto".into());
+    let options = Options {
+        namespace,
+        label_selector: args.watch_label_selector.clone(),
+        storage: args.storage_path.clone(),
+        concurrency: args.concurrent,
+        cross_namespace_refs: !args.no_cross_namespace_refs,
+        requeue_dependency: args.requeue_dependency,
+        instance: instance.clone(),
+    };
+    let engine = Arc::new(Engine::new(EngineOptions::default()));
+    let servers = crate::http::start(
+        args.metrics_addr,
+        args.health_addr,
+        metrics.clone(),
+        health.clone(),
+    )
+    .await?;
+    tracing::info!(
+        metrics = %servers.metrics, health = %servers.health,
+        "imageauto {} serving", env!("CARGO_PKG_VERSION")
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let terminate = terminate_signal();
+    let result = if args.leader_elect {
+        let lease_ns = args
+            .leader_election_namespace
+            .clone()
+            .or_else(pod_namespace)
+            .unwrap_or_else(|| "imageauto-system".into());
+        lead(
+            client,
+            engine,
+            options,
+            metrics,
+            health,
+            &lease_ns,
+            &instance,
+            stop_rx,
+            stop_tx,
+            terminate,
+            args.shutdown_grace,
+        )
+        .await
+    } else {
+        let ready = Arc::new(AtomicBool::new(false));
+        let h = health.clone();
+        let r = ready.clone();
+        tokio::spawn(async move {
+            loop {
+                h.ready.store(r.load(Ordering::Relaxed), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let work = tokio::spawn(controller::run(
+            client, engine, options, metrics, ready, stop_rx,
+        ));
+        terminate.await;
+        tracing::info!("terminating: finishing the work under way");
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(args.shutdown_grace, work).await {
+            Ok(Ok(r)) => r.map_err(anyhow::Error::from),
+            Ok(Err(e)) => Err(anyhow::anyhow!("the controllers stopped: {e}")),
+            Err(_) => {
+                tracing::warn!("the work under way did not finish in time: abandoned");
+                Ok(())
+            }
+        }
+    };
+    tracing::info!("stopped");
+    result
+}
+
+/// SIGTERM or SIGINT.
+async fn terminate_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Runs the controllers only while this instance holds the Lease: they
+/// start when it is won and stop at once when it is lost (no more writes);
+/// on SIGTERM they finish the work under way, then the Lease is released.
+#[allow(clippy::too_many_arguments)]
+async fn lead(
+    client: kube::Client,
+    engine: Arc<Engine>,
+    options: Options,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    lease_namespace: &str,
+    identity: &str,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    terminate: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) -> Result<()> {
+    let identity = format!(
+        "{identity}_{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "imageauto-controller")
+            .with_namespace(lease_namespace)
+            .with_identity(&identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await
+            .with_context(|| {
+                format!("leader election: the Lease in namespace {lease_namespace} cannot be used")
+            })?;
+    let (mut leader, lease_task) = manager.watch().await;
+    // A follower is ready: it serves health, and takes over when needed.
+    health.ready.store(true, Ordering::Relaxed);
+    tokio::pin!(terminate);
+    let mut work: Option<tokio::task::JoinHandle<Result<(), controller::Error>>> = None;
+    loop {
+        tokio::select! {
+            _ = &mut terminate => break,
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    tracing::error!("leader election ended");
+                    break;
+                }
+                let is_leader = *leader.borrow_and_update();
+                metrics.set("imageauto_leader", &[], if is_leader { 1.0 } else { 0.0 });
+                if is_leader && work.is_none() {
+                    tracing::info!(%identity, "leader: starting the controllers");
+                    let ready = Arc::new(AtomicBool::new(false));
+                    work = Some(tokio::spawn(controller::run(
+                        client.clone(), engine.clone(), options.clone(), metrics.clone(), ready, stop_rx.clone(),
+                    )));
+                } else if !is_leader && let Some(w) = work.take() {
+                    tracing::warn!("lost the lease: stopping the controllers now");
+                    w.abort();
+                }
+            }
+        }
+    }
+    tracing::info!("terminating: finishing the work under way");
+    let _ = stop_tx.send(true);
+    if let Some(w) = work.take() {
+        match tokio::time::timeout(grace, w).await {
+            Ok(Ok(Err(e))) => tracing::warn!("{e}"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the work under way did not finish in time: abandoned"),
+        }
+    }
+    // Dropping the receiver makes the lease task release the Lease.
+    drop(leader);
+    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("released the lease"),
+        Ok(Ok(Err(e))) => tracing::warn!("releasing the lease: {e}"),
+        _ => tracing::warn!("the lease was not released in time"),
+    }
+    Ok(())
+}

@@ -1,0 +1,770 @@
+//! `kubectl imageauto serve` against a real kube-apiserver (and etcd), a real
+//! registry and a real Git server over HTTPS: the manifests users already
+//! have, applied with kubectl, scanned, resolved, committed and pushed, with
+//! the status and events Flux writes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use imageauto_tests::git::{HttpsGit, Repos, git_text};
+use imageauto_tests::kube::Cluster;
+use imageauto_tests::registry::{Auth, Pusher, Registry, Tls};
+use imageauto_tests::serve::{Serve, wait_for};
+use serde_json::Value;
+use std::time::Duration;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kubectl-imageauto")
+}
+
+fn cluster() -> &'static Cluster {
+    let c = Cluster::shared();
+    c.install_crds();
+    c
+}
+
+fn push_tags(reg: &Registry, repo: &str, tags: &[&str]) {
+    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(Pusher::new(&reg.url(), None, None).push(repo, &tags, false));
+}
+
+const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: apps\n\nspec:\n  template:\n    spec:\n      containers:\n        - name: web\n          image: REG/team/web:1.0.0 # {\"$imagepolicy\": \"NS:web\"}\n";
+const API: &str = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: api, namespace: apps}\nspec:\n  values:\n    image:\n      repository: REG/team/api # {\"$imagepolicy\": \"NS:api:name\"}\n      tag: main-0000000-1 # {\"$imagepolicy\": \"NS:api:tag\"}\n";
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The seed-style objects: a Secret and a GitRepository for the fleet over
+/// HTTPS, two repositories and policies (semver; numerical over extracted
+/// timestamps), and a v1beta1 automation with an `.Updated` template.
+fn manifests(ns: &str, reg: &str, git_url: &str, ca: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: fleet-auth, namespace: {ns}}}
+type: Opaque
+data:
+  username: {user}
+  password: {password}
+  ca.crt: {ca}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: {ns}}}
+spec:
+  interval: 1m
+  url: {git_url}
+  ref: {{branch: main}}
+  secretRef: {{name: fleet-auth}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  image: {reg}/team/web
+  interval: 1h
+  insecure: true
+---
+apiVersion: image.toolkit.fluxcd.io/v1beta2
+kind: ImagePolicy
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  imageRepositoryRef: {{name: web}}
+  policy:
+    semver:
+      range: '>=1.0.0 <2.0.0'
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: api, namespace: {ns}}}
+spec:
+  image: {reg}/team/api
+  interval: 1h
+  insecure: true
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: api, namespace: {ns}}}
+spec:
+  imageRepositoryRef: {{name: api}}
+  filterTags:
+    pattern: '^main-[a-f0-9]+-(?P<ts>[0-9]+)$'
+    extract: '$ts'
+  policy:
+    numerical: {{order: asc}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1beta1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet, namespace: {ns}}}
+spec:
+  interval: 1h
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{name: imageauto, email: imageauto@example.com}}
+      messageTemplate: |
+        Update images
+        {{{{ range .Updated.Images }}}}- {{{{ . }}}}
+        {{{{ end }}}}
+    push: {{branch: flux-image-updates}}
+  update: {{path: ./apps, strategy: Setters}}
+"#,
+        user = b64("bot"),
+        password = b64("s3cret-git-pass"),
+        ca = b64(ca),
+    )
+}
+
+fn status(c: &Cluster, ns: &str, kind: &str, name: &str) -> Value {
+    c.get_json(&["-n", ns, kind, name])["status"].clone()
+}
+
+fn ready(v: &Value) -> Option<(String, String, String)> {
+    v["conditions"].as_array()?.iter().find_map(|c| {
+        (c["type"] == "Ready").then(|| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+                c["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+    })
+}
+
+#[test]
+fn the_seed_manifests_are_scanned_resolved_committed_and_pushed() {
+    seed_scenario(cluster(), false);
+}
+
+/// The same with Flux's own CRD shape in force (v1 served alone, CEL rules
+/// the 1.20 apiserver drops): serve needs none of ours.
+#[test]
+fn with_flux_style_crds_in_force() {
+    let c = Cluster::start();
+    c.install_flux_style_crds();
+    seed_scenario(&c, true);
+}
+
+fn seed_scenario(c: &Cluster, flux_style: bool) {
+    let ns = c.namespace("seed");
+    let reg = Registry::start(Auth::Anonymous, None);
+    push_tags(
+        &reg,
+        "team/web",
+        &["1.0.0", "1.2.3", "1.10.0", "2.0.0-rc.1", "v1.3.0", "2.0.0"],
+    );
+    push_tags(
+        &reg,
+        "team/api",
+        &[
+            "main-abc1234-1700000000",
+            "main-def5678-1700000500",
+            "main-0a1b2c3-999",
+            "latest",
+        ],
+    );
+    let host = reg.host();
+    let repos = Repos::new();
+    let web = WEB.replace("REG", &host).replace("NS", &ns);
+    let api = API.replace("REG", &host).replace("NS", &ns);
+    let bare = repos.create("fleet", &[("apps/web.yaml", &web), ("apps/api.yaml", &api)]);
+    let tls = Tls::new("git CA");
+    let git = HttpsGit::start(repos.dir.path(), "bot", "s3cret-git-pass", &tls);
+    let mut m = manifests(&ns, &host, &git.url("fleet"), &tls.ca_pem);
+    if flux_style {
+        // Flux 1.2 serves v1 alone.
+        m = m.replace("/v1beta2", "/v1").replace("/v1beta1", "/v1");
+    }
+    c.apply(&m);
+    let serve = Serve::start(bin(), c, &["-n", &ns, "--leader-elect=false"]);
+    let explain = || {
+        format!(
+            "{}\n{}",
+            c.kubectl_ok(&[
+                "-n",
+                &ns,
+                "get",
+                "imagerepositories,imagepolicies,imageupdateautomations",
+                "-o",
+                "yaml"
+            ]),
+            serve.logs()
+        )
+    };
+    // The automation pushes once both policies resolved.
+    let commit = wait_for(
+        Duration::from_secs(90),
+        "the automation's first push",
+        || {
+            let s = status(c, &ns, "imageupdateautomation", "fleet");
+            let pushed = s["lastPushCommit"].as_str()?.to_string();
+            let observed = s["observedPolicies"].as_object()?;
+            (observed.len() == 2).then_some(pushed)
+        },
+        explain,
+    );
+    assert_eq!(
+        git_text(&bare, &["rev-parse", "flux-image-updates"]),
+        commit
+    );
+    // Exactly the marked values changed.
+    let pushed_web = git_text(&bare, &["show", "flux-image-updates:apps/web.yaml"]);
+    assert_eq!(
+        pushed_web,
+        web.replace("web:1.0.0", "web:1.10.0").trim_end()
+    );
+    let pushed_api = git_text(&bare, &["show", "flux-image-updates:apps/api.yaml"]);
+    assert_eq!(
+        pushed_api,
+        api.replace("main-0000000-1", "main-def5678-1700000500")
+            .trim_end()
+    );
+    // One commit per run: both values in one, or each in its own when the
+    // policies resolved apart; never more.
+    let log = git_text(
+        &bare,
+        &[
+            "log",
+            "--format=%an <%ae>%n%B%x00",
+            "main..flux-image-updates",
+        ],
+    );
+    let messages: Vec<&str> = log
+        .split('\0')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!((1..=2).contains(&messages.len()), "{log}");
+    for m in &messages {
+        assert!(
+            m.starts_with("imageauto <imageauto@example.com>\nUpdate images"),
+            "{m}"
+        );
+    }
+    assert!(log.contains(&format!("- {host}/team/web:1.10.0")), "{log}");
+    assert!(
+        log.contains(&format!("- {host}/team/api:main-def5678-1700000500")),
+        "{log}"
+    );
+    let first_pushes = messages.len();
+    // Flux's status.
+    let repo = status(c, &ns, "imagerepository", "web");
+    assert_eq!(repo["lastScanResult"]["tagCount"], 6);
+    assert_eq!(repo["canonicalImageName"], format!("{host}/team/web"));
+    assert_eq!(
+        repo["observedExclusionList"],
+        serde_json::json!(["^.*\\.sig$"])
+    );
+    assert_eq!(repo["observedGeneration"], 1);
+    let (st, reason, msg) = ready(&repo).unwrap();
+    assert_eq!((st.as_str(), reason.as_str()), ("True", "Succeeded"));
+    assert!(
+        msg.starts_with("successful scan: found 6 tags with checksum "),
+        "{msg}"
+    );
+    let pol = status(c, &ns, "imagepolicy", "web");
+    assert_eq!(pol["latestRef"]["name"], format!("{host}/team/web"));
+    assert_eq!(pol["latestRef"]["tag"], "1.10.0");
+    let (_, _, msg) = ready(&pol).unwrap();
+    assert_eq!(
+        msg,
+        format!("Latest image tag for {host}/team/web resolved to 1.10.0")
+    );
+    let auto = status(c, &ns, "imageupdateautomation", "fleet");
+    let main = git_text(&bare, &["rev-parse", "main"]);
+    assert_eq!(auto["observedSourceRevision"], format!("main@sha1:{main}"));
+    assert_eq!(
+        auto["observedPolicies"][format!("{ns}:web")]["tag"],
+        "1.10.0"
+    );
+    assert!(auto["lastPushTime"].is_string());
+    // Events, as kubectl shows them.
+    let events = c.kubectl_ok(&["-n", &ns, "get", "events", "-o", "json"]);
+    assert!(events.contains("Committed and pushed commit"), "{events}");
+    assert!(events.contains("Latest image tag for"), "{events}");
+    // A new tag, and a reconcile request: a second commit, with no interval
+    // elapsing (all intervals are 1h).
+    push_tags(&reg, "team/web", &["1.11.0"]);
+    c.kubectl_ok(&[
+        "-n",
+        &ns,
+        "annotate",
+        "--overwrite",
+        "imagerepository",
+        "web",
+        "reconcile.fluxcd.io/requestedAt=now-1",
+    ]);
+    let second = wait_for(
+        Duration::from_secs(60),
+        "the second push",
+        || {
+            let s = status(c, &ns, "imageupdateautomation", "fleet");
+            let p = s["lastPushCommit"].as_str()?.to_string();
+            (p != commit).then_some(p)
+        },
+        explain,
+    );
+    assert_eq!(
+        git_text(&bare, &["rev-parse", "flux-image-updates"]),
+        second
+    );
+    assert!(git_text(&bare, &["show", "flux-image-updates:apps/web.yaml"]).contains("web:1.11.0"));
+    let repo = status(c, &ns, "imagerepository", "web");
+    assert_eq!(repo["lastHandledReconcileAt"], "now-1");
+    assert_eq!(repo["lastScanResult"]["tagCount"], 7);
+    let pol = status(c, &ns, "imagepolicy", "web");
+    assert_eq!(pol["observedPreviousRef"]["tag"], "1.10.0");
+    // The metrics saw it all.
+    let m = serve.metrics();
+    assert!(
+        m.contains(&format!(
+            "imageauto_git_push_total{{result=\"pushed\"}} {}",
+            first_pushes + 1
+        )),
+        "{m}"
+    );
+    assert_eq!(
+        git_text(&bare, &["rev-list", "--count", "main..flux-image-updates"]),
+        (first_pushes + 1).to_string()
+    );
+    assert!(
+        m.contains("imageauto_reconcile_total{kind=\"ImagePolicy\",result=\"success\"}"),
+        "{m}"
+    );
+    // No credential anywhere.
+    for text in [serve.logs(), explain(), events] {
+        assert!(!text.contains("s3cret-git-pass"));
+    }
+    drop(repos);
+}
+
+/// A world for the resilience tests: a registry with tags, a fleet over
+/// HTTPS, the seed manifests in a fresh namespace.
+struct World {
+    ns: String,
+    reg: Registry,
+    bare: std::path::PathBuf,
+    _git: HttpsGit,
+    _repos: Repos,
+}
+
+fn world(c: &Cluster, prefix: &str) -> World {
+    let ns = c.namespace(prefix);
+    let reg = Registry::start(Auth::Anonymous, None);
+    push_tags(&reg, "team/web", &["1.0.0", "1.10.0"]);
+    push_tags(&reg, "team/api", &["main-abc1234-1700000000"]);
+    let host = reg.host();
+    let repos = Repos::new();
+    let web = WEB.replace("REG", &host).replace("NS", &ns);
+    let api = API.replace("REG", &host).replace("NS", &ns);
+    let bare = repos.create("fleet", &[("apps/web.yaml", &web), ("apps/api.yaml", &api)]);
+    let tls = Tls::new("git CA");
+    let git = HttpsGit::start(repos.dir.path(), "bot", "s3cret-git-pass", &tls);
+    c.apply(&manifests(&ns, &host, &git.url("fleet"), &tls.ca_pem));
+    World {
+        ns,
+        reg,
+        bare,
+        _git: git,
+        _repos: repos,
+    }
+}
+
+fn pushed(c: &Cluster, ns: &str) -> Option<String> {
+    status(c, ns, "imageupdateautomation", "fleet")["lastPushCommit"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn killed_mid_run_it_converges_without_a_duplicate_commit() {
+    let c = cluster();
+    let w = world(c, "kill");
+    let storage = tempfile::tempdir().unwrap();
+    let mut s = Serve::start_with_storage(
+        bin(),
+        c,
+        &["-n", &w.ns, "--leader-elect=false"],
+        &storage.path().join("s"),
+        None,
+    );
+    // Killed while it scans, resolves and pushes.
+    std::thread::sleep(Duration::from_millis(1500));
+    s.kill();
+    let s = Serve::start_with_storage(
+        bin(),
+        c,
+        &["-n", &w.ns, "--leader-elect=false"],
+        &storage.path().join("s"),
+        None,
+    );
+    let commit = wait_for(
+        Duration::from_secs(90),
+        "a push after the restart",
+        || {
+            let p = pushed(c, &w.ns)?;
+            let s = status(c, &w.ns, "imageupdateautomation", "fleet");
+            (s["observedPolicies"].as_object()?.len() == 2).then_some(p)
+        },
+        || s.logs(),
+    );
+    // One commit on top of main, holding both changes.
+    assert_eq!(
+        git_text(
+            &w.bare,
+            &["rev-list", "--count", "main..flux-image-updates"]
+        ),
+        "1",
+        "{}",
+        git_text(&w.bare, &["log", "--oneline", "flux-image-updates"])
+    );
+    assert_eq!(
+        git_text(&w.bare, &["rev-parse", "flux-image-updates"]),
+        commit
+    );
+    // Every stored scan reads whole; no temporary file is left.
+    let tags = storage.path().join("s/tags");
+    for ns in std::fs::read_dir(&tags).unwrap().flatten() {
+        for f in std::fs::read_dir(ns.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with(".tmp-"), "{name}");
+            let v: Value = serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+            assert!(v["tags"].is_array(), "{name}");
+        }
+    }
+    // A reconcile request on the automation with nothing new: no commit.
+    c.kubectl_ok(&[
+        "-n",
+        &w.ns,
+        "annotate",
+        "--overwrite",
+        "imageupdateautomation",
+        "fleet",
+        "reconcile.fluxcd.io/requestedAt=again",
+    ]);
+    wait_for(
+        Duration::from_secs(30),
+        "the request handled",
+        || {
+            let st = status(c, &w.ns, "imageupdateautomation", "fleet");
+            (st["lastHandledReconcileAt"] == "again").then_some(())
+        },
+        || s.logs(),
+    );
+    assert_eq!(
+        git_text(
+            &w.bare,
+            &["rev-list", "--count", "main..flux-image-updates"]
+        ),
+        "1"
+    );
+    drop(w.reg);
+}
+
+#[test]
+fn with_leader_election_only_the_leader_writes() {
+    let c = cluster();
+    let w = world(c, "leader");
+    let args = [
+        "-n",
+        w.ns.as_str(),
+        "--leader-elect=true",
+        "--leader-election-namespace",
+        w.ns.as_str(),
+    ];
+    let a = Serve::start(bin(), c, &args);
+    let b = Serve::start(bin(), c, &args);
+    wait_for(
+        Duration::from_secs(90),
+        "a push by the leader",
+        || pushed(c, &w.ns),
+        || format!("{}\n---\n{}", a.logs(), b.logs()),
+    );
+    let leads = |s: &Serve| s.logs().contains("leader: starting the controllers");
+    assert!(
+        leads(&a) ^ leads(&b),
+        "exactly one leads:\n{}\n---\n{}",
+        a.logs(),
+        b.logs()
+    );
+    let lease = c.get_json(&["-n", &w.ns, "lease", "imageauto-controller"]);
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The follower takes over when the leader dies.
+    let (mut leader, follower) = if leads(&a) { (a, b) } else { (b, a) };
+    leader.kill();
+    wait_for(
+        Duration::from_secs(60),
+        "the follower to take over",
+        || leads(&follower).then_some(()),
+        || follower.logs(),
+    );
+    let lease = c.get_json(&["-n", &w.ns, "lease", "imageauto-controller"]);
+    assert_ne!(lease["spec"]["holderIdentity"].as_str().unwrap(), holder);
+    // And works: a new tag reaches Git.
+    push_tags(&w.reg, "team/web", &["1.11.0"]);
+    c.kubectl_ok(&[
+        "-n",
+        &w.ns,
+        "annotate",
+        "--overwrite",
+        "imagerepository",
+        "web",
+        "reconcile.fluxcd.io/requestedAt=takeover",
+    ]);
+    wait_for(
+        Duration::from_secs(60),
+        "a push by the new leader",
+        || {
+            git_text(&w.bare, &["show", "flux-image-updates:apps/web.yaml"])
+                .contains("web:1.11.0")
+                .then_some(())
+        },
+        || follower.logs(),
+    );
+    // SIGTERM: the lease is released on the way out.
+    let mut follower = follower;
+    let status = follower.terminate(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{}", follower.logs());
+    assert!(
+        follower.logs().contains("released the lease"),
+        "{}",
+        follower.logs()
+    );
+}
+
+#[test]
+fn an_apiserver_outage_is_recovered_without_a_restart() {
+    let c = Cluster::start();
+    c.install_crds();
+    let w = world(&c, "outage");
+    let s = Serve::start(bin(), &c, &["-n", &w.ns, "--leader-elect=false"]);
+    wait_for(
+        Duration::from_secs(90),
+        "the first push",
+        || pushed(&c, &w.ns),
+        || s.logs(),
+    );
+    c.pause_apiserver(Duration::from_secs(10));
+    push_tags(&w.reg, "team/web", &["1.11.0"]);
+    c.kubectl_ok(&[
+        "-n",
+        &w.ns,
+        "annotate",
+        "--overwrite",
+        "imagerepository",
+        "web",
+        "reconcile.fluxcd.io/requestedAt=after-outage",
+    ]);
+    wait_for(
+        Duration::from_secs(120),
+        "a push after the outage",
+        || {
+            git_text(&w.bare, &["show", "flux-image-updates:apps/web.yaml"])
+                .contains("web:1.11.0")
+                .then_some(())
+        },
+        || s.logs(),
+    );
+}
+
+#[test]
+fn bad_input_gets_its_condition_and_no_credential_shows() {
+    let c = cluster();
+    let w = world(c, "bad");
+    let ns = &w.ns;
+    let tls = Tls::new("registry CA");
+    let secure = Registry::start(
+        Auth::Htpasswd {
+            user: "puller".into(),
+            password: "right-password".into(),
+        },
+        Some(&tls),
+    );
+    let config = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        secure.host(),
+        b64("puller:WR0NG-PASSW0RD-123")
+    );
+    // A GitRepository whose server refuses every push.
+    let refusing = Repos::new();
+    let rbare = refusing.create(
+        "fleet",
+        &[(
+            "apps/web.yaml",
+            &WEB.replace("REG", &w.reg.host()).replace("NS", ns),
+        )],
+    );
+    Repos::hook(&rbare, "pre-receive", "echo 'protected branch' >&2\nexit 1");
+    let rtls = Tls::new("refusing git CA");
+    let rgit = HttpsGit::start(refusing.dir.path(), "bot", "s3cret-git-pass", &rtls);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: wrong-creds, namespace: {ns}}}
+type: kubernetes.io/dockerconfigjson
+data:
+  .dockerconfigjson: {dockerconfig}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: registry-ca, namespace: {ns}}}
+data:
+  ca.crt: {ca}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: unreachable, namespace: {ns}}}
+spec: {{image: 127.0.0.1:1/nothing/here, interval: 1h, insecure: true, timeout: 5s}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: wrongcreds, namespace: {ns}}}
+spec:
+  image: {secure}/team/app
+  interval: 1h
+  secretRef: {{name: wrong-creds}}
+  certSecretRef: {{name: registry-ca}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: nosecret, namespace: {ns}}}
+spec:
+  image: {secure}/team/app
+  interval: 1h
+  secretRef: {{name: does-not-exist}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: badimage, namespace: {ns}}}
+spec: {{image: 'https://ghcr.io/org/app', interval: 1h}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: badrange, namespace: {ns}}}
+spec:
+  imageRepositoryRef: {{name: web}}
+  policy: {{semver: {{range: 'not a range'}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: norepo, namespace: {ns}}}
+spec:
+  imageRepositoryRef: {{name: nothing-here}}
+  policy: {{semver: {{range: '*'}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: nosource, namespace: {ns}}}
+spec:
+  interval: 1h
+  sourceRef: {{kind: GitRepository, name: missing}}
+  git:
+    commit: {{author: {{email: bot@example.com}}}}
+    push: {{branch: auto}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: refusing, namespace: {ns}}}
+spec:
+  interval: 1m
+  url: {rurl}
+  ref: {{branch: main}}
+  secretRef: {{name: fleet-auth-refusing}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: fleet-auth-refusing, namespace: {ns}}}
+data:
+  username: {user}
+  password: {password}
+  ca.crt: {rca}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: refused, namespace: {ns}}}
+spec:
+  interval: 1h
+  sourceRef: {{kind: GitRepository, name: refusing}}
+  git:
+    commit: {{author: {{email: bot@example.com}}}}
+    push: {{branch: auto}}
+  update: {{path: ./apps}}
+"#,
+        dockerconfig = b64(&config),
+        ca = b64(&tls.ca_pem),
+        secure = secure.host(),
+        rurl = rgit.url("fleet"),
+        rca = b64(&rtls.ca_pem),
+        user = b64("bot"),
+        password = b64("s3cret-git-pass"),
+    ));
+    let s = Serve::start(bin(), c, &["-n", ns, "--leader-elect=false"]);
+    let reason_of = |kind: &str, name: &str| {
+        ready(&status(c, ns, kind, name)).map(|(st, reason, _)| (st, reason))
+    };
+    let expect = [
+        ("imagerepository", "unreachable", "ReadOperationFailed"),
+        ("imagerepository", "wrongcreds", "AuthenticationFailed"),
+        ("imagerepository", "nosecret", "SourceManagerFailed"),
+        ("imagerepository", "badimage", "ImageURLInvalid"),
+        ("imagepolicy", "badrange", "InvalidPolicy"),
+        ("imagepolicy", "norepo", "DependencyNotReady"),
+        ("imageupdateautomation", "nosource", "SourceManagerFailed"),
+        ("imageupdateautomation", "refused", "GitOperationFailed"),
+    ];
+    for (kind, name, reason) in expect {
+        wait_for(
+            Duration::from_secs(90),
+            &format!("{kind} {name} to say {reason}"),
+            || (reason_of(kind, name) == Some(("False".into(), reason.into()))).then_some(()),
+            || format!("{:?}\n{}", status(c, ns, kind, name), s.logs()),
+        );
+    }
+    // Permanent problems stall; transient ones retry.
+    let stalled = |kind: &str, name: &str| {
+        status(c, ns, kind, name)["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Stalled" && c["status"] == "True")
+    };
+    assert!(stalled("imagerepository", "badimage"));
+    assert!(stalled("imagepolicy", "badrange"));
+    assert!(!stalled("imagerepository", "unreachable"));
+    // The working objects kept working.
+    wait_for(
+        Duration::from_secs(90),
+        "the good automation's push",
+        || pushed(c, ns),
+        || s.logs(),
+    );
+    // The messages say what happened, and no credential is anywhere.
+    let all = format!(
+        "{}\n{}\n{}",
+        c.kubectl_ok(&[
+            "-n",
+            ns,
+            "get",
+            "imagerepositories,imagepolicies,imageupdateautomations",
+            "-o",
+            "yaml"
+        ]),
+        c.kubectl_ok(&["-n", ns, "get", "events", "-o", "yaml"]),
+        s.logs()
+    );
+    assert!(
+        all.contains("Secret") && all.contains("does-not-exist"),
+        "{all}"
+    );
+    assert!(all.contains("protected branch"), "{all}");
+    for secret in ["WR0NG-PASSW0RD-123", "s3cret-git-pass", "right-password"] {
+        assert!(!all.contains(secret), "{secret} shows");
+    }
+    drop(secure);
+}

@@ -1,0 +1,176 @@
+//! `kubectl-imageauto serve` as a process beside a test cluster: free ports
+//! for its listeners, a storage folder, logs kept in a file for failures;
+//! stopped (SIGTERM, then SIGKILL) when dropped.
+
+use crate::free_port;
+use crate::kube::Cluster;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Serve {
+    pub metrics_port: u16,
+    pub health_port: u16,
+    pub storage: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Serve {
+    /// Starts `bin serve` against `cluster` with `extra` flags, and waits
+    /// until /readyz answers ok.
+    pub fn start(bin: &str, cluster: &Cluster, extra: &[&str]) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        Self::start_with_storage(bin, cluster, extra, &storage, Some(dir))
+    }
+
+    /// [`Serve::start`] with a storage folder of the caller's (to restart
+    /// on the same one).
+    pub fn start_with_storage(
+        bin: &str,
+        cluster: &Cluster,
+        extra: &[&str],
+        storage: &Path,
+        dir: Option<tempfile::TempDir>,
+    ) -> Serve {
+        let (metrics_port, health_port) = (free_port(), free_port());
+        let log = storage.with_extension(format!("log-{health_port}"));
+        std::fs::create_dir_all(storage).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .arg("--storage-path")
+            .arg(storage)
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+            .args(["--log-format", "text"])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("IMAGEAUTO_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("serve starts");
+        let s = Serve {
+            metrics_port,
+            health_port,
+            storage: storage.to_path_buf(),
+            log,
+            child: Some(child),
+            _dir: dir,
+        };
+        s.wait_ready(Duration::from_secs(30));
+        s
+    }
+
+    /// The process's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, port: u16, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let status = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+
+    pub fn metrics(&self) -> String {
+        self.get(self.metrics_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some((200, _)) = self.get(self.health_port, "/readyz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("serve did not become ready:\n{}", self.logs());
+    }
+
+    /// Sends SIGTERM and waits (up to `grace`) for the process to end;
+    /// returns its exit status.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().ok();
+        None
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics after
+/// `timeout` with `what` and the context `explain` gives.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}\n{}", explain());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
