@@ -76,6 +76,7 @@ bench: deps
 	bench/reconcile-vs-peers.sh
 	bench/lint-scale.sh
 	bench/engine-concurrency.sh
+	bench/serve-scale.sh
 
 # Fuzz marker parsing and rewriting (cargo-fuzz, no sanitizer: works on stable).
 FUZZ_SECONDS ?= 300

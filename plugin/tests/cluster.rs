@@ -768,3 +768,181 @@ spec:
     }
     drop(secure);
 }
+
+#[test]
+fn access_from_digests_suspend_service_accounts_and_shards() {
+    let c = cluster();
+    let images = c.namespace("images");
+    let apps = c.namespace("apps");
+    let tls = Tls::new("registry CA");
+    let reg = Registry::start(
+        Auth::Htpasswd {
+            user: "puller".into(),
+            password: "pull-pass".into(),
+        },
+        Some(&tls),
+    );
+    let pusher_auth = Some(format!("Basic {}", b64("puller:pull-pass")));
+    let tags: Vec<String> = ["1.0.0", "1.1.0"].iter().map(|t| t.to_string()).collect();
+    let digests = tokio::runtime::Runtime::new().unwrap().block_on(
+        Pusher::new(&reg.url(), Some(&tls.ca_pem), pusher_auth).push("team/web", &tags, true),
+    );
+    let host = reg.host();
+    let config = format!(
+        r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#,
+        b64("puller:pull-pass")
+    );
+    c.kubectl_ok(&["label", "namespace", &apps, "team=web"]);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: pull, namespace: {images}}}
+type: kubernetes.io/dockerconfigjson
+data: {{.dockerconfigjson: {dc}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: ca, namespace: {images}}}
+data: {{ca.crt: {ca}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: scanner, namespace: {images}}}
+imagePullSecrets: [{{name: pull}}]
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: web, namespace: {images}, labels: {{shard: a}}}}
+spec:
+  image: {host}/team/web
+  interval: 1h
+  serviceAccountName: scanner
+  certSecretRef: {{name: ca}}
+  accessFrom:
+    namespaceSelectors: [{{matchLabels: {{team: web}}}}]
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: paused, namespace: {images}, labels: {{shard: a}}}}
+spec:
+  image: {host}/team/web
+  interval: 1h
+  suspend: true
+  serviceAccountName: scanner
+  certSecretRef: {{name: ca}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: web, namespace: {apps}, labels: {{shard: a}}}}
+spec:
+  imageRepositoryRef: {{name: web, namespace: {images}}}
+  digestReflectionPolicy: Always
+  interval: 1h
+  policy: {{semver: {{range: '1.x'}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: stranger, namespace: {images}, labels: {{shard: a}}}}
+spec:
+  imageRepositoryRef: {{name: web}}
+  policy: {{semver: {{range: '1.x'}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: other-shard, namespace: {apps}, labels: {{shard: b}}}}
+spec:
+  imageRepositoryRef: {{name: web, namespace: {images}}}
+  policy: {{semver: {{range: '1.x'}}}}
+"#,
+        dc = b64(&config),
+        ca = b64(&tls.ca_pem),
+    ));
+    // A third namespace, not selected by accessFrom.
+    let outside = c.namespace("outside");
+    c.apply(&format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImagePolicy\nmetadata: {{name: web, namespace: {outside}, labels: {{shard: a}}}}\nspec:\n  imageRepositoryRef: {{name: web, namespace: {images}}}\n  policy: {{semver: {{range: '1.x'}}}}\n"
+    ));
+    // One instance for shard a, watching every namespace.
+    let s = Serve::start(
+        bin(),
+        c,
+        &["--leader-elect=false", "--watch-label-selector", "shard=a"],
+    );
+    let explain = || s.logs();
+    // Credentials from the ServiceAccount, the CA from certSecretRef.
+    wait_for(
+        Duration::from_secs(60),
+        "the scan with the ServiceAccount's pull secret",
+        || {
+            let r = status(c, &images, "imagerepository", "web");
+            (r["lastScanResult"]["tagCount"] == 2).then_some(())
+        },
+        explain,
+    );
+    // accessFrom admits apps; the digest is reflected.
+    let pol = wait_for(
+        Duration::from_secs(60),
+        "the cross-namespace policy",
+        || {
+            let p = status(c, &apps, "imagepolicy", "web");
+            p["latestRef"]["digest"].is_string().then_some(p)
+        },
+        explain,
+    );
+    assert_eq!(pol["latestRef"]["tag"], "1.1.0");
+    assert_eq!(pol["latestRef"]["digest"], digests[1]);
+    let (_, _, msg) = ready(&pol).unwrap();
+    assert!(
+        msg.ends_with(&format!("resolved to 1.1.0 with digest {}", digests[1])),
+        "{msg}"
+    );
+    // accessFrom refuses a namespace it does not select.
+    wait_for(
+        Duration::from_secs(60),
+        "AccessDenied outside",
+        || {
+            let (st, reason, _) = ready(&status(c, &outside, "imagepolicy", "web"))?;
+            (st == "False" && reason == "AccessDenied").then_some(())
+        },
+        explain,
+    );
+    // The same namespace needs no accessFrom.
+    wait_for(
+        Duration::from_secs(60),
+        "the same-namespace policy",
+        || {
+            status(c, &images, "imagepolicy", "stranger")["latestRef"]["tag"]
+                .as_str()
+                .map(|_| ())
+        },
+        explain,
+    );
+    // Suspended: never scanned.
+    assert!(status(c, &images, "imagerepository", "paused")["lastScanResult"].is_null());
+    // Another shard's object is left to another instance.
+    assert!(
+        c.get_json(&["-n", &apps, "imagepolicy", "other-shard"])["status"]["conditions"].is_null(),
+        "an object of another shard was reconciled"
+    );
+    // A reconcile request on a suspended object does nothing; resumed, it scans.
+    c.kubectl_ok(&[
+        "-n",
+        &images,
+        "patch",
+        "imagerepository",
+        "paused",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    wait_for(
+        Duration::from_secs(60),
+        "the resumed repository's scan",
+        || {
+            (status(c, &images, "imagerepository", "paused")["lastScanResult"]["tagCount"] == 2)
+                .then_some(())
+        },
+        explain,
+    );
+    assert!(!s.logs().contains("pull-pass"));
+}
