@@ -32,8 +32,35 @@ pub enum Command {
     Lint(cmd::lint::Args),
     /// The in-cluster process: the controllers, /metrics, /healthz, /readyz
     Serve(cmd::serve::Args),
-    /// Print the version
-    Version,
+    /// List ImageRepositories, ImagePolicies or ImageUpdateAutomations, as Flux shows them
+    Get(cmd::cluster::GetArgs),
+    /// Stop reconciling a repository or an update (spec.suspend)
+    Suspend(cmd::cluster::SuspendArgs),
+    /// Reconcile a suspended repository or update again, and wait for it
+    Resume(cmd::cluster::SuspendArgs),
+    /// The events of the image kinds, newest last
+    Events(cmd::cluster::EventsArgs),
+    /// An automation, its GitRepository, its policies and their repositories, with their state
+    Tree(cmd::cluster::TreeArgs),
+    /// Install the CRDs, RBAC, the controller, the webhook and its certificate
+    Install(cmd::install::InstallArgs),
+    /// Remove what install applied (the CRDs and your objects stay, unless --delete-crds)
+    Uninstall(cmd::install::UninstallArgs),
+    /// Print the version of the plugin, and of the controller in the cluster
+    Version(cmd::install::VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell)
+    Completion(cmd::completion::Args),
+    /// Completion candidates for kubectl's plugin completion (kubectl_complete-imageauto)
+    #[command(name = "__complete", hide = true)]
+    Complete(cmd::completion::CompleteArgs),
+}
+
+/// Exits with a usage error (status 2), printed as clap prints its own.
+pub fn usage_error(msg: String) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::InvalidValue, msg)
+        .exit()
 }
 
 /// A command-line duration (Go syntax: `30s`, `2m`, `1h30m`), between 1
@@ -71,10 +98,16 @@ pub fn run() -> ExitCode {
         Command::Lint(args) => cmd::lint::run(args),
         Command::Tags(args) => cmd::tags::run(args),
         Command::Reconcile(args) => cmd::reconcile::run_cmd(args),
-        Command::Version => {
-            println!("kubectl-imageauto {}", env!("CARGO_PKG_VERSION"));
-            Ok(Outcome::Ok)
-        }
+        Command::Get(args) => cmd::cluster::get(args),
+        Command::Suspend(args) => cmd::cluster::suspend(args, true),
+        Command::Resume(args) => cmd::cluster::suspend(args, false),
+        Command::Events(args) => cmd::cluster::events(args),
+        Command::Tree(args) => cmd::cluster::tree(args),
+        Command::Install(args) => cmd::install::install(args),
+        Command::Uninstall(args) => cmd::install::uninstall(args),
+        Command::Version(args) => cmd::install::version(args),
+        Command::Completion(args) => cmd::completion::run(args),
+        Command::Complete(args) => cmd::completion::complete(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod connect;
 mod http;
 mod logging;
 mod output;

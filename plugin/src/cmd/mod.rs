@@ -1,4 +1,7 @@
+pub mod cluster;
+pub mod completion;
 pub mod explain;
+pub mod install;
 pub mod lint;
 pub mod reconcile;
 pub mod serve;

@@ -16,11 +16,24 @@ use std::sync::Arc;
 pub struct Args {
     /// Run on a checkout, without a cluster: the image objects under DIR are
     /// the configuration
-    #[arg(long, required = true)]
+    #[arg(long)]
     local: bool,
-    /// The checkout, or a folder of it (default: the current folder)
-    #[arg(value_name = "DIR")]
-    dir: Option<PathBuf>,
+    /// In a cluster: KIND NAME (repository, policy or update); with --local:
+    /// the checkout, or a folder of it (default: the current folder)
+    #[arg(value_name = "KIND NAME | DIR")]
+    targets: Vec<String>,
+    /// In a cluster: how long to wait for the controller
+    #[arg(long, default_value = "2m", value_parser = crate::cli::duration_arg)]
+    timeout: std::time::Duration,
+    /// In a cluster: reconcile an update's GitRepository first
+    #[arg(long)]
+    with_source: bool,
+    /// In a cluster: the kubeconfig (default: $KUBECONFIG, then ~/.kube/config)
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// In a cluster: the kubeconfig context
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
     /// Show what would change (a unified diff); write nothing
     #[arg(long, conflicts_with_all = ["commit", "push"])]
     dry_run: bool,
@@ -30,9 +43,10 @@ pub struct Args {
     /// Commit and push to each automation's push branch on the checkout's remote
     #[arg(long)]
     push: bool,
-    /// Namespace of objects that name none
-    #[arg(short = 'n', long = "namespace", default_value = "default")]
-    namespace: String,
+    /// The object's namespace (in a cluster); with --local, the namespace of
+    /// objects that name none (default: default)
+    #[arg(short = 'n', long = "namespace")]
+    namespace: Option<String>,
     /// Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json)
     #[arg(long, value_name = "FILE")]
     docker_config: Option<PathBuf>,
@@ -70,9 +84,35 @@ fn read_text(p: &Option<PathBuf>) -> Result<Option<String>> {
 
 pub fn run_cmd(args: Args) -> Result<Outcome> {
     if !args.local {
-        bail!("give --local: the in-cluster reconcile needs a cluster connection");
+        let [kind, name] = args.targets.as_slice() else {
+            crate::cli::usage_error(
+                "give KIND NAME (reconcile repository|policy|update NAME), or --local [DIR] to run on a checkout".into(),
+            );
+        };
+        return crate::cmd::cluster::reconcile(
+            kind,
+            name,
+            crate::cmd::cluster::ReconcileTarget {
+                timeout: args.timeout,
+                with_source: args.with_source,
+                kube: crate::connect::KubeArgs {
+                    kubeconfig: args.kubeconfig.clone(),
+                    context: args.context.clone(),
+                    namespace: args.namespace.clone(),
+                },
+            },
+        );
     }
-    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    if args.targets.len() > 1 {
+        crate::cli::usage_error(format!(
+            "--local takes one folder, not {}",
+            args.targets.join(" ")
+        ));
+    }
+    let dir = args
+        .targets
+        .first()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
@@ -130,7 +170,7 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
     let opts = Options {
         dir,
         mode,
-        default_namespace: args.namespace.clone(),
+        default_namespace: args.namespace.clone().unwrap_or_else(|| "default".into()),
         keychain: keychain(args.docker_config.as_ref())?,
         registry,
         per_host: usize::from(args.scans_per_registry),

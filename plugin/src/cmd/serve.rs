@@ -44,6 +44,15 @@ pub struct Args {
     /// /healthz, /readyz and /version listener
     #[arg(long, default_value = "0.0.0.0:9440")]
     health_addr: SocketAddr,
+    /// Admission webhook listener (TLS)
+    #[arg(long, value_name = "ADDR")]
+    webhook_addr: Option<SocketAddr>,
+    /// The webhook's tls.crt and tls.key (reloaded on change); an empty folder gets a generated CA and certificate
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// Registry and Receiver events listener
+    #[arg(long, value_name = "ADDR")]
+    receiver_addr: Option<SocketAddr>,
     /// Elect a leader through a Lease: only the leader reconciles
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
