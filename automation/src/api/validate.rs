@@ -434,7 +434,7 @@ pub fn check_repository_access(
                 FieldError::error(
                     field,
                     format!(
-                        "the spec.accessFrom of ImageRepository {repo} does not select namespace {policy_ns} (by its labels)"
+                        "the spec.accessFrom of ImageRepository {repo} matches none of the labels of namespace {policy_ns}"
                     ),
                 )
                 .hint(hint),
@@ -532,7 +532,8 @@ mod tests {
         let e =
             check_repository_access(&policy("apps"), &repo, Some(&BTreeMap::new()), true).unwrap();
         assert!(
-            e.message.contains("does not select namespace apps"),
+            e.message
+                .contains("matches none of the labels of namespace apps"),
             "{}",
             e.message
         );
