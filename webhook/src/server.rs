@@ -70,7 +70,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// For a whole request body.
     pub body_read_timeout: Duration,
-    /// Connections served at once.
+    /// Connections served at once. Each may buffer one body of up to
+    /// `max_body`, so this also bounds the memory bodies take.
     pub max_connections: usize,
     /// After this, a connection is closed once its current request is
     /// answered (clients reconnect).
@@ -90,7 +91,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
-            max_connections: 1024,
+            max_connections: 256,
             max_connection_age: Duration::from_secs(600),
             grace: Duration::from_secs(10),
             reload_interval: Duration::from_secs(1),
@@ -129,6 +130,8 @@ pub enum ServerError {
     Cert(#[from] CertError),
     #[error("webhook TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("preparing the certificate failed: {0}")]
+    Task(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

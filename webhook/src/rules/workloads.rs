@@ -222,7 +222,8 @@ pub fn validate(request: &AdmissionRequest, view: &dyn ClusterView) -> Verdict {
             vec![],
         );
     };
-    if judged_owner(kind, object).is_some() {
+    if let Some(owner) = judged_owner(kind, object) {
+        tracing::debug!(kind, name = request.name(), %owner, "admitted: made by a judged workload");
         return Verdict::allow();
     }
     let Some(namespace) = request.namespace() else {
