@@ -9,6 +9,8 @@ use super::{
     MAX_EXCLUSION_LIST, Object, Severity,
 };
 use crate::policy::{Exclusions, Ordering, Policy, PolicyError, TagFilter};
+use kube::ResourceExt;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A problem with one field of an object.
@@ -370,6 +372,78 @@ pub fn check_update_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether an ImagePolicy's `spec.imageRepositoryRef` to `repository` in
+/// another namespace can ever be used: Flux refuses it (AccessDenied) unless
+/// the repository's `accessFrom` selects the policy's namespace.
+///
+/// `namespace_labels` are the labels of the policy's namespace, when known.
+/// Known, the reference must be allowed now. Unknown, only a reference that
+/// no label could allow is an error: the repository has no accessFrom (or an
+/// empty one), or cross-namespace references are switched off. A reference
+/// within one namespace is always fine.
+pub fn check_repository_access(
+    policy: &ImagePolicy,
+    repository: &ImageRepository,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    cross_namespace_refs: bool,
+) -> Option<FieldError> {
+    let policy_ns = policy.namespace()?;
+    let repo_ns = repository.namespace()?;
+    if policy_ns == repo_ns {
+        return None;
+    }
+    let repo = format!("{repo_ns}/{}", repository.name_any());
+    let field = "spec.imageRepositoryRef.namespace";
+    if !cross_namespace_refs {
+        return Some(
+            FieldError::error(
+                field,
+                format!(
+                    "ImageRepository {repo} is in another namespace, and cross-namespace references are switched off"
+                ),
+            )
+            .hint(format!(
+                "create the ImageRepository in namespace {policy_ns}"
+            )),
+        );
+    }
+    let selectors = repository
+        .spec
+        .access_from
+        .as_ref()
+        .map_or(&[][..], |a| &a.namespace_selectors[..]);
+    let hint = format!(
+        "give ImageRepository {repo} a spec.accessFrom.namespaceSelectors entry whose matchLabels select namespace {policy_ns}, or create the ImageRepository in namespace {policy_ns}"
+    );
+    if selectors.is_empty() {
+        return Some(
+            FieldError::error(
+                field,
+                format!(
+                    "ImageRepository {repo} has no spec.accessFrom, so it never allows ImagePolicies of namespace {policy_ns}"
+                ),
+            )
+            .hint(hint),
+        );
+    }
+    match namespace_labels {
+        Some(labels)
+            if !super::plan::access_allowed(repository, &policy_ns, labels, true) =>
+        {
+            Some(
+                FieldError::error(
+                    field,
+                    format!(
+                        "the spec.accessFrom of ImageRepository {repo} matches none of the labels of namespace {policy_ns}"
+                    ),
+                )
+                .hint(hint),
+            )
+        }
+        _ => None,
+    }
+}
+
 /// Every problem of an object that the schema did not catch.
 pub fn validate(object: &Object) -> Vec<FieldError> {
     let mut out = Vec::new();
@@ -389,6 +463,88 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{
+        AccessFrom, ImagePolicySpec, ImageRepositorySpec, NamespaceSelector,
+        NamespacedObjectReference,
+    };
+
+    fn repository(ns: &str, access: Option<Vec<NamespaceSelector>>) -> ImageRepository {
+        let spec: ImageRepositorySpec = serde_json::from_value(serde_json::json!({
+            "image": "ghcr.io/org/web", "interval": "5m"
+        }))
+        .unwrap();
+        let mut r = ImageRepository::new("web", spec);
+        r.metadata.namespace = Some(ns.into());
+        r.spec.access_from = access.map(|namespace_selectors| AccessFrom {
+            namespace_selectors,
+        });
+        r
+    }
+
+    fn policy(ns: &str) -> ImagePolicy {
+        let spec = ImagePolicySpec {
+            image_repository_ref: NamespacedObjectReference {
+                name: "web".into(),
+                namespace: Some("flux".into()),
+            },
+            policy: Default::default(),
+            filter_tags: None,
+            digest_reflection_policy: Default::default(),
+            interval: None,
+            suspend: false,
+        };
+        let mut p = ImagePolicy::new("web", spec);
+        p.metadata.namespace = Some(ns.into());
+        p
+    }
+
+    #[test]
+    fn repository_access() {
+        let team = BTreeMap::from([("team".to_string(), "a".to_string())]);
+        let selects_team = vec![NamespaceSelector {
+            match_labels: team.clone(),
+        }];
+        // Same namespace: always.
+        assert_eq!(
+            check_repository_access(&policy("flux"), &repository("flux", None), None, false),
+            None
+        );
+        // No accessFrom, or an empty one: never, labels or not.
+        for access in [None, Some(vec![])] {
+            let e = check_repository_access(
+                &policy("apps"),
+                &repository("flux", access),
+                Some(&team),
+                true,
+            )
+            .unwrap();
+            assert_eq!(e.field, "spec.imageRepositoryRef.namespace");
+            assert!(e.message.contains("never allows"), "{}", e.message);
+            assert!(e.hint.unwrap().contains("accessFrom"));
+        }
+        let repo = repository("flux", Some(selects_team));
+        // Selected by the labels: fine; not selected: refused; unknown
+        // labels: may still come, fine.
+        assert_eq!(
+            check_repository_access(&policy("apps"), &repo, Some(&team), true),
+            None
+        );
+        let e =
+            check_repository_access(&policy("apps"), &repo, Some(&BTreeMap::new()), true).unwrap();
+        assert!(
+            e.message
+                .contains("matches none of the labels of namespace apps"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            check_repository_access(&policy("apps"), &repo, None, true),
+            None
+        );
+        // Switched off: refused even when selected.
+        let e = check_repository_access(&policy("apps"), &repo, Some(&team), false).unwrap();
+        assert!(e.message.contains("switched off"), "{}", e.message);
+    }
 
     #[test]
     fn durations() {
