@@ -15,7 +15,7 @@ DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libs
   docker-registry apache2-utils skopeo time python3 openssh-server openssh-client lighttpd \
   lighttpd-mod-openssl etcd-server
 
-.PHONY: all build crds deps kube-apiserver test lint fmt clippy unit demo demo-check bench fuzz install clean
+.PHONY: all build crds manifests deps kube-apiserver test lint fmt clippy unit demo demo-check bench fuzz install clean
 
 all: build
 
@@ -26,6 +26,11 @@ build:
 # automation crate's `crds` test fails while the checked-in files differ).
 crds:
 	$(CARGO) run -q -p automation --example gen-crds -- manifests/crds
+
+# Regenerates manifests/install (what `kubectl imageauto install` applies,
+# for GitOps users; the plugin_cluster test fails while it differs).
+manifests: crds
+	$(CARGO) run -q -p kubectl-imageauto -- install --dry-run --crds=false -o yaml > manifests/install/imageauto.yaml
 
 # Installs the missing Debian packages. Nothing is skipped: a package that
 # cannot be installed fails the target.

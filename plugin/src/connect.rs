@@ -67,9 +67,8 @@ pub fn explain(e: kube::Error, what: &str) -> anyhow::Error {
     match &e {
         kube::Error::Api(s)
             if s.code == 404
-                && s.reason == "NotFound"
-                && s.message
-                    .contains("the server could not find the requested resource") =>
+                && (s.message.contains("could not find the requested resource")
+                    || s.message.contains("page not found")) =>
         {
             anyhow!(
                 "{what}: the image.toolkit.fluxcd.io API is not installed in this cluster: run kubectl imageauto install (or install Flux's image controllers' CRDs)"

@@ -49,12 +49,22 @@ where
     }
 }
 
-/// Sends warnings and errors of the library to standard error.
+/// Sends warnings and errors of imageauto's own code to standard error
+/// (the libraries it uses report through its errors instead).
 pub fn init_cli() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(Level::WARN)
-        .event_format(Plain)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let ours = tracing_subscriber::filter::Targets::new()
+        .with_target("automation", Level::WARN)
+        .with_target("webhook", Level::WARN)
+        .with_target("kubectl_imageauto", Level::WARN);
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .event_format(Plain),
+        )
+        .with(ours)
         .try_init();
 }
 

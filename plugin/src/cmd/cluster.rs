@@ -461,7 +461,8 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
                 Some(c) if message.starts_with("pushed commit") => {
                     format!("✔ pushed commit {c} ({message})")
                 }
-                _ => format!("✔ {message}"),
+                Some(c) => format!("✔ nothing to do: {message} (last pushed commit {c})"),
+                None => format!("✔ nothing to do: {message}"),
             },
         };
         if ready != "True" {

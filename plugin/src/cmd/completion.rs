@@ -80,7 +80,21 @@ pub fn complete(args: CompleteArgs) -> Result<Outcome> {
         .iter()
         .position(|w| w == "-n" || w == "--namespace")
         .and_then(|i| before.get(i + 1).cloned());
-    let positional: Vec<&String> = before.iter().filter(|w| !w.starts_with('-')).collect();
+    // The words that are not flags nor flag values.
+    let mut positional: Vec<&String> = Vec::new();
+    let mut skip = false;
+    for w in &before {
+        if skip {
+            skip = false;
+        } else if matches!(
+            w.as_str(),
+            "-n" | "--namespace" | "--context" | "--kubeconfig" | "-o" | "--output" | "--timeout"
+        ) {
+            skip = true;
+        } else if !w.starts_with('-') {
+            positional.push(w);
+        }
+    }
     let candidates: Vec<String> = match positional.as_slice() {
         [] => Cli::command()
             .get_subcommands()

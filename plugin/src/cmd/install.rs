@@ -53,6 +53,9 @@ pub struct InstallArgs {
     /// Install the admission webhook
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     webhook: bool,
+    /// Install the CRDs (false when they are managed otherwise; Flux's are always kept)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    crds: bool,
     /// Point the webhook at this URL (a serve running outside the cluster) instead of the Service
     #[arg(long, value_name = "URL", requires = "ca_file")]
     webhook_url: Option<String>,
@@ -151,10 +154,10 @@ pub fn objects(
                "metadata": {"name": NAME, "namespace": ns, "labels": l},
                "spec": {"selector": {"app.kubernetes.io/name": NAME},
                         "ports": [
-                            {"name": "webhook", "port": 443, "targetPort": 9443},
-                            {"name": "receiver", "port": 80, "targetPort": 9292},
-                            {"name": "metrics", "port": 8080, "targetPort": 8080},
-                            {"name": "health", "port": 9440, "targetPort": 9440}]}}),
+                            {"name": "webhook", "port": 443, "targetPort": 9443, "protocol": "TCP"},
+                            {"name": "receiver", "port": 80, "targetPort": 9292, "protocol": "TCP"},
+                            {"name": "metrics", "port": 8080, "targetPort": 8080, "protocol": "TCP"},
+                            {"name": "health", "port": 9440, "targetPort": 9440, "protocol": "TCP"}]}}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
                "metadata": {"name": NAME, "namespace": ns, "labels": l},
                "spec": {
@@ -179,10 +182,10 @@ pub fn objects(
                                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                                    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
                                "ports": [
-                                   {"name": "webhook", "containerPort": 9443},
-                                   {"name": "receiver", "containerPort": 9292},
-                                   {"name": "metrics", "containerPort": 8080},
-                                   {"name": "health", "containerPort": 9440}],
+                                   {"name": "webhook", "containerPort": 9443, "protocol": "TCP"},
+                                   {"name": "receiver", "containerPort": 9292, "protocol": "TCP"},
+                                   {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
+                                   {"name": "health", "containerPort": 9440, "protocol": "TCP"}],
                                "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}},
                                "readinessProbe": {"httpGet": {"path": "/readyz", "port": "health"}},
                                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
@@ -233,7 +236,10 @@ pub fn objects(
                             "operations": ["CREATE", "UPDATE"],
                             "resources": ["imagerepositories", "imagepolicies", "imageupdateautomations"]}],
                  "namespaceSelector": {"matchExpressions": [not_system]},
-                 "failurePolicy": policy, "sideEffects": "None", "timeoutSeconds": 5,
+                 // A broken object is refused when the server answers; when
+                 // it cannot, objects are not held back (the controllers
+                 // validate them too).
+                 "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 5,
                  "admissionReviewVersions": ["v1", "v1beta1"]}]
         }));
     }
@@ -300,9 +306,30 @@ fn describe(v: &Value) -> String {
     }
 }
 
+/// Whether `live` already holds everything of `desired` (objects: every
+/// key, recursively; lists: the same length, element by element).
+fn holds(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| holds(lv, dv))),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(a, b)| holds(a, b))
+        }
+        (l, d) => l == d,
+    }
+}
+
+/// Server-side apply, skipped when the object already is as desired (some
+/// apiservers record a no-op apply as a change of the object).
 async fn apply(k: &Kube, v: &Value) -> Result<()> {
     let api = api_for(k, v)?;
     let name = v["metadata"]["name"].as_str().unwrap_or("");
+    if let Ok(Some(live)) = api.get_opt(name).await
+        && holds(&serde_json::to_value(&live)?, v)
+    {
+        return Ok(());
+    }
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(name, &pp, &Patch::Apply(v))
         .await
@@ -391,10 +418,14 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                 .with_context(|| format!("cannot read --ca-file {}", p.display()))?,
             None => String::new(),
         };
-        let mut all: Vec<Value> = automation::api::crds()
-            .into_iter()
-            .map(|c| serde_json::to_value(c).unwrap_or_default())
-            .collect();
+        let mut all: Vec<Value> = if args.crds {
+            automation::api::crds()
+                .into_iter()
+                .map(|c| serde_json::to_value(c).unwrap_or_default())
+                .collect()
+        } else {
+            Vec::new()
+        };
         all.extend(objects(
             &ns,
             &image,
@@ -452,7 +483,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
         // CRDs: ours, unless Flux's are there (kept and used).
         let crds: Api<CustomResourceDefinition> = Api::all(k.client.clone());
         let mut names = Vec::new();
-        for crd in automation::api::crds() {
+        for crd in automation::api::crds().into_iter().filter(|_| args.crds) {
             let name = crd.metadata.name.clone().unwrap_or_default();
             names.push(name.clone());
             match crds.get_opt(&name).await.map_err(|e| explain(e, "reading the CRDs"))? {
@@ -716,6 +747,20 @@ async fn delete(k: &Kube, v: &Value) -> Result<()> {
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(explain(e, &format!("deleting {}", describe(v)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holding_is_recursive_and_lists_are_whole() {
+        let live = json!({"a": {"b": 1, "c": 2}, "l": [{"x": 1, "y": 2}], "extra": true});
+        assert!(holds(&live, &json!({"a": {"b": 1}, "l": [{"x": 1}]})));
+        assert!(!holds(&live, &json!({"a": {"b": 2}})));
+        assert!(!holds(&live, &json!({"l": [{"x": 1}, {"x": 2}]})));
+        assert!(!holds(&live, &json!({"missing": 1})));
     }
 }
 
