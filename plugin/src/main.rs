@@ -1,6 +1,7 @@
 //! `kubectl imageauto`: keeps container image tags in GitOps repositories current.
 #![forbid(unsafe_code)]
 
+mod admission;
 mod cli;
 mod cmd;
 mod connect;

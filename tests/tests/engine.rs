@@ -68,6 +68,7 @@ fn job(
         },
         images,
         dry_run: false,
+        index_markers: false,
     }
 }
 

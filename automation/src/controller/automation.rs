@@ -140,6 +140,7 @@ async fn prepare(
         },
         images: images.clone(),
         dry_run: false,
+        index_markers: ctx.options.markers.is_some(),
     };
     Ok((job, images))
 }
@@ -184,6 +185,12 @@ async fn reconcile_inner(
             match ctx.engine.update(job).await {
                 Ok(result) => {
                     ctx.succeeded(&k);
+                    if let Some(index) = &ctx.options.markers {
+                        index.set(
+                            (a.namespace().unwrap_or_default(), a.name_any()),
+                            result.markers.clone(),
+                        );
+                    }
                     let now = Time(k8s_openapi::jiff::Timestamp::now());
                     status.last_automation_run_time = Some(now.clone());
                     status.observed_policies = Some(images);

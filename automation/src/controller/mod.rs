@@ -52,6 +52,66 @@ pub struct Options {
     pub requeue_dependency: Duration,
     /// This instance's name in events (the pod's name).
     pub instance: String,
+    /// Where automation runs leave the index of the image fields of their
+    /// checkout (for the admission webhook's marker check); none when no
+    /// webhook is served.
+    pub markers: Option<Arc<MarkerIndex>>,
+}
+
+/// The image fields of each automation's last checkout: (file, container)
+/// pairs by automation (`namespace`, `name`). Written by the automation
+/// controller after each run; read, without I/O, by the webhook's view.
+/// An automation's (`namespace`, `name`) entries: (file, container).
+type MarkerEntries =
+    std::collections::BTreeMap<(String, String), Vec<(String, crate::lint::IndexedContainer)>>;
+
+#[derive(Default)]
+pub struct MarkerIndex {
+    entries: std::sync::Mutex<MarkerEntries>,
+    /// Wakes whoever rebuilds a view from the index.
+    pub changed: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for MarkerIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarkerIndex")
+            .field("automations", &self.lock().len())
+            .finish()
+    }
+}
+
+impl MarkerIndex {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MarkerEntries> {
+        match self.entries.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Replaces an automation's entries (when they differ).
+    pub fn set(
+        &self,
+        automation: (String, String),
+        entries: Vec<(String, crate::lint::IndexedContainer)>,
+    ) {
+        let mut m = self.lock();
+        if m.get(&automation) != Some(&entries) {
+            m.insert(automation, entries);
+            drop(m);
+            self.changed.notify_one();
+        }
+    }
+
+    /// Every entry, with its automation.
+    pub fn all(&self) -> Vec<((String, String), String, crate::lint::IndexedContainer)> {
+        self.lock()
+            .iter()
+            .flat_map(|(a, v)| {
+                v.iter()
+                    .map(move |(f, c)| (a.clone(), f.clone(), c.clone()))
+            })
+            .collect()
+    }
 }
 
 /// Why a reconciliation failed in a way its status cannot say (the API

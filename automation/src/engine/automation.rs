@@ -26,6 +26,9 @@ pub struct AutomationJob {
     pub images: BTreeMap<String, ImageRef>,
     /// Only look: apply the setters and report, but commit and push nothing.
     pub dry_run: bool,
+    /// Also index the workloads' image fields under the update path, with
+    /// their markers, as the result's `markers` (for the admission webhook).
+    pub index_markers: bool,
 }
 
 /// What a run did.
@@ -39,6 +42,46 @@ pub struct AutomationResult {
     /// the checkout reference.
     pub source_revision: String,
     pub notes: Vec<String>,
+    /// With `index_markers`: each workload container's image field under
+    /// the update path (file relative to the repository root), as the
+    /// branch holds them after the run.
+    pub markers: Vec<(String, crate::lint::IndexedContainer)>,
+}
+
+/// The image fields of the workloads under `path` in `commit`'s tree.
+fn index_markers(
+    repo: &Repository,
+    commit: Oid,
+    path: &str,
+) -> Result<Vec<(String, crate::lint::IndexedContainer)>, EngineError> {
+    use rayon::prelude::*;
+    let entries = git::tree_entries(repo, commit, path, &crate::local::tree::is_manifest_name)?;
+    let git_dir = repo.path().to_path_buf();
+    Ok(entries
+        .par_iter()
+        .map_init(
+            || Repository::open(&git_dir).ok(),
+            |handle, e| {
+                let Some(repo) = handle.as_ref() else {
+                    return Vec::new();
+                };
+                let Ok(blob) = repo.find_blob(e.id) else {
+                    return Vec::new();
+                };
+                let Ok(text) = std::str::from_utf8(blob.content()) else {
+                    return Vec::new();
+                };
+                if !text.contains("image") {
+                    return Vec::new();
+                }
+                crate::lint::marker_index(text)
+                    .into_iter()
+                    .map(|c| (e.path.clone(), c))
+                    .collect()
+            },
+        )
+        .flatten()
+        .collect())
 }
 
 /// The cache's side of the loop: build on the push branch when the remote
@@ -129,6 +172,9 @@ pub fn run_blocking_with(
         let prepared = update::prepare(&repo, base, &job.commit.path, &job.images)?;
         result.notes = prepared.notes;
         result.files = prepared.files;
+        if job.index_markers {
+            result.markers = index_markers(&repo, base, &job.commit.path)?;
+        }
         return Ok(result);
     }
     let push = PushRequest {
@@ -152,6 +198,13 @@ pub fn run_blocking_with(
     result.files = done.prepared.files;
     result.commit = done.commit.map(|c| c.to_string());
     result.pushed = done.pushed;
+    if job.index_markers {
+        let tip = match done.commit {
+            Some(c) => c,
+            None => steps.base(&repo, 0)?,
+        };
+        result.markers = index_markers(&repo, tip, &job.commit.path)?;
+    }
     Ok(result)
 }
 

@@ -149,6 +149,10 @@ async fn serve(args: Args) -> Result<()> {
         cross_namespace_refs: !args.no_cross_namespace_refs,
         requeue_dependency: args.requeue_dependency,
         instance: instance.clone(),
+        markers: args
+            .webhook_addr
+            .is_some()
+            .then(|| Arc::new(automation::controller::MarkerIndex::default())),
     };
     let engine = Arc::new(Engine::new(EngineOptions::default()));
     let servers = crate::http::start(
@@ -163,6 +167,41 @@ async fn serve(args: Args) -> Result<()> {
         "imageauto {} serving", env!("CARGO_PKG_VERSION")
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = args.webhook_addr {
+        let Some(dir) = args.cert_dir.clone() else {
+            bail!(
+                "--webhook-addr needs --cert-dir DIR (tls.crt and tls.key, or an empty folder for a generated certificate)"
+            );
+        };
+        let view = crate::admission::keep_view(
+            client.clone(),
+            options.namespace.clone(),
+            options.cross_namespace_refs,
+            options.markers.clone(),
+        );
+        let ns = std::env::var("POD_NAMESPACE")
+            .ok()
+            .or_else(pod_namespace)
+            .unwrap_or_else(|| "imageauto-system".into());
+        let mut config = webhook::ServerConfig::new(addr, dir);
+        config.dns_names = vec![
+            "imageauto".into(),
+            format!("imageauto.{ns}"),
+            format!("imageauto.{ns}.svc"),
+            format!("imageauto.{ns}.svc.cluster.local"),
+        ];
+        let server = webhook::Server::bind(
+            config,
+            view,
+            Arc::new(crate::admission::MetricsObserver(metrics.clone())),
+        )
+        .await?;
+        tracing::info!(webhook = %server.local_addr(), "admission webhook serving");
+        let mut rx = stop_rx.clone();
+        tokio::spawn(server.run(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+    }
     let terminate = terminate_signal();
     let result = if args.leader_elect {
         let lease_ns = args
