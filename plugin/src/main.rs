@@ -8,6 +8,7 @@ mod connect;
 mod http;
 mod logging;
 mod output;
+mod receiver;
 
 use std::process::ExitCode;
 

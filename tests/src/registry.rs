@@ -72,6 +72,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(auth: Auth, tls: Option<&Tls>) -> Registry {
+        Self::start_with(auth, tls, "")
+    }
+
+    /// [`Registry::start`] with more configuration appended (top-level
+    /// sections such as `notifications:`).
+    pub fn start_with(auth: Auth, tls: Option<&Tls>, extra: &str) -> Registry {
         let bin = require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let mut config = format!(
@@ -119,6 +125,7 @@ impl Registry {
                 ));
             }
         }
+        config.push_str(extra);
         let cfg = dir.path().join("config.yml");
         let (port, child) = start_on_free_port(|port| {
             std::fs::write(

@@ -12,7 +12,10 @@ pub mod store;
 
 mod automation;
 mod policy;
+pub mod receiver;
+mod receivers;
 mod repository;
+pub use receivers::token as receivers_token;
 
 use crate::api::{ImagePolicy, ImageRepository, ImageUpdateAutomation, ResourceExt};
 use crate::engine::{Engine, EngineError};
@@ -56,6 +59,9 @@ pub struct Options {
     /// checkout (for the admission webhook's marker check); none when no
     /// webhook is served.
     pub markers: Option<Arc<MarkerIndex>>,
+    /// Changes that reach an automation within this window make one run
+    /// (one fetch, one commit).
+    pub batch_window: Duration,
 }
 
 /// The image fields of each automation's last checkout: (file, container)
@@ -380,7 +386,8 @@ pub async fn run(
         api::<ImageUpdateAutomation>(&client, &options.namespace),
         wc.clone(),
     )
-    .with_config(config);
+    .with_config(config.clone().debounce(options.batch_window));
+    let receiver_config = config;
     let ctx = Arc::new(Context {
         client: client.clone(),
         engine,
@@ -418,7 +425,7 @@ pub async fn run(
     let automation_store = ctx.automations.clone();
     let automations = automations.watches(
         api::<ImagePolicy>(&client, &options.namespace),
-        wc,
+        wc.clone(),
         move |p: ImagePolicy| {
             let ns = p.namespace();
             automation_store
@@ -461,10 +468,33 @@ pub async fn run(
         .run(policy::reconcile, error_policy, ctx.clone())
         .for_each(|r| log_result("ImagePolicy", r));
     let a = automations
-        .graceful_shutdown_on(stopped(stop))
+        .graceful_shutdown_on(stopped(stop.clone()))
         .run(automation::reconcile, error_policy, ctx.clone())
         .for_each(|r| log_result("ImageUpdateAutomation", r));
-    futures::future::join3(r, p, a).await;
+    // Receivers (Flux's notification kind) get their path and Ready, when
+    // the kind exists in the cluster.
+    let rapi: Api<crate::api::Receiver> = api(&client, &options.namespace);
+    let receivers = match rapi.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Some(
+            Controller::new(rapi, wc)
+                .with_config(receiver_config)
+                .graceful_shutdown_on(stopped(stop.clone()))
+                .run(receivers::reconcile, error_policy, ctx.clone())
+                .for_each(|r| log_result("Receiver", r)),
+        ),
+        Err(_) => {
+            tracing::info!(
+                "no Receiver kind in the cluster: registry events come only through other receivers"
+            );
+            None
+        }
+    };
+    let receivers = async move {
+        if let Some(r) = receivers {
+            r.await;
+        }
+    };
+    futures::future::join4(r, p, a, receivers).await;
     Ok(())
 }
 

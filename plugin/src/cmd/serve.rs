@@ -50,9 +50,12 @@ pub struct Args {
     /// The webhook's tls.crt and tls.key (reloaded on change); an empty folder gets a generated CA and certificate
     #[arg(long, value_name = "DIR")]
     cert_dir: Option<PathBuf>,
-    /// Registry and Receiver events listener
+    /// Registry and Receiver events listener (HTTP)
     #[arg(long, value_name = "ADDR")]
     receiver_addr: Option<SocketAddr>,
+    /// Policy changes reaching an automation within this window make one commit
+    #[arg(long, default_value = "500ms", value_parser = window_arg)]
+    batch_window: Duration,
     /// Elect a leader through a Lease: only the leader reconciles
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -74,6 +77,16 @@ pub struct Args {
     /// Time allowed to finish the work under way after SIGTERM
     #[arg(long, default_value = "25s", value_parser = crate::cli::duration_arg)]
     shutdown_grace: Duration,
+}
+
+/// A batch window: a Go duration from 0 to 1 minute.
+fn window_arg(s: &str) -> Result<Duration, String> {
+    let d = automation::api::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 500ms or 2s"))?;
+    if d > Duration::from_secs(60) {
+        return Err(format!("{s:?} is too long: at most 1m"));
+    }
+    Ok(d)
 }
 
 /// The namespace this pod runs in, when it runs in a cluster.
@@ -153,6 +166,7 @@ async fn serve(args: Args) -> Result<()> {
             .webhook_addr
             .is_some()
             .then(|| Arc::new(automation::controller::MarkerIndex::default())),
+        batch_window: args.batch_window,
     };
     let engine = Arc::new(Engine::new(EngineOptions::default()));
     let servers = crate::http::start(
@@ -201,6 +215,18 @@ async fn serve(args: Args) -> Result<()> {
         tokio::spawn(server.run(async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
+    }
+    if let Some(addr) = args.receiver_addr {
+        let local = crate::receiver::start(
+            addr,
+            client.clone(),
+            options.namespace.clone(),
+            metrics.clone(),
+            instance.clone(),
+            stop_rx.clone(),
+        )
+        .await?;
+        tracing::info!(receiver = %local, "receiver serving");
     }
     let terminate = terminate_signal();
     let result = if args.leader_elect {

@@ -1,0 +1,339 @@
+//! `serve --receiver-addr`: Flux's Receiver endpoints for ImageRepositories
+//! (`/hook/<sha256>`), and the registry's own notifications posted to them.
+//! A request that proves itself triggers a scan of the Receiver's
+//! ImageRepositories (narrowed to the repositories the payload names, when
+//! it names some) the way Flux does: a `reconcile.fluxcd.io/requestedAt`
+//! annotation; the scan itself decides what changed. Unknown paths get 404
+//! with no hint; refusals 401 and an event on the Receiver; bodies are
+//! capped; a flood is coalesced per repository and rate-limited per
+//! Receiver.
+
+use automation::api::{
+    ImageRepository, RECONCILE_REQUEST_ANNOTATION, Receiver, ReceiverType, ResourceExt,
+};
+use automation::controller::metrics::Metrics;
+use automation::controller::receiver::{is_ours, targets, verify, webhook_path};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use futures::StreamExt;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Largest body read (registry notifications batch events; 1 MiB is many).
+const MAX_BODY: usize = 1 << 20;
+/// Triggers of one repository within this window make one scan request,
+/// sent at its end (so that a request always follows the last event).
+const COALESCE: Duration = Duration::from_millis(300);
+/// Requests a Receiver takes per second (a burst of twice that).
+const RATE: f64 = 20.0;
+
+/// One Receiver the server answers for.
+#[derive(Clone)]
+struct Entry {
+    receiver: Receiver,
+    kind: ReceiverType,
+    token: String,
+}
+
+#[derive(Default)]
+struct Bucket {
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+pub struct Receivers {
+    client: Client,
+    by_path: RwLock<HashMap<String, Entry>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    pending: Mutex<std::collections::HashSet<(String, String)>>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Receivers {
+    /// Takes one request from `receiver`'s bucket; false when over the rate.
+    fn admit(&self, receiver: &str) -> bool {
+        let mut b = lock(&self.buckets);
+        let bucket = b.entry(receiver.to_string()).or_insert(Bucket {
+            tokens: RATE * 2.0,
+            at: None,
+        });
+        let now = Instant::now();
+        if let Some(at) = bucket.at {
+            bucket.tokens =
+                (bucket.tokens + now.duration_since(at).as_secs_f64() * RATE).min(RATE * 2.0);
+        }
+        bucket.at = Some(now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Schedules one scan request for a repository at the end of the
+    /// coalescing window; a trigger while one is scheduled joins it.
+    fn schedule(self: &Arc<Self>, ns: String, name: String) {
+        if !lock(&self.pending).insert((ns.clone(), name.clone())) {
+            return;
+        }
+        let s = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(COALESCE).await;
+            lock(&s.pending).remove(&(ns.clone(), name.clone()));
+            let api: Api<ImageRepository> = Api::namespaced(s.client.clone(), &ns);
+            let value = k8s_openapi::jiff::Timestamp::now().to_string();
+            let patch = serde_json::json!({"metadata": {"annotations": {RECONCILE_REQUEST_ANNOTATION: value}}});
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(repository = %format!("{ns}/{name}"), "scan requested by a receiver")
+                }
+                Err(e) => {
+                    tracing::warn!(repository = %format!("{ns}/{name}"), "cannot request a scan: {e}")
+                }
+            }
+        });
+    }
+
+    async fn event(&self, r: &Receiver, reason: &str, note: String) {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Receive".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &r.object_ref(&())).await {
+            tracing::warn!("cannot publish an event: {e}");
+        }
+    }
+
+    /// Requests a scan of the Receiver's ImageRepositories (those the
+    /// payload names, when it names some). Returns how many were asked.
+    async fn trigger(self: &Arc<Self>, r: &Receiver, only: Option<&[String]>) -> usize {
+        if only.is_some_and(<[String]>::is_empty) {
+            return 0;
+        }
+        let mut asked = 0;
+        for (ns, name, labels) in targets(r) {
+            let api: Api<ImageRepository> = Api::namespaced(self.client.clone(), &ns);
+            let repos: Vec<ImageRepository> = if name == "*" {
+                let selector: Vec<String> =
+                    labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let lp = ListParams::default().labels(&selector.join(","));
+                api.list(&lp).await.map(|l| l.items).unwrap_or_default()
+            } else {
+                api.get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .into_iter()
+                    .collect()
+            };
+            for repo in repos {
+                if let Some(only) = only
+                    && !automation::registry::normalized_repository(&repo.spec.image)
+                        .is_some_and(|n| only.contains(&n))
+                {
+                    continue;
+                }
+                self.schedule(ns.clone(), repo.name_any());
+                asked += 1;
+            }
+        }
+        asked
+    }
+}
+
+async fn hook(
+    State(s): State<Arc<Receivers>>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let path = format!("/hook/{digest}");
+    let entry = s.by_path.read().ok().and_then(|m| m.get(&path).cloned());
+    let Some(entry) = entry else {
+        s.metrics.inc(
+            "imageauto_receiver_events_total",
+            &[("result", "not-found")],
+        );
+        return (StatusCode::NOT_FOUND, "not found\n".into());
+    };
+    let rkey = format!(
+        "{}/{}",
+        entry.receiver.namespace().unwrap_or_default(),
+        entry.receiver.name_any()
+    );
+    let lowered: BTreeMap<String, String> = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_ascii_lowercase(), v.to_string()))
+        })
+        .collect();
+    let accepted = match verify(
+        entry.kind,
+        &lowered,
+        &body,
+        entry.token.as_bytes(),
+        &entry.receiver.spec.events,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            s.metrics
+                .inc("imageauto_receiver_events_total", &[("result", "refused")]);
+            s.event(
+                &entry.receiver,
+                "ValidationFailed",
+                format!("a request was refused: {e}"),
+            )
+            .await;
+            return (StatusCode::UNAUTHORIZED, "unauthorized\n".into());
+        }
+    };
+    if !s.admit(&rkey) {
+        s.metrics.inc(
+            "imageauto_receiver_events_total",
+            &[("result", "rate-limited")],
+        );
+        return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n".into());
+    }
+    if !accepted.wanted {
+        s.metrics
+            .inc("imageauto_receiver_events_total", &[("result", "ignored")]);
+        return (StatusCode::OK, "event not handled\n".into());
+    }
+    let asked = s
+        .trigger(&entry.receiver, accepted.repositories.as_deref())
+        .await;
+    s.metrics
+        .inc("imageauto_receiver_events_total", &[("result", "accepted")]);
+    (
+        StatusCode::OK,
+        format!("{asked} ImageRepository scan(s) requested\n"),
+    )
+}
+
+/// Rebuilds the path table from the Receivers: each of ours, with its
+/// Secret's token.
+async fn rebuild(s: &Receivers, store: &Store<Receiver>) {
+    let mut table = HashMap::new();
+    for r in store.state() {
+        if !is_ours(&r) || r.spec.suspend {
+            continue;
+        }
+        match automation::controller::receivers_token(&s.client, &r).await {
+            Ok(token) => {
+                let path = webhook_path(&token, &r.name_any(), &r.namespace().unwrap_or_default());
+                table.insert(
+                    path,
+                    Entry {
+                        receiver: r.as_ref().clone(),
+                        kind: r.spec.receiver_type,
+                        token,
+                    },
+                );
+            }
+            Err(e) => tracing::warn!(receiver = %r.name_any(), "receiver not served: {e}"),
+        }
+    }
+    if let Ok(mut m) = s.by_path.write() {
+        *m = table;
+    }
+}
+
+/// Binds the listener and serves; the path table follows the Receivers (a
+/// watch) and their Secrets (re-read on every Receiver change, and every
+/// minute).
+pub async fn start(
+    addr: SocketAddr,
+    client: Client,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    instance: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--receiver-addr {addr}: cannot listen there: {e}"))?;
+    let local = listener.local_addr()?;
+    let state = Arc::new(Receivers {
+        client: client.clone(),
+        by_path: RwLock::new(HashMap::new()),
+        buckets: Mutex::new(HashMap::new()),
+        pending: Mutex::new(std::collections::HashSet::new()),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "imageauto".into(),
+                instance: Some(instance),
+            },
+        ),
+        metrics,
+    });
+    let api: Api<Receiver> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    if api.list(&ListParams::default().limit(1)).await.is_ok() {
+        let (reader, writer) = reflector::store();
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        let s = state.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    ev = stream.next() => match ev {
+                        Some(Ok(_)) => rebuild(&s, &reader).await,
+                        Some(Err(e)) => tracing::warn!("receivers: watch: {e}"),
+                        None => break,
+                    },
+                    _ = tick.tick() => rebuild(&s, &reader).await,
+                }
+            }
+        });
+    } else {
+        tracing::info!("no Receiver kind in the cluster: the receiver answers 404 until there is");
+    }
+    let app = Router::new()
+        .route("/hook/{digest}", post(hook))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state);
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!("the receiver listener stopped: {e}");
+        }
+    });
+    Ok(local)
+}
