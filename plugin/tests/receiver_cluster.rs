@@ -262,7 +262,8 @@ fn every_sender_type_proves_itself_or_is_refused() {
             ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
         )
     };
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<(&str, String)>)> = vec![
+    type Headers<'a> = Vec<(&'a str, String)>;
+    let cases: Vec<(&str, Headers, Headers)> = vec![
         (
             "generic-hmac",
             vec![("X-Signature", format!("sha256={}", sha256("generic-hmac")))],
