@@ -11,7 +11,7 @@ BIN := target/release/kubectl-imageauto
 
 # Debian packages the tests run against: Go and Masterminds/semver (oracle),
 # hyperfine (benchmarks), etcd (under the cluster tests' kube-apiserver).
-DEBS := golang-go golang-github-masterminds-semver-dev hyperfine pkg-config libssl-dev pre-commit git \
+DEBS := golang-go golang-github-masterminds-semver-dev hyperfine hey pkg-config libssl-dev pre-commit git \
   docker-registry apache2-utils skopeo time python3 openssh-server openssh-client lighttpd \
   lighttpd-mod-openssl etcd-server
 
@@ -82,6 +82,8 @@ bench: deps
 	bench/lint-scale.sh
 	bench/engine-concurrency.sh
 	bench/serve-scale.sh
+	bench/receiver-latency.sh
+	bench/admission-load.sh
 
 # Fuzz marker parsing and rewriting (cargo-fuzz, no sanitizer: works on stable).
 FUZZ_SECONDS ?= 300
