@@ -1,8 +1,8 @@
 //! What the controllers read from Secrets and ServiceAccounts: registry
 //! credentials (`secretRef`, the ServiceAccount's imagePullSecrets), TLS
 //! material (`certSecretRef`), a proxy (`proxySecretRef`), the Git
-//! credentials of a GitRepository, and an automation's commit signing key. Errors name the Secret and the key,
-//! never a value.
+//! credentials of a GitRepository, and an automation's commit signing key.
+//! Errors name the Secret and the key, never a value.
 
 use crate::api::{GitRepository, ImageRepository, ResourceExt, SigningKey};
 use crate::engine::{Engine, EngineError, RegistryAccess};
@@ -166,7 +166,8 @@ pub async fn git_auth(
 /// with `type: ssh`, Flux's `identity` and `password` too (see
 /// [`sign::from_secret_data`]). A missing Secret may yet appear (an
 /// [`EngineError::Source`], retried); a key that cannot sign is an
-/// [`EngineError::SigningKey`], until the Secret or the automation changes.
+/// [`EngineError::SigningKey`], not retried on its own (a Secret's change
+/// does not wake the automation: a reconcile request or a spec change does).
 /// The key is unlocked on a blocking thread (its passphrase derivation is
 /// deliberately slow).
 pub async fn signer(

@@ -81,15 +81,12 @@ pub enum SignError {
     },
 }
 
-/// Where a Secret holds signing keys: `git.asc` (an armored OpenPGP secret
-/// key, as Flux reads it), `git.ssh` (an OpenSSH private key: imageauto's
-/// extension, no field added to the automation), and with `type: ssh`,
-/// Flux's `identity`; the passphrase in `passphrase` (or `password`, Flux's
-/// name beside `identity`).
-pub const SECRET_KEYS: [&str; 3] = ["git.asc", "git.ssh", "identity"];
-
 /// The signing key of a Secret's data, as an automation's
-/// `spec.git.commit.signingKey` names it. `wanted` is its `type`: `ssh`
+/// `spec.git.commit.signingKey` names it: `git.asc` (an armored OpenPGP
+/// secret key, as Flux reads it), `git.ssh` (an OpenSSH private key:
+/// imageauto's extension, no field added to the automation), and with
+/// `type: ssh`, Flux's `identity`; the passphrase in `passphrase` (or
+/// `password`, Flux's name beside `identity`). `wanted` is the `type`: `ssh`
 /// reads `git.ssh`, else `identity`; `gpg` or none reads `git.asc`, else
 /// `git.ssh`. The key's format is recognised from its content either way.
 pub fn from_secret_data(
@@ -223,7 +220,7 @@ impl Signer {
         let format = KeyFormat::Ssh;
         let mut private = ssh_key::PrivateKey::from_openssh(key).map_err(|e| SignError::Parse {
             format,
-            message: e.to_string(),
+            message: library_message(&e.to_string()),
         })?;
         if private.is_encrypted() {
             let candidates = passphrase_candidates(passphrase);
@@ -336,18 +333,18 @@ impl Signer {
             Key::Ssh(key) => {
                 let sig = key
                     .sign(SSH_NAMESPACE, ssh_key::HashAlg::Sha512, payload)
-                    .map_err(|e| SignError::Sign(e.to_string()))?;
+                    .map_err(|e| SignError::Sign(library_message(&e.to_string())))?;
                 armored_sshsig(&sig)
             }
             Key::SshRsa { key, signing } => {
                 use rsa::signature::{SignatureEncoding, Signer as _};
                 let hash = ssh_key::HashAlg::Sha512;
-                let err = |e: ssh_key::Error| SignError::Sign(e.to_string());
+                let err = |e: ssh_key::Error| SignError::Sign(library_message(&e.to_string()));
                 let data =
                     ssh_key::SshSig::signed_data(SSH_NAMESPACE, hash, payload).map_err(err)?;
                 let raw = signing
                     .try_sign(&data)
-                    .map_err(|e| SignError::Sign(e.to_string()))?;
+                    .map_err(|e| SignError::Sign(library_message(&e.to_string())))?;
                 let signature = ssh_key::Signature::new(
                     ssh_key::Algorithm::Rsa { hash: Some(hash) },
                     raw.to_vec(),
@@ -370,7 +367,7 @@ impl Signer {
 fn armored_sshsig(sig: &ssh_key::SshSig) -> Result<String, SignError> {
     sig.to_pem(ssh_key::LineEnding::LF)
         .map(|t| lf_terminated(&t))
-        .map_err(|e| SignError::Sign(e.to_string()))
+        .map_err(|e| SignError::Sign(library_message(&e.to_string())))
 }
 
 /// The RSA private key of an OpenSSH key pair, checked (its primes match
@@ -388,7 +385,10 @@ fn rsa_signing_key(
     )
     .map_err(|e| SignError::Parse {
         format: KeyFormat::Ssh,
-        message: format!("the RSA key is not consistent: {e}"),
+        message: format!(
+            "the RSA key is not consistent: {}",
+            library_message(&e.to_string())
+        ),
     })?;
     let bits = private.size() * 8;
     if bits < 2048 {
@@ -411,9 +411,17 @@ fn lf_terminated(text: &str) -> String {
     t
 }
 
-/// A library's error message, with any long run of key-like characters
-/// (hex, base64) cut out: a parser may quote the bytes it choked on.
+/// A library's error message, safe to show: a parser may quote the bytes
+/// it choked on (rpgp's show them as `Error { input: [84, 66, ...] }`), so
+/// the text stops at the first structured dump, and any long run of
+/// key-like characters (hex, base64) is cut out.
 fn library_message(m: &str) -> String {
+    let end = ["Error(", "Error {", "input:", "[", "{"]
+        .iter()
+        .filter_map(|p| m.find(p))
+        .min()
+        .unwrap_or(m.len());
+    let m = m[..end].trim_end_matches([' ', ':', ',', '(']);
     let mut out = String::new();
     for word in m.split(' ') {
         let keyish = word.len() > 24
@@ -807,6 +815,26 @@ l9lt1U+nZbV3Wujmutnk0AAAAAAAAAAAAAAAEAAAAB...
     }
 
     #[test]
+    fn a_damaged_key_is_refused_without_quoting_it() {
+        let armored = pgp_key(KeyType::Ed25519Legacy, true, false, None);
+        // One base64 character changed in the middle, and the file cut.
+        let mut lines: Vec<String> = armored.lines().map(str::to_string).collect();
+        let mid = lines.len() / 2;
+        lines[mid].replace_range(5..6, "#");
+        let damaged = lines.join("\n");
+        let cut = &armored[..armored.len() / 2];
+        for key in [damaged.as_str(), cut] {
+            let e = Signer::from_key(key.as_bytes(), None).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.starts_with("the OpenPGP private key does not parse"),
+                "{text}"
+            );
+            assert!(!text.contains('[') && !text.contains("input"), "{text}");
+        }
+    }
+
+    #[test]
     fn openpgp_passphrases_unlock_or_are_refused() {
         let armored = pgp_key(KeyType::Ed25519Legacy, true, false, Some("correct horse"));
         let e = Signer::from_key(armored.as_bytes(), None).unwrap_err();
@@ -1054,6 +1082,10 @@ l9lt1U+nZbV3Wujmutnk0AAAAAAAAAAAAAAAEAAAAB...
     fn library_messages_lose_key_material() {
         let m = library_message("bad bytes AAAAC3NzaC1lZDI1NTE5AAAAIK4WFelz+iBWsd9g here");
         assert_eq!(m, "bad bytes … here");
+        let m = library_message(
+            "IO error: failed reading: armor footer Error(Error { input: [84, 66, 35, 74], code: Tag })",
+        );
+        assert_eq!(m, "IO error: failed reading: armor footer");
     }
 
     #[test]
