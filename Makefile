@@ -10,8 +10,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := target/release/kubectl-imageauto
 
 # Debian packages the tests run against: Go and Masterminds/semver (oracle),
-# hyperfine (benchmarks), etcd (under the cluster tests' kube-apiserver).
-DEBS := golang-go golang-github-masterminds-semver-dev hyperfine hey pkg-config libssl-dev pre-commit git \
+# hyperfine (benchmarks), etcd (under the cluster tests' kube-apiserver),
+# gnupg and openssh-client (the verifiers of signed commits).
+DEBS := golang-go golang-github-masterminds-semver-dev hyperfine hey pkg-config libssl-dev pre-commit git gnupg \
   docker-registry apache2-utils skopeo time python3 openssh-server openssh-client lighttpd \
   lighttpd-mod-openssl etcd-server
 

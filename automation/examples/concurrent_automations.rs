@@ -60,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     template: None,
                     values: BTreeMap::new(),
                     automation: ("apps".into(), format!("app-{i}")),
+                    signer: None,
                 },
                 images,
                 dry_run: false,

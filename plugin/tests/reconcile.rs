@@ -554,3 +554,136 @@ fn tags_outside_the_grammar_never_reach_a_file() {
         "image:\n  tag: 1.2.0 # {\"$imagepolicy\": \"flux-system:evil:tag\"}\n"
     );
 }
+
+fn reconcile_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(["reconcile", "--local"])
+        .args(extra)
+        .current_dir(dir)
+        .env("HOME", "/nonexistent")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("IMAGEAUTO_SIGNING_PASSPHRASE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn push_signed_with_an_openpgp_key_file() {
+    use imageauto_tests::signing::Gpg;
+    let w = world("");
+    let gpg = Gpg::new();
+    let fpr = gpg.generate("ed25519", "sign", "never", Some("open sesame"), None);
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("signing.asc");
+    std::fs::write(&key, gpg.export_secret(&fpr, Some("open sesame"))).unwrap();
+    let key = key.to_str().unwrap();
+    // A wrong passphrase: exit 1, said clearly, the passphrase never
+    // shown, nothing written or pushed.
+    let before = refs(&w.bare);
+    let out = reconcile_with_env(
+        w.checkout.path(),
+        &["--push", "--signing-key", key],
+        &[("IMAGEAUTO_SIGNING_PASSPHRASE", "close sesame")],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--signing-key {key}: the passphrase does not unlock the OpenPGP private key ($IMAGEAUTO_SIGNING_PASSPHRASE)"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("close sesame") && !stdout.contains("close sesame"));
+    assert_eq!(refs(&w.bare), before);
+    assert_eq!(git_text(w.checkout.path(), &["status", "--porcelain"]), "");
+    // No passphrase: said what to set.
+    let out = reconcile_with_env(w.checkout.path(), &["--push", "--signing-key", key], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("none was given: set $IMAGEAUTO_SIGNING_PASSPHRASE"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The right one: the pushed commit verifies.
+    let out = reconcile_with_env(
+        w.checkout.path(),
+        &["--push", "--signing-key", key],
+        &[("IMAGEAUTO_SIGNING_PASSPHRASE", "open sesame")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let verified = gpg.verify_commit(&w.bare, "flux-image-updates");
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    assert!(text(&verified.stderr).contains("Good signature"));
+}
+
+#[test]
+fn an_automation_that_names_a_signing_secret_signs_with_it_or_commits_nothing() {
+    use base64::Engine;
+    use imageauto_tests::signing::SshSigningKey;
+    let w = world("");
+    let images = w.checkout.path().join("clusters/prod/images.yaml");
+    let t = std::fs::read_to_string(&images).unwrap().replace(
+        "      messageTemplate: 'Update images'\n",
+        "      messageTemplate: 'Update images'\n      signingKey: {secretRef: {name: commit-signing}}\n",
+    );
+    std::fs::write(&images, t).unwrap();
+    // Without the key: refused, nothing pushed unsigned.
+    let before = refs(&w.bare);
+    let out = reconcile(w.checkout.path(), &["--push"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("spec.git.commit.signingKey names Secret flux-system/commit-signing"),
+        "{stderr}"
+    );
+    assert_eq!(refs(&w.bare), before);
+    // The Secret as a file: an SSH key under git.ssh, with its passphrase.
+    let key = SshSigningKey::new("ecdsa", Some("pa55 phrase"));
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: commit-signing\n  namespace: flux-system\ndata:\n  git.ssh: {}\nstringData:\n  passphrase: pa55 phrase\n",
+        base64::engine::general_purpose::STANDARD.encode(key.private_text())
+    );
+    let files = tempfile::tempdir().unwrap();
+    let secret_file = files.path().join("secret.yaml");
+    std::fs::write(&secret_file, secret).unwrap();
+    let out = reconcile(
+        w.checkout.path(),
+        &["--push", "--signing-secret", secret_file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let verified = key.verify_commit(&w.bare, "flux-image-updates");
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    // A wrong passphrase in the Secret: the automation fails with the
+    // reason, the passphrase is not shown.
+    let wrong = std::fs::read_to_string(&secret_file)
+        .unwrap()
+        .replace("pa55 phrase", "not it at all");
+    std::fs::write(&secret_file, wrong).unwrap();
+    // Showing or writing the changes commits nothing: no key needed.
+    let out = reconcile(w.checkout.path(), &["--dry-run", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = reconcile(
+        w.checkout.path(),
+        &[
+            "--commit",
+            "-o",
+            "json",
+            "--signing-secret",
+            secret_file.to_str().unwrap(),
+        ],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["automations"][0]["reason"], "InvalidSigningKey", "{v}");
+    assert!(
+        v["automations"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Secret flux-system/commit-signing: git.ssh: the passphrase does not unlock the SSH private key"),
+        "{v}"
+    );
+    assert!(!stdout.contains("not it at all") && !stderr.contains("not it at all"));
+}

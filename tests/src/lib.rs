@@ -13,6 +13,7 @@ pub mod git;
 pub mod kube;
 pub mod registry;
 pub mod serve;
+pub mod signing;
 
 /// A TCP port on 127.0.0.1 that nothing listens on (now).
 pub fn free_port() -> u16 {

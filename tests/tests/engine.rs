@@ -65,6 +65,7 @@ fn job(
             template: Some("Update {{ range .Changed.Changes }}{{ .NewValue }} {{ end }}".into()),
             values: BTreeMap::new(),
             automation: ("apps".into(), path.replace('/', "-")),
+            signer: None,
         },
         images,
         dry_run: false,

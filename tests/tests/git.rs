@@ -57,6 +57,7 @@ fn round_trip(url: &str, auth: &GitAuth, branch: &str) -> Result<String, GitErro
         &[(files[0].path.clone(), new.into_bytes(), files[0].mode)],
         &author(),
         "Update web to 2.0.0",
+        None,
     )?;
     repo.reference(&format!("refs/heads/{branch}"), commit, true, "test")
         .unwrap();
@@ -182,6 +183,7 @@ fn rejected_and_non_fast_forward_pushes_are_errors() {
         &[("x.yaml".into(), b"a: 1\n".to_vec(), 0o100644)],
         &author(),
         "mine",
+        None,
     )
     .unwrap();
     repo.reference("refs/heads/main", commit, true, "test")

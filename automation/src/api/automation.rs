@@ -135,6 +135,15 @@ pub enum SigningKeyType {
     Ssh,
 }
 
+impl From<SigningKeyType> for crate::git::KeyFormat {
+    fn from(t: SigningKeyType) -> Self {
+        match t {
+            SigningKeyType::Gpg => crate::git::KeyFormat::OpenPgp,
+            SigningKeyType::Ssh => crate::git::KeyFormat::Ssh,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct PushSpec {
     /// The branch to push to; the checkout branch when absent.

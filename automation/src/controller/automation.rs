@@ -117,6 +117,10 @@ async fn prepare(
             message: "not set".into(),
         })
     })?;
+    let signer = match &commit.signing_key {
+        Some(k) => Some(secrets::signer(&ctx.client, &ctx.engine, &ns, k).await?),
+        None => None,
+    };
     let author = Signature {
         name: commit
             .author
@@ -137,6 +141,7 @@ async fn prepare(
             template: commit.message_template.clone(),
             values: commit.message_template_values.clone().unwrap_or_default(),
             automation: (ns, a.name_any()),
+            signer,
         },
         images: images.clone(),
         dry_run: false,

@@ -1,16 +1,17 @@
 //! What the controllers read from Secrets and ServiceAccounts: registry
 //! credentials (`secretRef`, the ServiceAccount's imagePullSecrets), TLS
-//! material (`certSecretRef`), a proxy (`proxySecretRef`), and the Git
-//! credentials of a GitRepository. Errors name the Secret and the key,
-//! never a value.
+//! material (`certSecretRef`), a proxy (`proxySecretRef`), the Git
+//! credentials of a GitRepository, and an automation's commit signing key.
+//! Errors name the Secret and the key, never a value.
 
-use crate::api::{GitRepository, ImageRepository, ResourceExt};
-use crate::engine::{EngineError, RegistryAccess};
-use crate::git::GitAuth;
+use crate::api::{GitRepository, ImageRepository, ResourceExt, SigningKey};
+use crate::engine::{Engine, EngineError, RegistryAccess};
+use crate::git::{GitAuth, KeyFormat, Signer, sign};
 use crate::registry::Keychain;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A Secret's data (values decoded), or why it cannot be read.
 pub async fn secret_data(
@@ -157,4 +158,31 @@ pub async fn git_auth(
     }
     auth.idle_timeout = idle_timeout;
     Ok(auth)
+}
+
+/// The key an automation signs its commits with, from the Secret its
+/// `spec.git.commit.signingKey.secretRef` names (in the automation's
+/// namespace): `git.asc` (OpenPGP) or `git.ssh` (SSH), with `passphrase`;
+/// with `type: ssh`, Flux's `identity` and `password` too (see
+/// [`sign::from_secret_data`]). A missing Secret may yet appear (an
+/// [`EngineError::Source`], retried); a key that cannot sign is an
+/// [`EngineError::SigningKey`], not retried on its own (a Secret's change
+/// does not wake the automation: a reconcile request or a spec change does).
+/// The key is unlocked on a blocking thread (its passphrase derivation is
+/// deliberately slow).
+pub async fn signer(
+    client: &Client,
+    engine: &Engine,
+    namespace: &str,
+    key: &SigningKey,
+) -> Result<Arc<Signer>, EngineError> {
+    let name = &key.secret_ref.name;
+    let data = secret_data(client, namespace, name).await?;
+    let wanted = key.key_type.map(KeyFormat::from);
+    let shown = format!("Secret {namespace}/{name}");
+    engine
+        .blocking(move || sign::from_secret_data(&data, wanted, &shown))
+        .await?
+        .map(Arc::new)
+        .map_err(|e| EngineError::SigningKey(format!("spec.git.commit.signingKey: {e}")))
 }

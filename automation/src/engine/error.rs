@@ -50,6 +50,11 @@ pub enum EngineError {
     /// An object that does not pass validation (its problems say why).
     #[error("{0}")]
     Invalid(String),
+    /// The key the commits are to be signed with cannot sign: it does not
+    /// parse, its passphrase is missing or wrong, it is expired or revoked,
+    /// or it may not sign. Nothing is committed or pushed unsigned.
+    #[error("{0}")]
+    SigningKey(String),
     /// A blocking task ended without a result (the process is stopping).
     #[error("{0}")]
     Internal(String),
@@ -70,6 +75,9 @@ impl EngineError {
             EngineError::DependencyNotReady(_) => "DependencyNotReady",
             EngineError::AccessDenied(_) => "AccessDenied",
             EngineError::Plan(p) => p.reason(),
+            EngineError::SigningKey(_) | EngineError::Git(GitError::Signing(_)) => {
+                "InvalidSigningKey"
+            }
             EngineError::Git(_) => "GitOperationFailed",
             EngineError::Template(_)
             | EngineError::Update { .. }
@@ -91,9 +99,10 @@ impl EngineError {
             | EngineError::Template(_)
             | EngineError::Invalid(_)
             | EngineError::FilesNotUpdated(_)
-            | EngineError::Update { .. } => false,
+            | EngineError::Update { .. }
+            | EngineError::SigningKey(_) => false,
             EngineError::Registry(e) => e.kind() != "InvalidConfiguration",
-            EngineError::Git(GitError::Secret(_)) => false,
+            EngineError::Git(GitError::Secret(_) | GitError::Signing(_)) => false,
             _ => true,
         }
     }
@@ -136,6 +145,13 @@ mod tests {
             (e.reason(), e.is_transient()),
             ("InvalidUpdateStrategy", false)
         );
+        let e = EngineError::SigningKey("the passphrase does not unlock the key".into());
+        assert_eq!((e.reason(), e.is_transient()), ("InvalidSigningKey", false));
+        let e = EngineError::Git(GitError::Signing(crate::git::SignError::Expired {
+            key: "ABCD".into(),
+            at: "then".into(),
+        }));
+        assert_eq!((e.reason(), e.is_transient()), ("InvalidSigningKey", false));
         let e = EngineError::DependencyNotReady("no scan yet".into());
         assert_eq!((e.reason(), e.is_transient()), ("DependencyNotReady", true));
     }

@@ -6,13 +6,14 @@
 
 use super::EngineError;
 use crate::api::ImageRef;
-use crate::git::{self, GitAuth, GitError, Signature};
+use crate::git::{self, GitAuth, GitError, Signature, Signer};
 use crate::local::tree::{FileChanges, is_manifest_name};
 use crate::setters::{Images, Rewrite, rewrite};
 use git2::{Oid, Repository};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// How many times a push is retried after the branch moved on the remote.
 pub const PUSH_RETRIES: usize = 3;
@@ -28,6 +29,9 @@ pub struct CommitRequest {
     pub values: BTreeMap<String, String>,
     /// `namespace`, `name` of the automation (empty without one).
     pub automation: (String, String),
+    /// Signs every commit made (each attempt's, after a retry too); none:
+    /// the commits are not signed.
+    pub signer: Option<Arc<Signer>>,
 }
 
 /// Where to push: the branch (and a refspec after it), with push options.
@@ -216,7 +220,8 @@ fn find_ref(repo: &Repository, name: &str) -> Option<Oid> {
 /// refetches the branch and starts again from its new tip, up to
 /// [`PUSH_RETRIES`] times. A push that fails puts the branch back where it
 /// was, so a refused push leaves no commit behind and the next run tries
-/// again. No commit when nothing changes.
+/// again. No commit when nothing changes. With a signer, every commit made
+/// is signed; one that cannot be is an error, and nothing is pushed.
 pub fn commit_and_push(
     repo: &Repository,
     req: &CommitRequest,
@@ -236,7 +241,14 @@ pub fn commit_and_push(
         }
         steps.check(&prepared)?;
         let msg = message(req, &prepared.files, images)?;
-        let commit = git::commit_blobs(repo, base, &prepared.blobs, &req.author, &msg)?;
+        let commit = git::commit_blobs(
+            repo,
+            base,
+            &prepared.blobs,
+            &req.author,
+            &msg,
+            req.signer.as_deref(),
+        )?;
         let previous = find_ref(repo, &local_ref);
         repo.reference(&local_ref, commit, true, "imageauto: update images")
             .map_err(|e| GitError::Repo(format!("{local_ref}: {}", e.message())))?;

@@ -4,6 +4,7 @@
 //! mandatory host key verification, HTTPS basic or bearer, a CA).
 
 pub mod known_hosts;
+pub mod sign;
 
 use crate::api::GitRepositoryRef;
 use crate::policy::{Range, Version};
@@ -13,6 +14,7 @@ use git2::{
     Repository,
 };
 use known_hosts::{HostKeyCheck, KnownHosts, host_name};
+pub use sign::{KeyFormat, SignError, Signer};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -129,6 +131,9 @@ pub enum GitError {
     RefNotFound(String),
     #[error("{0}")]
     Secret(String),
+    /// The commit could not be signed: nothing was committed.
+    #[error("cannot sign the commit with the signing key: {0}")]
+    Signing(#[from] SignError),
 }
 
 impl GitError {
@@ -777,13 +782,15 @@ pub fn tree_files(
 pub type FileUpdate = (String, Vec<u8>, i32);
 
 /// Commits `files` (path, content, mode) on top of `parent` without a
-/// working tree, as `author` (author and committer, now). Returns the commit.
+/// working tree, as `author` (author and committer, now), signed with
+/// `signer` when there is one. Returns the commit.
 pub fn commit_files(
     repo: &Repository,
     parent: Oid,
     files: &[FileUpdate],
     author: &Signature,
     message: &str,
+    signer: Option<&Signer>,
 ) -> Result<Oid, GitError> {
     let blobs = files
         .iter()
@@ -796,16 +803,20 @@ pub fn commit_files(
             })
         })
         .collect::<Result<Vec<_>, GitError>>()?;
-    commit_blobs(repo, parent, &blobs, author, message)
+    commit_blobs(repo, parent, &blobs, author, message, signer)
 }
 
 /// Commits blobs already written (path, blob id, mode) on top of `parent`.
+/// With a `signer`, the commit carries its signature in the `gpgsig` header,
+/// as `git commit -S` writes it (OpenPGP, or SSHSIG for `gpg.format=ssh`);
+/// a signature that cannot be made is an error, and nothing is committed.
 pub fn commit_blobs(
     repo: &Repository,
     parent: Oid,
     files: &[TreeEntry],
     author: &Signature,
     message: &str,
+    signer: Option<&Signer>,
 ) -> Result<Oid, GitError> {
     let parent = repo
         .find_commit(parent)
@@ -834,8 +845,22 @@ pub fn commit_blobs(
             e.message()
         ))
     })?;
-    repo.commit(None, &sig, &sig, message, &tree, &[&parent])
-        .map_err(|e| GitError::repo("commit", e))
+    let Some(signer) = signer else {
+        return repo
+            .commit(None, &sig, &sig, message, &tree, &[&parent])
+            .map_err(|e| GitError::repo("commit", e));
+    };
+    let buffer = repo
+        .commit_create_buffer(&sig, &sig, message, &tree, &[&parent])
+        .map_err(|e| GitError::repo("commit", e))?;
+    // The author and the message are Rust strings, the rest is ASCII.
+    let content = buffer
+        .as_str()
+        .map_err(|_| GitError::Repo("commit: the commit object is not UTF-8".into()))?;
+    let signature = signer.sign(content.as_bytes())?;
+    // git writes the header without the signature's final newline.
+    repo.commit_signed(content, signature.trim_end_matches('\n'), Some("gpgsig"))
+        .map_err(|e| GitError::repo("signed commit", e))
 }
 
 /// Pushes `refspecs` (`src:dst`, sources are local references) to `url` with

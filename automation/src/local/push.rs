@@ -14,11 +14,12 @@ use crate::api::plan::{self, PushTarget};
 use crate::api::{GitRepository, GitRepositoryRef, ImageRef, ImageUpdateAutomation, ResourceExt};
 use crate::engine::EngineError;
 use crate::engine::update::{self, CommitRequest, Prepared, PushRequest, Steps};
-use crate::git::{self, GitAuth, GitError, Signature};
+use crate::git::{self, GitAuth, GitError, Signature, Signer};
 use git2::{Oid, Repository};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use crate::engine::update::PUSH_RETRIES;
 
@@ -43,6 +44,8 @@ pub struct Plan {
     /// `namespace`, `name` of the automation (empty without one).
     pub automation: (String, String),
     pub remote: String,
+    /// Signs the commits; none: they are not signed.
+    pub signer: Option<Arc<Signer>>,
 }
 
 /// What [`execute`] did.
@@ -80,6 +83,7 @@ impl Plan {
             values: BTreeMap::new(),
             automation: (String::new(), String::new()),
             remote: "origin".into(),
+            signer: None,
         }
     }
 
@@ -129,6 +133,7 @@ impl Plan {
             values,
             automation: (a.namespace().unwrap_or_default(), a.name_any()),
             remote: "origin".into(),
+            signer: None,
         })
     }
 }
@@ -357,6 +362,7 @@ pub fn execute_with(
         template: plan.template.clone(),
         values: plan.values.clone(),
         automation: plan.automation.clone(),
+        signer: plan.signer.clone(),
     };
     let mut steps = Checkout {
         plan,
@@ -368,6 +374,9 @@ pub fn execute_with(
     let done = update::commit_and_push(&repo, &req, images, &branch, push.as_ref(), &mut steps)?;
     let mut notes = done.notes;
     notes.extend(done.prepared.notes.iter().cloned());
+    if let (Some(s), Some(_)) = (&plan.signer, &done.commit) {
+        notes.push(format!("signed with {}", s.description()));
+    }
     if on_current && done.commit.is_some() {
         follow(&repo, plan, &done.prepared)?;
     }

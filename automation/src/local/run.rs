@@ -11,7 +11,7 @@ use crate::api::{
     ResourceExt, Severity, load_str,
 };
 use crate::engine::{Engine, EngineError, EngineOptions, RegistryAccess};
-use crate::git::GitAuth;
+use crate::git::{GitAuth, KeyFormat, Signer, sign};
 use crate::registry::{ClientOptions, Keychain, ScanResult};
 use crate::setters::Change;
 use rayon::prelude::*;
@@ -56,6 +56,12 @@ pub struct Options {
     pub per_host: usize,
     pub git_auth: GitAuth,
     pub progress: Option<Arc<dyn Fn(Progress) + Send + Sync>>,
+    /// Signs every commit (`--signing-key`), whatever the automations say.
+    pub signer: Option<Arc<Signer>>,
+    /// Secrets given as files, by namespace and name (values decoded): an
+    /// automation's `spec.git.commit.signingKey.secretRef` is read here when
+    /// there is no `signer`.
+    pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
 }
 
 /// One ImageRepository's scan.
@@ -491,14 +497,16 @@ pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, Ru
                 }
             }
             Mode::Commit | Mode::Push => {
-                let plan =
+                let mut plan =
                     push::Plan::without_automation(&repo_root, &opts.dir, opts.mode == Mode::Push);
+                plan.signer = opts.signer.clone();
                 apply_plan(engine, &mut outcome, plan, latest.clone(), opts).await;
             }
         }
         report.automations.push(outcome);
         return Ok(report);
     }
+    let mut signers = HashMap::new();
     for a in &config.automations {
         let ns = a.namespace().unwrap_or_default();
         let mut outcome = AutomationOutcome {
@@ -556,8 +564,16 @@ pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, Ru
                         && g.metadata.namespace.as_deref()
                             == Some(a.spec.source_ref.namespace.as_deref().unwrap_or(&ns))
                 });
-                match push::Plan::for_automation(&repo_root, a, source, opts.mode == Mode::Push) {
-                    Ok(plan) => apply_plan(engine, &mut outcome, plan, images, opts).await,
+                let planned =
+                    push::Plan::for_automation(&repo_root, a, source, opts.mode == Mode::Push);
+                match planned {
+                    Ok(mut plan) => match signer_for(engine, a, &ns, opts, &mut signers).await {
+                        Ok(signer) => {
+                            plan.signer = signer;
+                            apply_plan(engine, &mut outcome, plan, images, opts).await;
+                        }
+                        Err(e) => outcome.error = Some(e),
+                    },
                     Err(e) => outcome.error = Some(e),
                 }
             }
@@ -565,6 +581,116 @@ pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, Ru
         report.automations.push(outcome);
     }
     Ok(report)
+}
+
+/// The Secrets of a manifest (YAML or JSON, one or more documents), by
+/// namespace (`default_ns` when it names none) and name, with their values
+/// decoded (`data` in base64, and `stringData`): what `--signing-secret`
+/// gives. Documents of other kinds are skipped. Errors never quote a value.
+#[allow(clippy::type_complexity)]
+pub fn secrets_from_manifest(
+    text: &str,
+    default_ns: &str,
+) -> Result<Vec<((String, String), BTreeMap<String, Vec<u8>>)>, EngineError> {
+    let docs =
+        crate::yaml::parse(text).map_err(|e| EngineError::Source(format!("not YAML: {e}")))?;
+    let mut out = Vec::new();
+    for d in docs {
+        let v = d
+            .root
+            .to_json()
+            .map_err(|e| EngineError::Source(format!("line {}: {e}", d.line)))?;
+        if v["kind"].as_str() != Some("Secret") {
+            continue;
+        }
+        let name = v["metadata"]["name"].as_str().unwrap_or("");
+        if name.is_empty() {
+            return Err(EngineError::Source(format!(
+                "line {}: a Secret without metadata.name",
+                d.line
+            )));
+        }
+        let ns = v["metadata"]["namespace"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(default_ns);
+        let mut data = BTreeMap::new();
+        if let Some(m) = v["data"].as_object() {
+            for (k, value) in m {
+                let decoded = value
+                    .as_str()
+                    .and_then(crate::git::decode_secret_value)
+                    .ok_or_else(|| {
+                        EngineError::Source(format!(
+                            "Secret {ns}/{name}: data.{k} is not base64 (values in plain text go under stringData)"
+                        ))
+                    })?;
+                data.insert(k.clone(), decoded);
+            }
+        }
+        if let Some(m) = v["stringData"].as_object() {
+            for (k, value) in m {
+                let text = value.as_str().ok_or_else(|| {
+                    EngineError::Source(format!(
+                        "Secret {ns}/{name}: stringData.{k} is not a string"
+                    ))
+                })?;
+                data.insert(k.clone(), text.as_bytes().to_vec());
+            }
+        }
+        out.push(((ns.to_string(), name.to_string()), data));
+    }
+    Ok(out)
+}
+
+/// The Secrets' signers already read in this run, by namespace and name.
+type Signers = HashMap<(String, String), Result<Arc<Signer>, String>>;
+
+/// What signs an automation's commits: `--signing-key` when given, else the
+/// Secret its `spec.git.commit.signingKey` names, from the Secrets given as
+/// files. An automation that wants signed commits and has no usable key
+/// gets an error: its commits are not made unsigned.
+async fn signer_for(
+    engine: &Engine,
+    a: &ImageUpdateAutomation,
+    ns: &str,
+    opts: &Options,
+    cache: &mut Signers,
+) -> Result<Option<Arc<Signer>>, EngineError> {
+    if let Some(s) = &opts.signer {
+        return Ok(Some(s.clone()));
+    }
+    let Some(key) = a
+        .spec
+        .git
+        .as_ref()
+        .and_then(|g| g.commit.signing_key.as_ref())
+    else {
+        return Ok(None);
+    };
+    let id = (ns.to_string(), key.secret_ref.name.clone());
+    let shown = format!("Secret {ns}/{}", key.secret_ref.name);
+    let Some(data) = opts.secrets.get(&id) else {
+        return Err(EngineError::SigningKey(format!(
+            "spec.git.commit.signingKey names {shown}: give its key with --signing-key FILE, or the Secret's manifest with --signing-secret FILE; the commits are not made unsigned"
+        )));
+    };
+    let wanted = key.key_type.map(KeyFormat::from);
+    let read = match cache.get(&id) {
+        Some(r) => r.clone(),
+        None => {
+            let data = data.clone();
+            let r = engine
+                .blocking(move || sign::from_secret_data(&data, wanted, &shown))
+                .await?
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
+            cache.insert(id, r.clone());
+            r
+        }
+    };
+    read.map(Some)
+        .map_err(|e| EngineError::SigningKey(format!("spec.git.commit.signingKey: {e}")))
 }
 
 fn absorb(outcome: &mut AutomationOutcome, t: TreeReport) {
@@ -606,5 +732,28 @@ async fn apply_plan(
             outcome.notes.extend(notes);
         }
         Err(e) => outcome.error = Some(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_read_from_manifests() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: sign, namespace: flux-system}\ndata:\n  git.asc: aGVsbG8=\nstringData:\n  passphrase: pw\n---\nkind: ConfigMap\nmetadata: {name: x}\n---\n{\"kind\": \"Secret\", \"metadata\": {\"name\": \"other\"}, \"stringData\": {\"git.ssh\": \"k\"}}\n";
+        let got = secrets_from_manifest(text, "default").unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, ("flux-system".to_string(), "sign".to_string()));
+        assert_eq!(got[0].1["git.asc"], b"hello");
+        assert_eq!(got[0].1["passphrase"], b"pw");
+        assert_eq!(got[1].0, ("default".to_string(), "other".to_string()));
+        let e = secrets_from_manifest(
+            "kind: Secret\nmetadata: {name: s}\ndata: {git.asc: 'not base64 s3cr3t!'}\n",
+            "default",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("data.git.asc is not base64"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 }

@@ -4,7 +4,7 @@ use crate::cli::Outcome;
 use crate::cmd::tags::keychain;
 use crate::output::{TextOrJson, printable, table};
 use anyhow::{Context, Result, bail};
-use automation::git::GitAuth;
+use automation::git::{GitAuth, SignError, Signer};
 use automation::local::run::{Mode, Options, Progress, Report, run};
 use automation::registry::ClientOptions;
 use serde_json::json;
@@ -68,6 +68,17 @@ pub struct Args {
     /// A PEM CA for Git over HTTPS
     #[arg(long, value_name = "FILE")]
     git_ca_file: Option<PathBuf>,
+    /// Sign the commits with this private key: an armored OpenPGP secret key
+    /// or an OpenSSH private key, recognised from the file; its passphrase
+    /// from $IMAGEAUTO_SIGNING_PASSPHRASE. Takes the place of any
+    /// automation's spec.git.commit.signingKey
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// A Kubernetes Secret manifest (YAML or JSON; data or stringData) holding
+    /// the key that an automation's spec.git.commit.signingKey.secretRef
+    /// names: git.asc (OpenPGP) or git.ssh (SSH), and passphrase. Repeatable
+    #[arg(long, value_name = "FILE")]
+    signing_secret: Vec<PathBuf>,
     /// Abandon a Git fetch or push that makes no progress for this long (1s to 24h)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::cli::duration_arg)]
     git_timeout: std::time::Duration,
@@ -80,6 +91,27 @@ fn read_text(p: &Option<PathBuf>) -> Result<Option<String>> {
     p.as_ref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
         .transpose()
+}
+
+/// The environment variable holding `--signing-key`'s passphrase.
+const PASSPHRASE_VAR: &str = "IMAGEAUTO_SIGNING_PASSPHRASE";
+
+/// `--signing-key FILE`, unlocked with `$IMAGEAUTO_SIGNING_PASSPHRASE`: a
+/// key that cannot sign stops the run before anything is written.
+fn signing_key(path: &PathBuf) -> Result<Arc<Signer>> {
+    let key = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let passphrase = std::env::var_os(PASSPHRASE_VAR).map(|p| p.into_encoded_bytes());
+    match Signer::from_key(&key, passphrase.as_deref()) {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(e) => {
+            let hint = match e {
+                SignError::PassphraseNeeded { .. } => format!(": set ${PASSPHRASE_VAR}"),
+                SignError::WrongPassphrase { .. } => format!(" (${PASSPHRASE_VAR})"),
+                _ => String::new(),
+            };
+            bail!("--signing-key {}: {e}{hint}", path.display())
+        }
+    }
 }
 
 pub fn run_cmd(args: Args) -> Result<Outcome> {
@@ -152,6 +184,19 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         idle_timeout: Some(args.git_timeout),
         ..GitAuth::default()
     };
+    let default_namespace = args.namespace.clone().unwrap_or_else(|| "default".into());
+    let signer = args.signing_key.as_ref().map(signing_key).transpose()?;
+    let mut secrets = std::collections::BTreeMap::new();
+    for f in &args.signing_secret {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let found = automation::local::run::secrets_from_manifest(&text, &default_namespace)
+            .with_context(|| format!("--signing-secret {}", f.display()))?;
+        if found.is_empty() {
+            bail!("--signing-secret {}: holds no Secret", f.display());
+        }
+        secrets.extend(found);
+    }
     let tty = std::io::stderr().is_terminal();
     let progress: Option<Arc<dyn Fn(Progress) + Send + Sync>> = tty.then(|| {
         Arc::new(|p: Progress| match p {
@@ -170,12 +215,14 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
     let opts = Options {
         dir,
         mode,
-        default_namespace: args.namespace.clone().unwrap_or_else(|| "default".into()),
+        default_namespace,
         keychain: keychain(args.docker_config.as_ref())?,
         registry,
         per_host: usize::from(args.scans_per_registry),
         git_auth,
         progress,
+        signer,
+        secrets,
     };
     automation::registry::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
