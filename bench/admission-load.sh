@@ -21,19 +21,24 @@ trap 'kill $wpid $epid 2>/dev/null || true' EXIT
 for p in $wp $ep; do for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done; done
 duration=${DURATION:-30s}
 peak=0
-( while kill -0 $wpid 2>/dev/null; do r=$(awk '/VmRSS/{print $2}' /proc/$wpid/status); [ "$r" -gt "$peak" ] && peak=$r && echo $peak > "$out/peak"; sleep 0.2; done ) &
-hey -z "$duration" -c 20 -q 50 -m POST -T application/json -D "$out/body.json" "https://127.0.0.1:$wp/validate/workloads" > "$out/webhook.txt"
-hey -z "$duration" -c 20 -q 50 -m POST -T application/json -D "$out/body.json" "https://127.0.0.1:$ep/validate/workloads" > "$out/echo.txt"
+echo 0 > "$out/peak"
+( while kill -0 $wpid 2>/dev/null; do r=$(awk '/VmRSS/{print $2}' /proc/$wpid/status 2>/dev/null); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r && echo $peak > "$out/peak"; sleep 0.2; done ) &
+hey -z "$duration" -c 20 -q 50 -host localhost -m POST -T application/json -D "$out/body.json" "https://127.0.0.1:$wp/validate/workloads" > "$out/webhook.txt"
+hey -z "$duration" -c 20 -q 50 -host localhost -m POST -T application/json -D "$out/body.json" "https://127.0.0.1:$ep/validate/workloads" > "$out/echo.txt"
 python3 - "$out" <<'PY'
 import re, sys
 d = sys.argv[1]
 def read(name):
     t = open(f"{d}/{name}.txt").read()
-    p99 = float(re.search(r"99% in ([0-9.]+) secs", t).group(1)) * 1000
+    failed = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s+\S", t.split("Error distribution:")[1], re.M)) if "Error distribution:" in t else 0
+    m99 = re.search(r"99% in ([0-9.]+) secs", t)
+    if m99 is None:
+        sys.exit(f"{name}: no request succeeded ({failed} errors); see {d}/{name}.txt")
+    p99 = float(m99.group(1)) * 1000
     p50 = float(re.search(r"50% in ([0-9.]+) secs", t).group(1)) * 1000
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", t).group(1))
     codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", t))
-    errors = sum(int(v) for k, v in codes.items() if k != "200") + len(re.findall(r"Error distribution", t))
+    errors = sum(int(v) for k, v in codes.items() if k != "200") + failed
     return p50, p99, rps, codes, errors
 w = read("webhook"); e = read("echo")
 peak = int(open(f"{d}/peak").read().strip()) / 1024
