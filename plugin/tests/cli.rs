@@ -217,7 +217,7 @@ fn runs_as_a_kubectl_plugin() {
         std::env::var("PATH").unwrap_or_default()
     );
     let out = Command::new(kubectl)
-        .args(["imageauto", "version"])
+        .args(["imageauto", "version", "--client"])
         .env("PATH", path)
         .output()
         .unwrap();
@@ -233,4 +233,16 @@ fn imageauto_tests_kubectl() -> PathBuf {
         }
     }
     panic!("kubectl is not installed: `make test` installs it");
+}
+
+#[test]
+fn the_examples_lint_clean() {
+    // What users copy must not teach them a mistake the linter reports.
+    let out = run(&["lint", examples().to_str().unwrap()]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
