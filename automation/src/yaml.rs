@@ -96,13 +96,25 @@ pub struct LineIndex<'t> {
 impl<'t> LineIndex<'t> {
     pub fn new(text: &'t str) -> Self {
         let mut starts = vec![0];
-        starts.extend(
-            text.bytes()
-                .enumerate()
-                .filter(|(_, b)| *b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
+        starts.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1));
         Self { text, starts }
+    }
+
+    /// The byte offset of a line and column (as [`position`](Self::position)
+    /// gives them), or `None` when the text has no such place.
+    pub fn offset(&self, line: usize, column: usize) -> Option<usize> {
+        let start = *self.starts.get(line.checked_sub(1)?)?;
+        let mut from = start;
+        if start == 0 && self.text.starts_with('\u{feff}') {
+            from = 3;
+        }
+        let rest = self.text.get(from..)?;
+        let skip = column.checked_sub(1)?;
+        match rest.char_indices().nth(skip) {
+            Some((i, _)) => Some(from + i),
+            None if rest.chars().count() == skip => Some(self.text.len()),
+            None => None,
+        }
     }
 
     /// Line and column (from 1; columns in characters, a byte order mark not
@@ -234,7 +246,9 @@ fn skip_properties(text: &str, mut at: usize, end: usize) -> usize {
 /// order mark.
 struct Input<'t> {
     text: &'t str,
-    lines: LineIndex<'t>,
+    /// Built when a position is first asked for: the comparison of two
+    /// texts needs none unless they differ.
+    lines: std::cell::OnceCell<LineIndex<'t>>,
     map: OffsetMap,
     normalized: Option<String>,
 }
@@ -269,7 +283,7 @@ impl<'t> Input<'t> {
             });
         Input {
             text,
-            lines: LineIndex::new(text),
+            lines: std::cell::OnceCell::new(),
             map,
             normalized,
         }
@@ -279,15 +293,26 @@ impl<'t> Input<'t> {
         self.normalized.as_deref().unwrap_or(self.text).as_bytes()
     }
 
+    fn lines(&self) -> &LineIndex<'t> {
+        self.lines.get_or_init(|| LineIndex::new(self.text))
+    }
+
     /// The next event and its span in the original text.
     fn next(&self, parser: &mut Parser<'_>) -> Result<(EventData, Span), SyntaxError> {
+        let (data, start, end) = self.next_raw(parser)?;
+        Ok((data, self.lines().span_at(start, end)))
+    }
+
+    /// The next event and the byte offsets of its start and end in the
+    /// original text, without computing lines and columns.
+    fn next_raw(&self, parser: &mut Parser<'_>) -> Result<(EventData, usize, usize), SyntaxError> {
         let event = parser.parse().map_err(|e| {
             // Reader errors (a character YAML does not allow) carry no mark:
             // point at the first such character.
             let (line, column) = match e.problem_mark() {
-                Some(m) => self.lines.position(self.map.original(m.index)),
+                Some(m) => self.lines().position(self.map.original(m.index)),
                 None => self
-                    .lines
+                    .lines()
                     .position(first_unreadable(self.text).unwrap_or(0)),
             };
             SyntaxError {
@@ -296,11 +321,11 @@ impl<'t> Input<'t> {
                 message: e.problem().to_string(),
             }
         })?;
-        let span = self.lines.span_at(
+        Ok((
+            event.data,
             self.map.original(event.start_mark.index),
             self.map.original(event.end_mark.index),
-        );
-        Ok((event.data, span))
+        ))
     }
 }
 
@@ -316,7 +341,7 @@ fn too_deep(span: Span) -> SyntaxError {
 
 fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let source = Input::new(text);
-    let lines = &source.lines;
+    let lines = source.lines();
     let mut input = source.bytes();
     // Either way, the reader's offsets count from after a byte order mark.
     let mut parser = Parser::new();
@@ -465,14 +490,15 @@ pub enum Difference {
 
 /// Reads `before` and `after` side by side with the full parser, event by
 /// event, without building trees: they must hold the same documents, the
-/// same collections and the same scalars, except where `expected(line,
-/// column)` (a scalar's place in `before`) gives `(old, new)`: there the
-/// scalar must read `old` before and `new` after (its style may change).
-/// Returns how many such scalars were seen. Never panics.
+/// same collections and the same scalars, except where `expected(offset)`
+/// (the byte offset in `before` where a scalar's text starts, after its
+/// anchor and tag) gives `(old, new)`: there the scalar must read `old`
+/// before and `new` after (its style may change). Returns how many such
+/// scalars were seen. Never panics.
 pub fn compare(
     before: &str,
     after: &str,
-    expected: &dyn Fn(usize, usize) -> Option<(String, String)>,
+    expected: &dyn Fn(usize) -> Option<(String, String)>,
 ) -> Result<usize, Difference> {
     READING.with(|r| {
         let was = r.replace(true);
@@ -493,7 +519,7 @@ pub fn compare(
 fn compare_inner(
     before: &str,
     after: &str,
-    expected: &dyn Fn(usize, usize) -> Option<(String, String)>,
+    expected: &dyn Fn(usize) -> Option<(String, String)>,
 ) -> Result<usize, Difference> {
     let (b, a) = (Input::new(before), Input::new(after));
     let (mut bb, mut ab) = (b.bytes(), a.bytes());
@@ -504,19 +530,19 @@ fn compare_inner(
     let mut depth = 0usize;
     let mut seen = 0;
     loop {
-        let (eb, sb) = b.next(&mut pb).map_err(Difference::Before)?;
-        let (ea, _) = a.next(&mut pa).map_err(Difference::After)?;
-        let at = |what: String| Difference::At {
-            line: sb.line,
-            column: sb.column,
-            what,
+        let (eb, start, end) = b.next_raw(&mut pb).map_err(Difference::Before)?;
+        let (ea, _, _) = a.next_raw(&mut pa).map_err(Difference::After)?;
+        // Positions are computed only for a difference.
+        let at = |what: String| {
+            let (line, column) = b.lines().position(start);
+            Difference::At { line, column, what }
         };
         match (&eb, &ea) {
             (EventData::StreamEnd, EventData::StreamEnd) => return Ok(seen),
             (EventData::SequenceStart { .. } | EventData::MappingStart { .. }, _) => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return Err(Difference::Before(too_deep(sb)));
+                    return Err(Difference::Before(too_deep(b.lines().span_at(start, end))));
                 }
             }
             (EventData::SequenceEnd | EventData::MappingEnd, _) => depth = depth.saturating_sub(1),
@@ -543,14 +569,12 @@ fn compare_inner(
                     return Err(at("a scalar's anchor or tag changed".into()));
                 }
                 // A scalar with an anchor or tag starts at its properties.
-                let column = if an1.is_some() || t1.is_some() {
-                    b.lines
-                        .position(skip_properties(before, sb.start, sb.end))
-                        .1
+                let value_at = if an1.is_some() || t1.is_some() {
+                    skip_properties(before, start, end)
                 } else {
-                    sb.column
+                    start
                 };
-                match expected(sb.line, column) {
+                match expected(value_at) {
                     Some((old, new)) => {
                         seen += 1;
                         if v1 != old {
@@ -900,6 +924,24 @@ mod tests {
         assert_eq!(v["e"], 1.5);
         assert_eq!(v["f"], "1.2.3");
         assert_eq!(v["g"], "yes");
+    }
+
+    #[test]
+    fn offsets_and_positions_are_inverse() {
+        for text in ["a: 1\nb: é2\n", "\u{feff}x: ü\r\ny: 2", "", "k:\n  - v\n"] {
+            let lines = LineIndex::new(text);
+            for (i, _) in text.char_indices().chain([(text.len(), ' ')]) {
+                if text.starts_with('\u{feff}') && i < 3 {
+                    continue;
+                }
+                let (line, column) = lines.position(i);
+                assert_eq!(lines.offset(line, column), Some(i), "{text:?} at {i}");
+            }
+        }
+        let lines = LineIndex::new("ab\n");
+        assert_eq!(lines.offset(1, 9), None);
+        assert_eq!(lines.offset(3, 1), None);
+        assert_eq!(lines.offset(0, 1), None);
     }
 
     #[test]

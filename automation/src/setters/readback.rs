@@ -11,11 +11,17 @@ use crate::yaml::{self, Difference};
 /// Checks that `after` is `before` with exactly `changes` applied, as the
 /// full YAML parser reads them. `Err` says what differs.
 pub fn verify(before: &str, after: &str, changes: &[Change]) -> Result<(), String> {
-    let expected = |line: usize, column: usize| {
-        changes
-            .iter()
-            .find(|c| c.line == line && c.column == column)
-            .map(|c| (c.old_value.clone(), c.new_value.clone()))
+    // The changes by byte offset in `before`, for a lookup per scalar.
+    let lines = yaml::LineIndex::new(before);
+    let mut at: Vec<(usize, &Change)> = changes
+        .iter()
+        .filter_map(|c| Some((lines.offset(c.line, c.column)?, c)))
+        .collect();
+    at.sort_by_key(|(o, _)| *o);
+    let expected = |offset: usize| {
+        let i = at.binary_search_by_key(&offset, |(o, _)| *o).ok()?;
+        let c = at[i].1;
+        Some((c.old_value.clone(), c.new_value.clone()))
     };
     match yaml::compare(before, after, &expected) {
         Ok(seen) if seen == changes.len() => Ok(()),
