@@ -55,12 +55,16 @@ pub enum Command {
     Complete(cmd::completion::CompleteArgs),
 }
 
-/// Exits with a usage error (status 2), printed as clap prints its own.
-pub fn usage_error(msg: String) -> ! {
+/// Exits with a usage error (status 2) of the subcommand `sub`, printed as
+/// clap prints its own (with that subcommand's usage line).
+pub fn usage_error(sub: &str, msg: String) -> ! {
     use clap::CommandFactory;
-    Cli::command()
-        .error(clap::error::ErrorKind::InvalidValue, msg)
-        .exit()
+    let mut cmd = Cli::command();
+    cmd.build();
+    match cmd.find_subcommand_mut(sub) {
+        Some(s) => s.error(clap::error::ErrorKind::InvalidValue, msg).exit(),
+        None => cmd.error(clap::error::ErrorKind::InvalidValue, msg).exit(),
+    }
 }
 
 /// A command-line duration (Go syntax: `30s`, `2m`, `1h30m`), between 1

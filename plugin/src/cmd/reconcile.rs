@@ -118,6 +118,7 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
     if !args.local {
         let [kind, name] = args.targets.as_slice() else {
             crate::cli::usage_error(
+                "reconcile",
                 "give KIND NAME (reconcile repository|policy|update NAME), or --local [DIR] to run on a checkout".into(),
             );
         };
@@ -136,10 +137,10 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         );
     }
     if args.targets.len() > 1 {
-        crate::cli::usage_error(format!(
-            "--local takes one folder, not {}",
-            args.targets.join(" ")
-        ));
+        crate::cli::usage_error(
+            "reconcile",
+            format!("--local takes one folder, not {}", args.targets.join(" ")),
+        );
     }
     let dir = args
         .targets

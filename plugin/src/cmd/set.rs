@@ -9,7 +9,7 @@ use automation::local::{TreeReport, update_tree};
 use automation::registry::Reference;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -64,10 +64,7 @@ pub fn parse_assignment(s: &str) -> Result<(String, ImageRef), String> {
 }
 
 fn usage_error(msg: String) -> ! {
-    use clap::CommandFactory;
-    crate::cli::Cli::command()
-        .error(clap::error::ErrorKind::InvalidValue, msg)
-        .exit()
+    crate::cli::usage_error("set", msg)
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -107,7 +104,20 @@ pub fn run(args: Args) -> Result<Outcome> {
     } else {
         root
     };
-    let report = update_tree(&root, &path, &images, !args.dry_run)?;
+    let mut report = update_tree(&root, &path, &images, !args.dry_run)?;
+    // Paths as `lint` and every other command prints them: relative to the
+    // working directory, the way the user named the folder.
+    if root != Path::new(".") {
+        for f in &mut report.files {
+            f.path = root.join(&f.path);
+        }
+        for s in &mut report.skipped {
+            s.path = root.join(&s.path);
+        }
+        for n in &mut report.not_read {
+            n.path = root.join(&n.path);
+        }
+    }
     let unmatched: Vec<&String> = images
         .keys()
         .filter(|k| !report.matched.contains(*k))
