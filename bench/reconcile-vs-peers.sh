@@ -74,6 +74,32 @@ for branch in main flux-image-updates; do
   changed=$(git -C "$tree" diff --name-only "$seed" "$branch" | wc -l)
   [ "$changed" -eq 6000 ] || { echo "expected 6000 files in the commit, got $changed" >&2; exit 1; }
 done
+# The usual run: the same tree with its values current but for 10 files.
+tree="$PWD/$out/reconcile-tree-few"
+rm -rf "$tree"
+python3 bench/gen-tree.py "$tree" --registry "$reg" --push-branch flux-image-updates
+git -C "$tree" init -q -b main
+(cd "$tree" && "$bin" reconcile --local >/dev/null 2>&1)
+git -C "$tree" add .
+git -C "$tree" -c user.name=bench -c user.email=bench@example.com commit -qm current
+python3 bench/gen-tree.py "$out/reconcile-tree-old" --registry "$reg" --push-branch flux-image-updates
+for f in $(cd "$tree" && git ls-files | grep -F app- | head -10); do cp "$out/reconcile-tree-old/$f" "$tree/$f"; done
+rm -rf "$out/reconcile-tree-old"
+git -C "$tree" -c user.name=bench -c user.email=bench@example.com commit -qam "10 files behind"
+seed=$(git -C "$tree" rev-parse HEAD)
+base_args=()
+if [ -n "$base_bin" ]; then
+  base_args=(-n baseline "cd $tree && $base_bin reconcile --local --commit >/dev/null 2>&1")
+fi
+hyperfine --warmup 1 --runs 5 --export-json "$out/reconcile-few.json" \
+  --prepare "git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; sync" \
+  -n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1" \
+  "${base_args[@]}" >/dev/null
+git -C "$tree" reset -q --hard "$seed"
+git -C "$tree" branch -qD flux-image-updates 2>/dev/null || true
+(cd "$tree" && "$bin" reconcile --local --commit >/dev/null 2>&1)
+changed=$(git -C "$tree" diff --name-only "$seed" flux-image-updates | wc -l)
+[ "$changed" -eq 10 ] || { echo "expected 10 files in the commit, got $changed" >&2; exit 1; }
 tree="$PWD/$out/reconcile-tree-main"
 seed=$(git -C "$tree" rev-list --max-parents=0 HEAD)
 hyperfine --warmup 1 --runs 5 --export-json "$out/skopeo-100.json" \
@@ -95,4 +121,9 @@ for b, what in (("flux-image-updates", "to its own branch"), ("main", "to the ch
     if len(runs) > 1:
         base = runs[1]["mean"]
         print(f"  baseline binary, same runs: {base:.2f} s; this one is {100*(ours/base-1):+.1f}%")
+ours = mean("reconcile-few")
+print(f"reconcile --local --commit, same tree with its values current but for 10 files (the usual run): {ours:.2f} s")
+runs = json.load(open(f"{d}/reconcile-few.json"))["results"]
+if len(runs) > 1:
+    print(f"  baseline binary, same runs: {runs[1]['mean']:.2f} s; this one is {100*(ours/runs[1]['mean']-1):+.1f}%")
 PY
