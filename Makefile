@@ -63,7 +63,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 demo: deps build
 	BIN=$(BIN) demo/run.sh
