@@ -57,10 +57,11 @@ fn set_changes_only_marked_values() {
     let out = Command::new(bin()).args(&args).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let diff = text(&out.stdout);
-    assert!(
-        diff.contains("--- a/apps/helmrelease-values.yaml"),
-        "{diff}"
-    );
+    // Paths as seen from the working directory, as lint shows them; the
+    // diff's a/ b/ prefixes as git writes them (no doubled slash).
+    let shown = dir.path().join("apps/helmrelease-values.yaml");
+    let shown = shown.to_str().unwrap().trim_start_matches('/');
+    assert!(diff.contains(&format!("--- a/{shown}\n")), "{diff}");
     assert!(
         diff.contains("+      tag: 1.5.1 # {\"$imagepolicy\": \"apps:api:tag\"}"),
         "{diff}"
@@ -71,8 +72,12 @@ fn set_changes_only_marked_values() {
     // For real, with the change set as JSON.
     let mut args = vec!["set"];
     args.extend(ASSIGNMENTS);
-    args.extend([dir.path().to_str().unwrap(), "-o", "json"]);
-    let out = Command::new(bin()).args(&args).output().unwrap();
+    args.extend(["-o", "json"]);
+    let out = Command::new(bin())
+        .args(&args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let changes = v["changes"].as_array().unwrap();
@@ -304,10 +309,12 @@ fn pre_commit_system_hook() {
 
 /// The hook that builds kubectl-imageauto from this repository's source, as
 /// pre-commit does for `language: rust` (`cargo install --path .` in its
-/// clone of the repository). The build shares this suite's target folder
-/// and its debug profile (a `cargo` on PATH that adds `--debug` to
-/// `install`), so that it compiles only the workspace's own crates again,
-/// not every dependency in release mode.
+/// clone of the repository). The build starts from a copy of this suite's
+/// compiled dependencies, in the debug profile (a `cargo` on PATH that adds
+/// `--debug` to `install`), so that it compiles the workspace's own crates
+/// again, not every dependency in release mode. A copy, not the suite's
+/// own target folder: `cargo install` resolves features for the binary
+/// alone and would replace libraries the rest of the suite still uses.
 #[test]
 fn pre_commit_build_from_source_hook() {
     let dir = hooked_repo("imageauto-lint");
@@ -325,12 +332,27 @@ fn pre_commit_build_from_source_hook() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // The suite's own target folder: target/debug/deps/.. of the binary.
-    let target = Path::new(bin())
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .to_path_buf();
+    // The suite's target folder is target/debug/.. of the binary; the
+    // libraries, build script outputs and fingerprints are copied, not the
+    // test executables.
+    let suite = Path::new(bin()).parent().unwrap();
+    let copy = tempfile::tempdir_in(suite.parent().unwrap()).unwrap();
+    let target = copy.path().to_path_buf();
+    let debug = target.join("debug");
+    std::fs::create_dir_all(debug.join("deps")).unwrap();
+    let copied = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "cp -a \"$1/.fingerprint\" \"$1/build\" \"$2/\" && \
+             find \"$1/deps\" -maxdepth 1 -type f \\( -name '*.rlib' -o -name '*.rmeta' -o -name '*.so' -o -name '*.d' \\) \
+               -exec cp -a -t \"$2/deps\" {} +",
+        )
+        .arg("copy")
+        .arg(suite)
+        .arg(&debug)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copying {} failed", suite.display());
     let path = format!(
         "{}:{}",
         shim.path().display(),
