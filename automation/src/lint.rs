@@ -75,35 +75,60 @@ struct Policies {
 impl Policies {
     fn collect(files: &[(String, String)]) -> Self {
         let mut repos: BTreeMap<(Option<String>, String), String> = BTreeMap::new();
-        let mut policies = Vec::new();
+        // (namespace, name, repository namespace, repository name)
+        let mut policies: Vec<(Option<String>, String, Option<String>, String)> = Vec::new();
         for (path, text) in files {
             if !text.contains("image.toolkit.fluxcd.io") {
                 continue;
             }
-            for l in load_str(path, text).objects {
+            let loaded = load_str(path, text);
+            for l in loaded.objects {
                 match l.object {
                     Object::Repository(r) => {
                         if let Some(n) = normalized_repository(&r.spec.image) {
                             repos.insert((r.namespace(), r.name_any()), n);
                         }
                     }
-                    Object::Policy(p) => policies.push(p),
+                    Object::Policy(p) => {
+                        let r = &p.spec.image_repository_ref;
+                        policies.push((
+                            p.namespace(),
+                            p.name_any(),
+                            r.namespace.clone(),
+                            r.name.clone(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            // Objects with other errors (reported by the load) still define
+            // what their markers are checked against.
+            for r in loaded.rejected {
+                match r.kind.as_str() {
+                    "ImageRepository" => {
+                        if let Some(n) = r.image.as_deref().and_then(normalized_repository) {
+                            repos.insert((r.namespace, r.name), n);
+                        }
+                    }
+                    "ImagePolicy" => {
+                        if let Some((ref_ns, ref_name)) = r.repository_ref {
+                            policies.push((r.namespace, r.name, ref_ns, ref_name));
+                        }
+                    }
                     _ => {}
                 }
             }
         }
         let mut out = Policies::default();
-        for p in policies {
-            let ns = p.namespace();
-            let repo_ns = p.spec.image_repository_ref.namespace.clone().or(ns.clone());
-            let repo_name = p.spec.image_repository_ref.name.clone();
+        for (ns, name, ref_ns, ref_name) in policies {
+            let repo_ns = ref_ns.or(ns.clone());
             let repo = repos
-                .get(&(repo_ns.clone(), repo_name.clone()))
-                .or_else(|| repos.get(&(None, repo_name.clone())))
+                .get(&(repo_ns, ref_name.clone()))
+                .or_else(|| repos.get(&(None, ref_name)))
                 .cloned();
             match ns {
-                Some(ns) => out.by_key.insert(format!("{ns}:{}", p.name_any()), repo),
-                None => out.by_name.insert(p.name_any(), repo),
+                Some(ns) => out.by_key.insert(format!("{ns}:{name}"), repo),
+                None => out.by_name.insert(name, repo),
             };
         }
         out
@@ -629,6 +654,28 @@ mod tests {
             let d = deployment(line);
             let f = run(&[("p.yaml", POLICY), ("d.yaml", &d)]);
             assert!(rules(&f).contains(&rule), "{line}: {f:#?}");
+        }
+    }
+
+    /// A repository or policy with another error (an unknown field here)
+    /// still defines what markers are checked against: every finding is
+    /// reported, the load's and the mismatch.
+    #[test]
+    fn broken_image_objects_still_check_markers() {
+        let broken_repo = POLICY.replace("interval: 5m}", "interval: 5m, bogus: 1}");
+        let broken_policy = POLICY.replace(
+            "imageRepositoryRef: {name: web}",
+            "imageRepositoryRef: {name: web}\n  bogus: 1",
+        );
+        assert_ne!(broken_repo, POLICY);
+        assert_ne!(broken_policy, POLICY);
+        let d = deployment("image: ghcr.io/org/api:1 # {\"$imagepolicy\": \"flux-system:web\"}");
+        for p in [&broken_repo, &broken_policy] {
+            let f = run(&[("p.yaml", p), ("d.yaml", &d)]);
+            let r = rules(&f);
+            assert!(r.contains(&"unknown-field"), "{f:#?}");
+            assert!(r.contains(&"image-mismatch"), "{f:#?}");
+            assert!(!r.contains(&"unknown-policy"), "{f:#?}");
         }
     }
 

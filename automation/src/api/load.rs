@@ -104,6 +104,12 @@ pub struct Rejected {
     pub name: String,
     pub file: String,
     pub line: usize,
+    /// `spec.image` as written, when the document has one (ImageRepository):
+    /// what the lint still compares markers with while the object is broken.
+    pub image: Option<String>,
+    /// `spec.imageRepositoryRef` as written (namespace, name), when the
+    /// document has one (ImagePolicy).
+    pub repository_ref: Option<(Option<String>, String)>,
 }
 
 /// What a file held: the objects that loaded, those that did not, and the
@@ -197,7 +203,18 @@ fn identity(file: &str, root: &Node) -> Option<Rejected> {
         return None;
     }
     let meta = root.get("metadata");
+    let spec = root.get("spec");
+    let repository_ref = spec.and_then(|s| s.get("imageRepositoryRef"));
     Some(Rejected {
+        image: spec.and_then(|s| str_at(s, "image")).map(str::to_string),
+        repository_ref: repository_ref.and_then(|r| str_at(r, "name")).map(|name| {
+            (
+                repository_ref
+                    .and_then(|r| str_at(r, "namespace"))
+                    .map(str::to_string),
+                name.to_string(),
+            )
+        }),
         kind: kind.to_string(),
         namespace: meta
             .and_then(|m| str_at(m, "namespace"))
