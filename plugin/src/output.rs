@@ -83,7 +83,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 pub fn unified_diffs(files: &[automation::local::FileChanges]) -> String {
     let mut out = String::new();
     for f in files {
-        let name = f.path.display().to_string();
+        // As git writes it: an absolute path loses its leading slash.
+        let path = f.path.display().to_string();
+        let name = path.trim_start_matches('/');
         let diff = similar::TextDiff::from_lines(&f.before, &f.after);
         out.push_str(
             &diff

@@ -687,3 +687,47 @@ fn an_automation_that_names_a_signing_secret_signs_with_it_or_commits_nothing() 
     );
     assert!(!stdout.contains("not it at all") && !stderr.contains("not it at all"));
 }
+
+/// Files are named as the user reaches them from the working directory, as
+/// lint and set name them: the folder given, joined with the path under it;
+/// from inside a subfolder, relative to it.
+#[test]
+fn paths_are_shown_from_the_working_directory() {
+    let w = world("");
+    let parent = w.checkout.path().parent().unwrap();
+    let name = w.checkout.path().file_name().unwrap().to_str().unwrap();
+    let out = Command::new(bin())
+        .args(["reconcile", "--local", name, "--dry-run"])
+        .current_dir(parent)
+        .env("HOME", "/nonexistent")
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{name}/apps/api.yaml:8")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("--- a/{name}/apps/api.yaml\n")),
+        "{stdout}"
+    );
+    // From inside apps/, the whole checkout given as `..`.
+    let out = Command::new(bin())
+        .args(["reconcile", "--local", "..", "-o", "json", "--dry-run"])
+        .current_dir(w.checkout.path().join("apps"))
+        .env("HOME", "/nonexistent")
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files: Vec<&str> = v["automations"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["file"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"../apps/api.yaml"), "{v}");
+}

@@ -105,6 +105,9 @@ impl AutomationOutcome {
 /// Everything a run did.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// The checkout's top folder. Changed files are named relative to it;
+    /// problems of the manifests read, relative to the folder given.
+    pub root: PathBuf,
     pub problems: Vec<Problem>,
     /// Things skipped on purpose (suspended objects), for the user.
     pub notes: Vec<String>,
@@ -472,6 +475,7 @@ pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, Ru
         .ok()
         .and_then(|r| r.workdir().map(Path::to_path_buf))
         .unwrap_or_else(|| opts.dir.clone());
+    report.root = repo_root.clone();
     for broken in &config.broken_automations {
         report.automations.push(AutomationOutcome {
             name: broken.clone(),
@@ -487,11 +491,25 @@ pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, Ru
             Mode::DryRun | Mode::Write => {
                 let (dir, write, images) =
                     (opts.dir.clone(), opts.mode == Mode::Write, latest.clone());
+                // Named from the checkout's top, as the automations' are.
+                let under = std::fs::canonicalize(&opts.dir)
+                    .ok()
+                    .zip(std::fs::canonicalize(&repo_root).ok())
+                    .and_then(|(d, r)| d.strip_prefix(r).ok().map(Path::to_path_buf))
+                    .unwrap_or_default();
                 match engine
                     .blocking(move || update_tree(&dir, &dir, &images, write))
                     .await
                 {
-                    Ok(Ok(t)) => absorb(&mut outcome, t),
+                    Ok(Ok(mut t)) => {
+                        for f in &mut t.files {
+                            f.path = under.join(&f.path);
+                        }
+                        for f in &mut t.skipped {
+                            f.path = under.join(&f.path);
+                        }
+                        absorb(&mut outcome, t)
+                    }
                     Ok(Err(e)) => outcome.error = Some(EngineError::Source(e.to_string())),
                     Err(e) => outcome.error = Some(e),
                 }

@@ -9,7 +9,7 @@ use automation::local::run::{Mode, Options, Progress, Report, run};
 use automation::registry::ClientOptions;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
@@ -231,7 +231,8 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
-    let report = rt.block_on(run(&opts))?;
+    let mut report = rt.block_on(run(&opts))?;
+    shown_from_here(&mut report, &opts.dir);
     match args.output {
         TextOrJson::Json => print_json(&report),
         TextOrJson::Text => print_text(&report, mode),
@@ -241,6 +242,34 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
     } else {
         Outcome::Ok
     })
+}
+
+/// Names files as the user reaches them from the working directory, the
+/// rule of every command (lint, set): the folder given, joined with the
+/// path under it (`.` adds nothing). A changed file outside that folder
+/// (an automation's `update.path` elsewhere in the checkout) is named in
+/// full.
+fn shown_from_here(report: &mut Report, dir: &Path) {
+    let here = dir == Path::new(".");
+    let join = |p: &Path| if here { p.to_path_buf() } else { dir.join(p) };
+    for p in &mut report.problems {
+        p.file = join(Path::new(&p.file)).display().to_string();
+    }
+    let (Ok(dir_abs), Ok(root)) = (
+        std::fs::canonicalize(dir),
+        std::fs::canonicalize(&report.root),
+    ) else {
+        return;
+    };
+    for a in &mut report.automations {
+        for f in &mut a.files {
+            let abs = root.join(&f.path);
+            f.path = match abs.strip_prefix(&dir_abs) {
+                Ok(rest) => join(rest),
+                Err(_) => abs,
+            };
+        }
+    }
 }
 
 fn print_text(report: &Report, mode: Mode) {
