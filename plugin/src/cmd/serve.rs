@@ -235,6 +235,8 @@ async fn serve(args: Args) -> Result<()> {
             .clone()
             .or_else(pod_namespace)
             .unwrap_or_else(|| "imageauto-system".into());
+        let lease_name = lease_name(args.watch_label_selector.as_deref());
+        tracing::info!(lease = %format!("{lease_ns}/{lease_name}"), "leader election");
         lead(
             client,
             engine,
@@ -242,6 +244,7 @@ async fn serve(args: Args) -> Result<()> {
             metrics,
             health,
             &lease_ns,
+            &lease_name,
             &instance,
             stop_rx,
             stop_tx,
@@ -293,6 +296,22 @@ async fn terminate_signal() {
     }
 }
 
+/// The Lease's name: one per shard, so that instances started with
+/// different `--watch-label-selector`s each elect their own leader, and the
+/// replicas of one shard share one (as Flux derives its leader election ID
+/// from the selector).
+fn lease_name(selector: Option<&str>) -> String {
+    use sha2::Digest;
+    match selector.map(str::trim).filter(|s| !s.is_empty()) {
+        None => "imageauto-controller".into(),
+        Some(s) => {
+            let digest = sha2::Sha256::digest(s.as_bytes());
+            let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            format!("imageauto-controller-{hex}")
+        }
+    }
+}
+
 /// Runs the controllers only while this instance holds the Lease: they
 /// start when it is won and stop at once when it is lost (no more writes);
 /// on SIGTERM they finish the work under way, then the Lease is released.
@@ -304,6 +323,7 @@ async fn lead(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     lease_namespace: &str,
+    lease_name: &str,
     identity: &str,
     stop_rx: tokio::sync::watch::Receiver<bool>,
     stop_tx: tokio::sync::watch::Sender<bool>,
@@ -316,17 +336,16 @@ async fn lead(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     );
-    let manager =
-        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "imageauto-controller")
-            .with_namespace(lease_namespace)
-            .with_identity(&identity)
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await
-            .with_context(|| {
-                format!("leader election: the Lease in namespace {lease_namespace} cannot be used")
-            })?;
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease_name)
+        .with_namespace(lease_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .with_context(|| {
+            format!("leader election: the Lease {lease_namespace}/{lease_name} cannot be used")
+        })?;
     let (mut leader, lease_task) = manager.watch().await;
     // A follower is ready: it serves health, and takes over when needed.
     health.ready.store(true, Ordering::Relaxed);
@@ -372,4 +391,23 @@ async fn lead(
         _ => tracing::warn!("the lease was not released in time"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_lease_per_shard() {
+        assert_eq!(lease_name(None), "imageauto-controller");
+        assert_eq!(lease_name(Some(" ")), "imageauto-controller");
+        let a = lease_name(Some("sharding.fluxcd.io/key=shard1"));
+        let b = lease_name(Some("sharding.fluxcd.io/key=shard2"));
+        assert_ne!(a, b);
+        assert_eq!(a, lease_name(Some("sharding.fluxcd.io/key=shard1")));
+        assert!(
+            a.starts_with("imageauto-controller-") && a.len() == 29,
+            "{a}"
+        );
+    }
 }
