@@ -4,6 +4,7 @@
 #   make crds    regenerate manifests/crds from the API types
 #   make test    install what the tests need (Debian), then lint and test all
 #   make bench   benchmarks, with the peers they are measured against
+#   make dist    release archive and krew manifest, in dist/
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -16,7 +17,11 @@ DEBS := golang-go golang-github-masterminds-semver-dev hyperfine hey pkg-config 
   docker-registry apache2-utils skopeo time python3 openssh-server openssh-client lighttpd \
   lighttpd-mod-openssl etcd-server
 
-.PHONY: all build crds manifests deps kube-apiserver test lint fmt clippy unit demo demo-check bench fuzz install clean
+# What `make demo` needs: a registry, Git, Python (tag publisher), and what
+# the build links against.
+DEMO_DEBS := docker-registry git python3 pkg-config libssl-dev
+
+.PHONY: all build crds manifests deps demo-deps install-debs kube-apiserver dist test lint fmt clippy unit demo demo-check bench fuzz install clean
 
 all: build
 
@@ -35,13 +40,19 @@ manifests: crds
 
 # Installs the missing Debian packages. Nothing is skipped: a package that
 # cannot be installed fails the target.
-deps:
-	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+demo-deps:
+	@$(MAKE) -s --no-print-directory install-debs PACKAGES="$(DEMO_DEBS)"
+
+install-debs:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+deps:
+	@$(MAKE) -s --no-print-directory install-debs PACKAGES="$(DEBS)"
 	@# kubectl: the machine's own package, else Debian's kubernetes-client.
 	@command -v kubectl >/dev/null || { $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubectl 2>/dev/null || \
@@ -65,14 +76,15 @@ clippy:
 unit:
 	$(CARGO) test --workspace --no-fail-fast
 
-demo: deps build
+demo: demo-deps build
 	BIN=$(BIN) demo/run.sh
 
 # The demo as part of the suite, on the debug binary the tests built (a
 # relative path, as a user might pass): it fails unless the pushed branch holds
-# the tags the policies pick.
+# the tags the policies pick. Silent when it passes; all it printed when not.
 demo-check:
-	BIN=target/debug/kubectl-imageauto demo/run.sh >/dev/null
+	@log=$$(mktemp); if BIN=target/debug/kubectl-imageauto demo/run.sh >"$$log" 2>&1; then rm -f "$$log"; \
+	  echo "demo-check: ok"; else rc=$$?; cat "$$log"; rm -f "$$log"; echo "demo-check: failed" >&2; exit $$rc; fi
 
 bench: deps
 	$(CARGO) bench -p automation --bench policy
@@ -92,6 +104,11 @@ fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	mkdir -p fuzz/corpus/setters && cp tests/golden/setters/*.in.* fuzz/corpus/setters/
 	cd fuzz && $(CARGO) fuzz run -s none setters corpus/setters -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
+
+# Release archive (binary and LICENSE), its sha256, and the krew manifest
+# rendered for it, in dist/.
+dist: build
+	scripts/dist.sh $(BIN) dist
 
 install:
 	$(CARGO) install --locked --path .
