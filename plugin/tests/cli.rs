@@ -246,3 +246,67 @@ fn the_examples_lint_clean() {
         text(&out.stderr)
     );
 }
+
+/// `make dist`'s script: the archive holds the plugin and LICENSE, and the
+/// krew manifest rendered from plugins/imageauto.yaml names that archive with
+/// its sha256, for the version Cargo.toml declares.
+#[test]
+fn dist_archive_and_krew_manifest_agree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    // A stand-in executable: the archive's layout is what is checked here.
+    let fake = work.path().join("kubectl-imageauto");
+    std::fs::write(&fake, "#!/bin/sh\necho imageauto\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out_dir = work.path().join("dist");
+    let out = Command::new(root.join("scripts/dist.sh"))
+        .arg(&fake)
+        .arg(&out_dir)
+        .arg("https://example.test/dl")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let name = format!("kubectl-imageauto_{version}_linux_amd64.tar.gz");
+    let archive = out_dir.join(&name);
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let mut files: Vec<String> = text(&listing.stdout).lines().map(str::to_string).collect();
+    files.sort();
+    assert_eq!(files, ["LICENSE", "kubectl-imageauto"]);
+    let sum = Command::new("sha256sum").arg(&archive).output().unwrap();
+    let sum = text(&sum.stdout).split(' ').next().unwrap().to_string();
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join(format!("{name}.sha256"))).unwrap(),
+        format!("{sum}  {name}\n")
+    );
+    let manifest = std::fs::read_to_string(out_dir.join("imageauto.yaml")).unwrap();
+    let m: serde_json::Value = serde_norway::from_str(&manifest).unwrap();
+    assert_eq!(m["kind"], "Plugin", "{manifest}");
+    assert_eq!(m["metadata"]["name"], "imageauto");
+    assert_eq!(m["spec"]["version"], version.as_str());
+    let p = &m["spec"]["platforms"][0];
+    assert_eq!(p["uri"], format!("https://example.test/dl/{name}").as_str());
+    assert_eq!(p["sha256"], sum.as_str());
+    assert_eq!(p["bin"], "kubectl-imageauto");
+    assert!(!manifest.contains("{{"), "{manifest}");
+    // What krew does with it: unpack and run the named binary.
+    let unpacked = work.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let st = Command::new("tar")
+        .arg("xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ran = Command::new(unpacked.join("kubectl-imageauto"))
+        .output()
+        .unwrap();
+    assert_eq!(text(&ran.stdout), "imageauto\n");
+}
