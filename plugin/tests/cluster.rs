@@ -946,3 +946,157 @@ spec:
     );
     assert!(!s.logs().contains("pull-pass"));
 }
+
+/// (Re)creates the Secret `signing` from files, so that neither the key nor
+/// the passphrase is ever on a command line or in a manifest a failure
+/// would print.
+fn signing_secret(c: &Cluster, ns: &str, key_name: &str, key: &str, passphrase: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (k, p) = (dir.path().join("key"), dir.path().join("passphrase"));
+    std::fs::write(&k, key).unwrap();
+    std::fs::write(&p, passphrase).unwrap();
+    c.kubectl_ok(&[
+        "-n",
+        ns,
+        "delete",
+        "secret",
+        "signing",
+        "--ignore-not-found",
+    ]);
+    c.kubectl_ok(&[
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "signing",
+        &format!("--from-file={key_name}={}", k.display()),
+        &format!("--from-file=passphrase={}", p.display()),
+    ]);
+}
+
+fn request(c: &Cluster, ns: &str, kind: &str, name: &str, value: &str) {
+    c.kubectl_ok(&[
+        "-n",
+        ns,
+        "annotate",
+        "--overwrite",
+        kind,
+        name,
+        &format!("reconcile.fluxcd.io/requestedAt={value}"),
+    ]);
+}
+
+/// `spec.git.commit.signingKey` in the cluster: the Secret's `git.asc`
+/// (OpenPGP) or `git.ssh` (SSH) and `passphrase`. A wrong passphrase leaves
+/// the automation not Ready with reason InvalidSigningKey, pushes nothing
+/// and shows the passphrase nowhere; once the Secret is right, a reconcile
+/// request pushes a commit `git verify-commit` accepts; with an SSH key in
+/// its place, the next commit is SSH-signed.
+#[test]
+fn commits_are_signed_with_the_key_of_the_automation_secret() {
+    use imageauto_tests::signing::{Gpg, SIGNER_EMAIL, SshSigningKey};
+    let c = cluster();
+    let w = world(c, "sign");
+    let gpg = Gpg::new();
+    let pass = "pgp-passphrase-5c1e";
+    let wrong = "not-the-passphrase-77a0";
+    let fpr = gpg.generate("ed25519", "sign", "never", Some(pass), None);
+    let armored = gpg.export_secret(&fpr, Some(pass));
+    let verifier = Gpg::new();
+    verifier.import(&gpg.export_public(&fpr));
+    signing_secret(c, &w.ns, "git.asc", &armored, wrong);
+    // The committer is the key's user, for SSH's allowed-signers lookup.
+    c.kubectl_ok(&[
+        "-n",
+        &w.ns,
+        "patch",
+        "imageupdateautomation",
+        "fleet",
+        "--type",
+        "merge",
+        "-p",
+        &format!(
+            r#"{{"spec":{{"git":{{"commit":{{"author":{{"email":"{SIGNER_EMAIL}"}},"signingKey":{{"secretRef":{{"name":"signing"}}}}}}}}}}}}"#
+        ),
+    ]);
+    let s = Serve::start(bin(), c, &["-n", &w.ns, "--leader-elect=false"]);
+    let (_, _, message) = wait_for(
+        Duration::from_secs(90),
+        "Ready=False InvalidSigningKey",
+        || {
+            let r = ready(&status(c, &w.ns, "imageupdateautomation", "fleet"))?;
+            (r.0 == "False" && r.1 == "InvalidSigningKey").then_some(r)
+        },
+        || s.logs(),
+    );
+    assert!(message.contains("signingKey"), "{message}");
+    let events = c.kubectl_ok(&["-n", &w.ns, "get", "events", "-o", "json"]);
+    for text in [&message, &s.logs(), &events] {
+        assert!(
+            !text.contains(wrong) && !text.contains(pass),
+            "a passphrase shows"
+        );
+    }
+    let branch = std::process::Command::new("git")
+        .args([
+            "rev-parse",
+            "--verify",
+            "-q",
+            "refs/heads/flux-image-updates",
+        ])
+        .current_dir(&w.bare)
+        .output()
+        .unwrap();
+    assert!(
+        !branch.status.success(),
+        "pushed with a key it could not use"
+    );
+
+    // The right passphrase, and a reconcile request (Secrets are not watched).
+    signing_secret(c, &w.ns, "git.asc", &armored, pass);
+    request(c, &w.ns, "imageupdateautomation", "fleet", "signed");
+    let first = wait_for(
+        Duration::from_secs(90),
+        "a signed push",
+        || pushed(c, &w.ns),
+        || s.logs(),
+    );
+    let out = verifier.verify_commit(&w.bare, "flux-image-updates");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("Good signature"), "{said}");
+    assert_eq!(
+        git_text(&w.bare, &["rev-parse", "flux-image-updates"]),
+        first
+    );
+
+    // An SSH key in the Secret's place signs the next commit.
+    let ssh = SshSigningKey::new("ed25519", Some("ssh-passphrase-9d2b"));
+    signing_secret(
+        c,
+        &w.ns,
+        "git.ssh",
+        &ssh.private_text(),
+        "ssh-passphrase-9d2b",
+    );
+    push_tags(&w.reg, "team/web", &["1.11.0"]);
+    request(c, &w.ns, "imagerepository", "web", "new-tag");
+    let second = wait_for(
+        Duration::from_secs(90),
+        "an SSH-signed push",
+        || pushed(c, &w.ns).filter(|p| *p != first),
+        || s.logs(),
+    );
+    assert_eq!(
+        git_text(&w.bare, &["rev-parse", "flux-image-updates"]),
+        second
+    );
+    let out = ssh.verify_commit(&w.bare, "flux-image-updates");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("Good \"git\" signature"), "{said}");
+    let web = git_text(&w.bare, &["show", "flux-image-updates:apps/web.yaml"]);
+    assert!(web.contains("web:1.11.0"), "{web}");
+    drop(w.reg);
+}
