@@ -3,7 +3,7 @@
 //! over TLS. Each stops when dropped.
 
 use crate::registry::Tls;
-use crate::{require_tool, start_on_free_port};
+use crate::{Sentinel, require_tool, start_on_free_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -88,19 +88,28 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// `git daemon --enable=receive-pack` serving a folder.
+/// `git daemon --enable=receive-pack` serving a folder. The daemon's own
+/// program is run (`git daemon` would run it as a child of its own, which
+/// outlives a kill of `git`).
 pub struct GitDaemon {
     pub port: u16,
     child: Child,
+    _sentinel: Sentinel,
 }
 
 impl GitDaemon {
     pub fn start(base: &Path) -> GitDaemon {
         require_tool("git", "git");
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git runs");
+        let daemon =
+            PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
+        assert!(daemon.exists(), "no {}", daemon.display());
         let (port, child) = start_on_free_port(|port| {
-            Command::new("git")
+            Command::new(&daemon)
                 .args([
-                    "daemon",
                     "--export-all",
                     "--enable=receive-pack",
                     "--listen=127.0.0.1",
@@ -113,7 +122,11 @@ impl GitDaemon {
                 .spawn()
                 .expect("git daemon starts")
         });
-        GitDaemon { port, child }
+        GitDaemon {
+            port,
+            _sentinel: Sentinel::watch(child.id()),
+            child,
+        }
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -161,6 +174,7 @@ pub struct Sshd {
     pub host_key: SshKey,
     pub user: String,
     child: Child,
+    _sentinel: Sentinel,
     _dir: tempfile::TempDir,
 }
 
@@ -202,6 +216,7 @@ impl Sshd {
             port,
             host_key,
             user,
+            _sentinel: Sentinel::watch(child.id()),
             child,
             _dir: dir,
         }
@@ -234,6 +249,7 @@ impl Drop for Sshd {
 pub struct HttpsGit {
     pub port: u16,
     child: Child,
+    _sentinel: Sentinel,
     _dir: tempfile::TempDir,
 }
 
@@ -282,6 +298,7 @@ $HTTP["url"] =~ "^/git" {{
         });
         HttpsGit {
             port,
+            _sentinel: Sentinel::watch(child.id()),
             child,
             _dir: dir,
         }

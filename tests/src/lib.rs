@@ -23,6 +23,44 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Stops a server process when this test process ends in any way, also
+/// when the server's owner is never dropped (a `static`) or the test
+/// process is killed: a small `sh` holds the read end of a pipe whose write
+/// end only this process holds; when it closes, the server gets SIGTERM,
+/// then SIGKILL after 5 s. Dropping the sentinel first (the owner stopped
+/// the server itself) ends the `sh` without a signal to anyone.
+pub struct Sentinel {
+    sh: std::process::Child,
+    _lifeline: Option<std::process::ChildStdin>,
+}
+
+impl Sentinel {
+    pub fn watch(pid: u32) -> Sentinel {
+        let mut sh = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"read -r _; kill -TERM "$1" 2>/dev/null || exit 0; sleep 5; kill -KILL "$1" 2>/dev/null"#)
+            .arg("sh")
+            .arg(pid.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sh starts");
+        let lifeline = sh.stdin.take();
+        Sentinel {
+            sh,
+            _lifeline: lifeline,
+        }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.sh.kill();
+        let _ = self.sh.wait();
+    }
+}
+
 /// Starts a server process on a free port: `spawn(port)` starts it; when it
 /// exits (the port was taken meanwhile, say), it is started again on another.
 pub fn start_on_free_port(

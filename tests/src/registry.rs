@@ -3,7 +3,7 @@
 //! issuer for the latter; a CA and certificates made for the test; pushing
 //! images over the registry API.
 
-use crate::{require_tool, start_on_free_port};
+use crate::{Sentinel, require_tool, start_on_free_port};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -67,6 +67,7 @@ pub struct Registry {
     pub port: u16,
     pub tls: bool,
     child: Child,
+    _sentinel: Sentinel,
     _dir: tempfile::TempDir,
 }
 
@@ -144,6 +145,7 @@ impl Registry {
         Registry {
             port,
             tls: tls.is_some(),
+            _sentinel: Sentinel::watch(child.id()),
             child,
             _dir: dir,
         }

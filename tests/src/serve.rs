@@ -2,8 +2,8 @@
 //! for its listeners, a storage folder, logs kept in a file for failures;
 //! stopped (SIGTERM, then SIGKILL) when dropped.
 
-use crate::free_port;
 use crate::kube::Cluster;
+use crate::{Sentinel, free_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +14,8 @@ pub struct Serve {
     pub storage: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// Stops the process if this value is never dropped (a `static`).
+    sentinel: Option<Sentinel>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -63,6 +65,7 @@ impl Serve {
             health_port,
             storage: storage.to_path_buf(),
             log,
+            sentinel: Some(Sentinel::watch(child.id())),
             child: Some(child),
             _dir: dir,
         };
@@ -112,6 +115,7 @@ impl Serve {
     /// returns its exit status.
     pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
+        self.sentinel = None;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -130,6 +134,7 @@ impl Serve {
     /// Kills the process at once (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            self.sentinel = None;
             let _ = c.kill();
             let _ = c.wait();
         }
