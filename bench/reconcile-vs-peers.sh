@@ -63,7 +63,7 @@ for branch in main flux-image-updates; do
   if [ -n "$base_bin" ]; then
     base_args=(-n baseline "cd $tree && $base_bin reconcile --local --commit >/dev/null 2>&1")
   fi
-  hyperfine --warmup 1 --runs 5 --export-json "$out/reconcile-$branch.json" \
+  hyperfine --warmup 1 --runs 10 --export-json "$out/reconcile-$branch.json" \
     --prepare "git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; sync" \
     -n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1" \
     "${base_args[@]}" >/dev/null
@@ -91,7 +91,7 @@ base_args=()
 if [ -n "$base_bin" ]; then
   base_args=(-n baseline "cd $tree && $base_bin reconcile --local --commit >/dev/null 2>&1")
 fi
-hyperfine --warmup 1 --runs 5 --export-json "$out/reconcile-few.json" \
+hyperfine --warmup 1 --runs 10 --export-json "$out/reconcile-few.json" \
   --prepare "git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; sync" \
   -n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1" \
   "${base_args[@]}" >/dev/null
