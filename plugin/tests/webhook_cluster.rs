@@ -97,16 +97,10 @@ fn apply(c: &Cluster, yaml: &str) -> Output {
 }
 
 fn namespace(c: &Cluster, prefix: &str, mode: Option<&str>) -> String {
-    let ns = c.namespace(prefix);
-    if let Some(m) = mode {
-        c.kubectl_ok(&[
-            "label",
-            "namespace",
-            &ns,
-            &format!("imageauto.dev/enforce={m}"),
-        ]);
+    match mode {
+        Some(m) => c.labelled_namespace(prefix, &[("imageauto.dev/enforce", m)]),
+        None => c.namespace(prefix),
     }
-    ns
 }
 
 fn deployment(ns: &str, name: &str, image: &str, extra_meta: &str) -> String {

@@ -568,6 +568,12 @@ impl Cluster {
     /// the name. Namespaces are not deleted: without a controller-manager a
     /// deleted namespace stays Terminating.
     pub fn namespace(&self, prefix: &str) -> String {
+        let name = self.namespace_name(prefix);
+        self.kubectl_ok(&["create", "namespace", &name]);
+        name
+    }
+
+    fn namespace_name(&self, prefix: &str) -> String {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut base: String = prefix
@@ -578,8 +584,25 @@ impl Cluster {
         base.truncate(40);
         let base = base.trim_matches('-');
         let base = if base.is_empty() { "test" } else { base };
-        let name = format!("{base}-{n}-{}", random_hex(3));
-        self.kubectl_ok(&["create", "namespace", &name]);
+        format!("{base}-{n}-{}", random_hex(3))
+    }
+
+    /// [`Cluster::namespace`] created with `labels` in the same request: the
+    /// apiserver never sees it without them (a label added afterwards
+    /// reaches its webhook namespace selector a moment later).
+    pub fn labelled_namespace(&self, prefix: &str, labels: &[(&str, &str)]) -> String {
+        let name = self.namespace_name(prefix);
+        let mut yaml =
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n");
+        for (k, v) in labels {
+            yaml.push_str(&format!("    {k}: \"{v}\"\n"));
+        }
+        let out = self.kubectl_stdin("admin", &["create", "-f", "-"], &yaml);
+        assert!(
+            out.status.success(),
+            "kubectl create namespace {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         name
     }
 
