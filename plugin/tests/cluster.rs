@@ -990,9 +990,9 @@ fn request(c: &Cluster, ns: &str, kind: &str, name: &str, value: &str) {
 /// `spec.git.commit.signingKey` in the cluster: the Secret's `git.asc`
 /// (OpenPGP) or `git.ssh` (SSH) and `passphrase`. A wrong passphrase leaves
 /// the automation not Ready with reason InvalidSigningKey, pushes nothing
-/// and shows the passphrase nowhere; once the Secret is right, a reconcile
-/// request pushes a commit `git verify-commit` accepts; with an SSH key in
-/// its place, the next commit is SSH-signed.
+/// and shows the passphrase nowhere; once the Secret is right, the next run
+/// at the automation's interval pushes a commit `git verify-commit`
+/// accepts; with an SSH key in its place, the next commit is SSH-signed.
 #[test]
 fn commits_are_signed_with_the_key_of_the_automation_secret() {
     use imageauto_tests::signing::{Gpg, SIGNER_EMAIL, SshSigningKey};
@@ -1017,7 +1017,7 @@ fn commits_are_signed_with_the_key_of_the_automation_secret() {
         "merge",
         "-p",
         &format!(
-            r#"{{"spec":{{"git":{{"commit":{{"author":{{"email":"{SIGNER_EMAIL}"}},"signingKey":{{"secretRef":{{"name":"signing"}}}}}}}}}}}}"#
+            r#"{{"spec":{{"interval":"3s","git":{{"commit":{{"author":{{"email":"{SIGNER_EMAIL}"}},"signingKey":{{"secretRef":{{"name":"signing"}}}}}}}}}}}}"#
         ),
     ]);
     let s = Serve::start(bin(), c, &["-n", &w.ns, "--leader-elect=false"]);
@@ -1053,9 +1053,9 @@ fn commits_are_signed_with_the_key_of_the_automation_secret() {
         "pushed with a key it could not use"
     );
 
-    // The right passphrase, and a reconcile request (Secrets are not watched).
+    // The right passphrase: seen at the automation's interval, with no
+    // request and no change to the automation.
     signing_secret(c, &w.ns, "git.asc", &armored, pass);
-    request(c, &w.ns, "imageupdateautomation", "fleet", "signed");
     let first = wait_for(
         Duration::from_secs(90),
         "a signed push",

@@ -170,7 +170,7 @@ async fn reconcile_inner(
         .max(Duration::from_secs(1));
     let (action, error) = match prepare(ctx, a).await {
         Err(e) => {
-            let action = after_failure(ctx, a, &e);
+            let action = after_failure(ctx, a, &e, Some(interval));
             (action, Some(e))
         }
         Ok((job, images)) => {
@@ -226,7 +226,7 @@ async fn reconcile_inner(
                     }
                     status.last_automation_run_time =
                         Some(Time(k8s_openapi::jiff::Timestamp::now()));
-                    let action = after_failure(ctx, a, &e);
+                    let action = after_failure(ctx, a, &e, Some(interval));
                     (action, Some(e))
                 }
             }

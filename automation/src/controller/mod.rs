@@ -309,13 +309,22 @@ pub(crate) fn requested_at<K: ResourceExt>(obj: &K) -> Option<String> {
 
 /// What to do after a failure: retry later (transient) or wait for a
 /// change of the object (permanent).
-pub(crate) fn after_failure<K: ResourceExt>(ctx: &Context, obj: &K, e: &EngineError) -> Action {
+/// What follows a failure: a transient one is retried with backoff; one
+/// whose cause lies outside the object ([`EngineError::lies_elsewhere`]) is
+/// looked at again at the object's `interval`; any other waits for the
+/// object to change (Stalled).
+pub(crate) fn after_failure<K: ResourceExt>(
+    ctx: &Context,
+    obj: &K,
+    e: &EngineError,
+    interval: Option<Duration>,
+) -> Action {
     let generation = obj.meta().generation.unwrap_or(0);
     let wait = ctx.backoff(&key(obj), generation, &requested_at(obj));
-    if e.is_transient() {
-        Action::requeue(wait)
-    } else {
-        Action::await_change()
+    match interval {
+        _ if e.is_transient() => Action::requeue(wait),
+        Some(i) if e.lies_elsewhere() => Action::requeue(jitter(i.max(wait))),
+        _ => Action::await_change(),
     }
 }
 

@@ -196,7 +196,7 @@ async fn reconcile_inner(
                 EngineError::DependencyNotReady(_) => {
                     Action::requeue(super::jitter(ctx.options.requeue_dependency))
                 }
-                _ => after_failure(ctx, policy, &e),
+                _ => after_failure(ctx, policy, &e, None),
             };
             if before.conditions.iter().all(|c| c.message != e.to_string()) {
                 ctx.event(policy, true, e.reason(), e.to_string(), "Evaluate")

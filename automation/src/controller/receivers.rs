@@ -57,7 +57,7 @@ pub async fn reconcile(r: Arc<Receiver>, ctx: Arc<Context>) -> Result<Action, Er
                 e.is_transient(),
                 generation,
             );
-            after_failure(&ctx, r.as_ref(), &e)
+            after_failure(&ctx, r.as_ref(), &e, None)
         }
     };
     status.observed_generation = generation;

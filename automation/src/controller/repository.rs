@@ -128,7 +128,7 @@ async fn reconcile_inner(
     })();
     let (outcome, action) = match checked {
         Err(e) => {
-            let a = after_failure(ctx, repo, &e);
+            let a = after_failure(ctx, repo, &e, None);
             (Err(e), a)
         }
         Ok((reference, interval)) => {
@@ -172,7 +172,7 @@ async fn reconcile_inner(
                                     "the scanned tags cannot be stored in {}: {e}",
                                     ctx.options.storage.display()
                                 ));
-                                let a = after_failure(ctx, repo, &e);
+                                let a = after_failure(ctx, repo, &e, Some(interval));
                                 (Err(e), a)
                             }
                             Ok(()) => {
@@ -189,7 +189,7 @@ async fn reconcile_inner(
                         }
                     }
                     Err(e) => {
-                        let a = after_failure(ctx, repo, &e);
+                        let a = after_failure(ctx, repo, &e, Some(interval));
                         (Err(e), a)
                     }
                 }

@@ -166,8 +166,8 @@ pub async fn git_auth(
 /// with `type: ssh`, Flux's `identity` and `password` too (see
 /// [`sign::from_secret_data`]). A missing Secret may yet appear (an
 /// [`EngineError::Source`], retried); a key that cannot sign is an
-/// [`EngineError::SigningKey`], not retried on its own (a Secret's change
-/// does not wake the automation: a reconcile request or a spec change does).
+/// [`EngineError::SigningKey`], tried again at the automation's interval
+/// (Secrets are not watched: a reconcile request is seen at once).
 /// The key is unlocked on a blocking thread (its passphrase derivation is
 /// deliberately slow).
 pub async fn signer(

@@ -107,6 +107,21 @@ impl EngineError {
         }
     }
 
+    /// Whether the cause lies outside the object's own spec, in something a
+    /// user fixes without touching the object (a Secret's contents, a file
+    /// in Git): such a failure is looked at again at the object's interval,
+    /// as Flux does, instead of waiting for the object to change.
+    pub fn lies_elsewhere(&self) -> bool {
+        match self {
+            EngineError::SigningKey(_)
+            | EngineError::FilesNotUpdated(_)
+            | EngineError::Update { .. }
+            | EngineError::Git(GitError::Secret(_) | GitError::Signing(_)) => true,
+            EngineError::Registry(e) => e.kind() == "InvalidConfiguration",
+            _ => false,
+        }
+    }
+
     /// A label for metrics: the reason.
     pub fn metric_label(&self) -> &'static str {
         self.reason()
@@ -154,5 +169,21 @@ mod tests {
         assert_eq!((e.reason(), e.is_transient()), ("InvalidSigningKey", false));
         let e = EngineError::DependencyNotReady("no scan yet".into());
         assert_eq!((e.reason(), e.is_transient()), ("DependencyNotReady", true));
+    }
+
+    /// A Secret's contents or a file in Git is fixed without touching the
+    /// object: looked at again at its interval. The spec's own mistakes wait
+    /// for the spec to change.
+    #[test]
+    fn what_lies_elsewhere_is_retried_at_the_interval() {
+        assert!(EngineError::SigningKey("wrong passphrase".into()).lies_elsewhere());
+        assert!(EngineError::FilesNotUpdated(2).lies_elsewhere());
+        assert!(!EngineError::InvalidPolicy("range".into()).lies_elsewhere());
+        assert!(!EngineError::Template("parse".into()).lies_elsewhere());
+        let plan = EngineError::Plan(PlanError::Update {
+            field: "spec.update.path",
+            message: "out".into(),
+        });
+        assert!(!plan.lies_elsewhere());
     }
 }
