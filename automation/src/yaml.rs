@@ -339,13 +339,56 @@ fn too_deep(span: Span) -> SyntaxError {
     }
 }
 
+/// The reader's input, handed over a few kilobytes at a time and cut at
+/// character boundaries. Given a whole slice, libyaml-safer decodes all of
+/// it into its buffer of `char`s (four bytes each) before the first token,
+/// however little of it is then read.
+struct Chunks<'t> {
+    rest: &'t [u8],
+}
+
+impl Chunks<'_> {
+    const SIZE: usize = 4096;
+
+    /// The length of the next chunk: up to [`Self::SIZE`] bytes, ending
+    /// where a character ends (the input is UTF-8 text).
+    fn next_len(&self) -> usize {
+        let mut n = Self::SIZE.min(self.rest.len());
+        while n < self.rest.len() && n > 0 && (self.rest[n] & 0xC0) == 0x80 {
+            n -= 1;
+        }
+        if n == 0 { self.rest.len().min(4) } else { n }
+    }
+}
+
+impl std::io::Read for Chunks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.rest.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for Chunks<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        Ok(&self.rest[..self.next_len()])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.rest = &self.rest[amount.min(self.rest.len())..];
+    }
+}
+
 fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let source = Input::new(text);
     let lines = source.lines();
-    let mut input = source.bytes();
+    let mut input = Chunks {
+        rest: source.bytes(),
+    };
     // Either way, the reader's offsets count from after a byte order mark.
     let mut parser = Parser::new();
-    parser.set_input_string(&mut input);
+    parser.set_input(&mut input);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut doc_line = 1;
@@ -495,15 +538,24 @@ pub enum Difference {
 /// anchor and tag) gives `(old, new)`: there the scalar must read `old`
 /// before and `new` after (its style may change). Returns how many such
 /// scalars were seen. Never panics.
+///
+/// Once `wanted` such scalars have been seen, the reading stops at the next
+/// explicit document start (`---`) from which both texts hold the same
+/// bytes to their end: there the reader starts afresh (no open collection,
+/// no pending key, the previous document's directives dropped; a `---`
+/// inside a flow collection is an error), so the same bytes read as the
+/// same events in both. In a file of many documents, only those up to the
+/// last change are read twice.
 pub fn compare(
     before: &str,
     after: &str,
     expected: &dyn Fn(usize) -> Option<(String, String)>,
+    wanted: usize,
 ) -> Result<usize, Difference> {
     READING.with(|r| {
         let was = r.replace(true);
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            compare_inner(before, after, expected)
+            compare_inner(before, after, expected, wanted)
         }));
         r.set(was);
         out.unwrap_or_else(|_| {
@@ -520,18 +572,34 @@ fn compare_inner(
     before: &str,
     after: &str,
     expected: &dyn Fn(usize) -> Option<(String, String)>,
+    wanted: usize,
 ) -> Result<usize, Difference> {
     let (b, a) = (Input::new(before), Input::new(after));
-    let (mut bb, mut ab) = (b.bytes(), a.bytes());
+    let (mut bb, mut ab) = (Chunks { rest: b.bytes() }, Chunks { rest: a.bytes() });
     let mut pb = Parser::new();
-    pb.set_input_string(&mut bb);
+    pb.set_input(&mut bb);
     let mut pa = Parser::new();
-    pa.set_input_string(&mut ab);
+    pa.set_input(&mut ab);
     let mut depth = 0usize;
     let mut seen = 0;
     loop {
         let (eb, start, end) = b.next_raw(&mut pb).map_err(Difference::Before)?;
-        let (ea, _, _) = a.next_raw(&mut pa).map_err(Difference::After)?;
+        let (ea, a_start, _) = a.next_raw(&mut pa).map_err(Difference::After)?;
+        if seen == wanted
+            && matches!(
+                eb,
+                EventData::DocumentStart {
+                    implicit: false,
+                    ..
+                }
+            )
+            && eb == ea
+            && before
+                .get(start..)
+                .is_some_and(|rest| Some(rest) == after.get(a_start..))
+        {
+            return Ok(seen);
+        }
         // Positions are computed only for a difference.
         let at = |what: String| {
             let (line, column) = b.lines().position(start);
@@ -994,5 +1062,46 @@ mod tests {
         }
         let docs = parse(&text).unwrap();
         assert!(docs[0].root.to_json().is_err());
+    }
+
+    /// `compare` with one expected change, of `old` to `new`, at the first
+    /// occurrence of `old` in `before`.
+    fn compare_one(before: &str, after: &str, old: &str, new: &str) -> Result<usize, Difference> {
+        let at = before.find(old).unwrap();
+        let (old, new) = (old.to_string(), new.to_string());
+        compare(
+            before,
+            after,
+            &|o| (o == at).then(|| (old.clone(), new.clone())),
+            1,
+        )
+    }
+
+    #[test]
+    fn documents_after_the_last_change_are_read_once_when_their_bytes_agree() {
+        // The third document is one the reader refuses: had it been read,
+        // the comparison would have failed.
+        let before = "a: 1.0.0\n---\nb: 2\n---\nc: [unclosed\n";
+        let after = before.replacen("1.0.0", "2.0.0", 1);
+        assert_eq!(compare_one(before, &after, "1.0.0", "2.0.0").unwrap(), 1);
+        // A change in the first document is read in full, and a difference
+        // in a later one is still seen: its bytes no longer agree.
+        let before = "a: 1.0.0\n---\nb: 2\n---\nc: 3\n";
+        let after = before
+            .replacen("1.0.0", "2.0.0", 1)
+            .replacen("c: 3", "c: 4", 1);
+        let e = compare_one(before, &after, "1.0.0", "2.0.0").unwrap_err();
+        assert!(e.to_string().contains("instead of"), "{e}");
+        // So is a document start that moved.
+        let after = before
+            .replacen("1.0.0", "2.0.0", 1)
+            .replacen("b: 2\n---", "b: 2\n---\n---", 1);
+        assert!(compare_one(before, &after, "1.0.0", "2.0.0").is_err());
+        // Before every change is seen, the reading goes on past `---`.
+        let before = "a: x\n---\nb: 1.0.0\n";
+        let after = before.replacen("1.0.0", "2.0.0", 1);
+        assert_eq!(compare_one(before, &after, "1.0.0", "2.0.0").unwrap(), 1);
+        let e = compare_one(before, &before.replacen("x", "y", 1), "1.0.0", "1.0.0").unwrap_err();
+        assert!(e.to_string().contains("instead of"), "{e}");
     }
 }

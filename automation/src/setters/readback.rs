@@ -3,7 +3,10 @@
 //! hold the same documents, the same structure and the same scalars, but for
 //! the marked values that were meant to change, which must now read as their
 //! new values. A disagreement is an error (the file is neither written nor
-//! committed), never a silent edit.
+//! committed), never a silent edit. Documents after the last change are not
+//! read when both texts hold the same bytes from their `---` to the end: the
+//! reader starts afresh at a document start, so those bytes read the same in
+//! both (see [`yaml::compare`]).
 
 use super::Change;
 use crate::yaml::{self, Difference};
@@ -23,7 +26,7 @@ pub fn verify(before: &str, after: &str, changes: &[Change]) -> Result<(), Strin
         let c = at[i].1;
         Some((c.old_value.clone(), c.new_value.clone()))
     };
-    match yaml::compare(before, after, &expected) {
+    match yaml::compare(before, after, &expected, changes.len()) {
         Ok(seen) if seen == changes.len() => Ok(()),
         Ok(seen) => Err(format!(
             "{} of {} changed values were not found where they were: refusing to write it",
