@@ -149,6 +149,12 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
         let indent = line.len() - line.trim_start_matches(' ').len();
         let rest = &line[indent..];
         if let Some(p) = block {
+            // A tab where a block scalar's indentation is read: readers
+            // refuse it before the indentation is known and below it, and
+            // take it as content past it; not modelled.
+            if rest.starts_with('\t') {
+                return None;
+            }
             if rest.trim_start_matches([' ', '\t']).is_empty() {
                 continue;
             }
