@@ -128,6 +128,9 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
     }
     // Inside a block scalar: the indent of its first content line.
     let mut block_indent: Option<usize> = None;
+    // Inside a block scalar, before its first content line: the most spaces
+    // on a blank line so far.
+    let mut leading_blank = 0;
     // Open block collections (indent, kind), and the node the previous line
     // left open for nested content (its indent, and whether it is a key).
     let mut levels: Vec<(usize, Level)> = Vec::new();
@@ -156,10 +159,17 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                 return None;
             }
             if rest.trim_start_matches([' ', '\t']).is_empty() {
+                if block_indent.is_none() {
+                    leading_blank = leading_blank.max(indent);
+                }
                 continue;
             }
             if indent > p {
                 match block_indent {
+                    // A leading blank line with more spaces than the first
+                    // content line sets the indentation for readers: the
+                    // scalar ends there (not modelled).
+                    None if indent < leading_blank => return None,
                     None => block_indent = Some(indent),
                     // Less indented than the first line: not modelled.
                     Some(b) if indent < b => return None,
@@ -169,6 +179,7 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
             }
             block = None;
             block_indent = None;
+            leading_blank = 0;
         }
         if rest.trim_start_matches([' ', '\t']).is_empty() || rest.starts_with('#') {
             // A blank line with a tab: whether YAML readers take it depends on
@@ -374,6 +385,7 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
                         return None;
                     }
                     block = Some(parent);
+                    leading_blank = 0;
                 } else {
                     scalar_parent = Some(parent);
                 }
