@@ -721,8 +721,7 @@ fn flow_node(b: &[u8], i: usize, depth: usize) -> Option<usize> {
             {
                 return None;
             }
-            // A plain scalar ends at a flow indicator, at `: ` (or `:` before
-            // an indicator), or at ` #`.
+            // A plain scalar ends at a flow indicator, at `: `, or at ` #`.
             let mut j = i;
             let mut end = i;
             while j < b.len() {
@@ -730,11 +729,13 @@ fn flow_node(b: &[u8], i: usize, depth: usize) -> Option<usize> {
                 if is_flow_indicator(c) {
                     break;
                 }
-                if c == b':'
-                    && b.get(j + 1)
-                        .is_none_or(|&n| n == b' ' || n == b'\t' || is_flow_indicator(n))
-                {
+                if c == b':' && b.get(j + 1).is_none_or(|&n| n == b' ' || n == b'\t') {
                     break;
+                }
+                if c == b':' && b.get(j + 1).is_some_and(|&n| is_flow_indicator(n)) {
+                    // `a:]`, `a:{`: libyaml refuses the `:` (found
+                    // unexpected ':').
+                    return None;
                 }
                 if c == b'#' && j > i && (b[j - 1] == b' ' || b[j - 1] == b'\t') {
                     return None;
