@@ -16,7 +16,22 @@ pub mod serve;
 pub mod signing;
 
 /// A TCP port on 127.0.0.1 that nothing listens on (now).
+///
+/// Picked below the kernel's ephemeral range (32768 and up on Linux), where
+/// outgoing connections take their source ports: a port the kernel hands
+/// out there can be taken by a connection between this call and the
+/// server's bind ("Address already in use").
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (base.wrapping_add(n.wrapping_mul(13)) % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
