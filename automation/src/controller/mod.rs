@@ -307,8 +307,6 @@ pub(crate) fn requested_at<K: ResourceExt>(obj: &K) -> Option<String> {
         .cloned()
 }
 
-/// What to do after a failure: retry later (transient) or wait for a
-/// change of the object (permanent).
 /// What follows a failure: a transient one is retried with backoff; one
 /// whose cause lies outside the object ([`EngineError::lies_elsewhere`]) is
 /// looked at again at the object's `interval`; any other waits for the

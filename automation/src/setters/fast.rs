@@ -179,7 +179,6 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
             }
             block = None;
             block_indent = None;
-            leading_blank = 0;
         }
         if rest.trim_start_matches([' ', '\t']).is_empty() || rest.starts_with('#') {
             // A blank line with a tab: whether YAML readers take it depends on
