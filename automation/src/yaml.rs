@@ -342,18 +342,28 @@ fn too_deep(span: Span) -> SyntaxError {
 /// The reader's input, handed over a few kilobytes at a time and cut at
 /// character boundaries. Given a whole slice, libyaml-safer decodes all of
 /// it into its buffer of `char`s (four bytes each) before the first token,
-/// however little of it is then read.
+/// however little of it is then read. The first chunks are small, for a
+/// [`compare`] that stops after a change near the top of a file.
 struct Chunks<'t> {
     rest: &'t [u8],
+    size: usize,
 }
 
-impl Chunks<'_> {
-    const SIZE: usize = 4096;
+impl<'t> Chunks<'t> {
+    const FIRST: usize = 256;
+    const MAX: usize = 8192;
 
-    /// The length of the next chunk: up to [`Self::SIZE`] bytes, ending
-    /// where a character ends (the input is UTF-8 text).
+    fn new(rest: &'t [u8]) -> Self {
+        Chunks {
+            rest,
+            size: Self::FIRST,
+        }
+    }
+
+    /// The length of the next chunk: up to `size` bytes, ending where a
+    /// character ends (the input is UTF-8 text).
     fn next_len(&self) -> usize {
-        let mut n = Self::SIZE.min(self.rest.len());
+        let mut n = self.size.min(self.rest.len());
         while n < self.rest.len() && n > 0 && (self.rest[n] & 0xC0) == 0x80 {
             n -= 1;
         }
@@ -377,15 +387,14 @@ impl std::io::BufRead for Chunks<'_> {
 
     fn consume(&mut self, amount: usize) {
         self.rest = &self.rest[amount.min(self.rest.len())..];
+        self.size = (self.size * 2).min(Self::MAX);
     }
 }
 
 fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let source = Input::new(text);
     let lines = source.lines();
-    let mut input = Chunks {
-        rest: source.bytes(),
-    };
+    let mut input = Chunks::new(source.bytes());
     // Either way, the reader's offsets count from after a byte order mark.
     let mut parser = Parser::new();
     parser.set_input(&mut input);
@@ -546,16 +555,45 @@ pub enum Difference {
 /// inside a flow collection is an error), so the same bytes read as the
 /// same events in both. In a file of many documents, only those up to the
 /// last change are read twice.
+///
+/// Within a document, the reading stops right after the last wanted scalar
+/// when every wanted scalar [`settles`] and both texts hold the same bytes
+/// from the end of the last one to their end. The reader is then in the
+/// same state in both texts but for offsets (see [`settles`] for why), so
+/// those bytes read as the same events in both, as after a `---`: a marked
+/// tag near the top of a long file costs the lines down to it, not the file.
 pub fn compare(
     before: &str,
     after: &str,
     expected: &dyn Fn(usize) -> Option<(String, String)>,
     wanted: usize,
 ) -> Result<usize, Difference> {
+    compare_reading(before, after, expected, wanted, true)
+}
+
+/// [`compare`] reading both texts to their end, whatever their bytes: for
+/// tests that check the shortcuts against the whole reading.
+#[doc(hidden)]
+pub fn compare_whole(
+    before: &str,
+    after: &str,
+    expected: &dyn Fn(usize) -> Option<(String, String)>,
+    wanted: usize,
+) -> Result<usize, Difference> {
+    compare_reading(before, after, expected, wanted, false)
+}
+
+fn compare_reading(
+    before: &str,
+    after: &str,
+    expected: &dyn Fn(usize) -> Option<(String, String)>,
+    wanted: usize,
+    shortcuts: bool,
+) -> Result<usize, Difference> {
     READING.with(|r| {
         let was = r.replace(true);
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            compare_inner(before, after, expected, wanted)
+            compare_inner(before, after, expected, wanted, shortcuts)
         }));
         r.set(was);
         out.unwrap_or_else(|_| {
@@ -573,19 +611,26 @@ fn compare_inner(
     after: &str,
     expected: &dyn Fn(usize) -> Option<(String, String)>,
     wanted: usize,
+    shortcuts: bool,
 ) -> Result<usize, Difference> {
     let (b, a) = (Input::new(before), Input::new(after));
-    let (mut bb, mut ab) = (Chunks { rest: b.bytes() }, Chunks { rest: a.bytes() });
+    let (mut bb, mut ab) = (Chunks::new(b.bytes()), Chunks::new(a.bytes()));
     let mut pb = Parser::new();
     pb.set_input(&mut bb);
     let mut pa = Parser::new();
     pa.set_input(&mut ab);
     let mut depth = 0usize;
+    // Open flow collections: a flow collection holds only flow ones, so a
+    // count tells whether an end closes one.
+    let mut flow = 0usize;
+    // Whether every wanted scalar seen so far settles.
+    let mut settled = shortcuts;
     let mut seen = 0;
     loop {
         let (eb, start, end) = b.next_raw(&mut pb).map_err(Difference::Before)?;
-        let (ea, a_start, _) = a.next_raw(&mut pa).map_err(Difference::After)?;
-        if seen == wanted
+        let (ea, a_start, a_end) = a.next_raw(&mut pa).map_err(Difference::After)?;
+        if shortcuts
+            && seen == wanted
             && matches!(
                 eb,
                 EventData::DocumentStart {
@@ -612,8 +657,23 @@ fn compare_inner(
                 if depth > MAX_DEPTH {
                     return Err(Difference::Before(too_deep(b.lines().span_at(start, end))));
                 }
+                if matches!(
+                    eb,
+                    EventData::SequenceStart {
+                        style: SequenceStyle::Flow,
+                        ..
+                    } | EventData::MappingStart {
+                        style: MappingStyle::Flow,
+                        ..
+                    }
+                ) {
+                    flow += 1;
+                }
             }
-            (EventData::SequenceEnd | EventData::MappingEnd, _) => depth = depth.saturating_sub(1),
+            (EventData::SequenceEnd | EventData::MappingEnd, _) => {
+                depth = depth.saturating_sub(1);
+                flow = flow.saturating_sub(1);
+            }
             _ => {}
         }
         match (eb, ea) {
@@ -653,6 +713,19 @@ fn compare_inner(
                                 "the rewritten value reads as {v2:?}, not {new:?}"
                             )));
                         }
+                        settled = settled
+                            && flow == 0
+                            && settles(before, start, end, s1)
+                            && settles(after, a_start, a_end, s2)
+                            && line_before(before, start) == line_before(after, a_start);
+                        if settled
+                            && seen == wanted
+                            && before
+                                .get(end..)
+                                .is_some_and(|rest| Some(rest) == after.get(a_end..))
+                        {
+                            return Ok(seen);
+                        }
                     }
                     None if v1 != v2 || s1 != s2 => {
                         return Err(at(format!(
@@ -672,6 +745,58 @@ fn compare_inner(
             }
         }
     }
+}
+
+/// Whether the scalar at `start..end` of `text`, outside any flow
+/// collection, leaves the reader where the same following bytes read the
+/// same whatever the scalar held: a plain or quoted scalar on one line with
+/// nothing after it on that line but blanks and a comment.
+///
+/// Why the state is then the same in two texts that agree before the
+/// scalar's line and after the scalar (libyaml's scanner and parser, of
+/// which libyaml-safer is a line-by-line port): the parser's state is made
+/// of the events so far, which [`compare`] found equal. The scanner's
+/// state is its indentation stack (columns of block collections opened
+/// before this line: the same), its flow level (0), its queue of tokens
+/// read ahead and the characters it has buffered (read from the same
+/// bytes), and the simple keys it may still be waiting on. The scalar's
+/// length shows only in the current column and offset until the line ends:
+/// nothing on the line after the scalar is a token whose column is looked
+/// at (blanks and a comment are skipped; the scalar cannot end on a column
+/// left of where it started, so the plain scalar's indentation check passes
+/// in both), and every simple key pending from this line is stale in both
+/// once the next token is read, on a later line, since staleness by line
+/// is checked before the 1,024-character limit matters. From the next line
+/// on, lines and columns are the same in both texts; offsets differ by the
+/// same amount everywhere, and they only name positions.
+fn settles(text: &str, start: usize, end: usize, style: ScalarStyle) -> bool {
+    const BREAKS: [char; 5] = ['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'];
+    if !matches!(
+        style,
+        ScalarStyle::Plain | ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted
+    ) {
+        return false;
+    }
+    let (Some(scalar), Some(rest)) = (text.get(start..end), text.get(end..)) else {
+        return false;
+    };
+    if start == end || scalar.contains(BREAKS) {
+        return false;
+    }
+    let after_blanks = rest.trim_start_matches([' ', '\t']);
+    let line = match after_blanks.find('\n') {
+        Some(i) => &after_blanks[..i],
+        None => after_blanks,
+    };
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let comment = line.starts_with('#') && after_blanks.len() < rest.len();
+    (line.is_empty() || comment) && !line.contains(BREAKS)
+}
+
+/// The text of `at`'s line before `at`.
+fn line_before(text: &str, at: usize) -> Option<&str> {
+    let head = text.get(..at)?;
+    Some(&head[head.rfind('\n').map_or(0, |i| i + 1)..])
 }
 
 fn event_name(e: &EventData) -> &'static str {
@@ -1066,10 +1191,187 @@ mod tests {
 
     /// `compare` with one expected change, of `old` to `new`, at the first
     /// occurrence of `old` in `before`.
-    fn compare_one(before: &str, after: &str, old: &str, new: &str) -> Result<usize, Difference> {
+    /// Where the scalar reading `old` starts: at its quote, if quoted.
+    fn value_at(before: &str, old: &str) -> usize {
         let at = before.find(old).unwrap();
+        match before[..at].chars().last() {
+            Some('"' | '\'') => at - 1,
+            _ => at,
+        }
+    }
+
+    fn compare_one(before: &str, after: &str, old: &str, new: &str) -> Result<usize, Difference> {
+        let at = value_at(before, old);
         let (old, new) = (old.to_string(), new.to_string());
         compare(
+            before,
+            after,
+            &|o| (o == at).then(|| (old.clone(), new.clone())),
+            1,
+        )
+    }
+
+    #[test]
+    fn a_document_is_read_down_to_its_last_change_when_the_rest_agrees() {
+        // What follows the change is text the reader refuses: had it been
+        // read, the comparison would have failed, as the whole reading does.
+        let tail = "  other: [unclosed\n";
+        for line in [
+            "  image: app:1.0.0 # {\"$imagepolicy\": \"ns:p\"}\n",
+            "  image: app:1.0.0\n",
+            "  image: \"app:1.0.0\"   # quoted\r\n",
+            "  - 'app:1.0.0'\n",
+        ] {
+            let before = format!("spec:\n{line}{tail}");
+            let after = before.replacen("1.0.0", "1.10.0", 1);
+            let (old, new) = ("app:1.0.0", "app:1.10.0");
+            assert_eq!(compare_one(&before, &after, old, new), Ok(1), "{line:?}");
+            let whole = compare_whole_one(&before, &after, old, new);
+            assert!(matches!(whole, Err(Difference::Before(_))), "{whole:?}");
+        }
+        // Where the value's line goes on, spans lines, or sits in a flow
+        // collection, the rest is read.
+        for (before, old) in [
+            ("spec: {image: app:1.0.0, other: [unclosed\n", "app:1.0.0"),
+            (
+                "spec:\n  image: app:1.0.0\n    more\n  other: [unclosed\n",
+                "app:1.0.0 more",
+            ),
+            (
+                "spec:\n  - [app:1.0.0 # c\n  ]\n  - [unclosed\n",
+                "app:1.0.0",
+            ),
+            (
+                "spec:\n  image: |\n    app:1.0.0\n  other: [unclosed\n",
+                "app:1.0.0\n",
+            ),
+        ] {
+            let after = before.replacen("1.0.0", "1.10.0", 1);
+            let new = old.replacen("1.0.0", "1.10.0", 1);
+            let e = compare_one_at(before, &after, before.find("app").unwrap(), old, &new);
+            assert!(e.is_err(), "{before:?}: {e:?}");
+        }
+        // A difference after the change is still seen: the bytes no longer agree.
+        let before = "spec:\n  image: app:1.0.0\n  replicas: 1\n";
+        let after = before
+            .replacen("1.0.0", "1.10.0", 1)
+            .replacen(": 1\n", ": 2\n", 1);
+        let e = compare_one(before, &after, "app:1.0.0", "app:1.10.0").unwrap_err();
+        assert!(e.to_string().contains("instead of"), "{e}");
+        // So is a line before the change that moved the value's column.
+        let before = "a:\n  image: app:1.0.0\n  b: [unclosed\n";
+        let after = "a:\n   image: app:1.10.0\n  b: [unclosed\n";
+        assert!(compare_one_at(before, after, 12, "app:1.0.0", "app:1.10.0").is_err());
+    }
+
+    /// Stopping after the last change answers as reading both texts whole,
+    /// on every text here that parses, each of its scalars changed in turn
+    /// (and with the next one): keys and values, flow and block, quoted,
+    /// with comments or without.
+    #[test]
+    fn stopping_early_answers_as_the_whole_reading() {
+        fn scalars(n: &Node, out: &mut Vec<(usize, usize, String, Style)>) {
+            match &n.kind {
+                Kind::Scalar { value, style, tag } => {
+                    if n.anchor.is_none() && tag.is_none() {
+                        out.push((n.span.start, n.span.end, value.clone(), *style));
+                    }
+                }
+                Kind::Sequence(items) => items.iter().for_each(|i| scalars(i, out)),
+                Kind::Mapping(pairs) => pairs.iter().for_each(|(k, v)| {
+                    scalars(k, out);
+                    scalars(v, out);
+                }),
+                Kind::Alias(_) => {}
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut texts: Vec<String> = Vec::new();
+        for dir in [
+            "automation/tests/data/fuzz",
+            "tests/golden/setters",
+            "tests/golden/lint/bad",
+            "tests/golden/lint/clean",
+            "demo/fleet",
+            "manifests/install",
+            "examples/semver",
+        ] {
+            for e in std::fs::read_dir(root.join(dir)).unwrap() {
+                if let Ok(t) = std::fs::read_to_string(e.unwrap().path()) {
+                    texts.push(t);
+                }
+            }
+        }
+        let mut checked = 0;
+        for text in &texts {
+            let Ok(docs) = parse(text) else { continue };
+            let mut found = Vec::new();
+            for d in &docs {
+                scalars(&d.root, &mut found);
+            }
+            for (i, (start, end, value, style)) in found.iter().enumerate().take(200) {
+                let mut changes = vec![(*start, *end, value.clone(), *style)];
+                if let Some(next) = found.get(i + 1) {
+                    changes.push(next.clone());
+                }
+                for n in 1..=changes.len() {
+                    let picked = &changes[..n];
+                    let mut after = text.clone();
+                    let mut table = Vec::new();
+                    for (k, (start, end, value, style)) in picked.iter().enumerate().rev() {
+                        let new = format!("zz{k}");
+                        let encoded = match style {
+                            Style::SingleQuoted => format!("'{new}'"),
+                            Style::DoubleQuoted => format!("\"{new}\""),
+                            _ => new.clone(),
+                        };
+                        if start == end || matches!(style, Style::Literal | Style::Folded) {
+                            continue;
+                        }
+                        after.replace_range(*start..*end, &encoded);
+                        table.push((*start, value.clone(), new));
+                    }
+                    let expected = |o: usize| {
+                        table
+                            .iter()
+                            .find(|(s, _, _)| *s == o)
+                            .map(|(_, a, b)| (a.clone(), b.clone()))
+                    };
+                    let early = compare(text, &after, &expected, table.len());
+                    let whole = compare_whole(text, &after, &expected, table.len());
+                    assert_eq!(early, whole, "{text:?}\n->\n{after:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "only {checked} comparisons");
+    }
+
+    fn compare_one_at(
+        before: &str,
+        after: &str,
+        at: usize,
+        old: &str,
+        new: &str,
+    ) -> Result<usize, Difference> {
+        let (old, new) = (old.to_string(), new.to_string());
+        compare(
+            before,
+            after,
+            &|o| (o == at).then(|| (old.clone(), new.clone())),
+            1,
+        )
+    }
+
+    fn compare_whole_one(
+        before: &str,
+        after: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<usize, Difference> {
+        let at = value_at(before, old);
+        let (old, new) = (old.to_string(), new.to_string());
+        compare_whole(
             before,
             after,
             &|o| (o == at).then(|| (old.clone(), new.clone())),

@@ -3,10 +3,11 @@
 //! hold the same documents, the same structure and the same scalars, but for
 //! the marked values that were meant to change, which must now read as their
 //! new values. A disagreement is an error (the file is neither written nor
-//! committed), never a silent edit. Documents after the last change are not
-//! read when both texts hold the same bytes from their `---` to the end: the
-//! reader starts afresh at a document start, so those bytes read the same in
-//! both (see [`yaml::compare`]).
+//! committed), never a silent edit. What follows the last change is not read
+//! when both texts hold the same bytes from there to the end and the reader
+//! is in the same state at that point in both (a `---`, or the end of the
+//! line of a one-line value with only a comment after it): those bytes read
+//! the same in both (see [`yaml::compare`]).
 
 use super::Change;
 use crate::yaml::{self, Difference};
@@ -14,6 +15,25 @@ use crate::yaml::{self, Difference};
 /// Checks that `after` is `before` with exactly `changes` applied, as the
 /// full YAML parser reads them. `Err` says what differs.
 pub fn verify(before: &str, after: &str, changes: &[Change]) -> Result<(), String> {
+    verify_with(before, after, changes, yaml::compare)
+}
+
+/// [`verify`] reading both texts to their end: for tests that check that
+/// stopping early never accepts what the whole reading refuses.
+#[doc(hidden)]
+pub fn verify_whole(before: &str, after: &str, changes: &[Change]) -> Result<(), String> {
+    verify_with(before, after, changes, yaml::compare_whole)
+}
+
+type Compare =
+    fn(&str, &str, &dyn Fn(usize) -> Option<(String, String)>, usize) -> Result<usize, Difference>;
+
+fn verify_with(
+    before: &str,
+    after: &str,
+    changes: &[Change],
+    compare: Compare,
+) -> Result<(), String> {
     // The changes by byte offset in `before`, for a lookup per scalar.
     let lines = yaml::LineIndex::new(before);
     let mut at: Vec<(usize, &Change)> = changes
@@ -26,7 +46,7 @@ pub fn verify(before: &str, after: &str, changes: &[Change]) -> Result<(), Strin
         let c = at[i].1;
         Some((c.old_value.clone(), c.new_value.clone()))
     };
-    match yaml::compare(before, after, &expected, changes.len()) {
+    match compare(before, after, &expected, changes.len()) {
         Ok(seen) if seen == changes.len() => Ok(()),
         Ok(seen) => Err(format!(
             "{} of {} changed values were not found where they were: refusing to write it",

@@ -1,9 +1,11 @@
 //! The checks the `setters` fuzz target runs on each input, shared with the
 //! regression test that replays the inputs it once failed on: marker parsing
 //! and rewriting do not panic, the line lexer agrees with the full parser
-//! where it answers, and a rewrite reads back and is idempotent.
+//! where it answers, and a rewrite reads back and is idempotent; the
+//! read-back that stops after the last change answers as the whole reading.
 
 use automation::api::ImageRef;
+use automation::setters::readback::{verify, verify_whole};
 use automation::setters::{apply, parse_comment, scan, scan_fast};
 use std::collections::BTreeMap;
 
@@ -39,6 +41,11 @@ pub fn check(text: &str) {
     if let Ok(a) = apply(text, &images)
         && let Some(new) = a.text
     {
+        assert_eq!(
+            verify(text, &new, &a.changes),
+            verify_whole(text, &new, &a.changes),
+            "the read-back answers otherwise when it stops after the last change"
+        );
         let again = apply(&new, &images)
             .unwrap_or_else(|e| panic!("the rewritten text does not parse: {e}"));
         assert!(again.text.is_none(), "the rewrite is not idempotent");
