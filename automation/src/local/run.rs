@@ -187,7 +187,7 @@ fn load_config(
                 }
             }
         }
-        if !text.contains("toolkit.fluxcd.io") {
+        if !holds_loaded_group(text.as_bytes()) {
             continue;
         }
         let loaded = load_str(&shown, &text);
@@ -242,6 +242,15 @@ fn load_config(
     Ok(c)
 }
 
+/// Whether a file may hold one of the kinds the run loads: image objects
+/// or a GitRepository. Their apiVersion names their group, so a file
+/// without it (a HelmRelease, a Kustomization) is not parsed for them.
+fn holds_loaded_group(bytes: &[u8]) -> bool {
+    [crate::api::GROUP, crate::api::SOURCE_GROUP]
+        .iter()
+        .any(|g| memchr::memmem::find(bytes, g.as_bytes()).is_some())
+}
+
 /// The files that may hold configuration (Flux objects or Namespaces), read
 /// by a few threads; the others are dropped after a byte search.
 fn read_candidates(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
@@ -249,7 +258,7 @@ fn read_candidates(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
         .par_iter()
         .filter_map(|f| {
             let bytes = super::tree::read_regular(f, super::tree::MAX_FILE_BYTES).ok()?;
-            let wanted = memchr::memmem::find(&bytes, b"toolkit.fluxcd.io").is_some()
+            let wanted = holds_loaded_group(&bytes)
                 || memchr::memmem::find(&bytes, b"kind: Namespace").is_some();
             wanted
                 .then(|| String::from_utf8(bytes).ok())
