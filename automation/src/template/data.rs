@@ -284,7 +284,8 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
     // .Changed
     let mut file_entries = Vec::new();
     let mut objects: BTreeMap<ObjectKey, Vec<Chg>> = BTreeMap::new();
-    let mut all: Vec<Chg> = Vec::new();
+    // Each distinct change once (sorted below).
+    let mut all: std::collections::BTreeSet<Chg> = std::collections::BTreeSet::new();
     let mut file_string = String::from("{");
     for (i, (file, objs)) in files.iter().enumerate() {
         let per_object: BTreeMap<ObjectKey, Vec<Chg>> = objs
@@ -298,7 +299,7 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
                 .extend(cs.iter().cloned());
             for c in cs {
                 if !all.contains(c) {
-                    all.push(c.clone());
+                    all.insert(c.clone());
                 }
             }
         }
@@ -331,7 +332,7 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
         ty: "update.Result",
         fields: vec![field("FileChanges", file_changes)],
         methods: vec![
-            ("Changes", changes_value(&sorted(all))),
+            ("Changes", changes_value(&sorted(all.into_iter().collect()))),
             ("Objects", object_changes_value(&objects, false)),
         ],
         string: None,
