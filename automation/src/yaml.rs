@@ -213,9 +213,11 @@ impl OffsetMap {
 }
 
 /// Where a scalar's text starts: after its `&anchor` and `!tag`, which
-/// libyaml counts as part of the node. An anchor's name is [0-9A-Za-z_-]
-/// (`&a:0` anchors the scalar `:0`); a tag runs to a blank (or, in a flow
-/// collection, to the `,` that ends the node's span).
+/// libyaml counts as part of the node, and the blanks, line breaks and
+/// comments between them and the text (`!t # note` with the text on the
+/// next line). An anchor's name is [0-9A-Za-z_-] (`&a:0` anchors the
+/// scalar `:0`); a tag runs to a blank (or, in a flow collection, to the
+/// `,` that ends the node's span).
 fn skip_properties(text: &str, mut at: usize, end: usize) -> usize {
     let b = text.as_bytes();
     while at < end && (b[at] == b'&' || b[at] == b'!') {
@@ -230,8 +232,19 @@ fn skip_properties(text: &str, mut at: usize, end: usize) -> usize {
         {
             at += 1;
         }
-        while at < end && matches!(b[at], b' ' | b'\t' | b'\n' | b'\r') {
-            at += 1;
+        loop {
+            while at < end && matches!(b[at], b' ' | b'\t' | b'\n' | b'\r') {
+                at += 1;
+            }
+            // A comment needs a blank or a line break before it; the
+            // properties end at one, so any `#` here starts a comment.
+            if at < end && b[at] == b'#' && matches!(b[at - 1], b' ' | b'\t' | b'\n' | b'\r') {
+                while at < end && !matches!(b[at], b'\n' | b'\r') {
+                    at += 1;
+                }
+            } else {
+                break;
+            }
         }
     }
     at
@@ -1099,6 +1112,9 @@ mod tests {
             ("a: &x:0\n", ":0"),
             ("a: &x y\n", "y"),
             ("a: !t &x z\n", "z"),
+            // Comments between the properties and the text are not the text.
+            ("a: !t # note\n  z\n", "z"),
+            ("a: &x # note\r\n# more\n  z # end\n", "z"),
         ] {
             let docs = parse(text).unwrap();
             let v = docs[0].root.get("a").unwrap();
