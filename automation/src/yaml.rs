@@ -638,6 +638,9 @@ fn compare_inner(
     let mut flow = 0usize;
     // Whether every wanted scalar seen so far settles.
     let mut settled = shortcuts;
+    // Where the bytes of both texts are next compared: after the last
+    // wanted scalar seen (offsets in `before` and `after`).
+    let mut same = (0usize, 0usize);
     let mut seen = 0;
     loop {
         let (eb, start, end) = b.next_raw(&mut pb).map_err(Difference::Before)?;
@@ -726,11 +729,17 @@ fn compare_inner(
                                 "the rewritten value reads as {v2:?}, not {new:?}"
                             )));
                         }
+                        // The bytes since the previous wanted scalar (or
+                        // the start) must be the same: events do not show
+                        // every column the reader keeps (a block mapping
+                        // indented by 3 spaces in one text and 2 in the
+                        // other reads the same until it is closed).
                         settled = settled
                             && flow == 0
+                            && before.get(same.0..start) == after.get(same.1..a_start)
                             && settles(before, start, end, s1)
-                            && settles(after, a_start, a_end, s2)
-                            && line_before(before, start) == line_before(after, a_start);
+                            && settles(after, a_start, a_end, s2);
+                        same = (end, a_end);
                         if settled
                             && seen == wanted
                             && before
@@ -765,23 +774,25 @@ fn compare_inner(
 /// same whatever the scalar held: a plain or quoted scalar on one line with
 /// nothing after it on that line but blanks and a comment.
 ///
-/// Why the state is then the same in two texts that agree before the
-/// scalar's line and after the scalar (libyaml's scanner and parser, of
-/// which libyaml-safer is a line-by-line port): the parser's state is made
-/// of the events so far, which [`compare`] found equal. The scanner's
-/// state is its indentation stack (columns of block collections opened
-/// before this line: the same), its flow level (0), its queue of tokens
-/// read ahead and the characters it has buffered (read from the same
-/// bytes), and the simple keys it may still be waiting on. The scalar's
+/// Why the state is then the same in two texts that hold the same bytes
+/// before the scalar (but for earlier such scalars) and after it (libyaml's
+/// scanner and parser, of which libyaml-safer is a line-by-line port): the
+/// parser's state is made of the events so far, which [`compare`] found
+/// equal, and it never looks at positions. The scanner's state is its
+/// indentation stack (columns of block collections opened on earlier lines
+/// or left of the scalar: the same), its flow level (0), its queue of
+/// tokens read ahead and the characters it has buffered (read from the same
+/// bytes), and the simple key it may still be waiting on. The scalar's
 /// length shows only in the current column and offset until the line ends:
 /// nothing on the line after the scalar is a token whose column is looked
 /// at (blanks and a comment are skipped; the scalar cannot end on a column
 /// left of where it started, so the plain scalar's indentation check passes
-/// in both), and every simple key pending from this line is stale in both
-/// once the next token is read, on a later line, since staleness by line
-/// is checked before the 1,024-character limit matters. From the next line
-/// on, lines and columns are the same in both texts; offsets differ by the
-/// same amount everywhere, and they only name positions.
+/// in both), and a simple key pending from this line is dropped in both
+/// before the next token, on a later line, is taken: by line, or by the
+/// 1,024-character limit at the scalar's end, or as an error before the
+/// scalar's event in both when it was required. From the next line on,
+/// lines and columns are the same in both texts; offsets differ by the same
+/// amount everywhere, and they only name positions.
 fn settles(text: &str, start: usize, end: usize, style: ScalarStyle) -> bool {
     const BREAKS: [char; 5] = ['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'];
     if !matches!(
@@ -804,12 +815,6 @@ fn settles(text: &str, start: usize, end: usize, style: ScalarStyle) -> bool {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let comment = line.starts_with('#') && after_blanks.len() < rest.len();
     (line.is_empty() || comment) && !line.contains(BREAKS)
-}
-
-/// The text of `at`'s line before `at`.
-fn line_before(text: &str, at: usize) -> Option<&str> {
-    let head = text.get(..at)?;
-    Some(&head[head.rfind('\n').map_or(0, |i| i + 1)..])
 }
 
 fn event_name(e: &EventData) -> &'static str {
@@ -1274,10 +1279,26 @@ mod tests {
             .replacen(": 1\n", ": 2\n", 1);
         let e = compare_one(before, &after, "app:1.0.0", "app:1.10.0").unwrap_err();
         assert!(e.to_string().contains("instead of"), "{e}");
-        // So is a line before the change that moved the value's column.
+        // So is a line before the change that moved the value's column,
+        // or a collection's above it: the events agree down to the change,
+        // but the reader closes one mapping at `c` in one text and two in
+        // the other.
         let before = "a:\n  image: app:1.0.0\n  b: [unclosed\n";
         let after = "a:\n   image: app:1.10.0\n  b: [unclosed\n";
         assert!(compare_one_at(before, after, 12, "app:1.0.0", "app:1.10.0").is_err());
+        let before = "a:\n  b:\n    image: app:1.0.0\n  c: 1\n";
+        let after = "a:\n   b:\n    image: app:1.10.0\n  c: 1\n";
+        let (at_b, old, new) = (value_at(before, "app:1.0.0"), "app:1.0.0", "app:1.10.0");
+        assert!(
+            compare_whole(
+                before,
+                after,
+                &|o| (o == at_b).then(|| (old.into(), new.into())),
+                1
+            )
+            .is_err()
+        );
+        assert!(compare_one(before, after, old, new).is_err());
     }
 
     /// Stopping after the last change answers as reading both texts whole,
@@ -1357,6 +1378,23 @@ mod tests {
                     let whole = compare_whole(text, &after, &expected, table.len());
                     assert_eq!(early, whole, "{text:?}\n->\n{after:?}");
                     checked += 1;
+                    // And with a line above the first change indented by
+                    // one more space, as a wrong rewrite might do.
+                    let Some(first) = table.iter().map(|(s, _, _)| *s).min() else {
+                        continue;
+                    };
+                    let starts: Vec<usize> = std::iter::once(0)
+                        .chain(text[..first].match_indices('\n').map(|(i, _)| i + 1))
+                        .filter(|&i| i < first)
+                        .collect();
+                    for &line in starts.iter().rev().take(8) {
+                        let mut moved = after.clone();
+                        moved.insert(line, ' ');
+                        let early = compare(text, &moved, &expected, table.len());
+                        let whole = compare_whole(text, &moved, &expected, table.len());
+                        assert_eq!(early, whole, "{text:?}\n->\n{moved:?}");
+                        checked += 1;
+                    }
                 }
             }
         }
