@@ -49,6 +49,43 @@ for i in $(seq -f '%03g' 0 99); do repos+=("docker://$reg/bench/svc-$i"); done
 list_all="for r in ${repos[*]}; do skopeo list-tags --tls-verify=false \$r >/dev/null; done"
 assign=()
 for i in $(seq -f '%03g' 0 99); do assign+=("apps:svc-$i=$reg/bench/svc-$i:1.10.0"); done
+# Times `reconcile --local --commit` in $tree from $seed, into $out/$1.json
+# (results: imageauto, then the baseline binary if there is one). With a
+# baseline, the two take turns in rounds (AB, BA, AB, BA) so that the disk's
+# writeback, which drifts over a run, weighs on both alike.
+measure() {
+  local prepare="git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; sync"
+  local ours=(-n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1")
+  if [ -z "$base_bin" ]; then
+    hyperfine --warmup 1 --runs 10 --export-json "$out/$1.json" --prepare "$prepare" "${ours[@]}" >/dev/null
+    return
+  fi
+  local theirs=(-n baseline "cd $tree && $base_bin reconcile --local --commit >/dev/null 2>&1")
+  for r in 1 2 3 4; do
+    if [ $((r % 2)) = 1 ]; then set -- "$1" "${ours[@]}" "${theirs[@]}"; else set -- "$1" "${theirs[@]}" "${ours[@]}"; fi
+    hyperfine --warmup 1 --runs 3 --export-json "$out/$1.round$r.json" --prepare "$prepare" "${@:2}" >/dev/null
+    set -- "$1"
+  done
+  python3 - "$out/$1" <<'PY'
+import json, statistics, sys
+base = sys.argv[1]
+merged = {}
+for r in range(1, 5):
+    for res in json.load(open(f"{base}.round{r}.json"))["results"]:
+        m = merged.setdefault(res["command"], {"command": res["command"], "times": [], "user": [], "system": []})
+        m["times"] += res["times"]
+        m["user"].append(res["user"])
+        m["system"].append(res["system"])
+results = []
+for name in ("imageauto", "baseline"):
+    m = merged[name]
+    t = m["times"]
+    results.append({"command": name, "times": t, "mean": statistics.mean(t), "stddev": statistics.stdev(t),
+                    "min": min(t), "max": max(t), "user": statistics.mean(m["user"]), "system": statistics.mean(m["system"])})
+json.dump({"results": results}, open(f"{base}.json", "w"), indent=1)
+PY
+  rm -f "$out/$1".round?.json
+}
 # Two setups: the automation pushes to the branch checked out (the working
 # tree follows the commit: 6,000 files rewritten), or to its own branch.
 for branch in main flux-image-updates; do
@@ -59,14 +96,7 @@ for branch in main flux-image-updates; do
   git -C "$tree" add .
   git -C "$tree" -c user.name=bench -c user.email=bench@example.com commit -qm seed
   seed=$(git -C "$tree" rev-parse HEAD)
-  base_args=()
-  if [ -n "$base_bin" ]; then
-    base_args=(-n baseline "cd $tree && $base_bin reconcile --local --commit >/dev/null 2>&1")
-  fi
-  hyperfine --warmup 1 --runs 10 --export-json "$out/reconcile-$branch.json" \
-    --prepare "git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; sync" \
-    -n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1" \
-    "${base_args[@]}" >/dev/null
+  measure "reconcile-$branch"
   # The run did what it claims: a commit with every marked file changed.
   git -C "$tree" reset -q --hard "$seed"
   git -C "$tree" branch -qD flux-image-updates 2>/dev/null || true
@@ -87,14 +117,7 @@ for f in $(cd "$tree" && git ls-files | grep -F app- | head -10); do cp "$out/re
 rm -rf "$out/reconcile-tree-old"
 git -C "$tree" -c user.name=bench -c user.email=bench@example.com commit -qam "10 files behind"
 seed=$(git -C "$tree" rev-parse HEAD)
-base_args=()
-if [ -n "$base_bin" ]; then
-  base_args=(-n baseline "cd $tree && $base_bin reconcile --local --commit >/dev/null 2>&1")
-fi
-hyperfine --warmup 1 --runs 10 --export-json "$out/reconcile-few.json" \
-  --prepare "git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; sync" \
-  -n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1" \
-  "${base_args[@]}" >/dev/null
+measure reconcile-few
 git -C "$tree" reset -q --hard "$seed"
 git -C "$tree" branch -qD flux-image-updates 2>/dev/null || true
 (cd "$tree" && "$bin" reconcile --local --commit >/dev/null 2>&1)
@@ -111,19 +134,23 @@ python3 - "$out" <<'PY'
 import json, sys
 d = sys.argv[1]
 mean = lambda f, n=0: json.load(open(f"{d}/{f}.json"))["results"][n]["mean"]
+def against_baseline(name):
+    runs = json.load(open(f"{d}/{name}.json"))["results"]
+    if len(runs) < 2:
+        return
+    a, b = runs
+    cpu = lambda r: r["user"] + r["system"]
+    print(f"  against the baseline binary, in turns: {a['mean']:.2f} ± {a['stddev']:.2f} s against "
+          f"{b['mean']:.2f} ± {b['stddev']:.2f} s ({100*(a['mean']/b['mean']-1):+.1f}%); "
+          f"CPU {cpu(a):.2f} s against {cpu(b):.2f} s ({100*(cpu(a)/cpu(b)-1):+.1f}%)")
 sk, gc = mean("skopeo-100"), mean("git-commit")
 print(f"peers: skopeo list-tags x100 {sk:.2f} s + git commit -a {gc:.2f} s = {sk+gc:.2f} s")
 for b, what in (("flux-image-updates", "to its own branch"), ("main", "to the checked-out branch (6,000 files rewritten in the working tree too)")):
     ours = mean(f"reconcile-{b}")
     print(f"reconcile --local --commit, 11,000 files, 100 repositories, 6,000 files changed, committing {what}: "
           f"{ours:.2f} s ({ours/(sk+gc):.2f}x, aim <= 1x)")
-    runs = json.load(open(f"{d}/reconcile-{b}.json"))["results"]
-    if len(runs) > 1:
-        base = runs[1]["mean"]
-        print(f"  baseline binary, same runs: {base:.2f} s; this one is {100*(ours/base-1):+.1f}%")
+    against_baseline(f"reconcile-{b}")
 ours = mean("reconcile-few")
 print(f"reconcile --local --commit, same tree with its values current but for 10 files (the usual run): {ours:.2f} s")
-runs = json.load(open(f"{d}/reconcile-few.json"))["results"]
-if len(runs) > 1:
-    print(f"  baseline binary, same runs: {runs[1]['mean']:.2f} s; this one is {100*(ours/runs[1]['mean']-1):+.1f}%")
+against_baseline("reconcile-few")
 PY
