@@ -57,14 +57,14 @@ measure() {
   local prepare="git -C $tree reset -q --hard $seed && git -C $tree branch -qD flux-image-updates 2>/dev/null; sync"
   local ours=(-n imageauto "cd $tree && $bin reconcile --local --commit >/dev/null 2>&1")
   if [ -z "$base_bin" ]; then
-    hyperfine --warmup 1 --runs 10 --export-json "$out/$1.json" --prepare "$prepare" "${ours[@]}" >/dev/null
+    hyperfine --warmup 1 --runs 12 --export-json "$out/$1.json" --prepare "$prepare" "${ours[@]}" >/dev/null
     return
   fi
   local theirs=(-n baseline "cd $tree && $base_bin reconcile --local --commit >/dev/null 2>&1")
+  local r cmds
   for r in 1 2 3 4; do
-    if [ $((r % 2)) = 1 ]; then set -- "$1" "${ours[@]}" "${theirs[@]}"; else set -- "$1" "${theirs[@]}" "${ours[@]}"; fi
-    hyperfine --warmup 1 --runs 3 --export-json "$out/$1.round$r.json" --prepare "$prepare" "${@:2}" >/dev/null
-    set -- "$1"
+    if [ $((r % 2)) = 1 ]; then cmds=("${ours[@]}" "${theirs[@]}"); else cmds=("${theirs[@]}" "${ours[@]}"); fi
+    hyperfine --warmup 1 --runs 3 --export-json "$out/$1.round$r.json" --prepare "$prepare" "${cmds[@]}" >/dev/null
   done
   python3 - "$out/$1" <<'PY'
 import json, statistics, sys
@@ -72,16 +72,17 @@ base = sys.argv[1]
 merged = {}
 for r in range(1, 5):
     for res in json.load(open(f"{base}.round{r}.json"))["results"]:
-        m = merged.setdefault(res["command"], {"command": res["command"], "times": [], "user": [], "system": []})
+        m = merged.setdefault(res["command"], {"times": [], "user": 0.0, "system": 0.0})
+        # hyperfine gives CPU as a mean per round: weigh it by the round's runs.
         m["times"] += res["times"]
-        m["user"].append(res["user"])
-        m["system"].append(res["system"])
+        m["user"] += res["user"] * len(res["times"])
+        m["system"] += res["system"] * len(res["times"])
 results = []
 for name in ("imageauto", "baseline"):
     m = merged[name]
     t = m["times"]
     results.append({"command": name, "times": t, "mean": statistics.mean(t), "stddev": statistics.stdev(t),
-                    "min": min(t), "max": max(t), "user": statistics.mean(m["user"]), "system": statistics.mean(m["system"])})
+                    "min": min(t), "max": max(t), "user": m["user"] / len(t), "system": m["system"] / len(t)})
 json.dump({"results": results}, open(f"{base}.json", "w"), indent=1)
 PY
   rm -f "$out/$1".round?.json

@@ -6,8 +6,8 @@
 //! committed), never a silent edit. What follows the last change is not read
 //! when both texts hold the same bytes from there to the end and the reader
 //! is in the same state at that point in both (a `---`, or the end of the
-//! line of a one-line value with only a comment after it): those bytes read
-//! the same in both (see [`yaml::compare`]).
+//! line of a one-line value with nothing after it on its line but blanks or
+//! a comment): those bytes read the same in both (see [`yaml::compare`]).
 
 use super::Change;
 use crate::yaml::{self, Difference};
@@ -19,7 +19,7 @@ pub fn verify(before: &str, after: &str, changes: &[Change]) -> Result<(), Strin
 }
 
 /// [`verify`] reading both texts to their end: for tests that check that
-/// stopping early never accepts what the whole reading refuses.
+/// stopping early answers the same whenever `before` parses.
 #[doc(hidden)]
 pub fn verify_whole(before: &str, after: &str, changes: &[Change]) -> Result<(), String> {
     verify_with(before, after, changes, yaml::compare_whole)

@@ -298,9 +298,7 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
                 .or_default()
                 .extend(cs.iter().cloned());
             for c in cs {
-                if !all.contains(c) {
-                    all.insert(c.clone());
-                }
+                all.insert(c.clone());
             }
         }
         let value = object_changes_value(&per_object, false);
