@@ -353,10 +353,11 @@ fn too_deep(span: Span) -> SyntaxError {
 }
 
 /// The reader's input, handed over in chunks of 256 bytes growing to
-/// 8 KiB, cut at character boundaries. Given a whole slice, libyaml-safer decodes all of
-/// it into its buffer of `char`s (four bytes each) before the first token,
-/// however little of it is then read. The first chunks are small, for a
-/// [`compare`] that stops after a change near the top of a file.
+/// 8 KiB, cut at character boundaries. Given a whole slice, libyaml-safer
+/// decodes all of it into its buffer of `char`s (four bytes each) before
+/// the first token, however little of it is then read. The first chunks
+/// are small, for a [`compare`] that stops after a change near the top of
+/// a file.
 struct Chunks<'t> {
     rest: &'t [u8],
     size: usize,
@@ -573,10 +574,10 @@ pub enum Difference {
 /// when every wanted scalar [`settles`], both texts hold the same bytes
 /// before each wanted scalar (from the end of the one before it, or from
 /// their start), and the same bytes from the end of the last one to their
-/// end. The reader is then in the
-/// same state in both texts but for offsets (see [`settles`] for why), so
-/// those bytes read as the same events in both, as after a `---`: a marked
-/// tag near the top of a long file costs the lines down to it, not the file.
+/// end. The reader is then in the same state in both texts but for offsets
+/// (see [`settles`] for why), so those bytes read as the same events in
+/// both, as after a `---`: a marked tag near the top of a long file costs
+/// the lines down to it, not the file.
 pub fn compare(
     before: &str,
     after: &str,
@@ -585,6 +586,10 @@ pub fn compare(
 ) -> Result<usize, Difference> {
     compare_reading(before, after, expected, wanted, true)
 }
+
+/// [`compare`] or [`compare_whole`], for callers that take either.
+pub type Comparison =
+    fn(&str, &str, &dyn Fn(usize) -> Option<(String, String)>, usize) -> Result<usize, Difference>;
 
 /// [`compare`] reading both texts to their end, whatever their bytes: for
 /// tests that check the shortcuts against the whole reading. The two answer
@@ -659,9 +664,7 @@ fn compare_inner(
                 }
             )
             && eb == ea
-            && before
-                .get(start..)
-                .is_some_and(|rest| Some(rest) == after.get(a_start..))
+            && agree(before.get(start..), after.get(a_start..))
         {
             return Ok(seen);
         }
@@ -740,18 +743,11 @@ fn compare_inner(
                         // other reads the same until it is closed).
                         settled = settled
                             && flow == 0
-                            && matches!(
-                                (before.get(same.0..start), after.get(same.1..a_start)),
-                                (Some(x), Some(y)) if x == y
-                            )
+                            && agree(before.get(same.0..start), after.get(same.1..a_start))
                             && settles(before, start, end, s1)
                             && settles(after, a_start, a_end, s2);
                         same = (end, a_end);
-                        if settled
-                            && seen == wanted
-                            && before
-                                .get(end..)
-                                .is_some_and(|rest| Some(rest) == after.get(a_end..))
+                        if settled && seen == wanted && agree(before.get(end..), after.get(a_end..))
                         {
                             return Ok(seen);
                         }
@@ -774,6 +770,11 @@ fn compare_inner(
             }
         }
     }
+}
+
+/// Whether two slices exist and hold the same bytes.
+fn agree(x: Option<&str>, y: Option<&str>) -> bool {
+    matches!((x, y), (Some(x), Some(y)) if x == y)
 }
 
 /// Whether the scalar at `start..end` of `text`, outside any flow
@@ -1217,17 +1218,10 @@ mod tests {
         assert!(docs[0].root.to_json().is_err());
     }
 
-    type Reading = fn(
-        &str,
-        &str,
-        &dyn Fn(usize) -> Option<(String, String)>,
-        usize,
-    ) -> Result<usize, Difference>;
-
     /// `read` ([`compare`] or [`compare_whole`]) with one expected change,
     /// of `old` to `new`, of the scalar that starts at `at` in `before`.
     fn one(
-        read: Reading,
+        read: Comparison,
         before: &str,
         after: &str,
         at: usize,

@@ -25,14 +25,11 @@ pub fn verify_whole(before: &str, after: &str, changes: &[Change]) -> Result<(),
     verify_with(before, after, changes, yaml::compare_whole)
 }
 
-type Compare =
-    fn(&str, &str, &dyn Fn(usize) -> Option<(String, String)>, usize) -> Result<usize, Difference>;
-
 fn verify_with(
     before: &str,
     after: &str,
     changes: &[Change],
-    compare: Compare,
+    compare: yaml::Comparison,
 ) -> Result<(), String> {
     // The changes by byte offset in `before`, for a lookup per scalar.
     let lines = yaml::LineIndex::new(before);
