@@ -65,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 images,
                 dry_run: false,
                 index_markers: false,
+                fence: Default::default(),
             };
             let engine = engine.clone();
             tasks.spawn(async move { engine.update(job).await });

@@ -412,7 +412,7 @@ fn check_object(
 }
 
 /// A workload container's image field in a file, and its marker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct IndexedContainer {
     pub kind: String,
     /// The object's `metadata.namespace` (workloads without one are not

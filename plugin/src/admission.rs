@@ -1,18 +1,15 @@
 //! The admission webhook inside `serve`: the view its rules read (policies,
-//! repositories, namespace labels, and the automations' marker index), kept
-//! in memory by watches and rebuilt on change, never fetched per request;
-//! and the rules' outcomes as metrics.
+//! repositories, namespace labels, and the published marker index), built
+//! from the process's shared watches and rebuilt on change, never fetched
+//! per request; and the rules' outcomes as metrics.
 
-use automation::api::{ImagePolicy, ImageRepository};
-use automation::controller::MarkerIndex;
+use automation::controller::markers::Reader;
 use automation::controller::metrics::Metrics;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use automation::controller::watches::{Caches, Shared};
+use kube::ResourceExt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Notify, watch};
 use webhook::{MarkerLookup, MemoryView, ObjectKey, Observer, SharedView, WorkloadContainer};
 
 /// Counts and times admission answers on /metrics.
@@ -32,52 +29,76 @@ impl Observer for MetricsObserver {
     }
 }
 
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+/// Wakes `changed` on every change a cache reports.
+fn forward<K>(cache: &Arc<Shared<K>>, changed: Arc<Notify>)
 where
-    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Runs a reflector for `api` and signals `changed` on every event.
-fn reflect<K>(api: Api<K>, changed: Arc<tokio::sync::Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
+    let mut rx = cache.subscribe();
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!("admission view: watch: {e}"),
+        loop {
+            match rx.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    changed.notify_one()
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
     });
-    reader
 }
 
-/// The view, kept current: watches for policies and repositories (in the
-/// controllers' scope), every namespace's labels, and the marker index.
+/// The view as the caches hold it now.
+fn build(caches: &Caches, reader: &Reader, cross_namespace_refs: bool) -> MemoryView {
+    let ns_labels = caches
+        .namespaces
+        .state()
+        .iter()
+        .map(|n| (n.name_any(), n.labels().clone()))
+        .collect::<Vec<_>>();
+    let entries = caches
+        .markers
+        .as_ref()
+        .map(|m| reader.entries(m, &caches.automations))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|((ans, aname), file, c)| {
+            (
+                WorkloadContainer {
+                    kind: c.kind,
+                    namespace: c.namespace,
+                    name: c.name,
+                    container: c.container,
+                },
+                MarkerLookup {
+                    file,
+                    line: c.line,
+                    policy: c.policy,
+                    automation: ObjectKey::new(ans, aname),
+                    kustomization: None,
+                },
+            )
+        })
+        .collect::<Vec<_>>();
+    MemoryView::with_cross_namespace_refs(
+        caches.policies.state().iter().map(|p| p.as_ref().clone()),
+        caches
+            .repositories
+            .state()
+            .iter()
+            .map(|r| r.as_ref().clone()),
+        ns_labels,
+        entries,
+        cross_namespace_refs,
+    )
+}
+
+/// The view, kept current from the shared caches, and whether it is
+/// complete: true once it was built from caches that all hold their first
+/// listing (the marker index included).
 pub fn keep_view(
-    client: Client,
-    namespace: Option<String>,
+    caches: Arc<Caches>,
     cross_namespace_refs: bool,
-    markers: Option<Arc<MarkerIndex>>,
-) -> Arc<SharedView> {
+) -> (Arc<SharedView>, watch::Receiver<bool>) {
     let view = Arc::new(SharedView::new(MemoryView::with_cross_namespace_refs(
         Vec::new(),
         Vec::new(),
@@ -85,62 +106,28 @@ pub fn keep_view(
         Vec::new(),
         cross_namespace_refs,
     )));
-    let changed = Arc::new(tokio::sync::Notify::new());
-    let policies: Store<ImagePolicy> = reflect(api(&client, &namespace), changed.clone());
-    let repositories: Store<ImageRepository> = reflect(api(&client, &namespace), changed.clone());
-    let namespaces: Store<Namespace> = reflect(Api::all(client), changed.clone());
-    if let Some(m) = &markers {
-        let (m, c) = (m.clone(), changed.clone());
-        tokio::spawn(async move {
-            loop {
-                m.changed.notified().await;
-                c.notify_one();
-            }
-        });
+    let (complete_tx, complete) = watch::channel(false);
+    let changed = Arc::new(Notify::new());
+    forward(&caches.policies, changed.clone());
+    forward(&caches.repositories, changed.clone());
+    forward(&caches.namespaces, changed.clone());
+    forward(&caches.automations, changed.clone());
+    if let Some(m) = &caches.markers {
+        forward(m, changed.clone());
     }
     let shared = view.clone();
     tokio::spawn(async move {
+        let reader = Reader::default();
+        caches.wait_synced().await;
+        shared.store(build(&caches, &reader, cross_namespace_refs));
+        complete_tx.send_replace(true);
+        tracing::info!("admission view complete");
         loop {
             changed.notified().await;
             // Coalesce a burst of events into one rebuild.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let ns_labels = namespaces
-                .state()
-                .iter()
-                .map(|n| (n.name_any(), n.labels().clone()))
-                .collect::<Vec<_>>();
-            let entries = markers
-                .as_ref()
-                .map(|m| m.all())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|((ans, aname), file, c)| {
-                    (
-                        WorkloadContainer {
-                            kind: c.kind,
-                            namespace: c.namespace,
-                            name: c.name,
-                            container: c.container,
-                        },
-                        MarkerLookup {
-                            file,
-                            line: c.line,
-                            policy: c.policy,
-                            automation: ObjectKey::new(ans, aname),
-                            kustomization: None,
-                        },
-                    )
-                })
-                .collect::<Vec<_>>();
-            let v = MemoryView::with_cross_namespace_refs(
-                policies.state().iter().map(|p| p.as_ref().clone()),
-                repositories.state().iter().map(|r| r.as_ref().clone()),
-                ns_labels,
-                entries,
-                cross_namespace_refs,
-            );
-            shared.store(v);
+            shared.store(build(&caches, &reader, cross_namespace_refs));
         }
     });
-    view
+    (view, complete)
 }

@@ -13,16 +13,14 @@ use automation::api::{
 };
 use automation::controller::metrics::Metrics;
 use automation::controller::receiver::{is_ours, targets, verify, webhook_path};
+use automation::controller::watches::{Caches, Change, Shared};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use futures::StreamExt;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -235,16 +233,36 @@ async fn hook(
 }
 
 /// Rebuilds the path table from the Receivers: each of ours, with its
-/// Secret's token.
-async fn rebuild(s: &Receivers, store: &Store<Receiver>) {
+/// Secret's token. A token that cannot be read now (an apiserver outage)
+/// keeps the Receiver's last good entry: a Receiver is dropped only when
+/// it is gone, suspended or no longer ours.
+async fn rebuild(s: &Receivers, receivers: &Shared<Receiver>) {
+    let previous: HashMap<(String, String), (String, Entry)> = s
+        .by_path
+        .read()
+        .map(|m| {
+            m.iter()
+                .map(|(p, e)| {
+                    (
+                        (
+                            e.receiver.namespace().unwrap_or_default(),
+                            e.receiver.name_any(),
+                        ),
+                        (p.clone(), e.clone()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let mut table = HashMap::new();
-    for r in store.state() {
+    for r in receivers.state() {
         if !is_ours(&r) || r.spec.suspend {
             continue;
         }
+        let id = (r.namespace().unwrap_or_default(), r.name_any());
         match automation::controller::receivers_token(&s.client, &r).await {
             Ok(token) => {
-                let path = webhook_path(&token, &r.name_any(), &r.namespace().unwrap_or_default());
+                let path = webhook_path(&token, &id.1, &id.0);
                 table.insert(
                     path,
                     Entry {
@@ -254,7 +272,13 @@ async fn rebuild(s: &Receivers, store: &Store<Receiver>) {
                     },
                 );
             }
-            Err(e) => tracing::warn!(receiver = %r.name_any(), "receiver not served: {e}"),
+            Err(e) => {
+                tracing::warn!(receiver = %r.name_any(), "receiver token not read: {e}");
+                if let Some((path, mut entry)) = previous.get(&id).cloned() {
+                    entry.receiver = r.as_ref().clone();
+                    table.insert(path, entry);
+                }
+            }
         }
     }
     if let Ok(mut m) = s.by_path.write() {
@@ -262,13 +286,13 @@ async fn rebuild(s: &Receivers, store: &Store<Receiver>) {
     }
 }
 
-/// Binds the listener and serves; the path table follows the Receivers (a
-/// watch) and their Secrets (re-read on every Receiver change, and every
-/// minute).
+/// Binds the listener and serves; the path table follows the Receivers and
+/// the Secrets they name (the shared watches), and is read again every
+/// minute.
 pub async fn start(
     addr: SocketAddr,
     client: Client,
-    namespace: Option<String>,
+    caches: Arc<Caches>,
     metrics: Arc<Metrics>,
     instance: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -291,33 +315,46 @@ pub async fn start(
         ),
         metrics,
     });
-    let api: Api<Receiver> = match &namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
-    if api.list(&ListParams::default().limit(1)).await.is_ok() {
-        let (reader, writer) = reflector::store();
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .touched_objects();
-        let s = state.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    ev = stream.next() => match ev {
-                        Some(Ok(_)) => rebuild(&s, &reader).await,
-                        Some(Err(e)) => tracing::warn!("receivers: watch: {e}"),
-                        None => break,
-                    },
-                    _ = tick.tick() => rebuild(&s, &reader).await,
+    match caches.receivers.clone() {
+        Some(receivers) => {
+            let s = state.clone();
+            let secrets = caches.secrets.clone();
+            tokio::spawn(async move {
+                let mut own = receivers.subscribe();
+                let mut secret_changes = secrets.subscribe();
+                receivers.wait_synced().await;
+                rebuild(&s, &receivers).await;
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        ev = own.recv() => {
+                            if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                                return;
+                            }
+                        }
+                        ev = secret_changes.recv() => {
+                            // Only a Secret a Receiver names.
+                            let named = match &ev {
+                                Ok(Change::Applied(sec) | Change::Deleted(sec)) => {
+                                    let (ns, name) = (sec.namespace(), sec.name_any());
+                                    receivers.state().iter().any(|r| r.namespace() == ns && r.spec.secret_ref.name == name)
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            };
+                            if !named {
+                                continue;
+                            }
+                        }
+                        _ = tick.tick() => {}
+                    }
+                    rebuild(&s, &receivers).await;
                 }
-            }
-        });
-    } else {
-        tracing::info!("no Receiver kind in the cluster: the receiver answers 404 until there is");
+            });
+        }
+        None => tracing::info!(
+            "no Receiver kind in the cluster: the receiver answers 404 until there is"
+        ),
     }
     let app = Router::new()
         .route("/hook/{digest}", post(hook))

@@ -70,6 +70,7 @@ fn job(
         images,
         dry_run: false,
         index_markers: false,
+        fence: Default::default(),
     }
 }
 

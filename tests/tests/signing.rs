@@ -76,6 +76,7 @@ fn job(w: &World, branch: &str, signer: Option<Signer>) -> AutomationJob {
         images: images("2.0.0"),
         dry_run: false,
         index_markers: false,
+        fence: Default::default(),
     }
 }
 

@@ -84,7 +84,7 @@ impl AccessFrom {
 }
 
 /// An image reference as written into a file by the automation.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub struct ImageRef {
     /// The image repository, as the ImageRepository's `spec.image` says it.
     pub name: String,

@@ -2,9 +2,13 @@
 //! latest image changes, apply the policies' images to the GitRepository's
 //! files under `update.path`, commit and push through the engine (the
 //! repository's cache, its lock, the push retries), and write Flux's status.
+//! [`decide`] is the whole logic, pure; the run itself is the work.
 
-use super::{Context, Error, after_failure, conditions, key, requested_at, secrets, still_waiting};
-use crate::api::plan;
+use super::Context;
+use super::conditions;
+use super::decision::{Decision, Note, Requeue, Step};
+use super::shell::{Kind, elapsed, requested_at};
+use crate::api::plan::{self, PushTarget};
 use crate::api::{
     GitRepository, ImagePolicy, ImageRef, ImageUpdateAutomation, ImageUpdateAutomationStatus,
     ResourceExt,
@@ -14,37 +18,65 @@ use crate::engine::automation::AutomationJob;
 use crate::engine::update::CommitRequest;
 use crate::git::Signature;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::Action;
-use kube::{Api, Resource};
+use kube::Resource;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const KIND: &str = "ImageUpdateAutomation";
-
-pub async fn reconcile(a: Arc<ImageUpdateAutomation>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&a, &ctx).await;
-    let reason = match &result {
-        Ok((_, Some(e))) => Some(e.reason()),
-        Err(_) => Some("StatusWriteFailed"),
-        _ => None,
-    };
-    ctx.metrics.reconciled(KIND, started.elapsed(), reason);
-    result.map(|(a, _)| a)
+/// What [`decide`] reads besides the object.
+#[derive(Debug)]
+pub struct AutomationSnapshot {
+    /// Whether automations may use GitRepositories of other namespaces.
+    pub cross_namespace_refs: bool,
+    /// The GitRepository `spec.sourceRef` names, when it exists.
+    pub source: Option<Arc<GitRepository>>,
+    /// The ImagePolicies of the automation's namespace.
+    pub policies: Vec<Arc<ImagePolicy>>,
+    /// The run made in this reconciliation, once made.
+    pub run: Option<Result<Ran, EngineError>>,
 }
 
-fn since(t: &Option<Time>) -> Option<Duration> {
-    let t = t.as_ref()?;
-    let d = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
-    Some(Duration::try_from(d).unwrap_or(Duration::ZERO))
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ran {
+    /// The commit pushed (full SHA), when there was something to change.
+    pub pushed: Option<String>,
+    /// Flux's `observedSourceRevision`.
+    pub source_revision: String,
+    pub files: usize,
+    pub changes: usize,
 }
 
-/// What the run needs from the cluster, or why it cannot start.
-async fn prepare(
-    ctx: &Context,
-    a: &ImageUpdateAutomation,
-) -> Result<(AutomationJob, BTreeMap<String, ImageRef>), EngineError> {
+/// The work: one run of the automation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunWork {
+    pub source: Arc<GitRepository>,
+    pub target: PushTarget,
+    pub path: String,
+    pub author: Signature,
+    pub images: BTreeMap<String, ImageRef>,
+}
+
+/// The automation's interval (10 minutes when it does not parse, at least
+/// a second).
+fn interval(a: &ImageUpdateAutomation) -> Duration {
+    crate::api::parse_duration(&a.spec.interval)
+        .unwrap_or(Duration::from_secs(600))
+        .max(Duration::from_secs(1))
+}
+
+/// The GitRepository's namespace and name.
+pub fn source_of(a: &ImageUpdateAutomation) -> (String, String) {
+    let ns = a.namespace().unwrap_or_default();
+    let r = &a.spec.source_ref;
+    (
+        r.namespace.clone().filter(|n| !n.is_empty()).unwrap_or(ns),
+        r.name.clone(),
+    )
+}
+
+/// What the run needs, or why it cannot start.
+fn plan(a: &ImageUpdateAutomation, snap: &AutomationSnapshot) -> Result<RunWork, EngineError> {
     let ns = a.namespace().unwrap_or_default();
     let source_ref = &a.spec.source_ref;
     if !source_ref.kind.is_empty() && source_ref.kind != "GitRepository" {
@@ -56,47 +88,19 @@ async fn prepare(
             ),
         }));
     }
-    let sns = source_ref
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| ns.clone());
-    if sns != ns && !ctx.options.cross_namespace_refs {
+    let (sns, sname) = source_of(a);
+    if sns != ns && !snap.cross_namespace_refs {
         return Err(EngineError::AccessDenied(format!(
-            "spec.sourceRef: GitRepository {sns}/{} is in another namespace, and cross-namespace references are switched off (--no-cross-namespace-refs)",
-            source_ref.name
+            "spec.sourceRef: GitRepository {sns}/{sname} is in another namespace, and cross-namespace references are switched off (--no-cross-namespace-refs)"
         )));
     }
-    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &sns);
-    let source = api
-        .get_opt(&source_ref.name)
-        .await
-        .map_err(|e| {
-            EngineError::Source(format!(
-                "GitRepository {sns}/{} cannot be read: {}",
-                source_ref.name,
-                secrets::api_error(&e)
-            ))
-        })?
-        .ok_or_else(|| {
-            EngineError::Source(format!("GitRepository {sns}/{} not found", source_ref.name))
-        })?;
+    let source = snap
+        .source
+        .clone()
+        .ok_or_else(|| EngineError::Source(format!("GitRepository {sns}/{sname} not found")))?;
     let target = plan::push_target(&a.spec, Some(&source.spec))?;
     let path = plan::update_path(&a.spec)?;
-    // Read now, not from a cache: the change that triggered this run may
-    // not have reached the cache yet.
-    let papi: Api<ImagePolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let policies = papi
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(|e| {
-            EngineError::Source(format!(
-                "the ImagePolicies of {ns} cannot be listed: {}",
-                secrets::api_error(&e)
-            ))
-        })?
-        .items;
-    let selected = plan::selected_policies(&a.spec, &ns, &policies)?;
+    let selected = plan::selected_policies(&a.spec, &ns, snap.policies.iter().map(|p| p.as_ref()))?;
     let images: BTreeMap<String, ImageRef> = selected
         .into_iter()
         .filter_map(|p| {
@@ -104,12 +108,6 @@ async fn prepare(
             Some((format!("{ns}:{}", p.name_any()), latest))
         })
         .collect();
-    let timeout = source
-        .spec
-        .timeout
-        .as_deref()
-        .and_then(crate::api::parse_duration);
-    let auth = secrets::git_auth(&ctx.client, &source, timeout).await?;
     // push_target refuses a spec without `git`.
     let commit = a.spec.git.as_ref().map(|g| &g.commit).ok_or_else(|| {
         EngineError::Plan(plan::PlanError::Source {
@@ -117,10 +115,6 @@ async fn prepare(
             message: "not set".into(),
         })
     })?;
-    let signer = match &commit.signing_key {
-        Some(k) => Some(secrets::signer(&ctx.client, &ctx.engine, &ns, k).await?),
-        None => None,
-    };
     let author = Signature {
         name: commit
             .author
@@ -130,142 +124,412 @@ async fn prepare(
             .unwrap_or_else(|| commit.author.email.clone()),
         email: commit.author.email.clone(),
     };
-    let job = AutomationJob {
-        cache_dir: ctx.git_cache(),
-        url: source.spec.url.clone(),
-        auth,
+    Ok(RunWork {
+        source,
         target,
-        commit: CommitRequest {
-            path,
-            author,
-            template: commit.message_template.clone(),
-            values: commit.message_template_values.clone().unwrap_or_default(),
-            automation: (ns, a.name_any()),
-            signer,
-        },
-        images: images.clone(),
-        dry_run: false,
-        index_markers: ctx.options.markers.is_some(),
-    };
-    Ok((job, images))
+        path,
+        author,
+        images,
+    })
 }
 
-async fn reconcile_inner(
+/// The whole logic of an ImageUpdateAutomation's reconciliation.
+pub fn decide(
     a: &ImageUpdateAutomation,
-    ctx: &Context,
-) -> Result<(Action, Option<EngineError>), Error> {
+    snap: &AutomationSnapshot,
+    now: &Time,
+) -> Step<RunWork, ImageUpdateAutomationStatus> {
+    let before = a.status.clone().unwrap_or_default();
     if a.spec.suspend {
-        return Ok((Action::await_change(), None));
+        return Step::Done(Decision::unchanged(before));
     }
-    if let Some(wait) = still_waiting(ctx, a) {
-        return Ok((wait, None));
-    }
-    let k = key(a);
     let generation = a.meta().generation.unwrap_or(0);
     let requested = requested_at(a);
-    let before = a.status.clone().unwrap_or_default();
+    let interval = interval(a);
     let mut status = before.clone();
-    let interval = crate::api::parse_duration(&a.spec.interval)
-        .unwrap_or(Duration::from_secs(600))
-        .max(Duration::from_secs(1));
-    let (action, error) = match prepare(ctx, a).await {
-        Err(e) => {
-            let action = after_failure(ctx, a, &e, Some(interval));
-            (action, Some(e))
-        }
-        Ok((job, images)) => {
-            // Nothing new since the last successful run: wait for the
-            // interval (Flux checks the remote head then).
-            let elapsed = since(&before.last_automation_run_time);
-            let unchanged = before.observed_policies.as_ref() == Some(&images)
-                && conditions::is_ready(&before.conditions)
-                && before.observed_generation == generation
-                && (requested.is_none() || requested == before.last_handled_reconcile_at)
-                && elapsed.is_some_and(|e| e < interval);
-            if unchanged {
-                let left = interval.saturating_sub(elapsed.unwrap_or_default());
-                return Ok((Action::requeue(left.max(Duration::from_secs(1))), None));
-            }
-            let branch = job.target.branch.clone();
-            match ctx.engine.update(job).await {
-                Ok(result) => {
-                    ctx.succeeded(&k);
-                    if let Some(index) = &ctx.options.markers {
-                        index.set(
-                            (a.namespace().unwrap_or_default(), a.name_any()),
-                            result.markers.clone(),
-                        );
-                    }
-                    let now = Time(k8s_openapi::jiff::Timestamp::now());
-                    status.last_automation_run_time = Some(now.clone());
-                    status.observed_policies = Some(images);
-                    status.observed_source_revision = Some(result.source_revision.clone());
-                    let message = match (&result.commit, result.pushed) {
-                        (Some(c), true) => {
-                            status.last_push_commit = Some(c.clone());
-                            status.last_push_time = Some(now);
-                            ctx.metrics
-                                .inc("imageauto_git_push_total", &[("result", "pushed")]);
-                            let changes: usize = result.files.iter().map(|f| f.changes.len()).sum();
-                            let note = format!(
-                                "Committed and pushed commit {c} to branch {branch}: {changes} change(s) in {} file(s)",
-                                result.files.len()
-                            );
-                            ctx.event(a, false, "Succeeded", note, "Push").await;
-                            format!("pushed commit {} to branch {branch}", &c[..c.len().min(12)])
-                        }
-                        _ => "repository up-to-date".to_string(),
-                    };
-                    conditions::ready(&mut status.conditions, &message, generation);
-                    (Action::requeue(interval), None)
-                }
-                Err(e) => {
-                    if matches!(e, EngineError::Git(_)) {
-                        ctx.metrics
-                            .inc("imageauto_git_push_total", &[("result", "failed")]);
-                    }
-                    status.last_automation_run_time =
-                        Some(Time(k8s_openapi::jiff::Timestamp::now()));
-                    let action = after_failure(ctx, a, &e, Some(interval));
-                    (action, Some(e))
-                }
-            }
-        }
-    };
-    if let Some(e) = &error {
+    status.observed_generation = generation;
+    if requested.is_some() {
+        status.last_handled_reconcile_at.clone_from(&requested);
+    }
+    let fail = |mut status: ImageUpdateAutomationStatus, e: &EngineError| {
         conditions::failed(
             &mut status.conditions,
             e.reason(),
             &e.to_string(),
             e.is_transient(),
             generation,
+            now,
         );
-        if before.conditions.iter().all(|c| c.message != e.to_string()) {
-            ctx.event(a, true, e.reason(), e.to_string(), "Reconcile")
-                .await;
+        let message = e.to_string();
+        let notes = if before.conditions.iter().all(|c| c.message != message) {
+            vec![Note::warning(e.reason(), message, "Reconcile")]
+        } else {
+            Vec::new()
+        };
+        Step::Done(Decision {
+            status,
+            notes,
+            requeue: Requeue::after_failure(e, Some(interval)),
+            failure: Some(e.reason()),
+        })
+    };
+    let work = match plan(a, snap) {
+        Ok(w) => w,
+        Err(e) => return fail(status, &e),
+    };
+    let Some(run) = &snap.run else {
+        // Nothing new since the last successful run: wait for the
+        // interval (Flux checks the remote head then).
+        let since = elapsed(&before.last_automation_run_time, now);
+        let unchanged = before.observed_policies.as_ref() == Some(&work.images)
+            && conditions::is_ready(&before.conditions)
+            && before.observed_generation == generation
+            && (requested.is_none() || requested == before.last_handled_reconcile_at)
+            && since.is_some_and(|e| e < interval);
+        if unchanged {
+            let left = interval.saturating_sub(since.unwrap_or_default());
+            return Step::Done(Decision {
+                requeue: Requeue::After(left.max(Duration::from_secs(1))),
+                ..Decision::unchanged(before)
+            });
+        }
+        return Step::Work(work);
+    };
+    status.last_automation_run_time = Some(now.clone());
+    match run {
+        Err(e) => fail(status, e),
+        Ok(ran) => {
+            status.observed_policies = Some(work.images);
+            status.observed_source_revision = Some(ran.source_revision.clone());
+            let branch = &work.target.branch;
+            let mut notes = Vec::new();
+            let message = match &ran.pushed {
+                Some(c) => {
+                    status.last_push_commit = Some(c.clone());
+                    status.last_push_time = Some(now.clone());
+                    notes.push(Note::normal(
+                        conditions::SUCCEEDED,
+                        format!(
+                            "Committed and pushed commit {c} to branch {branch}: {} change(s) in {} file(s)",
+                            ran.changes, ran.files
+                        ),
+                        "Push",
+                    ));
+                    format!("pushed commit {} to branch {branch}", &c[..c.len().min(12)])
+                }
+                None => "repository up-to-date".to_string(),
+            };
+            conditions::ready(&mut status.conditions, &message, generation, now);
+            Step::Done(Decision {
+                status,
+                notes,
+                requeue: Requeue::After(interval),
+                failure: None,
+            })
         }
     }
-    status.observed_generation = generation;
-    if requested.is_some() {
-        status.last_handled_reconcile_at = requested;
-    }
-    if changed(&before, &status) {
-        let v = serde_json::to_value(&status).map_err(|e| Error::Kube {
-            kind: KIND,
-            object: k,
-            message: e.to_string(),
-        })?;
-        ctx.patch_status(a, KIND, v).await?;
-    }
-    Ok((action, error))
 }
 
-fn changed(a: &ImageUpdateAutomationStatus, b: &ImageUpdateAutomationStatus) -> bool {
-    !conditions::same(&a.conditions, &b.conditions)
-        || a.observed_generation != b.observed_generation
-        || a.last_automation_run_time != b.last_automation_run_time
-        || a.last_push_commit != b.last_push_commit
-        || a.observed_policies != b.observed_policies
-        || a.observed_source_revision != b.observed_source_revision
-        || a.last_handled_reconcile_at != b.last_handled_reconcile_at
+impl Kind for ImageUpdateAutomation {
+    const KIND: &'static str = "ImageUpdateAutomation";
+    type Status = ImageUpdateAutomationStatus;
+    type Snapshot = AutomationSnapshot;
+    type Work = RunWork;
+
+    fn status(&self) -> Option<&ImageUpdateAutomationStatus> {
+        self.status.as_ref()
+    }
+
+    async fn snapshot(&self, ctx: &Context) -> AutomationSnapshot {
+        let ns = self.namespace().unwrap_or_default();
+        let (sns, sname) = source_of(self);
+        AutomationSnapshot {
+            cross_namespace_refs: ctx.options.cross_namespace_refs,
+            source: ctx.caches.sources.get(&sns, &sname),
+            policies: ctx
+                .caches
+                .policies
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+                .collect(),
+            run: None,
+        }
+    }
+
+    fn decide(
+        &self,
+        snap: &AutomationSnapshot,
+        now: &Time,
+    ) -> Step<RunWork, ImageUpdateAutomationStatus> {
+        decide(self, snap, now)
+    }
+
+    async fn work(&self, ctx: &Context, snap: &mut AutomationSnapshot, work: RunWork) {
+        snap.run = Some(run(ctx, self, work).await);
+    }
+
+    async fn cleanup(&self, ctx: &Context) {
+        if let Some(ns) = &ctx.options.markers_namespace {
+            super::markers::remove(&ctx.client, ns, self).await;
+        }
+    }
+}
+
+/// The run: credentials, the signing key, the engine's commit and push,
+/// and the marker index published.
+async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<Ran, EngineError> {
+    let ns = a.namespace().unwrap_or_default();
+    let source = &work.source;
+    let timeout = source
+        .spec
+        .timeout
+        .as_deref()
+        .and_then(crate::api::parse_duration);
+    let auth = super::secrets::git_auth(&ctx.client, source, timeout).await?;
+    let commit = a.spec.git.as_ref().map(|g| &g.commit);
+    let signer = match commit.and_then(|c| c.signing_key.as_ref()) {
+        Some(k) => Some(ctx.signer(&ns, k).await?),
+        None => None,
+    };
+    let job = AutomationJob {
+        cache_dir: ctx.git_cache(),
+        url: source.spec.url.clone(),
+        auth,
+        target: work.target.clone(),
+        commit: CommitRequest {
+            path: work.path.clone(),
+            author: work.author.clone(),
+            template: commit.and_then(|c| c.message_template.clone()),
+            values: commit
+                .and_then(|c| c.message_template_values.clone())
+                .unwrap_or_default(),
+            automation: (ns, a.name_any()),
+            signer,
+        },
+        images: work.images.clone(),
+        dry_run: false,
+        index_markers: ctx.options.markers_namespace.is_some(),
+        fence: ctx.fence.clone(),
+    };
+    let result = ctx.engine.update(job).await;
+    match &result {
+        Ok(r) if r.pushed => ctx
+            .metrics
+            .inc("imageauto_git_push_total", &[("result", "pushed")]),
+        Err(EngineError::Git(_)) => ctx
+            .metrics
+            .inc("imageauto_git_push_total", &[("result", "failed")]),
+        _ => {}
+    }
+    let result = result?;
+    if let Some(mns) = &ctx.options.markers_namespace
+        && let Err(e) = super::markers::publish(
+            &ctx.client,
+            mns,
+            ctx.caches.markers.as_deref(),
+            a,
+            &result.markers,
+        )
+        .await
+    {
+        tracing::warn!(automation = %super::shell::key(a), "{e}");
+    }
+    Ok(Ran {
+        pushed: result.commit.clone().filter(|_| result.pushed),
+        source_revision: result.source_revision,
+        files: result.files.len(),
+        changes: result.files.iter().map(|f| f.changes.len()).sum(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::testing::{at, automation, git_repository, policy};
+
+    fn with_latest(name: &str, tag: &str) -> Arc<ImagePolicy> {
+        let mut p = policy(name, "1.x", "Never");
+        p.status = Some(crate::api::ImagePolicyStatus {
+            latest_ref: Some(ImageRef {
+                name: format!("ghcr.io/org/{name}"),
+                tag: tag.into(),
+                digest: None,
+            }),
+            ..Default::default()
+        });
+        Arc::new(p)
+    }
+
+    fn snapshot(policies: Vec<Arc<ImagePolicy>>) -> AutomationSnapshot {
+        AutomationSnapshot {
+            cross_namespace_refs: true,
+            source: Some(Arc::new(git_repository("fleet", "main"))),
+            policies,
+            run: None,
+        }
+    }
+
+    fn done(
+        step: Step<RunWork, ImageUpdateAutomationStatus>,
+    ) -> Decision<ImageUpdateAutomationStatus> {
+        match step {
+            Step::Done(d) => d,
+            Step::Work(w) => panic!("expected a decision, got work {w:?}"),
+        }
+    }
+
+    fn pushed(commit: &str) -> Ran {
+        Ran {
+            pushed: Some(commit.into()),
+            source_revision: "main@sha1:abc".into(),
+            files: 1,
+            changes: 2,
+        }
+    }
+
+    #[test]
+    fn a_run_with_the_selected_policies_then_nothing_until_something_changes() {
+        let mut a = automation("fleet", "1h", Some("flux-image-updates"));
+        let mut snap = snapshot(vec![
+            with_latest("web", "1.2.0"),
+            with_latest("api", "2.0.0"),
+        ]);
+        let Step::Work(work) = decide(&a, &snap, &at(0)) else {
+            panic!("a first run")
+        };
+        assert_eq!(work.images.len(), 2);
+        assert_eq!(work.images["apps:web"].tag, "1.2.0");
+        assert_eq!(work.target.branch, "flux-image-updates");
+        assert_eq!(work.path, "", "the repository root");
+        snap.run = Some(Ok(pushed("0123456789abcdef0123")));
+        let d = done(decide(&a, &snap, &at(0)));
+        let s = &d.status;
+        assert_eq!(s.last_push_commit.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(s.observed_source_revision.as_deref(), Some("main@sha1:abc"));
+        assert_eq!(s.observed_policies.as_ref().unwrap().len(), 2);
+        assert_eq!(d.requeue, Requeue::After(Duration::from_secs(3600)));
+        assert_eq!(d.notes.len(), 1);
+        assert_eq!(
+            s.conditions[0].message,
+            "pushed commit 0123456789ab to branch flux-image-updates"
+        );
+        a.status = Some(d.status);
+        // Ten minutes on, the same images: nothing to do before the interval.
+        let snap = snapshot(vec![
+            with_latest("web", "1.2.0"),
+            with_latest("api", "2.0.0"),
+        ]);
+        let d = done(decide(&a, &snap, &at(600)));
+        assert_eq!(d.requeue, Requeue::After(Duration::from_secs(3000)));
+        assert_eq!(Some(&d.status), a.status.as_ref());
+        // A policy moved: run. A policy deleted: run, and it leaves
+        // observedPolicies.
+        let moved = snapshot(vec![
+            with_latest("web", "1.3.0"),
+            with_latest("api", "2.0.0"),
+        ]);
+        assert!(matches!(decide(&a, &moved, &at(600)), Step::Work(_)));
+        let mut fewer = snapshot(vec![with_latest("web", "1.2.0")]);
+        let Step::Work(work) = decide(&a, &fewer, &at(600)) else {
+            panic!("a run after a deletion")
+        };
+        assert_eq!(work.images.len(), 1);
+        fewer.run = Some(Ok(Ran {
+            pushed: None,
+            ..pushed("x")
+        }));
+        let d = done(decide(&a, &fewer, &at(600)));
+        let observed = d.status.observed_policies.as_ref().unwrap();
+        assert_eq!(observed.keys().collect::<Vec<_>>(), ["apps:web"]);
+        assert_eq!(d.status.conditions[0].message, "repository up-to-date");
+        assert!(d.notes.is_empty());
+        // The interval elapsed: run (Flux looks at the remote then).
+        assert!(matches!(decide(&a, &snap, &at(3600)), Step::Work(_)));
+    }
+
+    #[test]
+    fn a_reconcile_request_runs_now() {
+        let mut a = automation("fleet", "1h", None);
+        let mut snap = snapshot(vec![with_latest("web", "1.2.0")]);
+        snap.run = Some(Ok(pushed("abc")));
+        a.status = Some(done(decide(&a, &snap, &at(0))).status);
+        snap.run = None;
+        a.annotations_mut().insert(
+            crate::api::RECONCILE_REQUEST_ANNOTATION.into(),
+            "now-1".into(),
+        );
+        assert!(matches!(decide(&a, &snap, &at(10)), Step::Work(_)));
+        snap.run = Some(Ok(pushed("def")));
+        let d = done(decide(&a, &snap, &at(10)));
+        assert_eq!(d.status.last_handled_reconcile_at.as_deref(), Some("now-1"));
+    }
+
+    #[test]
+    fn failures_stall_or_retry_as_their_cause_says() {
+        let a = automation("fleet", "1h", None);
+        // The source is missing: retried.
+        let mut snap = snapshot(vec![]);
+        snap.source = None;
+        let d = done(decide(&a, &snap, &at(0)));
+        assert_eq!(
+            (d.failure, d.requeue),
+            (Some("SourceManagerFailed"), Requeue::Backoff)
+        );
+        // Another namespace's source with cross-namespace references off.
+        let mut other = a.clone();
+        other.spec.source_ref.namespace = Some("elsewhere".into());
+        let mut snap = snapshot(vec![]);
+        snap.cross_namespace_refs = false;
+        let d = done(decide(&other, &snap, &at(0)));
+        assert_eq!(
+            (d.failure, d.requeue),
+            (Some("AccessDenied"), Requeue::Never)
+        );
+        // A push rejected: retried with backoff, the run time recorded.
+        let mut snap = snapshot(vec![with_latest("web", "1.2.0")]);
+        snap.run = Some(Err(EngineError::Git(
+            crate::git::GitError::NonFastForward {
+                url: "https://git.example.com/fleet".into(),
+                refname: "refs/heads/main".into(),
+            },
+        )));
+        let d = done(decide(&a, &snap, &at(5)));
+        assert_eq!(
+            (d.failure, d.requeue),
+            (Some("GitOperationFailed"), Requeue::Backoff)
+        );
+        assert_eq!(d.status.last_automation_run_time, Some(at(5)));
+        assert!(d.status.observed_policies.is_none());
+        assert_eq!(d.notes.len(), 1);
+        // A signing key that cannot sign: at the interval, not sooner.
+        snap.run = Some(Err(EngineError::SigningKey("wrong passphrase".into())));
+        let d = done(decide(&a, &snap, &at(5)));
+        assert_eq!(
+            d.requeue,
+            Requeue::BackoffAtLeast(Duration::from_secs(3600))
+        );
+        // A policy selector that does not parse: stalled.
+        let mut bad = a.clone();
+        bad.spec.policy_selector = Some(
+            serde_json::from_value(serde_json::json!({
+                "matchExpressions": [{"key": "k", "operator": "Bogus", "values": ["v"]}]
+            }))
+            .unwrap(),
+        );
+        let d = done(decide(&bad, &snapshot(vec![]), &at(0)));
+        assert_eq!(d.requeue, Requeue::Never);
+        assert!(d.failure.is_some());
+    }
+
+    #[test]
+    fn suspended_does_nothing() {
+        let mut a = automation("fleet", "1h", None);
+        a.spec.suspend = true;
+        let d = done(decide(&a, &snapshot(vec![]), &at(0)));
+        assert_eq!(
+            d,
+            Decision::unchanged(ImageUpdateAutomationStatus::default())
+        );
+    }
 }

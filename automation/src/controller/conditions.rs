@@ -14,10 +14,6 @@ pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
 /// Longest message a condition keeps (Flux's schema caps it at 32768).
 const MAX_MESSAGE: usize = 4096;
 
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
-}
-
 fn cut(message: &str) -> String {
     if message.len() <= MAX_MESSAGE {
         return message.to_string();
@@ -30,7 +26,7 @@ fn cut(message: &str) -> String {
 }
 
 /// Sets a condition, keeping its transition time when the status is
-/// unchanged.
+/// unchanged (`now` otherwise).
 pub fn set(
     conditions: &mut Vec<Condition>,
     type_: &str,
@@ -38,6 +34,7 @@ pub fn set(
     reason: &str,
     message: &str,
     generation: i64,
+    now: &Time,
 ) {
     let status = if status { "True" } else { "False" };
     let message = cut(message);
@@ -45,7 +42,7 @@ pub fn set(
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {
-                c.last_transition_time = now();
+                c.last_transition_time = now.clone();
             }
             c.status = status.to_string();
             c.reason = reason.to_string();
@@ -58,7 +55,7 @@ pub fn set(
             reason: reason.to_string(),
             message,
             observed_generation: Some(generation.max(0)),
-            last_transition_time: now(),
+            last_transition_time: now.clone(),
         }),
     }
 }
@@ -68,8 +65,8 @@ pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
 }
 
 /// Ready=True with Flux's reason; no Reconciling, no Stalled.
-pub fn ready(conditions: &mut Vec<Condition>, message: &str, generation: i64) {
-    set(conditions, READY, true, SUCCEEDED, message, generation);
+pub fn ready(conditions: &mut Vec<Condition>, message: &str, generation: i64, now: &Time) {
+    set(conditions, READY, true, SUCCEEDED, message, generation, now);
     remove(conditions, RECONCILING);
     remove(conditions, STALLED);
 }
@@ -82,8 +79,9 @@ pub fn failed(
     message: &str,
     transient: bool,
     generation: i64,
+    now: &Time,
 ) {
-    set(conditions, READY, false, reason, message, generation);
+    set(conditions, READY, false, reason, message, generation, now);
     if transient {
         set(
             conditions,
@@ -92,10 +90,11 @@ pub fn failed(
             PROGRESSING_WITH_RETRY,
             message,
             generation,
+            now,
         );
         remove(conditions, STALLED);
     } else {
-        set(conditions, STALLED, true, reason, message, generation);
+        set(conditions, STALLED, true, reason, message, generation, now);
         remove(conditions, RECONCILING);
     }
 }
@@ -126,30 +125,31 @@ mod tests {
 
     #[test]
     fn transitions() {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mut c = Vec::new();
-        failed(&mut c, "AuthenticationFailed", "no", true, 2);
+        failed(&mut c, "AuthenticationFailed", "no", true, 2, &now);
         assert_eq!(c.len(), 2);
         assert!(!is_ready(&c));
         assert!(c.iter().any(|x| x.type_ == RECONCILING));
-        failed(&mut c, "InvalidPolicy", "bad", false, 2);
+        failed(&mut c, "InvalidPolicy", "bad", false, 2, &now);
         assert!(
             c.iter()
                 .any(|x| x.type_ == STALLED && x.reason == "InvalidPolicy")
         );
         assert!(!c.iter().any(|x| x.type_ == RECONCILING));
         let t = c[0].last_transition_time.clone();
-        ready(&mut c, "ok", 3);
+        ready(&mut c, "ok", 3, &now);
         assert_eq!(c.len(), 1);
         assert!(is_ready(&c));
         assert_eq!(c[0].observed_generation, Some(3));
         // Same status: the transition time stays.
         let before = c.clone();
-        ready(&mut c, "ok", 3);
+        ready(&mut c, "ok", 3, &now);
         assert_eq!(c[0].last_transition_time, before[0].last_transition_time);
         assert!(same(&c, &before));
         let _ = t;
         let long = "x".repeat(10_000);
-        ready(&mut c, &long, 3);
+        ready(&mut c, &long, 3, &now);
         assert!(c[0].message.len() < 5_000);
     }
 }

@@ -1,38 +1,58 @@
-//! Front end 2: kube-runtime controllers for the three kinds, over the same
-//! engine as `reconcile --local`. Configuration comes from the cluster
-//! (objects, Secrets, ServiceAccounts, GitRepositories); scans, selection,
-//! commits and pushes are the engine's. Status is written as Flux writes it
-//! (conditions, lastScanResult, latestRef, lastPushCommit, ...), with a merge
-//! patch under this controller's field manager, and only when it changes.
+//! Front end 2: kube-runtime controllers for the three kinds (and Flux's
+//! Receivers), over the same engine as `reconcile --local`.
+//!
+//! One design for every kind, the way the webhook is built (pure rules over
+//! a read-only view):
+//! - a pure decision per kind ([`repository::decide`], [`policy::decide`],
+//!   [`automation::decide`], [`receivers::decide`]): from the object, a
+//!   snapshot of what it depends on and the time, the whole status, the
+//!   events and the requeue, or the work to do first;
+//! - one reconcile shell ([`shell`]) that does the I/O for every kind:
+//!   finalizers, snapshots from the caches, the work, the status by
+//!   server-side apply, events, metrics, backoff;
+//! - shared watches ([`watches`]): one reflector per kind for the process,
+//!   read by the controllers, the admission view and the receivers, with
+//!   predicates so that a status write never wakes its own object.
 
 pub mod conditions;
+pub mod decision;
+pub mod markers;
 pub mod metrics;
 pub mod secrets;
+pub mod shell;
 pub mod store;
+pub mod watches;
 
-mod automation;
-mod policy;
+pub mod automation;
+pub mod policy;
 pub mod receiver;
-mod receivers;
-mod repository;
+pub mod receivers;
+pub mod repository;
+#[cfg(test)]
+pub(crate) mod testing;
+
 pub use receivers::token as receivers_token;
 
-use crate::api::{ImagePolicy, ImageRepository, ImageUpdateAutomation, ResourceExt};
-use crate::engine::{Engine, EngineError};
+use crate::api::{
+    GitRepository, ImagePolicy, ImageRepository, ImageUpdateAutomation, Receiver, ResourceExt,
+    SigningKey,
+};
+use crate::engine::{Engine, EngineError, Fence};
+use crate::git::Signer;
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, Client, Resource};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource};
 use metrics::Metrics;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::TagStore;
+use watches::{Caches, LabelSelector, Shared, changed, reconcile_property};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "imageauto";
@@ -40,8 +60,6 @@ pub const FIELD_MANAGER: &str = "imageauto";
 /// How the controllers run.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Watch this namespace only; all namespaces when `None`.
-    pub namespace: Option<String>,
     /// Reconcile only objects with these labels (sharding across instances).
     pub label_selector: Option<String>,
     /// Scanned tags and Git caches live here.
@@ -55,69 +73,13 @@ pub struct Options {
     pub requeue_dependency: Duration,
     /// This instance's name in events (the pod's name).
     pub instance: String,
-    /// Where automation runs leave the index of the image fields of their
-    /// checkout (for the admission webhook's marker check); none when no
-    /// webhook is served.
-    pub markers: Option<Arc<MarkerIndex>>,
+    /// Where automation runs publish the index of the image fields of their
+    /// checkout (for the admission webhook's marker check; see
+    /// [`markers`]); none when no webhook is served.
+    pub markers_namespace: Option<String>,
     /// Changes that reach an automation within this window make one run
     /// (one fetch, one commit).
     pub batch_window: Duration,
-}
-
-/// The image fields of each automation's last checkout: (file, container)
-/// pairs by automation (`namespace`, `name`). Written by the automation
-/// controller after each run; read, without I/O, by the webhook's view.
-/// An automation's (`namespace`, `name`) entries: (file, container).
-type MarkerEntries =
-    std::collections::BTreeMap<(String, String), Vec<(String, crate::lint::IndexedContainer)>>;
-
-#[derive(Default)]
-pub struct MarkerIndex {
-    entries: std::sync::Mutex<MarkerEntries>,
-    /// Wakes whoever rebuilds a view from the index.
-    pub changed: tokio::sync::Notify,
-}
-
-impl std::fmt::Debug for MarkerIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MarkerIndex")
-            .field("automations", &self.lock().len())
-            .finish()
-    }
-}
-
-impl MarkerIndex {
-    fn lock(&self) -> std::sync::MutexGuard<'_, MarkerEntries> {
-        match self.entries.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// Replaces an automation's entries (when they differ).
-    pub fn set(
-        &self,
-        automation: (String, String),
-        entries: Vec<(String, crate::lint::IndexedContainer)>,
-    ) {
-        let mut m = self.lock();
-        if m.get(&automation) != Some(&entries) {
-            m.insert(automation, entries);
-            drop(m);
-            self.changed.notify_one();
-        }
-    }
-
-    /// Every entry, with its automation.
-    pub fn all(&self) -> Vec<((String, String), String, crate::lint::IndexedContainer)> {
-        self.lock()
-            .iter()
-            .flat_map(|(a, v)| {
-                v.iter()
-                    .map(move |(f, c)| (a.clone(), f.clone(), c.clone()))
-            })
-            .collect()
-    }
 }
 
 /// Why a reconciliation failed in a way its status cannot say (the API
@@ -142,21 +104,26 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub tags: TagStore,
     pub recorder: Recorder,
-    pub repositories: Store<ImageRepository>,
-    pub policies: Store<ImagePolicy>,
-    pub automations: Store<ImageUpdateAutomation>,
-    /// Failing objects: for the backoff, and to keep a reconciliation that
-    /// our own status write triggered from retrying at once.
-    failures: std::sync::Mutex<HashMap<String, Failure>>,
+    pub caches: Arc<Caches>,
+    /// Whether this replica may still push (it holds the Lease).
+    pub fence: Fence,
+    /// Failures in a row, by object: the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Unlocked signing keys by Secret (namespace, name), with the Secret's
+    /// resourceVersion: the (deliberately slow) passphrase derivation runs
+    /// once per version of the Secret, not once per run.
+    signers: Mutex<HashMap<SecretKey, (String, Arc<Signer>)>>,
 }
 
-/// An object's run of failures.
-struct Failure {
-    count: u32,
-    /// No new attempt before this, unless the object changes.
-    until: std::time::Instant,
-    generation: i64,
-    request: Option<String>,
+/// A Secret's namespace and name.
+type SecretKey = (String, String);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        // The maps stay consistent (single inserts and removals).
+        Err(p) => p.into_inner(),
+    }
 }
 
 impl Context {
@@ -165,73 +132,34 @@ impl Context {
         self.options.storage.join("git")
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failure>> {
-        match self.failures.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
     /// The delay before retrying `key` after another failure: 5 s doubling
     /// to 5 min, with ±20% jitter, so that failing objects neither hot-loop
-    /// nor retry in lockstep. Until then, [`Context::waiting`] holds back
-    /// attempts, unless the object's spec or reconcile request changes.
-    pub fn backoff(&self, key: &str, generation: i64, request: &Option<String>) -> Duration {
-        let mut f = self.failures();
-        let entry = f.entry(key.to_string()).or_insert(Failure {
-            count: 0,
-            until: std::time::Instant::now(),
-            generation,
-            request: request.clone(),
-        });
-        entry.count = entry.count.saturating_add(1);
-        let base = Duration::from_secs(5).saturating_mul(1 << entry.count.min(6).saturating_sub(1));
-        let delay = jitter(base.min(Duration::from_secs(300)));
-        entry.until = std::time::Instant::now() + delay;
-        entry.generation = generation;
-        entry.request.clone_from(request);
-        delay
+    /// nor retry in lockstep.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut f = lock(&self.failures);
+        let count = f.entry(key.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        let base = Duration::from_secs(5).saturating_mul(1 << (*count).min(6).saturating_sub(1));
+        jitter(base.min(Duration::from_secs(300)))
     }
 
-    /// How long `key` still waits after a failure, when nothing about it
-    /// changed since (a reconciliation our own status write triggered).
-    pub fn waiting(
-        &self,
-        key: &str,
-        generation: i64,
-        request: &Option<String>,
-    ) -> Option<Duration> {
-        let f = self.failures();
-        let e = f.get(key)?;
-        let now = std::time::Instant::now();
-        (e.generation == generation && &e.request == request && e.until > now)
-            .then(|| e.until - now)
-    }
-
-    /// Forgets `key`'s failures after a success.
-    pub fn succeeded(&self, key: &str) {
-        self.failures().remove(key);
+    /// Forgets `key`'s failures (after a success, or when it is deleted).
+    pub fn forget(&self, key: &str) {
+        lock(&self.failures).remove(key);
     }
 
     /// Publishes an event about `obj`; a failure to publish is logged, not
     /// an error of the reconciliation.
-    pub async fn event<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        warning: bool,
-        reason: &str,
-        note: String,
-        action: &str,
-    ) {
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, note: &decision::Note) {
         let ev = Event {
-            type_: if warning {
+            type_: if note.warning {
                 EventType::Warning
             } else {
                 EventType::Normal
             },
-            reason: reason.to_string(),
-            note: Some(cut(&note, 1000)),
-            action: action.to_string(),
+            reason: note.reason.clone(),
+            note: Some(cut(&note.message, 1000)),
+            action: note.action.to_string(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
@@ -239,38 +167,31 @@ impl Context {
         }
     }
 
-    /// Writes `status` with a merge patch on the status subresource.
-    pub async fn patch_status<K>(
+    /// The key an automation signs with, from the Secret its signingKey
+    /// names: unlocked once per version of the Secret.
+    pub async fn signer(
         &self,
-        obj: &K,
-        kind: &'static str,
-        status: serde_json::Value,
-    ) -> Result<(), Error>
-    where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let ns = obj.meta().namespace.clone().unwrap_or_default();
-        let name = obj.meta().name.clone().unwrap_or_default();
-        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PatchParams::default()
-        };
-        api.patch_status(
-            &name,
-            &pp,
-            &Patch::Merge(serde_json::json!({ "status": status })),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::Kube {
-            kind,
-            object: format!("{ns}/{name}"),
-            message: format!("cannot write the status: {}", secrets::api_error(&e)),
-        })
+        namespace: &str,
+        key: &SigningKey,
+    ) -> Result<Arc<Signer>, EngineError> {
+        let name = key.secret_ref.name.clone();
+        let id = (namespace.to_string(), name.clone());
+        let version = self
+            .caches
+            .secrets
+            .get(namespace, &name)
+            .and_then(|s| s.resource_version());
+        if let Some(v) = &version
+            && let Some((cv, s)) = lock(&self.signers).get(&id)
+            && cv == v
+        {
+            return Ok(s.clone());
+        }
+        let signer = secrets::signer(&self.client, &self.engine, namespace, key).await?;
+        if let Some(v) = version {
+            lock(&self.signers).insert(id, (v, signer.clone()));
+        }
+        Ok(signer)
     }
 }
 
@@ -295,80 +216,35 @@ pub(crate) fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
-/// `ns/name` of an object.
-pub(crate) fn key<K: ResourceExt>(obj: &K) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
-}
-
-/// The reconcile request an object carries, if any.
-pub(crate) fn requested_at<K: ResourceExt>(obj: &K) -> Option<String> {
-    obj.annotations()
-        .get(crate::api::RECONCILE_REQUEST_ANNOTATION)
-        .cloned()
-}
-
-/// What follows a failure: a transient one is retried with backoff; one
-/// whose cause lies outside the object ([`EngineError::lies_elsewhere`]) is
-/// looked at again at the object's `interval`; any other waits for the
-/// object to change (Stalled).
-pub(crate) fn after_failure<K: ResourceExt>(
-    ctx: &Context,
-    obj: &K,
-    e: &EngineError,
-    interval: Option<Duration>,
-) -> Action {
-    let generation = obj.meta().generation.unwrap_or(0);
-    let wait = ctx.backoff(&key(obj), generation, &requested_at(obj));
-    match interval {
-        _ if e.is_transient() => Action::requeue(wait),
-        Some(i) if e.lies_elsewhere() => Action::requeue(jitter(i.max(wait))),
-        _ => Action::await_change(),
-    }
-}
-
-/// The wait left after a failure, when the object did not change since.
-pub(crate) fn still_waiting<K: ResourceExt>(ctx: &Context, obj: &K) -> Option<Action> {
-    ctx.waiting(
-        &key(obj),
-        obj.meta().generation.unwrap_or(0),
-        &requested_at(obj),
-    )
-    .map(Action::requeue)
-}
-
-fn error_policy<K>(obj: Arc<K>, e: &Error, ctx: Arc<Context>) -> Action
-where
-    K: ResourceExt,
-{
-    let k = key(obj.as_ref());
+fn error_policy<K: ResourceExt>(obj: Arc<K>, e: &Error, ctx: Arc<Context>) -> Action {
+    let k = shell::key(obj.as_ref());
     tracing::warn!(object = %k, "{e}");
-    let wait = ctx.backoff(
-        &k,
-        obj.meta().generation.unwrap_or(0),
-        &requested_at(obj.as_ref()),
-    );
-    Action::requeue(wait)
+    Action::requeue(ctx.backoff(&k))
 }
 
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+/// The secrets an ImageRepository reads (its ServiceAccount's pull secrets
+/// aside: a changed ServiceAccount is seen at the next scan).
+fn repository_secrets(r: &ImageRepository) -> impl Iterator<Item = &str> {
+    [
+        r.spec.secret_ref.as_ref(),
+        r.spec.cert_secret_ref.as_ref(),
+        r.spec.proxy_secret_ref.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| s.name.as_str())
 }
 
-/// Runs the three controllers until `stop` turns true: then each finishes
-/// the reconciliations under way (a Git push included) and returns.
-/// `ready` turns true once the three caches are filled.
+/// Runs the controllers until `stop` turns true: then each finishes the
+/// reconciliations under way and returns. The caches must be running
+/// already; the controllers start once they are synced.
 pub async fn run(
     client: Client,
     engine: Arc<Engine>,
     options: Options,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    caches: Arc<Caches>,
+    fence: Fence,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let tags = TagStore::open(&options.storage).map_err(|e| {
@@ -377,24 +253,18 @@ pub async fn run(
             options.storage.display()
         )))
     })?;
-    let mut wc = watcher::Config::default();
-    if let Some(l) = &options.label_selector {
-        wc = wc.labels(l);
+    let selector = match &options.label_selector {
+        Some(s) => Some(LabelSelector::parse(s).map_err(|e| {
+            Error::Engine(EngineError::Internal(format!(
+                "--watch-label-selector: {e}"
+            )))
+        })?),
+        None => None,
+    };
+    caches.wait_synced().await;
+    if let Some(m) = &caches.markers {
+        markers::prune(&client, m, &caches.automations).await;
     }
-    let config = ControllerConfig::default().concurrency(options.concurrency.max(1));
-    let repositories = Controller::new(
-        api::<ImageRepository>(&client, &options.namespace),
-        wc.clone(),
-    )
-    .with_config(config.clone());
-    let policies = Controller::new(api::<ImagePolicy>(&client, &options.namespace), wc.clone())
-        .with_config(config.clone());
-    let automations = Controller::new(
-        api::<ImageUpdateAutomation>(&client, &options.namespace),
-        wc.clone(),
-    )
-    .with_config(config.clone().debounce(options.batch_window));
-    let receiver_config = config;
     let ctx = Arc::new(Context {
         client: client.clone(),
         engine,
@@ -407,121 +277,291 @@ pub async fn run(
         ),
         metrics,
         tags,
-        repositories: repositories.store(),
-        policies: policies.store(),
-        automations: automations.store(),
+        caches: caches.clone(),
+        fence,
         options: options.clone(),
-        failures: std::sync::Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+        signers: Mutex::new(HashMap::new()),
     });
-    // A policy follows its repository's scans; an automation its
-    // namespace's policies.
-    let policy_store = ctx.policies.clone();
-    let policies = policies.watches(
-        api::<ImageRepository>(&client, &options.namespace),
-        wc.clone(),
-        move |repo: ImageRepository| {
-            let (rns, rname) = (repo.namespace().unwrap_or_default(), repo.name_any());
-            policy_store
-                .state()
-                .into_iter()
-                .filter(|p| crate::api::plan::repository_of(p) == (rns.clone(), rname.clone()))
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    );
-    let automation_store = ctx.automations.clone();
-    let automations = automations.watches(
-        api::<ImagePolicy>(&client, &options.namespace),
-        wc.clone(),
-        move |p: ImagePolicy| {
-            let ns = p.namespace();
-            automation_store
-                .state()
-                .into_iter()
-                .filter(|a| a.namespace() == ns)
-                .map(|a| ObjectRef::from_obj(a.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    );
-    {
-        let (r, p, a) = (
-            ctx.repositories.clone(),
-            ctx.policies.clone(),
-            ctx.automations.clone(),
-        );
-        tokio::spawn(async move {
-            // The stores' readiness wakes one waiter only (the controller's
-            // own runner): poll it instead of waiting on it.
-            loop {
-                let done = filled(&r).await && filled(&p).await && filled(&a).await;
-                if done {
-                    tracing::info!("caches synced: ready");
-                    ready.store(true, Ordering::Relaxed);
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-    }
+    let selected = {
+        let s = selector.clone();
+        move |labels: &std::collections::BTreeMap<String, String>| {
+            s.as_ref().is_none_or(|s| s.matches(labels))
+        }
+    };
+    let mine = {
+        let sel = selected.clone();
+        move |o: &dyn LabelledObject| sel(o.labels_of())
+    };
+    let config = ControllerConfig::default().concurrency(options.concurrency.max(1));
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let r = repositories
+
+    // ImageRepository: itself, and the Secrets it reads.
+    let repositories = {
+        let (m1, m2) = (mine.clone(), mine.clone());
+        let store = caches.repositories.clone();
+        Controller::for_shared_stream(
+            changed(
+                caches.repositories.clone(),
+                true,
+                move |o: &ImageRepository| m1(o),
+                reconcile_property,
+            ),
+            caches.repositories.store.clone(),
+        )
+        .watches_shared_stream(
+            secret_changes(&caches.secrets),
+            move |s: Arc<PartialObjectMeta<Secret>>| {
+                let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|r| {
+                        m2(r.as_ref())
+                            && r.namespace().as_deref() == Some(ns.as_str())
+                            && repository_secrets(r).any(|n| n == name)
+                    })
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(config.clone())
         .graceful_shutdown_on(stopped(stop.clone()))
-        .run(repository::reconcile, error_policy, ctx.clone())
-        .for_each(|r| log_result("ImageRepository", r));
-    let p = policies
+        .run(shell::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("ImageRepository", r))
+    };
+
+    // ImagePolicy: itself; its repository's scans; its namespace's labels
+    // (accessFrom).
+    let policies = {
+        let (m1, m2, m3) = (mine.clone(), mine.clone(), mine.clone());
+        let (store, store2) = (caches.policies.clone(), caches.policies.clone());
+        Controller::for_shared_stream(
+            changed(
+                caches.policies.clone(),
+                true,
+                move |o: &ImagePolicy| m1(o),
+                reconcile_property,
+            ),
+            caches.policies.store.clone(),
+        )
+        .watches_shared_stream(
+            changed(
+                caches.repositories.clone(),
+                false,
+                |_: &ImageRepository| true,
+                |r: &ImageRepository| {
+                    Some((
+                        r.meta().generation,
+                        r.status
+                            .as_ref()
+                            .and_then(|s| s.last_scan_result.as_ref())
+                            .map(|s| s.revision.clone()),
+                    ))
+                },
+            ),
+            move |r: Arc<ImageRepository>| {
+                let target = (r.namespace().unwrap_or_default(), r.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|p| m2(p.as_ref()) && crate::api::plan::repository_of(p) == target)
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches_shared_stream(
+            changed(
+                caches.namespaces.clone(),
+                false,
+                |_: &Namespace| true,
+                |n: &Namespace| Some(n.labels().clone()),
+            ),
+            move |n: Arc<Namespace>| {
+                let ns = n.name_any();
+                store2
+                    .state()
+                    .into_iter()
+                    .filter(|p| {
+                        m3(p.as_ref())
+                            && p.namespace().as_deref() == Some(ns.as_str())
+                            && crate::api::plan::repository_of(p).0 != ns
+                    })
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(config.clone())
         .graceful_shutdown_on(stopped(stop.clone()))
-        .run(policy::reconcile, error_policy, ctx.clone())
-        .for_each(|r| log_result("ImagePolicy", r));
-    let a = automations
+        .run(shell::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("ImagePolicy", r))
+    };
+
+    // ImageUpdateAutomation: itself; its policies when their latest image
+    // (or their labels, which policySelector reads) change; its
+    // GitRepository's spec; the Secrets of its source and signing key.
+    let automations = {
+        let (m1, m2, m3, m4) = (mine.clone(), mine.clone(), mine.clone(), mine.clone());
+        let (s1, s2, s3) = (
+            caches.automations.clone(),
+            caches.automations.clone(),
+            caches.automations.clone(),
+        );
+        let sources = caches.sources.clone();
+        Controller::for_shared_stream(
+            changed(
+                caches.automations.clone(),
+                true,
+                move |o: &ImageUpdateAutomation| m1(o),
+                reconcile_property,
+            ),
+            caches.automations.store.clone(),
+        )
+        .watches_shared_stream(
+            changed(
+                caches.policies.clone(),
+                false,
+                |_: &ImagePolicy| true,
+                |p: &ImagePolicy| {
+                    Some((
+                        p.status.as_ref().and_then(|s| s.latest_ref.clone()),
+                        p.labels().clone(),
+                    ))
+                },
+            ),
+            move |p: Arc<ImagePolicy>| {
+                let ns = p.namespace();
+                s1.state()
+                    .into_iter()
+                    .filter(|a| m2(a.as_ref()) && a.namespace() == ns)
+                    .map(|a| ObjectRef::from_obj(a.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches_shared_stream(
+            changed(
+                caches.sources.clone(),
+                false,
+                |_: &GitRepository| true,
+                |g: &GitRepository| Some(g.meta().generation),
+            ),
+            move |g: Arc<GitRepository>| {
+                let target = (g.namespace().unwrap_or_default(), g.name_any());
+                s2.state()
+                    .into_iter()
+                    .filter(|a| m3(a.as_ref()) && automation::source_of(a) == target)
+                    .map(|a| ObjectRef::from_obj(a.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches_shared_stream(
+            secret_changes(&caches.secrets),
+            move |s: Arc<PartialObjectMeta<Secret>>| {
+                let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+                s3.state()
+                    .into_iter()
+                    .filter(|a| {
+                        if !m4(a.as_ref()) {
+                            return false;
+                        }
+                        let signing = a.namespace().as_deref() == Some(ns.as_str())
+                            && a.spec
+                                .git
+                                .as_ref()
+                                .and_then(|g| g.commit.signing_key.as_ref())
+                                .is_some_and(|k| k.secret_ref.name == name);
+                        let (sns, sname) = automation::source_of(a);
+                        let source = sns == ns
+                            && sources.get(&sns, &sname).is_some_and(|g| {
+                                g.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                            });
+                        signing || source
+                    })
+                    .map(|a| ObjectRef::from_obj(a.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(config.clone().debounce(options.batch_window))
         .graceful_shutdown_on(stopped(stop.clone()))
-        .run(automation::reconcile, error_policy, ctx.clone())
-        .for_each(|r| log_result("ImageUpdateAutomation", r));
+        .run(shell::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("ImageUpdateAutomation", r))
+    };
+
     // Receivers (Flux's notification kind) get their path and Ready, when
     // the kind exists in the cluster.
-    let rapi: Api<crate::api::Receiver> = api(&client, &options.namespace);
-    let receivers = match rapi.list(&kube::api::ListParams::default().limit(1)).await {
-        Ok(_) => Some(
-            Controller::new(rapi, wc)
-                .with_config(receiver_config)
-                .graceful_shutdown_on(stopped(stop.clone()))
-                .run(receivers::reconcile, error_policy, ctx.clone())
-                .for_each(|r| log_result("Receiver", r)),
-        ),
-        Err(_) => {
-            tracing::info!(
-                "no Receiver kind in the cluster: registry events come only through other receivers"
-            );
-            None
-        }
-    };
+    let receivers = caches.receivers.clone().map(|rc| {
+        let (m1, m2) = (mine.clone(), mine.clone());
+        let store = rc.clone();
+        Controller::for_shared_stream(
+            changed(
+                rc.clone(),
+                true,
+                move |o: &Receiver| m1(o),
+                reconcile_property,
+            ),
+            rc.store.clone(),
+        )
+        .watches_shared_stream(
+            secret_changes(&caches.secrets),
+            move |s: Arc<PartialObjectMeta<Secret>>| {
+                let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|r| {
+                        m2(r.as_ref())
+                            && r.namespace().as_deref() == Some(ns.as_str())
+                            && r.spec.secret_ref.name == name
+                    })
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(config.clone())
+        .graceful_shutdown_on(stopped(stop.clone()))
+        .run(shell::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("Receiver", r))
+    });
     let receivers = async move {
         if let Some(r) = receivers {
             r.await;
         }
     };
-    futures::future::join4(r, p, a, receivers).await;
+    futures::future::join4(repositories, policies, automations, receivers).await;
     Ok(())
 }
 
-/// Whether a store holds its first listing (polled: a store's readiness
-/// wakes only one waiter, the controller's own runner).
-async fn filled<K>(s: &Store<K>) -> bool
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    tokio::time::timeout(Duration::from_millis(50), s.wait_until_ready())
-        .await
-        .is_ok_and(|r| r.is_ok())
+/// Secrets whose content changed (their resourceVersion), after the first
+/// listing: each wakes the objects that read it.
+fn secret_changes(
+    secrets: &Arc<Shared<PartialObjectMeta<Secret>>>,
+) -> impl futures::Stream<Item = Arc<PartialObjectMeta<Secret>>> + Send + 'static {
+    changed(
+        secrets.clone(),
+        false,
+        |_: &PartialObjectMeta<Secret>| true,
+        |s: &PartialObjectMeta<Secret>| s.resource_version(),
+    )
+}
+
+/// An object's labels, whatever its kind (for the shard's selector).
+trait LabelledObject {
+    fn labels_of(&self) -> &std::collections::BTreeMap<String, String>;
+}
+
+impl<K: ResourceExt> LabelledObject for K {
+    fn labels_of(&self) -> &std::collections::BTreeMap<String, String> {
+        self.labels()
+    }
 }
 
 /// What the controller stream reports besides reconciliations (which log
 /// their own failures): watch errors, queue problems.
 async fn log_result<T>(
     kind: &'static str,
-    r: Result<T, kube::runtime::controller::Error<Error, watcher::Error>>,
+    r: Result<T, kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>>,
 ) {
     match r {
         Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}

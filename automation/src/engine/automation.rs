@@ -29,6 +29,8 @@ pub struct AutomationJob {
     /// Also index the workloads' image fields under the update path, with
     /// their markers, as the result's `markers` (for the admission webhook).
     pub index_markers: bool,
+    /// Asked right before each push: whether this process may still push.
+    pub fence: super::Fence,
 }
 
 /// What a run did.
@@ -90,11 +92,22 @@ struct Cache<'a> {
     branch: String,
     checkout: Oid,
     before_push: &'a mut dyn FnMut(usize),
+    fence: super::Fence,
 }
 
 impl Steps for Cache<'_> {
     fn before_push(&mut self, attempt: usize) {
         (self.before_push)(attempt);
+    }
+
+    fn may_push(&mut self) -> Result<(), EngineError> {
+        if self.fence.holds() {
+            Ok(())
+        } else {
+            Err(EngineError::Internal(
+                "this replica no longer holds the leader Lease: nothing was pushed".into(),
+            ))
+        }
     }
 
     fn base(&mut self, repo: &Repository, _attempt: usize) -> Result<Oid, EngineError> {
@@ -166,6 +179,7 @@ pub fn run_blocking_with(
         branch: job.target.branch.clone(),
         checkout: checkout.commit,
         before_push,
+        fence: job.fence.clone(),
     };
     if job.dry_run {
         let base = steps.base(&repo, 0)?;

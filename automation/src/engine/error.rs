@@ -21,6 +21,9 @@ pub enum EngineError {
     /// expression that does not compile, an extract naming a missing group).
     #[error("{0}")]
     InvalidPolicy(String),
+    /// `digestReflectionPolicy: Always` without the `interval` it needs.
+    #[error("{0}")]
+    IntervalNotConfigured(String),
     /// A valid policy that selects nothing from the tags it has now.
     #[error(transparent)]
     Selection(PolicyError),
@@ -71,6 +74,7 @@ impl EngineError {
                 _ => "ReadOperationFailed",
             },
             EngineError::InvalidPolicy(_) => "InvalidPolicy",
+            EngineError::IntervalNotConfigured(_) => "IntervalNotConfigured",
             EngineError::Selection(_) => "ReconciliationFailed",
             EngineError::DependencyNotReady(_) => "DependencyNotReady",
             EngineError::AccessDenied(_) => "AccessDenied",
@@ -95,6 +99,8 @@ impl EngineError {
         match self {
             EngineError::Reference(_)
             | EngineError::InvalidPolicy(_)
+            | EngineError::IntervalNotConfigured(_)
+            | EngineError::AccessDenied(_)
             | EngineError::Plan(_)
             | EngineError::Template(_)
             | EngineError::Invalid(_)

@@ -44,6 +44,38 @@ pub struct RegistryAccess {
     pub keychain: Keychain,
 }
 
+/// Whether this process may still write to Git: a controller that lost,
+/// or may have lost, its leader Lease may not. Asked right before a push.
+#[derive(Clone)]
+pub struct Fence(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl Fence {
+    pub fn new(holds: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Fence(Arc::new(holds))
+    }
+
+    /// Always open (no leader election; the command line).
+    pub fn open() -> Self {
+        Fence::new(|| true)
+    }
+
+    pub fn holds(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Fence::open()
+    }
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Fence").field(&self.holds()).finish()
+    }
+}
+
 /// The engine's settings.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {

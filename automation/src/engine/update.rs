@@ -205,6 +205,13 @@ pub trait Steps {
 
     /// Right before each push (tests play a concurrent writer here).
     fn before_push(&mut self, _attempt: usize) {}
+
+    /// Whether this process may still push, asked right before each push
+    /// (a controller that lost, or may have lost, its leader Lease may
+    /// not): an error leaves the branch where it was.
+    fn may_push(&mut self) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 fn find_ref(repo: &Repository, name: &str) -> Option<Oid> {
@@ -272,6 +279,10 @@ pub fn commit_and_push(
             specs.push(r.clone());
         }
         steps.before_push(attempt);
+        if let Err(e) = steps.may_push() {
+            restore();
+            return Err(e);
+        }
         match git::push(repo, &p.url, &p.auth, &specs, &p.options) {
             Ok(()) => {
                 let tracking = format!("refs/remotes/{}/{branch}", p.remote);

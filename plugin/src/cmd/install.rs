@@ -88,8 +88,8 @@ fn cluster_role() -> Value {
         "kind": "ClusterRole",
         "metadata": {"name": "imageauto-controller", "labels": labels()},
         "rules": [
-            // The three kinds: watched, their status written, the
-            // ImageRepository finalizer added and removed (patch).
+            // The three kinds: watched, their status written, Flux's
+            // finalizer added and removed (patch).
             {"apiGroups": ["image.toolkit.fluxcd.io"],
              "resources": ["imagerepositories", "imagepolicies", "imageupdateautomations"],
              "verbs": ["get", "list", "watch", "patch"]},
@@ -105,8 +105,10 @@ fn cluster_role() -> Value {
             {"apiGroups": ["notification.toolkit.fluxcd.io"], "resources": ["receivers/status"],
              "verbs": ["patch"]},
             // Credentials named by the objects (secretRef, certSecretRef,
-            // proxySecretRef, a GitRepository's secretRef): read one by one.
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+            // proxySecretRef, a GitRepository's secretRef): read one by one
+            // when used; watched (metadata only, never kept in memory) so
+            // that a fixed or rotated credential is used at once.
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
             // imagePullSecrets of an ImageRepository's serviceAccountName.
             {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
             // Namespace labels: accessFrom, and the webhook's enforce label.
@@ -141,11 +143,14 @@ pub fn objects(
                "metadata": {"name": "imageauto-controller", "labels": l},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "imageauto-controller"},
                "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}]}),
-        // Leader election: the Lease in its own namespace only.
+        // Leader election (the Lease) and the marker index every replica
+        // reads (ConfigMaps), in its own namespace only.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                "metadata": {"name": "imageauto-leader-election", "namespace": ns, "labels": l},
                "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                          "verbs": ["get", "create", "update", "patch"]}]}),
+                          "verbs": ["get", "create", "update", "patch"]},
+                         {"apiGroups": [""], "resources": ["configmaps"],
+                          "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": {"name": "imageauto-leader-election", "namespace": ns, "labels": l},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "imageauto-leader-election"},

@@ -5,8 +5,9 @@
 use crate::cli::Outcome;
 use anyhow::{Context as _, Result, bail};
 use automation::controller::metrics::Metrics;
+use automation::controller::watches::{CacheScope, Caches};
 use automation::controller::{self, Options};
-use automation::engine::{Engine, EngineOptions};
+use automation::engine::{Engine, EngineOptions, Fence};
 use clap::ValueEnum;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,7 +60,7 @@ pub struct Args {
     /// Elect a leader through a Lease: only the leader reconciles
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Namespace of the Lease (default: the pod's namespace, else imageauto-system)
+    /// Namespace of the Lease and of the published marker index (default: the pod's namespace, else imageauto-system)
     #[arg(long, value_name = "NAMESPACE")]
     leader_election_namespace: Option<String>,
     /// Reconciliations at once, per kind
@@ -127,8 +128,25 @@ pub fn run(args: Args) -> Result<Outcome> {
 /// The state the health endpoints report.
 #[derive(Default)]
 pub struct Health {
-    /// Caches filled (or, for a follower, the lease loop alive).
+    /// Every shared cache holds its first listing, and the admission view
+    /// (with the marker index) is built from them: the same on a leader
+    /// and a follower.
     pub ready: AtomicBool,
+}
+
+/// The controller's own namespace: where its Lease and the marker index
+/// live (`--leader-election-namespace`, else the pod's namespace, else
+/// `imageauto-system`).
+fn controller_namespace(args: &Args) -> String {
+    args.leader_election_namespace
+        .clone()
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(pod_namespace)
+        .unwrap_or_else(|| "imageauto-system".into())
 }
 
 async fn serve(args: Args) -> Result<()> {
@@ -139,6 +157,10 @@ async fn serve(args: Args) -> Result<()> {
     };
     if !args.watch_all_namespaces && namespace.is_none() {
         bail!("--watch-all-namespaces=false needs -n NAMESPACE (or a pod's namespace)");
+    }
+    if let Some(s) = &args.watch_label_selector {
+        controller::watches::LabelSelector::parse(s)
+            .map_err(|e| anyhow::anyhow!("--watch-label-selector: {e}"))?;
     }
     std::fs::create_dir_all(&args.storage_path).with_context(|| {
         format!(
@@ -154,18 +176,16 @@ async fn serve(args: Args) -> Result<()> {
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "imageauto".into());
+    let own_namespace = controller_namespace(&args);
+    let markers_namespace = args.webhook_addr.is_some().then(|| own_namespace.clone());
     let options = Options {
-        namespace,
         label_selector: args.watch_label_selector.clone(),
         storage: args.storage_path.clone(),
         concurrency: args.concurrent,
         cross_namespace_refs: !args.no_cross_namespace_refs,
         requeue_dependency: args.requeue_dependency,
         instance: instance.clone(),
-        markers: args
-            .webhook_addr
-            .is_some()
-            .then(|| Arc::new(automation::controller::MarkerIndex::default())),
+        markers_namespace: markers_namespace.clone(),
         batch_window: args.batch_window,
     };
     let engine = Arc::new(Engine::new(EngineOptions::default()));
@@ -180,19 +200,29 @@ async fn serve(args: Args) -> Result<()> {
         metrics = %servers.metrics, health = %servers.health,
         "imageauto {} serving", env!("CARGO_PKG_VERSION")
     );
+    // One watch per kind for the whole process: the controllers (on the
+    // leader), the admission view and the receivers all read them.
+    let caches = Arc::new(
+        Caches::start(
+            &client,
+            &CacheScope {
+                namespace: namespace.clone(),
+                markers_namespace,
+            },
+        )
+        .await,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut view_complete = None;
     if let Some(addr) = args.webhook_addr {
         let Some(dir) = args.cert_dir.clone() else {
             bail!(
                 "--webhook-addr needs --cert-dir DIR (tls.crt and tls.key, or an empty folder for a generated certificate)"
             );
         };
-        let view = crate::admission::keep_view(
-            client.clone(),
-            options.namespace.clone(),
-            options.cross_namespace_refs,
-            options.markers.clone(),
-        );
+        let (view, complete) =
+            crate::admission::keep_view(caches.clone(), options.cross_namespace_refs);
+        view_complete = Some(complete);
         let ns = std::env::var("POD_NAMESPACE")
             .ok()
             .or_else(pod_namespace)
@@ -220,7 +250,7 @@ async fn serve(args: Args) -> Result<()> {
         let local = crate::receiver::start(
             addr,
             client.clone(),
-            options.namespace.clone(),
+            caches.clone(),
             metrics.clone(),
             instance.clone(),
             stop_rx.clone(),
@@ -228,22 +258,32 @@ async fn serve(args: Args) -> Result<()> {
         .await?;
         tracing::info!(receiver = %local, "receiver serving");
     }
+    // Ready once the caches are synced and the admission view is complete,
+    // leader or not.
+    {
+        let (caches, health) = (caches.clone(), health.clone());
+        tokio::spawn(async move {
+            caches.wait_synced().await;
+            if let Some(mut complete) = view_complete {
+                let _ = complete.wait_for(|c| *c).await;
+            }
+            health.ready.store(true, Ordering::Relaxed);
+            tracing::info!("caches synced: ready");
+        });
+    }
     let terminate = terminate_signal();
     let result = if args.leader_elect {
-        let lease_ns = args
-            .leader_election_namespace
-            .clone()
-            .or_else(pod_namespace)
-            .unwrap_or_else(|| "imageauto-system".into());
         let lease_name = lease_name(args.watch_label_selector.as_deref());
-        tracing::info!(lease = %format!("{lease_ns}/{lease_name}"), "leader election");
+        tracing::info!(lease = %format!("{own_namespace}/{lease_name}"), "leader election");
         lead(
-            client,
-            engine,
-            options,
-            metrics,
-            health,
-            &lease_ns,
+            Work {
+                client,
+                engine,
+                options,
+                metrics,
+                caches,
+            },
+            &own_namespace,
             &lease_name,
             &instance,
             stop_rx,
@@ -253,17 +293,14 @@ async fn serve(args: Args) -> Result<()> {
         )
         .await
     } else {
-        let ready = Arc::new(AtomicBool::new(false));
-        let h = health.clone();
-        let r = ready.clone();
-        tokio::spawn(async move {
-            loop {
-                h.ready.store(r.load(Ordering::Relaxed), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
         let work = tokio::spawn(controller::run(
-            client, engine, options, metrics, ready, stop_rx,
+            client,
+            engine,
+            options,
+            metrics,
+            caches,
+            Fence::open(),
+            stop_rx,
         ));
         terminate.await;
         tracing::info!("terminating: finishing the work under way");
@@ -279,6 +316,15 @@ async fn serve(args: Args) -> Result<()> {
     };
     tracing::info!("stopped");
     result
+}
+
+/// What the controllers run with, once this replica leads.
+struct Work {
+    client: kube::Client,
+    engine: Arc<Engine>,
+    options: Options,
+    metrics: Arc<Metrics>,
+    caches: Arc<Caches>,
 }
 
 /// SIGTERM or SIGINT.
@@ -313,15 +359,12 @@ fn lease_name(selector: Option<&str>) -> String {
 }
 
 /// Runs the controllers only while this instance holds the Lease: they
-/// start when it is won and stop at once when it is lost (no more writes);
-/// on SIGTERM they finish the work under way, then the Lease is released.
+/// start when it is won and stop at once when it is lost; a push checks
+/// the Lease right before it goes out (the fence). On SIGTERM they finish
+/// the work under way, then the Lease is released.
 #[allow(clippy::too_many_arguments)]
 async fn lead(
-    client: kube::Client,
-    engine: Arc<Engine>,
-    options: Options,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
+    work: Work,
     lease_namespace: &str,
     lease_name: &str,
     identity: &str,
@@ -336,7 +379,7 @@ async fn lead(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     );
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease_name)
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(work.client.clone(), lease_name)
         .with_namespace(lease_namespace)
         .with_identity(&identity)
         .with_duration(15)
@@ -347,10 +390,14 @@ async fn lead(
             format!("leader election: the Lease {lease_namespace}/{lease_name} cannot be used")
         })?;
     let (mut leader, lease_task) = manager.watch().await;
-    // A follower is ready: it serves health, and takes over when needed.
-    health.ready.store(true, Ordering::Relaxed);
+    let holds = Arc::new(AtomicBool::new(false));
+    let fence = {
+        let h = holds.clone();
+        Fence::new(move || h.load(Ordering::SeqCst))
+    };
     tokio::pin!(terminate);
-    let mut work: Option<tokio::task::JoinHandle<Result<(), controller::Error>>> = None;
+    let mut running: Option<tokio::task::JoinHandle<Result<(), controller::Error>>> = None;
+    let mut held = false;
     loop {
         tokio::select! {
             _ = &mut terminate => break,
@@ -360,14 +407,16 @@ async fn lead(
                     break;
                 }
                 let is_leader = *leader.borrow_and_update();
-                metrics.set("imageauto_leader", &[], if is_leader { 1.0 } else { 0.0 });
-                if is_leader && work.is_none() {
+                holds.store(is_leader, Ordering::SeqCst);
+                work.metrics.set("imageauto_leader", &[], if is_leader { 1.0 } else { 0.0 });
+                if is_leader && running.is_none() {
+                    held = true;
                     tracing::info!(%identity, "leader: starting the controllers");
-                    let ready = Arc::new(AtomicBool::new(false));
-                    work = Some(tokio::spawn(controller::run(
-                        client.clone(), engine.clone(), options.clone(), metrics.clone(), ready, stop_rx.clone(),
+                    running = Some(tokio::spawn(controller::run(
+                        work.client.clone(), work.engine.clone(), work.options.clone(),
+                        work.metrics.clone(), work.caches.clone(), fence.clone(), stop_rx.clone(),
                     )));
-                } else if !is_leader && let Some(w) = work.take() {
+                } else if !is_leader && let Some(w) = running.take() {
                     tracing::warn!("lost the lease: stopping the controllers now");
                     w.abort();
                 }
@@ -376,17 +425,19 @@ async fn lead(
     }
     tracing::info!("terminating: finishing the work under way");
     let _ = stop_tx.send(true);
-    if let Some(w) = work.take() {
+    if let Some(w) = running.take() {
         match tokio::time::timeout(grace, w).await {
             Ok(Ok(Err(e))) => tracing::warn!("{e}"),
             Ok(_) => {}
             Err(_) => tracing::warn!("the work under way did not finish in time: abandoned"),
         }
     }
+    holds.store(false, Ordering::SeqCst);
     // Dropping the receiver makes the lease task release the Lease.
     drop(leader);
     match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
-        Ok(Ok(Ok(_))) => tracing::info!("released the lease"),
+        Ok(Ok(Ok(_))) if held => tracing::info!("released the lease"),
+        Ok(Ok(Ok(_))) => {}
         Ok(Ok(Err(e))) => tracing::warn!("releasing the lease: {e}"),
         _ => tracing::warn!("the lease was not released in time"),
     }
