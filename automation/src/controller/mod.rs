@@ -6,6 +6,7 @@
 //! patch under this controller's field manager, and only when it changes.
 
 pub mod conditions;
+pub mod lease;
 pub mod metrics;
 pub mod secrets;
 pub mod store;
