@@ -504,6 +504,14 @@ impl fmt::Debug for Elector {
     }
 }
 
+/// Dropped mid-run (its task aborted, say): it no longer leads. The Lease
+/// is not released; the others take it once it expires.
+impl Drop for Elector {
+    fn drop(&mut self) {
+        self.step_down();
+    }
+}
+
 impl Elector {
     pub fn new(client: kube::Client, config: LeaseConfig) -> Self {
         let (leading, _) = watch::channel(false);
@@ -531,6 +539,7 @@ impl Elector {
     /// (so another replica takes over at once), and returns. Returns an
     /// error for a configuration that cannot keep its promise and for a
     /// first refusal that retrying cannot change (RBAC, credentials).
+    /// Aborted instead, it stops leading without releasing the Lease.
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), LeaseError> {
         self.config.check()?;
         let lease = self.config.lease();
