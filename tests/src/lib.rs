@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod git;
 pub mod kube;
+pub mod proxy;
 pub mod registry;
 pub mod serve;
 pub mod signing;

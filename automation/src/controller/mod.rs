@@ -16,6 +16,7 @@
 
 pub mod conditions;
 pub mod decision;
+pub mod lease;
 pub mod markers;
 pub mod metrics;
 pub mod secrets;

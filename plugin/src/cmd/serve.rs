@@ -4,6 +4,7 @@
 
 use crate::cli::Outcome;
 use anyhow::{Context as _, Result, bail};
+use automation::controller::lease::{Elector, LeaseConfig};
 use automation::controller::metrics::Metrics;
 use automation::controller::watches::{CacheScope, Caches};
 use automation::controller::{self, Options};
@@ -379,35 +380,34 @@ async fn lead(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     );
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(work.client.clone(), lease_name)
-        .with_namespace(lease_namespace)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await
-        .with_context(|| {
-            format!("leader election: the Lease {lease_namespace}/{lease_name} cannot be used")
-        })?;
-    let (mut leader, lease_task) = manager.watch().await;
-    let holds = Arc::new(AtomicBool::new(false));
+    let config = LeaseConfig::new(lease_namespace, lease_name, &identity);
+    config
+        .check()
+        .with_context(|| format!("leader election: the Lease {}", config.lease()))?;
+    let elector = Elector::new(work.client.clone(), config);
+    let mut leading = elector.leading();
     let fence = {
-        let h = holds.clone();
-        Fence::new(move || h.load(Ordering::SeqCst))
+        let f = elector.fence();
+        Fence::new(move || f.holds())
     };
+    let (lease_stop_tx, lease_stop_rx) = tokio::sync::watch::channel(false);
+    let mut election = tokio::spawn(elector.run(lease_stop_rx));
     tokio::pin!(terminate);
     let mut running: Option<tokio::task::JoinHandle<Result<(), controller::Error>>> = None;
     let mut held = false;
+    let mut ended = None;
     loop {
         tokio::select! {
             _ = &mut terminate => break,
-            changed = leader.changed() => {
+            r = &mut election => {
+                ended = Some(r);
+                break;
+            }
+            changed = leading.changed() => {
                 if changed.is_err() {
-                    tracing::error!("leader election ended");
                     break;
                 }
-                let is_leader = *leader.borrow_and_update();
-                holds.store(is_leader, Ordering::SeqCst);
+                let is_leader = *leading.borrow_and_update();
                 work.metrics.set("imageauto_leader", &[], if is_leader { 1.0 } else { 0.0 });
                 if is_leader && running.is_none() {
                     held = true;
@@ -417,6 +417,8 @@ async fn lead(
                         work.metrics.clone(), work.caches.clone(), fence.clone(), stop_rx.clone(),
                     )));
                 } else if !is_leader && let Some(w) = running.take() {
+                    // The fence already refuses pushes; the reconciliations
+                    // under way stop here.
                     tracing::warn!("lost the lease: stopping the controllers now");
                     w.abort();
                 }
@@ -432,16 +434,32 @@ async fn lead(
             Err(_) => tracing::warn!("the work under way did not finish in time: abandoned"),
         }
     }
-    holds.store(false, Ordering::SeqCst);
-    // Dropping the receiver makes the lease task release the Lease.
-    drop(leader);
-    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
-        Ok(Ok(Ok(_))) if held => tracing::info!("released the lease"),
-        Ok(Ok(Ok(_))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!("releasing the lease: {e}"),
-        _ => tracing::warn!("the lease was not released in time"),
+    work.metrics.set("imageauto_leader", &[], 0.0);
+    let outcome = match ended {
+        Some(r) => r,
+        None => {
+            // The elector releases the Lease when it leads, then returns.
+            let _ = lease_stop_tx.send(true);
+            match tokio::time::timeout(Duration::from_secs(5), &mut election).await {
+                Ok(r) => {
+                    if held && matches!(r, Ok(Ok(()))) {
+                        tracing::info!("released the lease");
+                    }
+                    r
+                }
+                Err(_) => {
+                    tracing::warn!("the lease was not released in time");
+                    election.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!("leader election: {e}")),
+        Err(e) => Err(anyhow::anyhow!("leader election stopped: {e}")),
     }
-    Ok(())
 }
 
 #[cfg(test)]
