@@ -606,6 +606,16 @@ impl Cluster {
         name
     }
 
+    /// A kubeconfig like [`Cluster::kubeconfig`] whose server is `server`
+    /// (`https://127.0.0.1:PORT` of a proxy in front of the apiserver: the
+    /// apiserver's certificate covers 127.0.0.1).
+    pub fn kubeconfig_via(&self, server: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig read");
+        let path = self.dir.join(format!("kubeconfig-via-{}", random_hex(4)));
+        std::fs::write(&path, text.replace(&self.server, server)).expect("kubeconfig written");
+        path
+    }
+
     /// The last lines of the apiserver's log (for failure messages).
     pub fn apiserver_log(&self) -> String {
         self.apiserver.log_tail()

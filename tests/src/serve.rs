@@ -37,22 +37,46 @@ impl Serve {
         storage: &Path,
         dir: Option<tempfile::TempDir>,
     ) -> Serve {
+        let s = Self::launch(
+            bin,
+            cluster,
+            &Launch {
+                extra,
+                storage,
+                ..Launch::default()
+            },
+            dir,
+        );
+        s.wait_ready(Duration::from_secs(30));
+        s
+    }
+
+    /// Starts `bin serve` as `how` says, without waiting for it.
+    pub fn launch(
+        bin: &str,
+        cluster: &Cluster,
+        how: &Launch<'_>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Serve {
         let (metrics_port, health_port) = (free_port(), free_port());
+        let storage = how.storage;
         let log = storage.with_extension(format!("log-{health_port}"));
         std::fs::create_dir_all(storage).unwrap();
         let child = Command::new(bin)
             .arg("serve")
             .arg("--kubeconfig")
-            .arg(&cluster.kubeconfig)
+            .arg(how.kubeconfig.unwrap_or(&cluster.kubeconfig))
             .arg("--storage-path")
             .arg(storage)
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(["--log-format", "text"])
-            .args(extra)
+            .args(how.extra)
             .env(
                 "RUST_LOG",
-                std::env::var("IMAGEAUTO_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+                how.rust_log.map(str::to_string).unwrap_or_else(|| {
+                    std::env::var("IMAGEAUTO_TEST_RUST_LOG").unwrap_or_else(|_| "info".into())
+                }),
             )
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
@@ -60,7 +84,7 @@ impl Serve {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("serve starts");
-        let s = Serve {
+        Serve {
             metrics_port,
             health_port,
             storage: storage.to_path_buf(),
@@ -68,9 +92,17 @@ impl Serve {
             sentinel: Some(Sentinel::watch(child.id())),
             child: Some(child),
             _dir: dir,
-        };
-        s.wait_ready(Duration::from_secs(30));
-        s
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether /readyz answers 200 now.
+    pub fn ready(&self) -> bool {
+        matches!(self.get(self.health_port, "/readyz"), Some((200, _)))
     }
 
     /// The process's log so far.
@@ -100,7 +132,8 @@ impl Serve {
             .unwrap_or_default()
     }
 
-    fn wait_ready(&self, timeout: Duration) {
+    /// Waits until /readyz answers 200; panics with the log after `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some((200, _)) = self.get(self.health_port, "/readyz") {
@@ -156,6 +189,29 @@ impl Drop for Serve {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// How to start `serve` ([`Serve::launch`]).
+pub struct Launch<'a> {
+    /// Flags after the ones every test gives.
+    pub extra: &'a [&'a str],
+    /// The storage folder; the log goes beside it.
+    pub storage: &'a Path,
+    /// Another kubeconfig than the cluster's (one through a proxy).
+    pub kubeconfig: Option<&'a Path>,
+    /// `RUST_LOG` (default: `$IMAGEAUTO_TEST_RUST_LOG`, else `info`).
+    pub rust_log: Option<&'a str>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            extra: &[],
+            storage: Path::new("/nonexistent"),
+            kubeconfig: None,
+            rust_log: None,
         }
     }
 }

@@ -565,7 +565,11 @@ async fn log_result<T>(
     r: Result<T, kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>>,
 ) {
     match r {
-        Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+        // A deleted object's last change reaches the queue after it left
+        // the cache: nothing to do.
+        Ok(_)
+        | Err(kube::runtime::controller::Error::ReconcilerFailed(..))
+        | Err(kube::runtime::controller::Error::ObjectNotFound(..)) => {}
         Err(other) => tracing::warn!(kind, "controller: {other}"),
     }
 }

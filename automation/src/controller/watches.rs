@@ -139,8 +139,9 @@ fn hash_of<H: Hash>(h: &H) -> u64 {
 /// The objects of `shared` whose `property` changed since this stream last
 /// saw them (a predicate; `None` never passes), among those `select` keeps:
 /// once the store is synced, every object (with `initial`; without, they
-/// are only noted), then each change. A subscriber that fell behind
-/// compares the whole store again, so nothing is lost.
+/// are only noted), then each change, and each deletion of an object it
+/// passed. A subscriber that fell behind compares the whole store again
+/// (a deletion missed then is not reported).
 pub fn changed<K, H, P, F>(
     shared: Arc<Shared<K>>,
     initial: bool,
@@ -214,9 +215,13 @@ where
             }
             match st.rx.recv().await {
                 Ok(Change::Applied(o)) => st.offer(o),
+                // A deletion passes too: whoever depends on the object
+                // (an automation on a policy) looks again.
                 Ok(Change::Deleted(o)) => {
-                    st.seen
-                        .remove(&(o.namespace().unwrap_or_default(), o.name_any()));
+                    let key = (o.namespace().unwrap_or_default(), o.name_any());
+                    if st.seen.remove(&key).is_some() {
+                        st.pending.push_back(o);
+                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => st.compare_all(),
                 Err(broadcast::error::RecvError::Closed) => return None,
