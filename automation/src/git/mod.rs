@@ -505,17 +505,42 @@ fn message_is_abandoned(e: &git2::Error) -> bool {
     e.message() == "abandoned" || e.code() == git2::ErrorCode::User
 }
 
-/// A bare repository in `cache` for `url`, reused between runs.
+/// A bare repository in `cache` for `url`, reused between runs. The caller
+/// holds the URL's lock ([`crate::engine::Engine::lock_repository`]): no
+/// one else writes there, so the lock files found there are stale (those
+/// of an operation killed in its middle, which would make every later
+/// update of the reference fail) and are removed.
 pub fn open_cache(cache: &Path, url: &str) -> Result<Repository, GitError> {
     use sha2::Digest;
     let id = format!("{:x}", sha2::Sha256::digest(url.as_bytes()));
     let dir = cache.join(&id[..24]);
     if dir.join("HEAD").is_file() {
+        remove_lock_files(&dir, false);
+        remove_lock_files(&dir.join("refs"), true);
         return Repository::open_bare(&dir)
             .map_err(|e| GitError::repo(&dir.display().to_string(), e));
     }
     std::fs::create_dir_all(&dir).map_err(|e| GitError::Repo(format!("{}: {e}", dir.display())))?;
     Repository::init_bare(&dir).map_err(|e| GitError::repo(&dir.display().to_string(), e))
+}
+
+/// Removes the `*.lock` files in `dir` (`packed-refs.lock`, `HEAD.lock`,
+/// `FETCH_HEAD.lock`, ...), and under it with `deep` (`refs/`). Best effort:
+/// one that stays makes the Git operation that needs it fail and say so.
+fn remove_lock_files(dir: &Path, deep: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(kind) = e.file_type() else {
+            continue;
+        };
+        if kind.is_dir() && deep {
+            remove_lock_files(&e.path(), true);
+        } else if kind.is_file() && e.file_name().as_encoded_bytes().ends_with(b".lock") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The HTTP header that carries a bearer token, when the auth has one.
@@ -1169,6 +1194,33 @@ mod tests {
         let e = fetch(&repo, url, &GitAuth::default(), &[]).unwrap_err();
         assert!(!e.to_string().contains("s3cr3t-pw"), "{e}");
         assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+    }
+
+    #[test]
+    fn opening_a_cache_removes_stale_lock_files() {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = open_cache(cache.path(), "https://example.com/r.git")
+            .unwrap()
+            .path()
+            .to_path_buf();
+        let locks = [
+            "packed-refs.lock",
+            "FETCH_HEAD.lock",
+            "refs/remotes/origin/main.lock",
+            "refs/tags/v1.lock",
+        ];
+        std::fs::create_dir_all(dir.join("refs/remotes/origin")).unwrap();
+        for l in locks {
+            std::fs::write(dir.join(l), "").unwrap();
+        }
+        std::fs::write(dir.join("refs/remotes/origin/main"), "x").unwrap();
+        let again = open_cache(cache.path(), "https://example.com/r.git").unwrap();
+        assert_eq!(again.path(), dir);
+        for l in locks {
+            assert!(!dir.join(l).exists(), "{l} is still there");
+        }
+        assert!(dir.join("refs/remotes/origin/main").exists());
+        assert!(dir.join("HEAD").exists());
     }
 
     #[test]
