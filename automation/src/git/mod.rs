@@ -3,6 +3,7 @@
 //! and authentication from a Flux GitRepository Secret's keys (SSH with
 //! mandatory host key verification, HTTPS basic or bearer, a CA).
 
+mod child;
 pub mod known_hosts;
 pub mod sign;
 
@@ -1070,13 +1071,24 @@ fn push_local(
                 "the remote is a folder on this machine; pushing there runs its hooks through the git program, which cannot be started ({e}): install git"
             ),
         })?;
-    let url_owned = url.to_string();
-    let out = watched(url, idle.max(Duration::from_secs(600)), move |_| {
-        child.wait_with_output().map_err(|e| GitError::Remote {
-            url: display_url(&url_owned),
-            message: format!("git push: {e}"),
-        })
-    })?;
+    // git says nothing until it is done: the limit is on the whole push
+    // (hooks take their time), and git is killed past it.
+    let limit = idle.max(Duration::from_secs(600));
+    let out = match child::supervise(child, None, limit, false) {
+        Ok(out) => out,
+        Err(child::Stop::Quiet) => {
+            return Err(GitError::Timeout {
+                url: shown,
+                seconds: limit.as_secs(),
+            });
+        }
+        Err(child::Stop::Io(e)) => {
+            return Err(GitError::Remote {
+                url: shown,
+                message: format!("git push: {e}"),
+            });
+        }
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Porcelain lines: FLAG \t FROM:TO \t SUMMARY (REASON); `!` is a rejection.
