@@ -10,6 +10,7 @@ pub mod sign;
 use crate::api::GitRepositoryRef;
 use crate::policy::{Range, Version};
 use base64::Engine;
+pub use child::{serve_network_request, set_network_runner};
 use git2::{
     CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid, PushOptions, RemoteCallbacks,
     Repository,
@@ -222,12 +223,24 @@ impl Activity {
 /// makes progress. An operation idle for longer than `idle` (a server that
 /// accepts the connection and never answers) is abandoned: the caller gets
 /// [`GitError::Timeout`] at once, and the operation stops at its next
-/// callback. (libgit2's own socket timeouts can only be set through an
-/// unsafe global option; this keeps the process free of it.)
+/// callback, if one ever comes (in a process of [`set_network_runner`]'s,
+/// the process ends instead). (libgit2's own socket timeouts can only be
+/// set through an unsafe global option; this keeps the process free of it.)
 fn watched<T: Send + 'static>(
     url: &str,
     idle: Duration,
     op: impl FnOnce(Arc<Activity>) -> Result<T, GitError> + Send + 'static,
+) -> Result<T, GitError> {
+    watched_with(url, idle, op, &mut || {})
+}
+
+/// [`watched`], calling `beat` when the operation made progress since the
+/// last call (checked every tenth of a second).
+fn watched_with<T: Send + 'static>(
+    url: &str,
+    idle: Duration,
+    op: impl FnOnce(Arc<Activity>) -> Result<T, GitError> + Send + 'static,
+    beat: &mut dyn FnMut(),
 ) -> Result<T, GitError> {
     let activity = Activity::new();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -238,6 +251,7 @@ fn watched<T: Send + 'static>(
             let _ = tx.send(op(a));
         })
         .map_err(|e| GitError::Repo(format!("cannot start a thread for Git: {e}")))?;
+    let mut beaten = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(r) => return r,
@@ -248,6 +262,11 @@ fn watched<T: Send + 'static>(
                 )));
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let last = activity.last.load(Ordering::Relaxed);
+                if beaten != Some(last) {
+                    beaten = Some(last);
+                    beat();
+                }
                 if activity.idle_for() > idle {
                     activity.abandoned.store(true, Ordering::Relaxed);
                     return Err(GitError::Timeout {
@@ -553,8 +572,10 @@ fn bearer_header(auth: &GitAuth) -> Option<String> {
 
 /// Fetches `refspecs` from `url` into `repo` (all branches to
 /// `refs/remotes/origin/*` and all tags when `refspecs` is empty). The
-/// operation runs on its own thread with its own handle on the repository,
-/// and is abandoned when it makes no progress for the auth's idle timeout.
+/// operation runs with its own handle on the repository, in a child process
+/// when a runner is set ([`set_network_runner`]), else on a thread of its
+/// own, and is abandoned when it makes no progress for the auth's idle
+/// timeout.
 pub fn fetch(
     repo: &Repository,
     url: &str,
@@ -571,6 +592,10 @@ pub fn fetch(
     } else {
         refspecs.to_vec()
     };
+    if let Some(runner) = child::runner() {
+        let op = child::Operation::Fetch { refspecs: specs };
+        return child::run_in_child(runner, op, &git_dir, url, auth, child::BACKSTOP_MARGIN);
+    }
     watched(url, idle(auth), move |activity| {
         let repo = Repository::open(&git_dir).map_err(|e| GitError::repo("repository", e))?;
         fetch_now(&repo, &url_owned, &auth_owned, &specs, &activity)
@@ -923,6 +948,13 @@ pub fn push(
     let git_dir = repo.path().to_path_buf();
     let (url_owned, auth_owned) = (url.to_string(), auth.clone());
     let (specs, options) = (refspecs.to_vec(), options.clone());
+    if let Some(runner) = child::runner() {
+        let op = child::Operation::Push {
+            refspecs: specs,
+            options,
+        };
+        return child::run_in_child(runner, op, &git_dir, url, auth, child::BACKSTOP_MARGIN);
+    }
     watched(url, idle(auth), move |activity| {
         let repo = Repository::open(&git_dir).map_err(|e| GitError::repo("repository", e))?;
         push_now(&repo, &url_owned, &auth_owned, &specs, &options, &activity)
