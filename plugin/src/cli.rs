@@ -53,6 +53,9 @@ pub enum Command {
     /// Completion candidates for kubectl's plugin completion (kubectl_complete-imageauto)
     #[command(name = "__complete", hide = true)]
     Complete(cmd::completion::CompleteArgs),
+    /// Runs one network Git operation for this program's own processes
+    #[command(name = cmd::git_network::NAME, hide = true)]
+    GitNetwork,
 }
 
 /// Exits with a usage error (status 2) of the subcommand `sub`, printed as
@@ -89,6 +92,10 @@ pub enum Outcome {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::GitNetwork) {
+        // No logging, no signal handling: stdout holds the answer only.
+        cmd::git_network::run();
+    }
     // The server has its own logs and its own shutdown; the commands
     // remove their temporary files when a signal ends them.
     if !matches!(cli.command, Command::Serve(_)) {
@@ -112,6 +119,7 @@ pub fn run() -> ExitCode {
         Command::Version(args) => cmd::install::version(args),
         Command::Completion(args) => cmd::completion::run(args),
         Command::Complete(args) => cmd::completion::complete(args),
+        Command::GitNetwork => cmd::git_network::run(),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

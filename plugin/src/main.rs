@@ -14,6 +14,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     automation::yaml::install_quiet_reader_hook();
+    // Network Git operations run in a child process of this program, killed
+    // when it stops making progress: a thread stuck in libgit2 on a server
+    // that never answers cannot be stopped, a process can. Without the path
+    // of this program they run on threads of this process instead.
+    if let Ok(exe) = std::env::current_exe() {
+        automation::git::set_network_runner(exe, vec![cmd::git_network::NAME.into()]);
+    }
     cli::run()
 }
 

@@ -224,9 +224,109 @@ pub fn run_blocking_with(
 
 impl Engine {
     /// Runs an automation on the URL's cache, under the URL's lock, on a
-    /// blocking thread.
+    /// blocking thread. The lock is held until the run ends on that thread,
+    /// also when this future is dropped before (a caller's timeout): the
+    /// next run on the cache waits for the Git work still going on in it.
     pub async fn update(&self, job: AutomationJob) -> Result<AutomationResult, EngineError> {
-        let _guard = self.lock_repository(&job.url).await;
-        self.blocking(move || run_blocking(&job)).await?
+        let guard = self.lock_repository(&job.url).await;
+        self.blocking(move || {
+            let _guard = guard;
+            run_blocking(&job)
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::GitRepositoryRef;
+    use crate::engine::EngineOptions;
+    use crate::git::Signature;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A TCP server that accepts connections, counts them, and never
+    /// answers.
+    fn silent() -> (u16, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                held.push(conn);
+                a.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        (port, accepted)
+    }
+
+    fn job(cache: &std::path::Path, url: &str, idle: Duration) -> AutomationJob {
+        AutomationJob {
+            cache_dir: cache.to_path_buf(),
+            url: url.to_string(),
+            auth: GitAuth {
+                idle_timeout: Some(idle),
+                ..GitAuth::default()
+            },
+            target: PushTarget {
+                checkout: Some(GitRepositoryRef {
+                    branch: Some("main".into()),
+                    ..GitRepositoryRef::default()
+                }),
+                branch: "main".into(),
+                refspec: None,
+                options: BTreeMap::new(),
+            },
+            commit: CommitRequest {
+                path: String::new(),
+                author: Signature {
+                    name: "imageauto".into(),
+                    email: "imageauto@example.com".into(),
+                },
+                template: None,
+                values: BTreeMap::new(),
+                automation: (String::new(), String::new()),
+                signer: None,
+            },
+            images: BTreeMap::new(),
+            dry_run: false,
+            index_markers: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lock_outlives_a_dropped_caller_until_the_git_work_ends() {
+        let (port, accepted) = silent();
+        let url = format!("http://127.0.0.1:{port}/fleet.git");
+        let cache = tempfile::tempdir().unwrap();
+        let idle = Duration::from_secs(2);
+        let engine = Arc::new(Engine::new(EngineOptions::default()));
+        let (e, j) = (engine.clone(), job(cache.path(), &url, idle));
+        let start = Instant::now();
+        let run = tokio::spawn(async move { e.update(j).await });
+        // The fetch is waiting on the server.
+        while accepted.load(Ordering::SeqCst) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "no connection");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The caller gives up on the run; the run goes on on its thread.
+        run.abort();
+        assert!(run.await.unwrap_err().is_cancelled());
+        let early =
+            tokio::time::timeout(Duration::from_millis(300), engine.lock_repository(&url)).await;
+        assert!(
+            early.is_err(),
+            "the lock was free while the fetch still ran"
+        );
+        // It is free once the fetch ended (abandoned at the idle timeout).
+        let late = tokio::time::timeout(Duration::from_secs(10), engine.lock_repository(&url))
+            .await
+            .expect("the lock is free after the run");
+        assert!(start.elapsed() >= idle, "{:?}", start.elapsed());
+        drop(late);
     }
 }

@@ -268,18 +268,25 @@ impl Engine {
     }
 
     /// Runs blocking work (libgit2, file walks) on a blocking thread, at most
-    /// [`EngineOptions::blocking`] at once, never on an async worker.
+    /// [`EngineOptions::blocking`] at once, never on an async worker. The
+    /// work holds its place until it returns, also when the caller stops
+    /// waiting for it (a dropped future goes on running on its thread).
     pub async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, EngineError> {
-        let _permit = self
+        let permit = self
             .blocking
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| EngineError::Internal("the engine is shutting down".into()))?;
-        tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .map_err(|e| {
             if e.is_panic() {
                 EngineError::Internal(format!("a blocking task panicked: {e}"))
             } else {
@@ -289,7 +296,9 @@ impl Engine {
     }
 
     /// Takes the lock of a Git repository (by URL): runs on the same
-    /// repository's cache take turns; others go on.
+    /// repository's cache take turns; others go on. Blocking work on the
+    /// cache holds the guard itself (moved into its closure), so that the
+    /// lock lasts as long as the work, and not only as long as its caller.
     pub async fn lock_repository(&self, url: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let m = lock(&self.repositories)
             .entry(url.to_string())

@@ -3,12 +3,14 @@
 //! and authentication from a Flux GitRepository Secret's keys (SSH with
 //! mandatory host key verification, HTTPS basic or bearer, a CA).
 
+mod child;
 pub mod known_hosts;
 pub mod sign;
 
 use crate::api::GitRepositoryRef;
 use crate::policy::{Range, Version};
 use base64::Engine;
+pub use child::{serve_network_request, set_network_runner};
 use git2::{
     CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid, PushOptions, RemoteCallbacks,
     Repository,
@@ -221,12 +223,24 @@ impl Activity {
 /// makes progress. An operation idle for longer than `idle` (a server that
 /// accepts the connection and never answers) is abandoned: the caller gets
 /// [`GitError::Timeout`] at once, and the operation stops at its next
-/// callback. (libgit2's own socket timeouts can only be set through an
-/// unsafe global option; this keeps the process free of it.)
+/// callback, if one ever comes (in a process of [`set_network_runner`]'s,
+/// the process ends instead). (libgit2's own socket timeouts can only be
+/// set through an unsafe global option; this keeps the process free of it.)
 fn watched<T: Send + 'static>(
     url: &str,
     idle: Duration,
     op: impl FnOnce(Arc<Activity>) -> Result<T, GitError> + Send + 'static,
+) -> Result<T, GitError> {
+    watched_with(url, idle, op, &mut || {})
+}
+
+/// [`watched`], calling `beat` when the operation made progress since the
+/// last call (checked every tenth of a second).
+fn watched_with<T: Send + 'static>(
+    url: &str,
+    idle: Duration,
+    op: impl FnOnce(Arc<Activity>) -> Result<T, GitError> + Send + 'static,
+    beat: &mut dyn FnMut(),
 ) -> Result<T, GitError> {
     let activity = Activity::new();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -237,6 +251,7 @@ fn watched<T: Send + 'static>(
             let _ = tx.send(op(a));
         })
         .map_err(|e| GitError::Repo(format!("cannot start a thread for Git: {e}")))?;
+    let mut beaten = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(r) => return r,
@@ -247,6 +262,11 @@ fn watched<T: Send + 'static>(
                 )));
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let last = activity.last.load(Ordering::Relaxed);
+                if beaten != Some(last) {
+                    beaten = Some(last);
+                    beat();
+                }
                 if activity.idle_for() > idle {
                     activity.abandoned.store(true, Ordering::Relaxed);
                     return Err(GitError::Timeout {
@@ -505,17 +525,42 @@ fn message_is_abandoned(e: &git2::Error) -> bool {
     e.message() == "abandoned" || e.code() == git2::ErrorCode::User
 }
 
-/// A bare repository in `cache` for `url`, reused between runs.
+/// A bare repository in `cache` for `url`, reused between runs. The caller
+/// holds the URL's lock ([`crate::engine::Engine::lock_repository`]): no
+/// one else writes there, so the lock files found there are stale (those
+/// of an operation killed in its middle, which would make every later
+/// update of the reference fail) and are removed.
 pub fn open_cache(cache: &Path, url: &str) -> Result<Repository, GitError> {
     use sha2::Digest;
     let id = format!("{:x}", sha2::Sha256::digest(url.as_bytes()));
     let dir = cache.join(&id[..24]);
     if dir.join("HEAD").is_file() {
+        remove_lock_files(&dir, false);
+        remove_lock_files(&dir.join("refs"), true);
         return Repository::open_bare(&dir)
             .map_err(|e| GitError::repo(&dir.display().to_string(), e));
     }
     std::fs::create_dir_all(&dir).map_err(|e| GitError::Repo(format!("{}: {e}", dir.display())))?;
     Repository::init_bare(&dir).map_err(|e| GitError::repo(&dir.display().to_string(), e))
+}
+
+/// Removes the `*.lock` files in `dir` (`packed-refs.lock`, `HEAD.lock`,
+/// `FETCH_HEAD.lock`, ...), and under it with `deep` (`refs/`). Best effort:
+/// one that stays makes the Git operation that needs it fail and say so.
+fn remove_lock_files(dir: &Path, deep: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(kind) = e.file_type() else {
+            continue;
+        };
+        if kind.is_dir() && deep {
+            remove_lock_files(&e.path(), true);
+        } else if kind.is_file() && e.file_name().as_encoded_bytes().ends_with(b".lock") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The HTTP header that carries a bearer token, when the auth has one.
@@ -527,8 +572,10 @@ fn bearer_header(auth: &GitAuth) -> Option<String> {
 
 /// Fetches `refspecs` from `url` into `repo` (all branches to
 /// `refs/remotes/origin/*` and all tags when `refspecs` is empty). The
-/// operation runs on its own thread with its own handle on the repository,
-/// and is abandoned when it makes no progress for the auth's idle timeout.
+/// operation runs with its own handle on the repository, in a child process
+/// when a runner is set ([`set_network_runner`]), else on a thread of its
+/// own, and is abandoned when it makes no progress for the auth's idle
+/// timeout.
 pub fn fetch(
     repo: &Repository,
     url: &str,
@@ -545,6 +592,10 @@ pub fn fetch(
     } else {
         refspecs.to_vec()
     };
+    if let Some(runner) = child::runner() {
+        let op = child::Operation::Fetch { refspecs: specs };
+        return child::run_in_child(runner, op, &git_dir, url, auth, child::BACKSTOP_MARGIN);
+    }
     watched(url, idle(auth), move |activity| {
         let repo = Repository::open(&git_dir).map_err(|e| GitError::repo("repository", e))?;
         fetch_now(&repo, &url_owned, &auth_owned, &specs, &activity)
@@ -897,6 +948,13 @@ pub fn push(
     let git_dir = repo.path().to_path_buf();
     let (url_owned, auth_owned) = (url.to_string(), auth.clone());
     let (specs, options) = (refspecs.to_vec(), options.clone());
+    if let Some(runner) = child::runner() {
+        let op = child::Operation::Push {
+            refspecs: specs,
+            options,
+        };
+        return child::run_in_child(runner, op, &git_dir, url, auth, child::BACKSTOP_MARGIN);
+    }
     watched(url, idle(auth), move |activity| {
         let repo = Repository::open(&git_dir).map_err(|e| GitError::repo("repository", e))?;
         push_now(&repo, &url_owned, &auth_owned, &specs, &options, &activity)
@@ -1045,13 +1103,24 @@ fn push_local(
                 "the remote is a folder on this machine; pushing there runs its hooks through the git program, which cannot be started ({e}): install git"
             ),
         })?;
-    let url_owned = url.to_string();
-    let out = watched(url, idle.max(Duration::from_secs(600)), move |_| {
-        child.wait_with_output().map_err(|e| GitError::Remote {
-            url: display_url(&url_owned),
-            message: format!("git push: {e}"),
-        })
-    })?;
+    // git says nothing until it is done: the limit is on the whole push
+    // (hooks take their time), and git is killed past it.
+    let limit = idle.max(Duration::from_secs(600));
+    let out = match child::supervise(child, None, limit, false) {
+        Ok(out) => out,
+        Err(child::Stop::Quiet) => {
+            return Err(GitError::Timeout {
+                url: shown,
+                seconds: limit.as_secs(),
+            });
+        }
+        Err(child::Stop::Io(e)) => {
+            return Err(GitError::Remote {
+                url: shown,
+                message: format!("git push: {e}"),
+            });
+        }
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Porcelain lines: FLAG \t FROM:TO \t SUMMARY (REASON); `!` is a rejection.
@@ -1169,6 +1238,33 @@ mod tests {
         let e = fetch(&repo, url, &GitAuth::default(), &[]).unwrap_err();
         assert!(!e.to_string().contains("s3cr3t-pw"), "{e}");
         assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+    }
+
+    #[test]
+    fn opening_a_cache_removes_stale_lock_files() {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = open_cache(cache.path(), "https://example.com/r.git")
+            .unwrap()
+            .path()
+            .to_path_buf();
+        let locks = [
+            "packed-refs.lock",
+            "FETCH_HEAD.lock",
+            "refs/remotes/origin/main.lock",
+            "refs/tags/v1.lock",
+        ];
+        std::fs::create_dir_all(dir.join("refs/remotes/origin")).unwrap();
+        for l in locks {
+            std::fs::write(dir.join(l), "").unwrap();
+        }
+        std::fs::write(dir.join("refs/remotes/origin/main"), "x").unwrap();
+        let again = open_cache(cache.path(), "https://example.com/r.git").unwrap();
+        assert_eq!(again.path(), dir);
+        for l in locks {
+            assert!(!dir.join(l).exists(), "{l} is still there");
+        }
+        assert!(dir.join("refs/remotes/origin/main").exists());
+        assert!(dir.join("HEAD").exists());
     }
 
     #[test]

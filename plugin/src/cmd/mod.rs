@@ -1,6 +1,7 @@
 pub mod cluster;
 pub mod completion;
 pub mod explain;
+pub mod git_network;
 pub mod install;
 pub mod lint;
 pub mod reconcile;
