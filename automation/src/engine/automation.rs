@@ -295,6 +295,7 @@ mod tests {
             images: BTreeMap::new(),
             dry_run: false,
             index_markers: false,
+            fence: Default::default(),
         }
     }
 
