@@ -133,6 +133,23 @@ fn plan(a: &ImageUpdateAutomation, snap: &AutomationSnapshot) -> Result<RunWork,
     })
 }
 
+/// Whether the last run checked out what the target names now: a branch
+/// checkout (`<branch>@sha1:...`) whose branch changed (in the
+/// GitRepository, say) must run again before the interval is up. Other
+/// checkouts are compared at the interval.
+fn same_checkout(target: &PushTarget, observed: Option<&str>) -> bool {
+    let Some(r) = &target.checkout else {
+        return true;
+    };
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    match r.branch.as_deref().filter(|b| !b.is_empty()) {
+        Some(b) if !(set(&r.commit) || set(&r.name) || set(&r.tag) || set(&r.semver)) => {
+            observed.is_some_and(|o| o.starts_with(&format!("{b}@sha1:")))
+        }
+        _ => true,
+    }
+}
+
 /// The whole logic of an ImageUpdateAutomation's reconciliation.
 pub fn decide(
     a: &ImageUpdateAutomation,
@@ -182,6 +199,7 @@ pub fn decide(
         // interval (Flux checks the remote head then).
         let since = elapsed(&before.last_automation_run_time, now);
         let unchanged = before.observed_policies.as_ref() == Some(&work.images)
+            && same_checkout(&work.target, before.observed_source_revision.as_deref())
             && conditions::is_ready(&before.conditions)
             && before.observed_generation == generation
             && (requested.is_none() || requested == before.last_handled_reconcile_at)
@@ -446,6 +464,26 @@ mod tests {
         assert!(d.notes.is_empty());
         // The interval elapsed: run (Flux looks at the remote then).
         assert!(matches!(decide(&a, &snap, &at(3600)), Step::Work(_)));
+        // The GitRepository now names another branch: run at once.
+        let mut moved_source = snapshot(vec![
+            with_latest("web", "1.2.0"),
+            with_latest("api", "2.0.0"),
+        ]);
+        moved_source.source = Some(Arc::new(git_repository("fleet", "release")));
+        let mut on_source = a.clone();
+        on_source.spec.git.as_mut().unwrap().checkout = None;
+        assert!(matches!(
+            decide(&on_source, &moved_source, &at(600)),
+            Step::Work(_)
+        ));
+        let same_source = snapshot(vec![
+            with_latest("web", "1.2.0"),
+            with_latest("api", "2.0.0"),
+        ]);
+        assert!(matches!(
+            decide(&on_source, &same_source, &at(600)),
+            Step::Done(_)
+        ));
     }
 
     #[test]

@@ -392,6 +392,8 @@ async fn lead(
     };
     let (lease_stop_tx, lease_stop_rx) = tokio::sync::watch::channel(false);
     let mut election = tokio::spawn(elector.run(lease_stop_rx));
+    // A follower says so from the start.
+    work.metrics.set("imageauto_leader", &[], 0.0);
     tokio::pin!(terminate);
     let mut running: Option<tokio::task::JoinHandle<Result<(), controller::Error>>> = None;
     let mut held = false;
