@@ -283,3 +283,32 @@ async fn configuration_errors_are_typed() {
     assert_eq!(e.reason(), "GitOperationFailed");
     assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
 }
+
+/// A replica that lost its Lease (its fence closed) pushes nothing, and
+/// the remote branch stays where it was; with the fence open again the
+/// same run pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_fence_pushes_nothing() {
+    let w = world();
+    let url = w.daemon.url("fleet");
+    let engine = Engine::new(EngineOptions::default());
+    let holds = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut j = job(
+        w.cache.path(),
+        &url,
+        "apps/web",
+        "main",
+        images(&[("web", "2.0.0")]),
+    );
+    let h = holds.clone();
+    j.fence = automation::engine::Fence::new(move || h.load(std::sync::atomic::Ordering::SeqCst));
+    let before = git_text(&w.bare, &["rev-parse", "main"]);
+    let e = engine.update(j.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("leader Lease"), "{e}");
+    assert_eq!(git_text(&w.bare, &["rev-parse", "main"]), before);
+    holds.store(true, std::sync::atomic::Ordering::SeqCst);
+    let done = engine.update(j).await.unwrap();
+    assert!(done.pushed);
+    assert_ne!(git_text(&w.bare, &["rev-parse", "main"]), before);
+    assert!(git_text(&w.bare, &["show", "main:apps/web/deploy.yaml"]).contains("web:2.0.0"));
+}
