@@ -99,6 +99,24 @@ pub fn failed(
     }
 }
 
+/// [`failed`] for an engine failure: its reason and message, and
+/// Reconciling or Stalled as its kind says.
+pub fn failed_with(
+    conditions: &mut Vec<Condition>,
+    e: &crate::engine::EngineError,
+    generation: i64,
+    now: &Time,
+) {
+    failed(
+        conditions,
+        e.reason(),
+        &e.to_string(),
+        e.is_transient(),
+        generation,
+        now,
+    );
+}
+
 /// Whether the Ready condition is True.
 pub fn is_ready(conditions: &[Condition]) -> bool {
     conditions

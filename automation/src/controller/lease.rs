@@ -478,6 +478,20 @@ impl Progress {
         }
     }
 
+    /// A write that went through, started at `start`: the Lease as written
+    /// is what we observed then, and what we hold.
+    fn wrote(&mut self, verb: Verb, lease: &str, written: Lease, start: Instant) -> Held {
+        self.succeeded(verb, lease);
+        self.observed = Some(Observed {
+            lease: written.clone(),
+            at: start,
+        });
+        Held {
+            lease: written,
+            renewed: start,
+        }
+    }
+
     fn ever(&self, verb: Verb) -> bool {
         match verb {
             Verb::Get => self.got,
@@ -659,17 +673,12 @@ impl Elector {
             )
             .await;
         match written {
-            Ok(written) => {
-                progress.succeeded(Verb::Update, &lease_name);
-                progress.observed = Some(Observed {
-                    lease: written.clone(),
-                    at: start,
-                });
-                Ok(Some(Held {
-                    lease: written,
-                    renewed: start,
-                }))
-            }
+            Ok(written) => Ok(Some(progress.wrote(
+                Verb::Update,
+                &lease_name,
+                written,
+                start,
+            ))),
             Err(e) if e.is_conflict() => {
                 tracing::debug!(
                     lease = lease_name,
@@ -709,17 +718,12 @@ impl Elector {
             )
             .await
         {
-            Ok(written) => {
-                progress.succeeded(Verb::Create, &lease_name);
-                progress.observed = Some(Observed {
-                    lease: written.clone(),
-                    at: start,
-                });
-                Ok(Some(Held {
-                    lease: written,
-                    renewed: start,
-                }))
-            }
+            Ok(written) => Ok(Some(progress.wrote(
+                Verb::Create,
+                &lease_name,
+                written,
+                start,
+            ))),
             Err(e) if e.is_already_exists() => {
                 tracing::debug!(
                     lease = lease_name,

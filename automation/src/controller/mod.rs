@@ -316,16 +316,11 @@ pub async fn run(
             secret_changes(&caches.secrets),
             move |s: Arc<PartialObjectMeta<Secret>>| {
                 let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|r| {
-                        m2(r.as_ref())
-                            && r.namespace().as_deref() == Some(ns.as_str())
-                            && repository_secrets(r).any(|n| n == name)
-                    })
-                    .map(|r| ObjectRef::from_obj(r.as_ref()))
-                    .collect::<Vec<_>>()
+                refs(&store, |r| {
+                    m2(r)
+                        && r.namespace().as_deref() == Some(ns.as_str())
+                        && repository_secrets(r).any(|n| n == name)
+                })
             },
         )
         .with_config(config.clone())
@@ -365,12 +360,9 @@ pub async fn run(
             ),
             move |r: Arc<ImageRepository>| {
                 let target = (r.namespace().unwrap_or_default(), r.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|p| m2(p.as_ref()) && crate::api::plan::repository_of(p) == target)
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
+                refs(&store, |p| {
+                    m2(p) && crate::api::plan::repository_of(p) == target
+                })
             },
         )
         .watches_shared_stream(
@@ -382,16 +374,11 @@ pub async fn run(
             ),
             move |n: Arc<Namespace>| {
                 let ns = n.name_any();
-                store2
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        m3(p.as_ref())
-                            && p.namespace().as_deref() == Some(ns.as_str())
-                            && crate::api::plan::repository_of(p).0 != ns
-                    })
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
+                refs(&store2, |p| {
+                    m3(p)
+                        && p.namespace().as_deref() == Some(ns.as_str())
+                        && crate::api::plan::repository_of(p).0 != ns
+                })
             },
         )
         .with_config(config.clone())
@@ -434,11 +421,7 @@ pub async fn run(
             ),
             move |p: Arc<ImagePolicy>| {
                 let ns = p.namespace();
-                s1.state()
-                    .into_iter()
-                    .filter(|a| m2(a.as_ref()) && a.namespace() == ns)
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-                    .collect::<Vec<_>>()
+                refs(&s1, |a| m2(a) && a.namespace() == ns)
             },
         )
         .watches_shared_stream(
@@ -450,38 +433,30 @@ pub async fn run(
             ),
             move |g: Arc<GitRepository>| {
                 let target = (g.namespace().unwrap_or_default(), g.name_any());
-                s2.state()
-                    .into_iter()
-                    .filter(|a| m3(a.as_ref()) && automation::source_of(a) == target)
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-                    .collect::<Vec<_>>()
+                refs(&s2, |a| m3(a) && automation::source_of(a) == target)
             },
         )
         .watches_shared_stream(
             secret_changes(&caches.secrets),
             move |s: Arc<PartialObjectMeta<Secret>>| {
                 let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
-                s3.state()
-                    .into_iter()
-                    .filter(|a| {
-                        if !m4(a.as_ref()) {
-                            return false;
-                        }
-                        let signing = a.namespace().as_deref() == Some(ns.as_str())
-                            && a.spec
-                                .git
-                                .as_ref()
-                                .and_then(|g| g.commit.signing_key.as_ref())
-                                .is_some_and(|k| k.secret_ref.name == name);
-                        let (sns, sname) = automation::source_of(a);
-                        let source = sns == ns
-                            && sources.get(&sns, &sname).is_some_and(|g| {
-                                g.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
-                            });
-                        signing || source
-                    })
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-                    .collect::<Vec<_>>()
+                refs(&s3, |a| {
+                    if !m4(a) {
+                        return false;
+                    }
+                    let signing = a.namespace().as_deref() == Some(ns.as_str())
+                        && a.spec
+                            .git
+                            .as_ref()
+                            .and_then(|g| g.commit.signing_key.as_ref())
+                            .is_some_and(|k| k.secret_ref.name == name);
+                    let (sns, sname) = automation::source_of(a);
+                    let source = sns == ns
+                        && sources.get(&sns, &sname).is_some_and(|g| {
+                            g.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                        });
+                    signing || source
+                })
             },
         )
         .with_config(config.clone().debounce(options.batch_window))
@@ -508,16 +483,11 @@ pub async fn run(
             secret_changes(&caches.secrets),
             move |s: Arc<PartialObjectMeta<Secret>>| {
                 let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|r| {
-                        m2(r.as_ref())
-                            && r.namespace().as_deref() == Some(ns.as_str())
-                            && r.spec.secret_ref.name == name
-                    })
-                    .map(|r| ObjectRef::from_obj(r.as_ref()))
-                    .collect::<Vec<_>>()
+                refs(&store, |r| {
+                    m2(r)
+                        && r.namespace().as_deref() == Some(ns.as_str())
+                        && r.spec.secret_ref.name == name
+                })
             },
         )
         .with_config(config.clone())
@@ -532,6 +502,19 @@ pub async fn run(
     };
     futures::future::join4(repositories, policies, automations, receivers).await;
     Ok(())
+}
+
+/// References to the objects of `cache` that `pick` keeps.
+fn refs<K>(cache: &Shared<K>, pick: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    cache
+        .state()
+        .into_iter()
+        .filter(|o| pick(o))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 /// Secrets whose content changed (their resourceVersion), after the first

@@ -204,14 +204,7 @@ pub fn decide(
             })
         }
         Err(e) => {
-            conditions::failed(
-                &mut status.conditions,
-                e.reason(),
-                &e.to_string(),
-                e.is_transient(),
-                generation,
-                now,
-            );
+            conditions::failed_with(&mut status.conditions, &e, generation, now);
             let requeue = match &*e {
                 // Waiting for the repository: the watch brings it back, and
                 // a periodic retry covers what no watch sees.

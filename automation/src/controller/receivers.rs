@@ -68,14 +68,7 @@ pub fn decide(
             Step::Done(Decision::unchanged(status))
         }
         Err(e) => {
-            conditions::failed(
-                &mut status.conditions,
-                e.reason(),
-                &e.to_string(),
-                e.is_transient(),
-                generation,
-                now,
-            );
+            conditions::failed_with(&mut status.conditions, &e, generation, now);
             Step::Done(Decision {
                 status,
                 notes: Vec::new(),
