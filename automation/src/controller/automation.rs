@@ -169,7 +169,7 @@ pub fn decide(
         status.last_handled_reconcile_at.clone_from(&requested);
     }
     let fail = |mut status: ImageUpdateAutomationStatus, e: &EngineError| {
-        conditions::failed_with(&mut status.conditions, &e, generation, now);
+        conditions::failed_with(&mut status.conditions, e, generation, now);
         let message = e.to_string();
         let notes = if before.conditions.iter().all(|c| c.message != message) {
             vec![Note::warning(e.reason(), message, "Reconcile")]

@@ -68,7 +68,7 @@ pub fn decide(
             Step::Done(Decision::unchanged(status))
         }
         Err(e) => {
-            conditions::failed_with(&mut status.conditions, &e, generation, now);
+            conditions::failed_with(&mut status.conditions, e, generation, now);
             Step::Done(Decision {
                 status,
                 notes: Vec::new(),

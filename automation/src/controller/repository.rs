@@ -98,7 +98,7 @@ pub fn decide(
         status.last_handled_reconcile_at.clone_from(&requested);
     }
     let fail = |mut status: ImageRepositoryStatus, e: &EngineError, interval: Option<Duration>| {
-        conditions::failed_with(&mut status.conditions, &e, generation, now);
+        conditions::failed_with(&mut status.conditions, e, generation, now);
         Step::Done(Decision {
             status,
             notes: vec![Note::warning(e.reason(), e.to_string(), "Scan")],
