@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +51,7 @@ struct Bucket {
 
 pub struct Receivers {
     client: Client,
+    caches: Arc<Caches>,
     by_path: RwLock<HashMap<String, Entry>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     pending: Mutex<std::collections::HashSet<(String, String)>>,
@@ -132,17 +133,22 @@ impl Receivers {
         }
         let mut asked = 0;
         for (ns, name, labels) in targets(r) {
-            let api: Api<ImageRepository> = Api::namespaced(self.client.clone(), &ns);
-            let repos: Vec<ImageRepository> = if name == "*" {
-                let selector: Vec<String> =
-                    labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let lp = ListParams::default().labels(&selector.join(","));
-                api.list(&lp).await.map(|l| l.items).unwrap_or_default()
+            // From the shared watch: no request to the apiserver per event
+            // (a Receiver answers while the apiserver is away).
+            let repos: Vec<Arc<ImageRepository>> = if name == "*" {
+                self.caches
+                    .repositories
+                    .state()
+                    .into_iter()
+                    .filter(|repo| {
+                        repo.namespace().as_deref() == Some(ns.as_str())
+                            && labels.iter().all(|(k, v)| repo.labels().get(k) == Some(v))
+                    })
+                    .collect()
             } else {
-                api.get_opt(&name)
-                    .await
-                    .ok()
-                    .flatten()
+                self.caches
+                    .repositories
+                    .get(&ns, &name)
                     .into_iter()
                     .collect()
             };
@@ -288,7 +294,8 @@ async fn rebuild(s: &Receivers, receivers: &Shared<Receiver>) {
 
 /// Binds the listener and serves; the path table follows the Receivers and
 /// the Secrets they name (the shared watches), and is read again every
-/// minute.
+/// minute. The second value turns true once the table was first built from
+/// the synced watches (at once when the cluster has no Receiver kind).
 pub async fn start(
     addr: SocketAddr,
     client: Client,
@@ -296,13 +303,15 @@ pub async fn start(
     metrics: Arc<Metrics>,
     instance: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<SocketAddr> {
+) -> anyhow::Result<(SocketAddr, tokio::sync::watch::Receiver<bool>)> {
+    let (built_tx, built) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("--receiver-addr {addr}: cannot listen there: {e}"))?;
     let local = listener.local_addr()?;
     let state = Arc::new(Receivers {
         client: client.clone(),
+        caches: caches.clone(),
         by_path: RwLock::new(HashMap::new()),
         buckets: Mutex::new(HashMap::new()),
         pending: Mutex::new(std::collections::HashSet::new()),
@@ -324,6 +333,7 @@ pub async fn start(
                 let mut secret_changes = secrets.subscribe();
                 receivers.wait_synced().await;
                 rebuild(&s, &receivers).await;
+                built_tx.send_replace(true);
                 let mut tick = tokio::time::interval(Duration::from_secs(60));
                 loop {
                     tokio::select! {
@@ -352,9 +362,12 @@ pub async fn start(
                 }
             });
         }
-        None => tracing::info!(
-            "no Receiver kind in the cluster: the receiver answers 404 until there is"
-        ),
+        None => {
+            built_tx.send_replace(true);
+            tracing::info!(
+                "no Receiver kind in the cluster: the receiver answers 404 until there is"
+            );
+        }
     }
     let app = Router::new()
         .route("/hook/{digest}", post(hook))
@@ -372,5 +385,5 @@ pub async fn start(
             tracing::error!("the receiver listener stopped: {e}");
         }
     });
-    Ok(local)
+    Ok((local, built))
 }

@@ -65,6 +65,37 @@ fn set(v: &Option<String>) -> bool {
     v.as_deref().is_some_and(|s| !s.is_empty())
 }
 
+/// Whether a GitRepository's URL may be used in the cluster: `http://`,
+/// `https://`, `ssh://`, or scp-like `user@host:path`; never a path on the
+/// controller's own file system nor `file://`, whatever the CRD lets
+/// through (a URL of the controller's disk would read and push there).
+pub fn check_source_url(url: &str) -> Result<(), PlanError> {
+    let lower = url.to_ascii_lowercase();
+    let scheme_ok = ["http://", "https://", "ssh://"]
+        .iter()
+        .any(|s| lower.starts_with(s) && url.len() > s.len());
+    // scp-like: `user@host:path`, the colon before any slash.
+    let scp_like = !url.contains("://")
+        && url.split_once(':').is_some_and(|(before, path)| {
+            !before.is_empty()
+                && !before.contains('/')
+                && before.contains('@')
+                && !before.starts_with('@')
+                && !path.is_empty()
+        });
+    if scheme_ok || scp_like {
+        Ok(())
+    } else {
+        Err(PlanError::Source {
+            field: "spec.url",
+            message: format!(
+                "{:?} is not an http, https or ssh URL (or user@host:path): the controller reaches Git only over the network",
+                crate::git::display_url(url)
+            ),
+        })
+    }
+}
+
 /// Flux's checkout reference: the automation's, else the GitRepository's.
 pub fn checkout_ref(
     spec: &ImageUpdateAutomationSpec,
@@ -211,6 +242,31 @@ pub fn access_allowed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_network_git_urls_are_sources() {
+        for ok in [
+            "https://github.com/org/fleet",
+            "http://127.0.0.1:8080/git/fleet.git",
+            "ssh://git@github.com/org/fleet",
+            "git@github.com:org/fleet.git",
+        ] {
+            assert!(check_source_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/var/lib/imageauto/git/x",
+            "./fleet",
+            "file:///etc",
+            "fleet",
+            "ftp://example.com/x",
+            "https://",
+            "github.com:org/fleet",
+            "C:/fleet",
+        ] {
+            let e = check_source_url(bad).unwrap_err();
+            assert_eq!(e.reason(), "InvalidSourceConfiguration", "{bad}");
+        }
+    }
     use crate::api::{
         AccessFrom, CommitSpec, CommitUser, CrossNamespaceSourceReference, GitCheckoutSpec,
         GitSpec, ImagePolicySpec, ImageRepositorySpec, NamespaceSelector, PushSpec, UpdateStrategy,

@@ -94,6 +94,35 @@ fn check_duration(field: &str, value: &str, out: &mut Vec<FieldError>) {
     }
 }
 
+/// [`check_duration`] for a reconciliation interval, warning under a
+/// minute: every interval is a registry or Git request per object.
+fn check_interval(field: &str, value: &str, out: &mut Vec<FieldError>) {
+    check_duration(field, value, out);
+    let Some(d) = parse_duration(value) else {
+        return;
+    };
+    let message = if d.is_zero() {
+        format!(
+            "{value:?} means no periodic reconciliation: only changes and reconcile requests start one"
+        )
+    } else if d < Duration::from_secs(60) {
+        format!(
+            "{value:?} is under a minute: each reconciliation is a request to a registry or a Git server, for every object"
+        )
+    } else {
+        return;
+    };
+    out.push(FieldError {
+        severity: Severity::Warning,
+        field: field.into(),
+        message,
+        hint: Some(
+            "registries limit their clients; use a Receiver to react to pushes at once".into(),
+        ),
+        rule: "short-interval",
+    });
+}
+
 /// Checks an image name as an ImageRepository's `spec.image`: a repository,
 /// without scheme, tag or digest.
 pub fn check_image(image: &str) -> Result<(), String> {
@@ -128,7 +157,7 @@ fn validate_repository(r: &ImageRepository, out: &mut Vec<FieldError>) {
     if let Err(e) = check_image(&spec.image) {
         out.push(FieldError::error("spec.image", e));
     }
-    check_duration("spec.interval", &spec.interval, out);
+    check_interval("spec.interval", &spec.interval, out);
     if let Some(t) = &spec.timeout {
         check_duration("spec.timeout", t, out);
     }
@@ -245,7 +274,7 @@ fn validate_policy(p: &ImagePolicy, out: &mut Vec<FieldError>) {
             "spec.interval",
             "is required when spec.digestReflectionPolicy is Always",
         )),
-        (Some(i), DigestReflectionPolicy::Always) => check_duration("spec.interval", i, out),
+        (Some(i), DigestReflectionPolicy::Always) => check_interval("spec.interval", i, out),
         _ => {}
     }
 }
@@ -267,7 +296,7 @@ fn validate_automation(a: &ImageUpdateAutomation, out: &mut Vec<FieldError>) {
             "names no GitRepository",
         ));
     }
-    check_duration("spec.interval", &spec.interval, out);
+    check_interval("spec.interval", &spec.interval, out);
     if let Some(git) = &spec.git
         && git.commit.author.email.trim().is_empty()
     {
@@ -496,6 +525,31 @@ mod tests {
         let mut p = ImagePolicy::new("web", spec);
         p.metadata.namespace = Some(ns.into());
         p
+    }
+
+    #[test]
+    fn short_intervals_are_warned_about() {
+        let mut r = repository("apps", None);
+        let warnings = |r: &ImageRepository| -> Vec<String> {
+            validate(&Object::Repository(r.clone()))
+                .into_iter()
+                .filter(|e| e.severity == Severity::Warning)
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect()
+        };
+        assert!(warnings(&r).is_empty());
+        r.spec.interval = "30s".into();
+        let w = warnings(&r);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("spec.interval: \"30s\" is under a minute"),
+            "{w:?}"
+        );
+        r.spec.interval = "0s".into();
+        assert!(warnings(&r)[0].contains("no periodic reconciliation"));
+        // An error, not also a warning.
+        r.spec.interval = "soon".into();
+        assert!(warnings(&r).is_empty());
     }
 
     #[test]

@@ -98,6 +98,13 @@ fn plan(a: &ImageUpdateAutomation, snap: &AutomationSnapshot) -> Result<RunWork,
         .source
         .clone()
         .ok_or_else(|| EngineError::Source(format!("GitRepository {sns}/{sname} not found")))?;
+    plan::check_source_url(&source.spec.url).map_err(|e| match e {
+        plan::PlanError::Source { message, .. } => EngineError::Plan(plan::PlanError::Source {
+            field: "spec.sourceRef",
+            message: format!("GitRepository {sns}/{sname}: spec.url {message}"),
+        }),
+        other => EngineError::Plan(other),
+    })?;
     let target = plan::push_target(&a.spec, Some(&source.spec))?;
     let path = plan::update_path(&a.spec)?;
     let selected = plan::selected_policies(&a.spec, &ns, snap.policies.iter().map(|p| p.as_ref()))?;
@@ -249,6 +256,10 @@ impl Kind for ImageUpdateAutomation {
 
     fn status(&self) -> Option<&ImageUpdateAutomationStatus> {
         self.status.as_ref()
+    }
+
+    fn cache(ctx: &Context) -> Option<Arc<super::watches::Shared<Self>>> {
+        Some(ctx.caches.automations.clone())
     }
 
     async fn snapshot(&self, ctx: &Context) -> AutomationSnapshot {
@@ -539,6 +550,22 @@ mod tests {
         assert_eq!(
             d.requeue,
             Requeue::BackoffAtLeast(Duration::from_secs(3600))
+        );
+        // A source URL of the controller's own disk: stalled, whatever the
+        // CRD allowed.
+        let mut local = snapshot(vec![]);
+        let mut g = git_repository("fleet", "main");
+        g.spec.url = "/var/lib/imageauto".into();
+        local.source = Some(Arc::new(g));
+        let d = done(decide(&a, &local, &at(0)));
+        assert_eq!(
+            (d.failure, d.requeue),
+            (Some("InvalidSourceConfiguration"), Requeue::Never)
+        );
+        assert!(
+            d.status.conditions[0].message.contains("spec.url"),
+            "{:?}",
+            d.status.conditions
         );
         // A policy selector that does not parse: stalled.
         let mut bad = a.clone();

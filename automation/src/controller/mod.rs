@@ -81,6 +81,9 @@ pub struct Options {
     /// Changes that reach an automation within this window make one run
     /// (one fetch, one commit).
     pub batch_window: Duration,
+    /// The longest a scan or a digest lookup may take, whatever the
+    /// object's `spec.timeout` or interval say (`--max-scan-timeout`).
+    pub max_scan_timeout: Duration,
 }
 
 /// Why a reconciliation failed in a way its status cannot say (the API

@@ -203,6 +203,12 @@ pub fn decide(
                 failure: None,
             })
         }
+        // The registry's slots are all taken: nothing is known, nothing
+        // written.
+        Err(e) if matches!(&*e, EngineError::Busy(_)) => Step::Done(Decision {
+            requeue: Requeue::Around(super::repository::BUSY_RETRY),
+            ..Decision::unchanged(before)
+        }),
         Err(e) => {
             conditions::failed_with(&mut status.conditions, &e, generation, now);
             let requeue = match &*e {
@@ -235,6 +241,10 @@ impl Kind for ImagePolicy {
 
     fn status(&self) -> Option<&ImagePolicyStatus> {
         self.status.as_ref()
+    }
+
+    fn cache(ctx: &Context) -> Option<Arc<super::watches::Shared<Self>>> {
+        Some(ctx.caches.policies.clone())
     }
 
     async fn snapshot(&self, ctx: &Context) -> PolicySnapshot {
@@ -285,15 +295,12 @@ impl Kind for ImagePolicy {
 }
 
 async fn digest(ctx: &Context, repo: &ImageRepository, tag: &str) -> Result<String, EngineError> {
-    let timeout = repo
-        .spec
-        .timeout
-        .as_deref()
-        .and_then(crate::api::parse_duration)
-        .or_else(|| crate::api::parse_duration(&repo.spec.interval));
+    let timeout = super::repository::timeout(repo, Some(ctx.options.max_scan_timeout));
     let access: RegistryAccess =
         super::secrets::registry_access(&ctx.client, repo, timeout).await?;
-    ctx.engine.digest(&repo.spec.image, tag, &access).await
+    ctx.engine
+        .digest_with(&repo.spec.image, tag, &access, crate::engine::Slot::Now)
+        .await
 }
 
 #[cfg(test)]
@@ -499,6 +506,21 @@ mod tests {
             &at(0),
         ));
         assert_eq!(d.requeue, Requeue::Backoff);
+    }
+
+    #[test]
+    fn a_busy_registry_changes_nothing() {
+        let mut p = policy("web", "1.x", "Always");
+        p.spec.interval = Some("1m".into());
+        let mut snap = snapshot(Some(scanned_repo()), &TAGS);
+        snap.digest = Some(Err(EngineError::Busy("ghcr.io".into())));
+        let d = done(decide(&p, &snap, &at(0)));
+        assert_eq!(
+            d.requeue,
+            Requeue::Around(crate::controller::repository::BUSY_RETRY)
+        );
+        assert_eq!(d.status, ImagePolicyStatus::default());
+        assert!(d.notes.is_empty());
     }
 
     #[test]

@@ -89,6 +89,10 @@ impl Kind for Receiver {
         self.status.as_ref()
     }
 
+    fn cache(ctx: &Context) -> Option<std::sync::Arc<super::watches::Shared<Self>>> {
+        ctx.caches.receivers.clone()
+    }
+
     /// Only Receivers whose every resource is an ImageRepository.
     fn handled(&self) -> bool {
         is_ours(self)

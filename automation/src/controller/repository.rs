@@ -13,6 +13,7 @@ use crate::engine::EngineError;
 use crate::registry::Reference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the last scan on disk was made of.
@@ -36,6 +37,9 @@ pub struct Scanned {
 /// What [`decide`] reads besides the object.
 #[derive(Debug, Default)]
 pub struct RepositorySnapshot {
+    /// The longest a scan may take (`serve --max-scan-timeout`), whatever
+    /// `spec.timeout` or the interval say; none when `None`.
+    pub max_timeout: Option<Duration>,
     /// The last scan stored for this object (same uid).
     pub stored: Option<StoredMeta>,
     /// The scan made in this reconciliation, once made (and stored).
@@ -70,15 +74,25 @@ fn check(repo: &ImageRepository) -> Result<(Reference, Duration), EngineError> {
     Ok((reference, interval))
 }
 
-/// The scan's timeout: `spec.timeout`, else the interval, at least 1 s.
-fn timeout(repo: &ImageRepository) -> Option<Duration> {
-    repo.spec
+/// The scan's timeout: `spec.timeout`, else the interval, at least 1 s
+/// and at most `max`.
+pub fn timeout(repo: &ImageRepository, max: Option<Duration>) -> Option<Duration> {
+    let t = repo
+        .spec
         .timeout
         .as_deref()
         .and_then(crate::api::parse_duration)
         .or_else(|| crate::api::parse_duration(&repo.spec.interval))
-        .map(|t| t.max(Duration::from_secs(1)))
+        .map(|t| t.max(Duration::from_secs(1)));
+    match (t, max) {
+        (Some(t), Some(m)) => Some(t.min(m)),
+        (None, m) => m,
+        (t, None) => t,
+    }
 }
+
+/// How soon a scan whose registry has no free slot is tried again.
+pub const BUSY_RETRY: Duration = Duration::from_secs(5);
 
 /// The whole logic of an ImageRepository's reconciliation.
 pub fn decide(
@@ -128,7 +142,7 @@ pub fn decide(
             || before.observed_generation != generation;
         if due {
             return Step::Work(ScanWork {
-                timeout: timeout(repo),
+                timeout: timeout(repo, snap.max_timeout),
             });
         }
         let left = interval.saturating_sub(since.unwrap_or_default());
@@ -142,6 +156,11 @@ pub fn decide(
         });
     };
     match scan {
+        // The host's slots are all taken: nothing is known, nothing written.
+        Err(EngineError::Busy(_)) => Step::Done(Decision {
+            requeue: Requeue::Around(BUSY_RETRY),
+            ..Decision::unchanged(before)
+        }),
         Err(e) => fail(status, e, Some(interval)),
         Ok(result) => {
             let changed =
@@ -190,6 +209,10 @@ impl Kind for ImageRepository {
         self.status.as_ref()
     }
 
+    fn cache(ctx: &Context) -> Option<Arc<super::watches::Shared<Self>>> {
+        Some(ctx.caches.repositories.clone())
+    }
+
     async fn snapshot(&self, ctx: &Context) -> RepositorySnapshot {
         let (ns, name, uid) = (
             self.namespace().unwrap_or_default(),
@@ -208,7 +231,11 @@ impl Kind for ImageRepository {
                 exclusion_list: s.exclusion_list,
                 revision: s.revision,
             });
-        RepositorySnapshot { stored, scan: None }
+        RepositorySnapshot {
+            max_timeout: Some(ctx.options.max_scan_timeout),
+            stored,
+            scan: None,
+        }
     }
 
     fn decide(
@@ -240,7 +267,12 @@ async fn scan(
     let result = async {
         let access = super::secrets::registry_access(&ctx.client, repo, timeout).await?;
         ctx.engine
-            .scan(&repo.spec.image, &repo.spec.exclusion_list, &access)
+            .scan_with(
+                &repo.spec.image,
+                &repo.spec.exclusion_list,
+                &access,
+                crate::engine::Slot::Now,
+            )
             .await
     }
     .await;
@@ -313,6 +345,7 @@ mod tests {
         let snap = RepositorySnapshot {
             stored,
             scan: Some(Ok(scanned("r1", 2))),
+            ..Default::default()
         };
         done(decide(repo, &snap, t)).status
     }
@@ -332,6 +365,7 @@ mod tests {
             &RepositorySnapshot {
                 stored: None,
                 scan: Some(Ok(scanned("r1", 2))),
+                ..Default::default()
             },
             &t,
         ));
@@ -368,6 +402,7 @@ mod tests {
             &RepositorySnapshot {
                 stored,
                 scan: Some(Ok(scanned("r1", 2))),
+                ..Default::default()
             },
             &t,
         ));
@@ -386,6 +421,7 @@ mod tests {
         let snap = RepositorySnapshot {
             stored: Some(stored.clone()),
             scan: None,
+            ..Default::default()
         };
         // One minute later: what is left of the interval, and no write.
         let d = done(decide(&repo, &snap, &at(60)));
@@ -405,6 +441,7 @@ mod tests {
             &RepositorySnapshot {
                 stored: Some(stored.clone()),
                 scan: Some(Ok(scanned("r1", 2))),
+                ..Default::default()
             },
             &at(60),
         ));
@@ -457,6 +494,7 @@ mod tests {
             &RepositorySnapshot {
                 stored: None,
                 scan: Some(Err(e)),
+                ..Default::default()
             },
             &at(0),
         ));
@@ -467,6 +505,39 @@ mod tests {
     }
 
     #[test]
+    fn the_scan_timeout_is_bounded_and_a_busy_host_changes_nothing() {
+        let repo = repository("ghcr.io/org/web", "999999h", 1);
+        let snap = RepositorySnapshot {
+            max_timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&repo, &snap, &at(0)),
+            Step::Work(ScanWork {
+                timeout: Some(Duration::from_secs(120))
+            })
+        );
+        let mut short = repo.clone();
+        short.spec.timeout = Some("30s".into());
+        assert_eq!(
+            timeout(&short, Some(Duration::from_secs(120))),
+            Some(Duration::from_secs(30))
+        );
+        let busy = RepositorySnapshot {
+            scan: Some(Err(EngineError::Busy("ghcr.io".into()))),
+            ..Default::default()
+        };
+        let d = done(decide(&repo, &busy, &at(0)));
+        assert_eq!(
+            d,
+            Decision {
+                requeue: Requeue::Around(BUSY_RETRY),
+                ..Decision::unchanged(ImageRepositoryStatus::default())
+            }
+        );
+    }
+
+    #[test]
     fn an_interval_of_zero_makes_no_loop() {
         let repo = repository("ghcr.io/org/web", "0s", 1);
         let d = done(decide(
@@ -474,6 +545,7 @@ mod tests {
             &RepositorySnapshot {
                 stored: None,
                 scan: Some(Ok(scanned("r1", 2))),
+                ..Default::default()
             },
             &at(0),
         ));

@@ -6,6 +6,7 @@
 //! the requeue with backoff.
 
 use super::decision::{Decision, Requeue, Step};
+use super::watches::{Change, Shared};
 use super::{Context, Error, FIELD_MANAGER};
 use crate::api::{FINALIZER, RECONCILE_REQUEST_ANNOTATION, ResourceExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -41,6 +42,9 @@ pub trait Kind:
     type Work: Send;
 
     fn status(&self) -> Option<&Self::Status>;
+
+    /// The kind's shared cache (to notice a deletion during the work).
+    fn cache(ctx: &Context) -> Option<Arc<Shared<Self>>>;
 
     /// Whether this process reconciles the object at all.
     fn handled(&self) -> bool {
@@ -182,7 +186,16 @@ async fn apply<K: Kind>(
             }
             Step::Work(w) => {
                 steps += 1;
-                obj.work(ctx, &mut snap, w).await;
+                // A deletion does not wait for the work (a scan of a
+                // registry that never answers): the work is dropped, and
+                // the deletion is handled next.
+                let deleted = tokio::select! {
+                    () = obj.work(ctx, &mut snap, w) => false,
+                    () = deletion(K::cache(ctx), obj.as_ref()) => true,
+                };
+                if deleted {
+                    return Ok((Action::await_change(), None));
+                }
             }
         }
     };
@@ -205,6 +218,43 @@ async fn apply<K: Kind>(
         Requeue::BackoffAtLeast(i) => Action::requeue(super::jitter(i.max(ctx.backoff(&k)))),
     };
     Ok((action, decision.failure))
+}
+
+/// Resolves once `obj` (this uid) is being deleted or is gone, as `cache`
+/// sees it; never without a cache.
+async fn deletion<K: Kind>(cache: Option<Arc<Shared<K>>>, obj: &K) {
+    let Some(cache) = cache else {
+        return std::future::pending().await;
+    };
+    let (ns, name, uid) = (
+        obj.namespace().unwrap_or_default(),
+        obj.name_any(),
+        obj.uid(),
+    );
+    let mut changes = cache.subscribe();
+    let going = |o: Option<Arc<K>>| {
+        o.is_none_or(|o| o.uid() != uid || o.meta().deletion_timestamp.is_some())
+    };
+    if going(cache.get(&ns, &name)) {
+        return;
+    }
+    loop {
+        match changes.recv().await {
+            Ok(Change::Applied(o)) if o.uid() == uid && o.meta().deletion_timestamp.is_some() => {
+                return;
+            }
+            Ok(Change::Deleted(o)) if o.uid() == uid => return,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                if going(cache.get(&ns, &name)) {
+                    return;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await;
+            }
+        }
+    }
 }
 
 /// Writes the whole status by server-side apply under [`FIELD_MANAGER`]:

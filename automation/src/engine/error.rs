@@ -58,6 +58,10 @@ pub enum EngineError {
     /// or it may not sign. Nothing is committed or pushed unsigned.
     #[error("{0}")]
     SigningKey(String),
+    /// Every slot of this registry host is taken (by scans of it that may
+    /// hang): tried again shortly, without waiting on it.
+    #[error("every connection slot to {0} is in use: tried again shortly")]
+    Busy(String),
     /// A blocking task ended without a result (the process is stopping).
     #[error("{0}")]
     Internal(String),
@@ -89,6 +93,7 @@ impl EngineError {
             EngineError::Invalid(_) => "ValidationFailed",
             EngineError::Source(_) => "SourceManagerFailed",
             EngineError::Internal(_) => "ReconciliationFailed",
+            EngineError::Busy(_) => "RegistryBusy",
         }
     }
 

@@ -76,6 +76,15 @@ impl std::fmt::Debug for Fence {
     }
 }
 
+/// How a registry request takes its host's slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Wait for one (the command line).
+    Wait,
+    /// Only a free one, else [`EngineError::Busy`] (a controller).
+    Now,
+}
+
 /// The engine's settings.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -194,6 +203,29 @@ impl Engine {
             .clone()
     }
 
+    /// A slot of `registry`'s: waited for, or with `Slot::Now` only taken
+    /// when one is free ([`EngineError::Busy`] otherwise), so that a
+    /// controller never spends its own slots waiting on one slow host.
+    async fn host_slot(
+        &self,
+        registry: &str,
+        slot: Slot,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, EngineError> {
+        let limit = self.host_limit(registry);
+        match slot {
+            Slot::Wait => limit
+                .acquire_owned()
+                .await
+                .map_err(|_| EngineError::Internal("the engine is shutting down".into())),
+            Slot::Now => limit.try_acquire_owned().map_err(|e| match e {
+                tokio::sync::TryAcquireError::NoPermits => EngineError::Busy(registry.to_string()),
+                tokio::sync::TryAcquireError::Closed => {
+                    EngineError::Internal("the engine is shutting down".into())
+                }
+            }),
+        }
+    }
+
     /// Scans `image` (a repository, no tag): every tag, less those outside
     /// the tag grammar and those the exclusion list drops, as Flux stores them.
     pub async fn scan(
@@ -202,15 +234,23 @@ impl Engine {
         exclusion_list: &[String],
         access: &RegistryAccess,
     ) -> Result<ScanResult, EngineError> {
+        self.scan_with(image, exclusion_list, access, Slot::Wait)
+            .await
+    }
+
+    /// [`Engine::scan`], taking the host's slot as `slot` says.
+    pub async fn scan_with(
+        &self,
+        image: &str,
+        exclusion_list: &[String],
+        access: &RegistryAccess,
+        slot: Slot,
+    ) -> Result<ScanResult, EngineError> {
         let reference = Reference::parse(image)?;
         let exclusions = Exclusions::new(exclusion_list)
             .map_err(|e| EngineError::InvalidPolicy(e.to_string()))?;
         let client = self.client(access)?;
-        let limit = self.host_limit(&reference.registry);
-        let _permit = limit
-            .acquire_owned()
-            .await
-            .map_err(|_| EngineError::Internal("the engine is shutting down".into()))?;
+        let _permit = self.host_slot(&reference.registry, slot).await?;
         let tags = client.list_tags(&reference, &access.keychain).await?;
         Ok(ScanResult::new(tags, &exclusions))
     }
@@ -222,13 +262,20 @@ impl Engine {
         tag: &str,
         access: &RegistryAccess,
     ) -> Result<String, EngineError> {
+        self.digest_with(image, tag, access, Slot::Wait).await
+    }
+
+    /// [`Engine::digest`], taking the host's slot as `slot` says.
+    pub async fn digest_with(
+        &self,
+        image: &str,
+        tag: &str,
+        access: &RegistryAccess,
+        slot: Slot,
+    ) -> Result<String, EngineError> {
         let reference = Reference::parse(&format!("{image}:{tag}"))?;
         let client = self.client(access)?;
-        let limit = self.host_limit(&reference.registry);
-        let _permit = limit
-            .acquire_owned()
-            .await
-            .map_err(|_| EngineError::Internal("the engine is shutting down".into()))?;
+        let _permit = self.host_slot(&reference.registry, slot).await?;
         Ok(client.digest(&reference, &access.keychain).await?)
     }
 

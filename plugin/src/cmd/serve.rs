@@ -64,9 +64,12 @@ pub struct Args {
     /// Namespace of the Lease and of the published marker index (default: the pod's namespace, else imageauto-system)
     #[arg(long, value_name = "NAMESPACE")]
     leader_election_namespace: Option<String>,
-    /// Reconciliations at once, per kind
+    /// Reconciliations at once, per kind (a registry host gets at most half of them)
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrent: u16,
+    /// The longest a scan or a digest lookup may take, whatever an object's spec.timeout or interval say
+    #[arg(long, default_value = "2m", value_parser = crate::cli::duration_arg)]
+    max_scan_timeout: Duration,
     /// Refuse references to ImageRepositories and GitRepositories of other namespaces
     #[arg(long)]
     no_cross_namespace_refs: bool,
@@ -188,8 +191,14 @@ async fn serve(args: Args) -> Result<()> {
         instance: instance.clone(),
         markers_namespace: markers_namespace.clone(),
         batch_window: args.batch_window,
+        max_scan_timeout: args.max_scan_timeout,
     };
-    let engine = Arc::new(Engine::new(EngineOptions::default()));
+    // A registry host gets at most half the reconciliations at once: one
+    // that never answers cannot take every slot from the others.
+    let engine = Arc::new(Engine::new(EngineOptions {
+        per_host: usize::from(args.concurrent / 2).max(1),
+        ..EngineOptions::default()
+    }));
     let servers = crate::http::start(
         args.metrics_addr,
         args.health_addr,
@@ -247,8 +256,9 @@ async fn serve(args: Args) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }));
     }
+    let mut receivers_built = None;
     if let Some(addr) = args.receiver_addr {
-        let local = crate::receiver::start(
+        let (local, built) = crate::receiver::start(
             addr,
             client.clone(),
             caches.clone(),
@@ -258,15 +268,16 @@ async fn serve(args: Args) -> Result<()> {
         )
         .await?;
         tracing::info!(receiver = %local, "receiver serving");
+        receivers_built = Some(built);
     }
-    // Ready once the caches are synced and the admission view is complete,
-    // leader or not.
+    // Ready once the caches are synced, the admission view is complete and
+    // the receivers' paths are known, leader or not.
     {
         let (caches, health) = (caches.clone(), health.clone());
         tokio::spawn(async move {
             caches.wait_synced().await;
-            if let Some(mut complete) = view_complete {
-                let _ = complete.wait_for(|c| *c).await;
+            for mut done in view_complete.into_iter().chain(receivers_built) {
+                let _ = done.wait_for(|c| *c).await;
             }
             health.ready.store(true, Ordering::Relaxed);
             tracing::info!("caches synced: ready");
