@@ -312,3 +312,48 @@ async fn a_closed_fence_pushes_nothing() {
     assert_ne!(git_text(&w.bare, &["rev-parse", "main"]), before);
     assert!(git_text(&w.bare, &["show", "main:apps/web/deploy.yaml"]).contains("web:2.0.0"));
 }
+
+/// `observedSourceRevision` as Flux records it: after a push to the
+/// checkout branch itself, the pushed commit on it; with a push branch of
+/// its own, the checkout's commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_revision_follows_flux() {
+    let w = world();
+    let url = w.daemon.url("fleet");
+    let engine = Engine::new(EngineOptions::default());
+    let main = git_text(&w.bare, &["rev-parse", "main"]);
+    let other = engine
+        .update(job(
+            w.cache.path(),
+            &url,
+            "apps/web",
+            "auto",
+            images(&[("web", "2.0.0")]),
+        ))
+        .await
+        .unwrap();
+    assert!(other.switched);
+    assert_eq!(other.source_revision, format!("main@sha1:{main}"));
+    assert!(
+        other
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Update ")),
+        "{:?}",
+        other.message
+    );
+    let same = engine
+        .update(job(
+            w.cache.path(),
+            &url,
+            "apps/web",
+            "main",
+            images(&[("web", "2.0.0")]),
+        ))
+        .await
+        .unwrap();
+    assert!(same.pushed && !same.switched);
+    let pushed = git_text(&w.bare, &["rev-parse", "main"]);
+    assert_ne!(pushed, main);
+    assert_eq!(same.source_revision, format!("main@sha1:{pushed}"));
+}

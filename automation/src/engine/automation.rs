@@ -40,9 +40,16 @@ pub struct AutomationResult {
     /// The commit pushed (full SHA), when there was something to change.
     pub commit: Option<String>,
     pub pushed: bool,
-    /// Flux's `observedSourceRevision`: `<branch or ref>@sha1:<commit>` of
-    /// the checkout reference.
+    /// Flux's `observedSourceRevision`: the checkout as Flux's
+    /// `Commit.String()` spells it (`main@sha1:…`, `v1.2.0@sha1:…`,
+    /// `sha1:…` for a bare commit), or, after a push to the checkout branch
+    /// itself, the pushed commit on it.
     pub source_revision: String,
+    /// The pushed commit's message.
+    pub message: Option<String>,
+    /// Whether the push branch differs from the checkout's branch (Flux's
+    /// "switch branch").
+    pub switched: bool,
     pub notes: Vec<String>,
     /// With `index_markers`: each workload container's image field under
     /// the update path (file relative to the repository root), as the
@@ -143,6 +150,32 @@ fn fetch_specs(target: &PushTarget) -> Vec<String> {
     specs
 }
 
+/// Where in a run a failure happened (Flux reports each differently).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Fetching and checking out the source.
+    Checkout,
+    /// Applying the policies to the files.
+    Apply,
+    /// Committing (the message, the signature) and pushing.
+    Update,
+}
+
+/// A run's failure, with its stage.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct RunError {
+    pub stage: Stage,
+    #[source]
+    pub error: EngineError,
+}
+
+impl RunError {
+    fn at(stage: Stage) -> impl Fn(EngineError) -> RunError {
+        move |error| RunError { stage, error }
+    }
+}
+
 /// The run itself, blocking (call it through [`Engine::update`]).
 pub fn run_blocking(job: &AutomationJob) -> Result<AutomationResult, EngineError> {
     run_blocking_with(job, &mut |_| {})
@@ -155,24 +188,32 @@ pub fn run_blocking_with(
     job: &AutomationJob,
     before_push: &mut dyn FnMut(usize),
 ) -> Result<AutomationResult, EngineError> {
-    let repo = git::open_cache(&job.cache_dir, &job.url)?;
-    git::fetch(&repo, &job.url, &job.auth, &fetch_specs(&job.target))?;
+    run_staged(job, before_push).map_err(|e| e.error)
+}
+
+/// [`run_blocking_with`], saying where a failure happened.
+pub fn run_staged(
+    job: &AutomationJob,
+    before_push: &mut dyn FnMut(usize),
+) -> Result<AutomationResult, RunError> {
+    let checkout_failed = RunError::at(Stage::Checkout);
+    let repo = git::open_cache(&job.cache_dir, &job.url).map_err(|e| checkout_failed(e.into()))?;
+    git::fetch(&repo, &job.url, &job.auth, &fetch_specs(&job.target))
+        .map_err(|e| checkout_failed(e.into()))?;
     let reference = job.target.checkout.clone().unwrap_or_default();
-    let checkout = git::resolve(&repo, &reference, "origin").map_err(|e| match e {
-        GitError::RefNotFound(what) => EngineError::Git(GitError::RefNotFound(format!(
-            "{what} in {}",
-            git::display_url(&job.url)
-        ))),
-        e => e.into(),
-    })?;
-    let name = checkout
-        .branch
-        .clone()
-        .or_else(|| reference.tag.clone().filter(|t| !t.is_empty()))
-        .or_else(|| reference.name.clone().filter(|n| !n.is_empty()))
-        .unwrap_or_else(|| "HEAD".into());
+    let checkout = git::resolve(&repo, &reference, "origin")
+        .map_err(|e| match e {
+            GitError::RefNotFound(what) => EngineError::Git(GitError::RefNotFound(format!(
+                "{what} in {}",
+                git::display_url(&job.url)
+            ))),
+            e => e.into(),
+        })
+        .map_err(&checkout_failed)?;
+    let switched = checkout.branch.as_deref() != Some(job.target.branch.as_str());
     let mut result = AutomationResult {
-        source_revision: format!("{name}@sha1:{}", checkout.commit),
+        source_revision: git::flux_revision(&checkout.reference, checkout.commit),
+        switched,
         ..AutomationResult::default()
     };
     let mut steps = Cache {
@@ -182,12 +223,14 @@ pub fn run_blocking_with(
         fence: job.fence.clone(),
     };
     if job.dry_run {
-        let base = steps.base(&repo, 0)?;
-        let prepared = update::prepare(&repo, base, &job.commit.path, &job.images)?;
+        let base = steps.base(&repo, 0).map_err(&checkout_failed)?;
+        let prepared = update::prepare(&repo, base, &job.commit.path, &job.images)
+            .map_err(RunError::at(Stage::Apply))?;
         result.notes = prepared.notes;
         result.files = prepared.files;
         if job.index_markers {
-            result.markers = index_markers(&repo, base, &job.commit.path)?;
+            result.markers =
+                index_markers(&repo, base, &job.commit.path).map_err(&checkout_failed)?;
         }
         return Ok(result);
     }
@@ -206,18 +249,32 @@ pub fn run_blocking_with(
         &job.target.branch,
         Some(&push),
         &mut steps,
-    )?;
+    )
+    .map_err(|e| {
+        // The setters' refusals are Flux's "apply policies" stage; the
+        // message, the signature and the push its "update source".
+        let stage = match e {
+            EngineError::Update { .. } | EngineError::FilesNotUpdated(_) => Stage::Apply,
+            _ => Stage::Update,
+        };
+        RunError { stage, error: e }
+    })?;
     result.notes = done.notes;
     result.notes.extend(done.prepared.notes);
     result.files = done.prepared.files;
     result.commit = done.commit.map(|c| c.to_string());
+    result.message = done.message;
     result.pushed = done.pushed;
+    if let Some(c) = done.commit.filter(|_| done.pushed && !switched) {
+        result.source_revision =
+            git::flux_revision(&format!("refs/heads/{}", job.target.branch), c);
+    }
     if job.index_markers {
         let tip = match done.commit {
             Some(c) => c,
-            None => steps.base(&repo, 0)?,
+            None => steps.base(&repo, 0).map_err(&checkout_failed)?,
         };
-        result.markers = index_markers(&repo, tip, &job.commit.path)?;
+        result.markers = index_markers(&repo, tip, &job.commit.path).map_err(&checkout_failed)?;
     }
     Ok(result)
 }
@@ -228,12 +285,18 @@ impl Engine {
     /// also when this future is dropped before (a caller's timeout): the
     /// next run on the cache waits for the Git work still going on in it.
     pub async fn update(&self, job: AutomationJob) -> Result<AutomationResult, EngineError> {
+        self.update_staged(job).await.map_err(|e| e.error)
+    }
+
+    /// [`Engine::update`], saying where a failure happened.
+    pub async fn update_staged(&self, job: AutomationJob) -> Result<AutomationResult, RunError> {
         let guard = self.lock_repository(&job.url).await;
         self.blocking(move || {
             let _guard = guard;
-            run_blocking(&job)
+            run_staged(&job, &mut |_| {})
         })
-        .await?
+        .await
+        .map_err(RunError::at(Stage::Update))?
     }
 }
 

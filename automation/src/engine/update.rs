@@ -180,6 +180,8 @@ pub struct Outcome {
     /// The changes committed (empty: nothing to change, no commit).
     pub prepared: Prepared,
     pub commit: Option<Oid>,
+    /// The commit's message, when a commit was made.
+    pub message: Option<String>,
     pub pushed: bool,
     /// What happened on the way (retries on a moved branch).
     pub notes: Vec<String>,
@@ -256,6 +258,7 @@ pub fn commit_and_push(
             &msg,
             req.signer.as_deref(),
         )?;
+        outcome.message = Some(msg.clone());
         let previous = find_ref(repo, &local_ref);
         repo.reference(&local_ref, commit, true, "imageauto: update images")
             .map_err(|e| GitError::Repo(format!("{local_ref}: {}", e.message())))?;
@@ -293,6 +296,7 @@ pub fn commit_and_push(
             Err(GitError::NonFastForward { .. }) if steps.retries() && attempt < PUSH_RETRIES => {
                 restore();
                 outcome.commit = None;
+                outcome.message = None;
                 outcome.notes.push(format!(
                     "{branch} moved on the remote: applied the changes again on its new tip"
                 ));

@@ -639,6 +639,9 @@ pub struct Checkout {
     pub commit: Oid,
     /// The branch, when the reference is one.
     pub branch: Option<String>,
+    /// The full reference Flux records for the checkout (`refs/heads/main`,
+    /// `refs/tags/v1.2.0`, a `name` as given); empty for a bare commit.
+    pub reference: String,
     /// What was asked for, for messages (`branch main`, `tag v1`, ...).
     pub description: String,
 }
@@ -665,9 +668,17 @@ pub fn resolve(
             Oid::from_str(c).map_err(|_| GitError::Repo(format!("commit {c:?} is not a SHA")))?;
         repo.find_commit(oid)
             .map_err(|_| GitError::RefNotFound(format!("commit {c}")))?;
+        let branch = reference.branch.clone().filter(|b| !b.is_empty());
+        // Flux names a commit checkout by its `name`, else its branch.
+        let full = match (reference.name.as_deref().filter(|n| !n.is_empty()), &branch) {
+            (Some(n), _) => n.to_string(),
+            (None, Some(b)) => format!("refs/heads/{b}"),
+            (None, None) => String::new(),
+        };
         return Ok(Checkout {
             commit: oid,
-            branch: reference.branch.clone().filter(|b| !b.is_empty()),
+            branch,
+            reference: full,
             description: format!("commit {c}"),
         });
     }
@@ -679,6 +690,7 @@ pub fn resolve(
         return Ok(Checkout {
             commit: peel(repo, &local)?,
             branch: name.strip_prefix("refs/heads/").map(str::to_string),
+            reference: name.to_string(),
             description: format!("reference {name}"),
         });
     }
@@ -686,6 +698,7 @@ pub fn resolve(
         return Ok(Checkout {
             commit: peel(repo, &format!("refs/tags/{tag}"))?,
             branch: None,
+            reference: format!("refs/tags/{tag}"),
             description: format!("tag {tag}"),
         });
     }
@@ -722,6 +735,7 @@ pub fn resolve(
         return Ok(Checkout {
             commit: peel(repo, &format!("refs/tags/{tag}"))?,
             branch: None,
+            reference: format!("refs/tags/{tag}"),
             description: format!("tag {tag} (semver {range})"),
         });
     }
@@ -734,8 +748,22 @@ pub fn resolve(
         commit: peel(repo, &format!("refs/remotes/{remote}/{branch}"))
             .map_err(|_| GitError::RefNotFound(format!("branch {branch}")))?,
         description: format!("branch {branch}"),
+        reference: format!("refs/heads/{branch}"),
         branch: Some(branch),
     })
+}
+
+/// A commit as Flux's `git.Commit.String()` spells it: the reference's
+/// short name and the hash (`main@sha1:abc…`, `v1.2.0@sha1:abc…`), or the
+/// hash alone (`sha1:abc…`) for a reference of fewer than three parts (a
+/// bare commit). The short name is what follows the second `/`
+/// (`refs/pull/1/head` gives `1/head`, as Flux's does).
+pub fn flux_revision(reference: &str, commit: Oid) -> String {
+    let parts: Vec<&str> = reference.splitn(3, '/').collect();
+    match parts.as_slice() {
+        [_, _, short] => format!("{short}@sha1:{commit}"),
+        _ => format!("sha1:{commit}"),
+    }
 }
 
 /// A regular file of a commit's tree.
@@ -1205,6 +1233,29 @@ pub fn decode_secret_value(v: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revisions_as_flux_spells_them() {
+        let c = Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+        assert_eq!(
+            flux_revision("refs/heads/main", c),
+            "main@sha1:0123456789abcdef0123456789abcdef01234567"
+        );
+        assert_eq!(
+            flux_revision("refs/tags/v1.2.0", c),
+            format!("v1.2.0@sha1:{c}")
+        );
+        assert_eq!(
+            flux_revision("refs/heads/team/x", c),
+            format!("team/x@sha1:{c}")
+        );
+        // Flux keeps what follows the second slash, whatever the namespace.
+        assert_eq!(
+            flux_revision("refs/pull/1/head", c),
+            format!("1/head@sha1:{c}")
+        );
+        assert_eq!(flux_revision("", c), format!("sha1:{c}"));
+    }
 
     #[test]
     fn hosts_of_urls() {
