@@ -396,12 +396,15 @@ fn a_broken_automation_stops_itself_and_nothing_takes_its_place() {
         let out = reconcile(w.checkout.path(), &["--push"]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
-        assert!(
-            stderr.contains(
-                "ImageUpdateAutomation flux-system/fleet: this ImageUpdateAutomation does not load"
-            ),
-            "{what}: {stderr}"
-        );
+        // A path outside the checkout loads (Flux reads it from the root in
+        // the cluster, and the loader warns), but the command line refuses
+        // to run it.
+        let refused = if what.contains("path") {
+            "error: ImageUpdateAutomation flux-system/fleet: spec.update.path: "
+        } else {
+            "ImageUpdateAutomation flux-system/fleet: this ImageUpdateAutomation does not load"
+        };
+        assert!(stderr.contains(refused), "{what}: {stderr}");
         assert!(!stderr.contains("pushed to"), "{what}: {stderr}");
         // Nothing pushed, nothing committed, nothing written.
         assert_eq!(refs(&w.bare), before, "{what}");

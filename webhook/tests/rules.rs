@@ -416,9 +416,22 @@ async fn other_broken_image_kinds_are_refused_with_their_field_paths() {
         .await,
     );
     assert!(m.contains("spec.git.commit.messageTemplate: "), "{m}");
-    assert!(m.contains("spec.update.path: "), "{m}");
-    assert!(m.contains("leads outside the repository"), "{m}");
-    assert_eq!(m.lines().count(), 2, "{m}");
+    // A path leading out of the repository is not refused: Flux reads it
+    // from the root (securejoin), so a manifest Flux runs is admitted.
+    assert!(!m.contains("spec.update.path"), "{m}");
+    assert_eq!(m.lines().count(), 1, "{m}");
+}
+
+#[tokio::test]
+async fn an_update_path_outside_the_repository_is_admitted_with_a_warning() {
+    let mut v = fixture("imageupdateautomation-v1beta1-bad.json");
+    // The template mended: only the path is left.
+    v["request"]["object"]["spec"]["git"]["commit"]["messageTemplate"] = "Update".into();
+    let r = judge(Rule::ImageKinds, &v).await;
+    let warnings = assert_admitted(&r);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("spec.update.path"), "{warnings:?}");
+    assert!(warnings[0].contains("read from the repository root"), "{warnings:?}");
 }
 
 #[tokio::test]

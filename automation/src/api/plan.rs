@@ -29,6 +29,12 @@ pub enum PlanError {
         field: &'static str,
         message: String,
     },
+    /// No push branch, and no checkout branch to push to: Flux's error
+    /// (SourceManagerFailed).
+    #[error(
+        "push spec not provided, and cannot be inferred from .spec.git.checkout.ref or GitRepository .spec.ref"
+    )]
+    NoPushBranch,
     /// A label selector that does not parse: Flux's InvalidPolicySelector.
     #[error("{field}: {message}")]
     Selector {
@@ -44,6 +50,7 @@ impl PlanError {
             PlanError::Source { .. } => "InvalidSourceConfiguration",
             PlanError::Update { .. } => "InvalidUpdateStrategy",
             PlanError::Selector { .. } => "InvalidPolicySelector",
+            PlanError::NoPushBranch => "SourceManagerFailed",
         }
     }
 }
@@ -59,10 +66,6 @@ pub struct PushTarget {
     /// Pushed after the branch, when set.
     pub refspec: Option<String>,
     pub options: BTreeMap<String, String>,
-}
-
-fn set(v: &Option<String>) -> bool {
-    v.as_deref().is_some_and(|s| !s.is_empty())
 }
 
 /// Whether a GitRepository's URL may be used in the cluster: `http://`,
@@ -108,9 +111,10 @@ pub fn checkout_ref(
         .or_else(|| source.and_then(|s| s.reference.clone()))
 }
 
-/// Flux's push-branch rule: `git.push.branch`, else the checkout branch
-/// (`master` when nothing names one); a checkout by tag, name, semver or
-/// commit without a push branch has nowhere to push.
+/// Flux's push-branch rule (image-automation-controller
+/// `internal/source/git.go`, `configurePush`): `git.push.branch`, else the
+/// checkout reference's `branch` (also when a tag or commit is set beside
+/// it); no branch at all is an error, never a push to `master`.
 pub fn push_target(
     spec: &ImageUpdateAutomationSpec,
     source: Option<&GitRepositorySpec>,
@@ -126,26 +130,14 @@ pub fn push_target(
         .as_ref()
         .and_then(|r| r.branch.clone())
         .filter(|b| !b.is_empty());
-    let not_a_branch = checkout
-        .as_ref()
-        .is_some_and(|r| set(&r.commit) || set(&r.name) || set(&r.tag) || set(&r.semver));
     let push_branch = g
         .push
         .as_ref()
         .and_then(|p| p.branch.clone())
         .filter(|b| !b.is_empty());
-    let branch = match (push_branch, checkout_branch) {
-        (Some(b), _) => b,
-        (None, Some(b)) if !not_a_branch => b,
-        (None, _) if not_a_branch => {
-            return Err(PlanError::Source {
-                field: "spec.git.push.branch",
-                message: "not set, and the checkout is not a branch: there is no branch to push to"
-                    .into(),
-            });
-        }
-        (None, _) => "master".to_string(),
-    };
+    let branch = push_branch
+        .or(checkout_branch)
+        .ok_or(PlanError::NoPushBranch)?;
     Ok(PushTarget {
         checkout,
         branch,
@@ -160,6 +152,28 @@ pub fn push_target(
             .and_then(|p| p.options.clone())
             .unwrap_or_default(),
     })
+}
+
+/// The automation's update path as Flux joins it to the checkout
+/// (`securejoin`): `/`-separated, no `.`, an absolute path and a `..`
+/// above the root read from the root; empty for the root itself.
+pub fn update_path_within(spec: &ImageUpdateAutomationSpec) -> String {
+    let path = spec
+        .update
+        .as_ref()
+        .and_then(|u| u.path.clone())
+        .unwrap_or_default();
+    let mut parts: Vec<&str> = Vec::new();
+    for c in std::path::Path::new(&path).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(p) => parts.push(p.to_str().unwrap_or("")),
+            _ => {}
+        }
+    }
+    parts.join("/")
 }
 
 /// The automation's update path, normalised (`/`-separated, no `.`, empty
@@ -341,19 +355,31 @@ mod tests {
         // The automation's checkout overrides the GitRepository's.
         let t = push_target(&automation(Some(branch("dev")), None), Some(&s)).unwrap();
         assert_eq!(t.branch, "dev");
-        // Nothing names a branch: master.
-        let t = push_target(&automation(None, None), Some(&source(None))).unwrap();
-        assert_eq!((t.branch.as_str(), t.checkout), ("master", None));
-        // A tag checkout needs a push branch.
+        // Nothing names a branch: Flux's error, never master.
+        let e = push_target(&automation(None, None), Some(&source(None))).unwrap_err();
+        assert_eq!(e, PlanError::NoPushBranch);
+        assert_eq!(e.reason(), "SourceManagerFailed");
+        assert_eq!(
+            e.to_string(),
+            "push spec not provided, and cannot be inferred from .spec.git.checkout.ref or GitRepository .spec.ref"
+        );
+        // A tag checkout needs a push branch...
         let tag = GitRepositoryRef {
             tag: Some("v1".into()),
             ..GitRepositoryRef::default()
         };
         let e = push_target(&automation(Some(tag.clone()), None), None).unwrap_err();
-        assert_eq!(e.reason(), "InvalidSourceConfiguration");
-        assert!(e.to_string().starts_with("spec.git.push.branch"), "{e}");
+        assert_eq!(e, PlanError::NoPushBranch);
         let t = push_target(&automation(Some(tag), Some("auto")), None).unwrap();
         assert_eq!(t.branch, "auto");
+        // ... unless a branch is named beside it: Flux pushes there.
+        let tag_on_branch = GitRepositoryRef {
+            tag: Some("v1".into()),
+            branch: Some("release".into()),
+            ..GitRepositoryRef::default()
+        };
+        let t = push_target(&automation(Some(tag_on_branch), None), None).unwrap();
+        assert_eq!(t.branch, "release");
         // No spec.git.
         let mut a = automation(None, None);
         a.git = None;
@@ -361,6 +387,26 @@ mod tests {
             push_target(&a, None).unwrap_err().reason(),
             "InvalidSourceConfiguration"
         );
+    }
+
+    #[test]
+    fn update_paths_as_flux_joins_them() {
+        let mut a = automation(None, None);
+        for (p, want) in [
+            ("", ""),
+            ("./apps", "apps"),
+            ("apps/../base/", "base"),
+            ("../x", "x"),
+            ("a/../../x", "x"),
+            ("/etc", "etc"),
+            ("/", ""),
+        ] {
+            a.update = Some(UpdateStrategy {
+                path: Some(p.into()),
+                ..UpdateStrategy::default()
+            });
+            assert_eq!(update_path_within(&a), want, "{p}");
+        }
     }
 
     #[test]

@@ -328,7 +328,18 @@ fn validate_automation(a: &ImageUpdateAutomation, out: &mut Vec<FieldError>) {
     if let Some(path) = spec.update.as_ref().and_then(|u| u.path.as_deref())
         && let Err(e) = check_update_path(path)
     {
-        out.push(FieldError::error("spec.update.path", e));
+        // Flux joins the path to the checkout (securejoin): the cluster
+        // reads it from the repository root; the command line refuses it.
+        out.push(FieldError {
+            severity: Severity::Warning,
+            field: "spec.update.path".into(),
+            message: format!(
+                "{e}; in the cluster it is read from the repository root, as {:?}",
+                super::plan::update_path_within(spec)
+            ),
+            hint: Some("give the path from the repository root".into()),
+            rule: "path-outside",
+        });
     }
     if let Some(sel) = &spec.policy_selector {
         for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {

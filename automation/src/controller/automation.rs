@@ -6,7 +6,7 @@
 
 use super::Context;
 use super::conditions;
-use super::decision::{Decision, Note, Requeue, Step};
+use super::decision::{Decision, Requeue, Step, notify};
 use super::shell::{Kind, elapsed, requested_at};
 use crate::api::plan::{self, PushTarget};
 use crate::api::{
@@ -33,7 +33,7 @@ pub struct AutomationSnapshot {
     /// The ImagePolicies of the automation's namespace.
     pub policies: Vec<Arc<ImagePolicy>>,
     /// The run made in this reconciliation, once made.
-    pub run: Option<Result<Ran, EngineError>>,
+    pub run: Option<Result<Ran, RunFailure>>,
 }
 
 /// What a run did.
@@ -41,10 +41,36 @@ pub struct AutomationSnapshot {
 pub struct Ran {
     /// The commit pushed (full SHA), when there was something to change.
     pub pushed: Option<String>,
+    /// The pushed commit's message.
+    pub message: Option<String>,
     /// Flux's `observedSourceRevision`.
     pub source_revision: String,
+    /// Whether the push branch differs from the checkout's.
+    pub switched: bool,
     pub files: usize,
     pub changes: usize,
+}
+
+/// Where a run failed, in Flux's terms
+/// (image-automation-controller `internal/controller/imageupdateautomation_controller.go`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The source manager: credentials, the signing key (Flux's
+    /// `SourceManagerFailed`, `failed configuring source manager: …`).
+    SourceManager,
+    /// `GitOperationFailed`, `failed to checkout source: …`.
+    Checkout,
+    /// `UpdateFailed`, `failed to apply policies: …`.
+    Apply,
+    /// `GitOperationFailed`, `failed to update source: …`.
+    Update,
+}
+
+/// A run that failed.
+#[derive(Debug)]
+pub struct RunFailure {
+    pub stage: Stage,
+    pub error: EngineError,
 }
 
 /// The work: one run of the automation.
@@ -75,66 +101,78 @@ pub fn source_of(a: &ImageUpdateAutomation) -> (String, String) {
     )
 }
 
-/// What the run needs, or why it cannot start.
-fn plan(a: &ImageUpdateAutomation, snap: &AutomationSnapshot) -> Result<RunWork, EngineError> {
+/// How a reconciliation ends before its run.
+enum Short {
+    Stalled(&'static str, String),
+    Retried(&'static str, String),
+}
+
+/// Flux's source manager: what the run needs, or why it cannot start.
+fn plan(
+    a: &ImageUpdateAutomation,
+    snap: &AutomationSnapshot,
+    images: BTreeMap<String, ImageRef>,
+) -> Result<RunWork, Short> {
     let ns = a.namespace().unwrap_or_default();
     let source_ref = &a.spec.source_ref;
-    if !source_ref.kind.is_empty() && source_ref.kind != "GitRepository" {
-        return Err(EngineError::Plan(plan::PlanError::Source {
-            field: "spec.sourceRef.kind",
-            message: format!(
-                "{:?} is not supported: the source is a GitRepository",
-                source_ref.kind
-            ),
-        }));
-    }
-    let (sns, sname) = source_of(a);
-    if sns != ns && !snap.cross_namespace_refs {
-        return Err(EngineError::AccessDenied(format!(
-            "spec.sourceRef: GitRepository {sns}/{sname} is in another namespace, and cross-namespace references are switched off (--no-cross-namespace-refs)"
+    let invalid = |m: String| {
+        Short::Stalled(
+            "InvalidSourceConfiguration",
+            format!("{m}: invalid source configuration"),
+        )
+    };
+    let failed = |m: String| {
+        Short::Retried(
+            "SourceManagerFailed",
+            format!("failed configuring source manager: {m}"),
+        )
+    };
+    if source_ref.kind != "GitRepository" {
+        return Err(invalid(format!(
+            "source kind '{}' not supported",
+            source_ref.kind
         )));
     }
-    let source = snap
-        .source
-        .clone()
-        .ok_or_else(|| EngineError::Source(format!("GitRepository {sns}/{sname} not found")))?;
-    plan::check_source_url(&source.spec.url).map_err(|e| match e {
-        plan::PlanError::Source { message, .. } => EngineError::Plan(plan::PlanError::Source {
-            field: "spec.sourceRef",
-            message: format!("GitRepository {sns}/{sname}: spec.url {message}"),
-        }),
-        other => EngineError::Plan(other),
-    })?;
-    let target = plan::push_target(&a.spec, Some(&source.spec))?;
-    let path = plan::update_path(&a.spec)?;
-    let selected = plan::selected_policies(&a.spec, &ns, snap.policies.iter().map(|p| p.as_ref()))?;
-    let images: BTreeMap<String, ImageRef> = selected
-        .into_iter()
-        .filter_map(|p| {
-            let latest = p.status.as_ref()?.latest_ref.clone()?;
-            Some((format!("{ns}:{}", p.name_any()), latest))
-        })
-        .collect();
-    // push_target refuses a spec without `git`.
-    let commit = a.spec.git.as_ref().map(|g| &g.commit).ok_or_else(|| {
-        EngineError::Plan(plan::PlanError::Source {
-            field: "spec.git",
-            message: "not set".into(),
-        })
-    })?;
+    let Some(git) = a.spec.git.as_ref() else {
+        return Err(invalid(
+            "source kind 'GitRepository' necessitates field .spec.git".into(),
+        ));
+    };
+    let (sns, sname) = source_of(a);
+    if sns != ns && !snap.cross_namespace_refs {
+        return Err(Short::Stalled(
+            "AccessDenied",
+            format!(
+                "can't access 'GitRepository/{sns}/{sname}', cross-namespace references have been blocked"
+            ),
+        ));
+    }
+    let Some(source) = snap.source.clone() else {
+        return Err(failed(format!(
+            "referenced git repository does not exist: gitrepositories.source.toolkit.fluxcd.io \"{sname}\" not found"
+        )));
+    };
+    if let Err(plan::PlanError::Source { message, .. }) = plan::check_source_url(&source.spec.url) {
+        return Err(invalid(format!(
+            "GitRepository {sns}/{sname}: spec.url {message}"
+        )));
+    }
+    let target =
+        plan::push_target(&a.spec, Some(&source.spec)).map_err(|e| failed(e.to_string()))?;
     let author = Signature {
-        name: commit
+        name: git
+            .commit
             .author
             .name
             .clone()
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| commit.author.email.clone()),
-        email: commit.author.email.clone(),
+            .unwrap_or_else(|| git.commit.author.email.clone()),
+        email: git.commit.author.email.clone(),
     };
     Ok(RunWork {
         source,
         target,
-        path,
+        path: plan::update_path_within(&a.spec),
         author,
         images,
     })
@@ -157,7 +195,26 @@ fn same_checkout(target: &PushTarget, observed: Option<&str>) -> bool {
     }
 }
 
-/// The whole logic of an ImageUpdateAutomation's reconciliation.
+/// Flux's `PushResult.Summary()`: the push event's message.
+fn summary(commit: &str, target: &PushTarget, message: Option<&str>) -> String {
+    let short = &commit[..commit.len().min(7)];
+    let mut s = format!("pushed commit '{short}' to branch '{}'", target.branch);
+    if let Some(r) = &target.refspec {
+        s.push_str(&format!(" and refspecs '{r}'"));
+    }
+    if let Some(m) = message.filter(|m| !m.is_empty()) {
+        s.push('\n');
+        s.push_str(m);
+    }
+    s
+}
+
+/// Flux's Ready message of an automation.
+const READY_MESSAGE: &str = "repository up-to-date";
+
+/// The whole logic of an ImageUpdateAutomation's reconciliation, as Flux's
+/// image-automation-controller does it
+/// (`internal/controller/imageupdateautomation_controller.go`).
 pub fn decide(
     a: &ImageUpdateAutomation,
     snap: &AutomationSnapshot,
@@ -167,38 +224,101 @@ pub fn decide(
     if a.spec.suspend {
         return Step::Done(Decision::unchanged(before));
     }
+    let ns = a.namespace().unwrap_or_default();
     let generation = a.meta().generation.unwrap_or(0);
     let requested = requested_at(a);
     let interval = interval(a);
     let mut status = before.clone();
-    status.observed_generation = generation;
-    if requested.is_some() {
-        status.last_handled_reconcile_at.clone_from(&requested);
+    let c = &mut status.conditions;
+    conditions::progress(c, conditions::IN_PROGRESS, false, generation, now);
+    let mut persist = false;
+    if generation != before.observed_generation {
+        let m = format!(
+            "processing object: new generation {} -> {generation}",
+            before.observed_generation
+        );
+        conditions::progress(c, &m, false, generation, now);
+        persist = true;
+    } else if requested.is_some() && requested != before.last_handled_reconcile_at {
+        persist = true;
     }
-    let fail = |mut status: ImageUpdateAutomationStatus, e: &EngineError| {
-        conditions::failed_with(&mut status.conditions, e, generation, now);
-        let message = e.to_string();
-        let notes = if before.conditions.iter().all(|c| c.message != message) {
-            vec![Note::warning(e.reason(), message, "Reconcile")]
-        } else {
-            Vec::new()
+    let finish = |mut status: ImageUpdateAutomationStatus,
+                  end: conditions::End<'_>,
+                  requeue: Requeue,
+                  news: Option<&str>,
+                  quiet: &str| {
+        status.last_automation_run_time = Some(now.clone());
+        if conditions::finish(&mut status.conditions, end, generation, now) {
+            status.observed_generation = generation;
+        }
+        if requested.is_some() {
+            status.last_handled_reconcile_at.clone_from(&requested);
+        }
+        let failure = match end {
+            conditions::End::Ready(_) => None,
+            conditions::End::Stalled(r, _) | conditions::End::Retried(r, _) => {
+                Some(static_reason(r))
+            }
         };
+        let note = notify(
+            &before.conditions,
+            &status.conditions,
+            news,
+            quiet,
+            "Reconcile",
+        );
         Step::Done(Decision {
             status,
-            notes,
-            requeue: Requeue::after_failure(e, Some(interval)),
-            failure: Some(e.reason()),
+            notes: vec![note],
+            requeue,
+            failure,
         })
     };
-    let work = match plan(a, snap) {
-        Ok(w) => w,
-        Err(e) => return fail(status, &e),
+    let short = |status, s: Short| match s {
+        Short::Stalled(r, m) => finish(
+            status,
+            conditions::End::Stalled(r, &m),
+            Requeue::Never,
+            None,
+            "",
+        ),
+        Short::Retried(r, m) => finish(
+            status,
+            conditions::End::Retried(r, &m),
+            Requeue::Backoff,
+            None,
+            "",
+        ),
     };
+    // The selected policies with a latest image, by name.
+    let selected =
+        match plan::selected_policies(&a.spec, &ns, snap.policies.iter().map(|p| p.as_ref())) {
+            Ok(p) => p,
+            Err(e) => {
+                return short(
+                    status,
+                    Short::Stalled("InvalidPolicySelector", e.to_string()),
+                );
+            }
+        };
+    let mut images: BTreeMap<String, ImageRef> = BTreeMap::new();
+    let mut observed: BTreeMap<String, ImageRef> = BTreeMap::new();
+    for p in selected {
+        if let Some(latest) = p.status.as_ref().and_then(|s| s.latest_ref.clone()) {
+            images.insert(format!("{ns}:{}", p.name_any()), latest.clone());
+            observed.insert(p.name_any(), latest);
+        }
+    }
+    let work = match plan(a, snap, images) {
+        Ok(w) => w,
+        Err(s) => return short(status, s),
+    };
+    let policies_changed = before.observed_policies.as_ref() != Some(&observed);
     let Some(run) = &snap.run else {
         // Nothing new since the last successful run: wait for the
         // interval (Flux checks the remote head then).
         let since = elapsed(&before.last_automation_run_time, now);
-        let unchanged = before.observed_policies.as_ref() == Some(&work.images)
+        let unchanged = !policies_changed
             && same_checkout(&work.target, before.observed_source_revision.as_deref())
             && conditions::is_ready(&before.conditions)
             && before.observed_generation == generation
@@ -211,40 +331,69 @@ pub fn decide(
                 ..Decision::unchanged(before)
             });
         }
-        return Step::Work(work);
+        return if persist {
+            Step::Persist(status, work)
+        } else {
+            Step::Work(work)
+        };
     };
-    status.last_automation_run_time = Some(now.clone());
     match run {
-        Err(e) => fail(status, e),
-        Ok(ran) => {
-            status.observed_policies = Some(work.images);
-            status.observed_source_revision = Some(ran.source_revision.clone());
-            let branch = &work.target.branch;
-            let mut notes = Vec::new();
-            let message = match &ran.pushed {
-                Some(c) => {
-                    status.last_push_commit = Some(c.clone());
-                    status.last_push_time = Some(now.clone());
-                    notes.push(Note::normal(
-                        conditions::SUCCEEDED,
-                        format!(
-                            "Committed and pushed commit {c} to branch {branch}: {} change(s) in {} file(s)",
-                            ran.changes, ran.files
-                        ),
-                        "Push",
-                    ));
-                    format!("pushed commit {} to branch {branch}", &c[..c.len().min(12)])
+        Err(f) => {
+            let (reason, prefix) = match f.stage {
+                Stage::SourceManager => {
+                    ("SourceManagerFailed", "failed configuring source manager")
                 }
-                None => "repository up-to-date".to_string(),
+                Stage::Checkout => ("GitOperationFailed", "failed to checkout source"),
+                Stage::Apply => ("UpdateFailed", "failed to apply policies"),
+                Stage::Update => ("GitOperationFailed", "failed to update source"),
             };
-            conditions::ready(&mut status.conditions, &message, generation, now);
-            Step::Done(Decision {
+            let m = format!("{prefix}: {}", f.error);
+            finish(
                 status,
-                notes,
-                requeue: Requeue::After(interval),
-                failure: None,
-            })
+                conditions::End::Retried(reason, &m),
+                Requeue::Backoff,
+                None,
+                "",
+            )
         }
+        Ok(ran) => {
+            let sync_needed = policies_changed
+                || ran.switched
+                || work.target.refspec.is_some()
+                || before.observed_source_revision.as_deref() != Some(ran.source_revision.as_str());
+            status.observed_policies = Some(observed);
+            status.observed_source_revision = Some(ran.source_revision.clone());
+            let news = ran.pushed.as_ref().map(|c| {
+                status.last_push_commit = Some(c.clone());
+                status.last_push_time = Some(now.clone());
+                summary(c, &work.target, ran.message.as_deref())
+            });
+            let quiet = if sync_needed {
+                READY_MESSAGE
+            } else {
+                "no change since last reconciliation"
+            };
+            finish(
+                status,
+                conditions::End::Ready(READY_MESSAGE),
+                Requeue::After(interval),
+                news.as_deref(),
+                quiet,
+            )
+        }
+    }
+}
+
+/// A reason as the `&'static str` metrics take (the ones this module sets).
+fn static_reason(r: &str) -> &'static str {
+    match r {
+        "InvalidPolicySelector" => "InvalidPolicySelector",
+        "InvalidSourceConfiguration" => "InvalidSourceConfiguration",
+        "AccessDenied" => "AccessDenied",
+        "SourceManagerFailed" => "SourceManagerFailed",
+        "GitOperationFailed" => "GitOperationFailed",
+        "UpdateFailed" => "UpdateFailed",
+        _ => "ReconciliationFailed",
     }
 }
 
@@ -300,18 +449,24 @@ impl Kind for ImageUpdateAutomation {
 
 /// The run: credentials, the signing key, the engine's commit and push,
 /// and the marker index published.
-async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<Ran, EngineError> {
+async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<Ran, RunFailure> {
     let ns = a.namespace().unwrap_or_default();
     let source = &work.source;
+    let source_manager = |error| RunFailure {
+        stage: Stage::SourceManager,
+        error,
+    };
     let timeout = source
         .spec
         .timeout
         .as_deref()
         .and_then(crate::api::parse_duration);
-    let auth = super::secrets::git_auth(&ctx.client, source, timeout).await?;
+    let auth = super::secrets::git_auth(&ctx.client, source, timeout)
+        .await
+        .map_err(source_manager)?;
     let commit = a.spec.git.as_ref().map(|g| &g.commit);
     let signer = match commit.and_then(|c| c.signing_key.as_ref()) {
-        Some(k) => Some(ctx.signer(&ns, k).await?),
+        Some(k) => Some(ctx.signer(&ns, k).await.map_err(source_manager)?),
         None => None,
     };
     let job = AutomationJob {
@@ -334,17 +489,24 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
         index_markers: ctx.options.markers_namespace.is_some(),
         fence: ctx.fence.clone(),
     };
-    let result = ctx.engine.update(job).await;
+    let result = ctx.engine.update_staged(job).await;
     match &result {
         Ok(r) if r.pushed => ctx
             .metrics
             .inc("imageauto_git_push_total", &[("result", "pushed")]),
-        Err(EngineError::Git(_)) => ctx
+        Err(e) if e.stage == crate::engine::automation::Stage::Update => ctx
             .metrics
             .inc("imageauto_git_push_total", &[("result", "failed")]),
         _ => {}
     }
-    let result = result?;
+    let result = result.map_err(|e| RunFailure {
+        stage: match e.stage {
+            crate::engine::automation::Stage::Checkout => Stage::Checkout,
+            crate::engine::automation::Stage::Apply => Stage::Apply,
+            crate::engine::automation::Stage::Update => Stage::Update,
+        },
+        error: e.error,
+    })?;
     if let Some(mns) = &ctx.options.markers_namespace
         && let Err(e) = super::markers::publish(
             &ctx.client,
@@ -359,7 +521,9 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
     }
     Ok(Ran {
         pushed: result.commit.clone().filter(|_| result.pushed),
+        message: result.message.clone(),
         source_revision: result.source_revision,
+        switched: result.switched,
         files: result.files.len(),
         changes: result.files.iter().map(|f| f.changes.len()).sum(),
     })
@@ -367,7 +531,11 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
 
 #[cfg(test)]
 mod tests {
+    //! Each case pins what image-automation-controller's
+    //! `internal/controller/imageupdateautomation_controller.go`
+    //! (`reconcile`, `notify`) and `internal/source` write for it.
     use super::*;
+    use crate::controller::decision::Severity;
     use crate::controller::testing::{at, automation, git_repository, policy};
 
     fn with_latest(name: &str, tag: &str) -> Arc<ImagePolicy> {
@@ -397,14 +565,33 @@ mod tests {
     ) -> Decision<ImageUpdateAutomationStatus> {
         match step {
             Step::Done(d) => d,
-            Step::Work(w) => panic!("expected a decision, got work {w:?}"),
+            other => panic!("expected a decision, got {other:?}"),
         }
+    }
+
+    fn work(step: Step<RunWork, ImageUpdateAutomationStatus>) -> RunWork {
+        match step {
+            Step::Work(w) | Step::Persist(_, w) => w,
+            other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    fn ready(d: &Decision<ImageUpdateAutomationStatus>) -> (String, String, String) {
+        let c = d
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
     }
 
     fn pushed(commit: &str) -> Ran {
         Ran {
             pushed: Some(commit.into()),
+            message: Some("Update images\n\n- web".into()),
             source_revision: "main@sha1:abc".into(),
+            switched: true,
             files: 1,
             changes: 2,
         }
@@ -417,24 +604,41 @@ mod tests {
             with_latest("web", "1.2.0"),
             with_latest("api", "2.0.0"),
         ]);
-        let Step::Work(work) = decide(&a, &snap, &at(0)) else {
-            panic!("a first run")
+        let Step::Persist(progress, w) = decide(&a, &snap, &at(0)) else {
+            panic!("a first run, after Flux's progress")
         };
-        assert_eq!(work.images.len(), 2);
-        assert_eq!(work.images["apps:web"].tag, "1.2.0");
-        assert_eq!(work.target.branch, "flux-image-updates");
-        assert_eq!(work.path, "", "the repository root");
+        assert_eq!(
+            progress.conditions[0].message,
+            "processing object: new generation -1 -> 1"
+        );
+        assert_eq!(w.images.len(), 2);
+        assert_eq!(w.images["apps:web"].tag, "1.2.0");
+        assert_eq!(w.target.branch, "flux-image-updates");
+        assert_eq!(w.path, "", "the repository root");
         snap.run = Some(Ok(pushed("0123456789abcdef0123")));
         let d = done(decide(&a, &snap, &at(0)));
         let s = &d.status;
         assert_eq!(s.last_push_commit.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(s.last_push_time, Some(at(0)));
         assert_eq!(s.observed_source_revision.as_deref(), Some("main@sha1:abc"));
-        assert_eq!(s.observed_policies.as_ref().unwrap().len(), 2);
+        // Keyed by the policy's name, as Flux's.
+        let keys: Vec<&String> = s.observed_policies.as_ref().unwrap().keys().collect();
+        assert_eq!(keys, ["api", "web"]);
         assert_eq!(d.requeue, Requeue::After(Duration::from_secs(3600)));
-        assert_eq!(d.notes.len(), 1);
+        // Ready stays "repository up-to-date"; the push is the event.
         assert_eq!(
-            s.conditions[0].message,
-            "pushed commit 0123456789ab to branch flux-image-updates"
+            ready(&d),
+            (
+                "True".into(),
+                "Succeeded".into(),
+                "repository up-to-date".into()
+            )
+        );
+        assert_eq!(d.notes[0].severity, Severity::Info);
+        assert_eq!(d.notes[0].reason, "Succeeded");
+        assert_eq!(
+            d.notes[0].message,
+            "pushed commit '0123456' to branch 'flux-image-updates'\nUpdate images\n\n- web"
         );
         a.status = Some(d.status);
         // Ten minutes on, the same images: nothing to do before the interval.
@@ -453,19 +657,18 @@ mod tests {
         ]);
         assert!(matches!(decide(&a, &moved, &at(600)), Step::Work(_)));
         let mut fewer = snapshot(vec![with_latest("web", "1.2.0")]);
-        let Step::Work(work) = decide(&a, &fewer, &at(600)) else {
-            panic!("a run after a deletion")
-        };
-        assert_eq!(work.images.len(), 1);
+        assert_eq!(work(decide(&a, &fewer, &at(600))).images.len(), 1);
         fewer.run = Some(Ok(Ran {
             pushed: None,
             ..pushed("x")
         }));
         let d = done(decide(&a, &fewer, &at(600)));
         let observed = d.status.observed_policies.as_ref().unwrap();
-        assert_eq!(observed.keys().collect::<Vec<_>>(), ["apps:web"]);
-        assert_eq!(d.status.conditions[0].message, "repository up-to-date");
-        assert!(d.notes.is_empty());
+        assert_eq!(observed.keys().collect::<Vec<_>>(), ["web"]);
+        assert_eq!(ready(&d).2, "repository up-to-date");
+        // Ready before and after, no push: Flux's trace.
+        assert_eq!(d.notes[0].severity, Severity::Trace);
+        assert_eq!(d.notes[0].message, "repository up-to-date");
         // The interval elapsed: run (Flux looks at the remote then).
         assert!(matches!(decide(&a, &snap, &at(3600)), Step::Work(_)));
         // The GitRepository now names another branch: run at once.
@@ -491,6 +694,22 @@ mod tests {
     }
 
     #[test]
+    fn no_change_since_the_last_reconciliation_is_a_trace() {
+        let mut a = automation("fleet", "1h", None);
+        let mut snap = snapshot(vec![with_latest("web", "1.2.0")]);
+        snap.run = Some(Ok(Ran {
+            pushed: None,
+            switched: false,
+            ..pushed("x")
+        }));
+        a.status = Some(done(decide(&a, &snap, &at(0))).status);
+        let d = done(decide(&a, &snap, &at(3600)));
+        assert_eq!(d.notes[0].severity, Severity::Trace);
+        assert_eq!(d.notes[0].message, "no change since last reconciliation");
+        assert_eq!(d.status.last_automation_run_time, Some(at(3600)));
+    }
+
+    #[test]
     fn a_reconcile_request_runs_now() {
         let mut a = automation("fleet", "1h", None);
         let mut snap = snapshot(vec![with_latest("web", "1.2.0")]);
@@ -501,16 +720,17 @@ mod tests {
             crate::api::RECONCILE_REQUEST_ANNOTATION.into(),
             "now-1".into(),
         );
-        assert!(matches!(decide(&a, &snap, &at(10)), Step::Work(_)));
+        // A request is persisted before the run, as Flux does.
+        assert!(matches!(decide(&a, &snap, &at(10)), Step::Persist(..)));
         snap.run = Some(Ok(pushed("def")));
         let d = done(decide(&a, &snap, &at(10)));
         assert_eq!(d.status.last_handled_reconcile_at.as_deref(), Some("now-1"));
     }
 
     #[test]
-    fn failures_stall_or_retry_as_their_cause_says() {
+    fn failures_stall_or_retry_as_fluxs_do() {
         let a = automation("fleet", "1h", None);
-        // The source is missing: retried.
+        // The source is missing: the source manager fails, retried.
         let mut snap = snapshot(vec![]);
         snap.source = None;
         let d = done(decide(&a, &snap, &at(0)));
@@ -518,7 +738,18 @@ mod tests {
             (d.failure, d.requeue),
             (Some("SourceManagerFailed"), Requeue::Backoff)
         );
-        // Another namespace's source with cross-namespace references off.
+        assert_eq!(
+            ready(&d).2,
+            "failed configuring source manager: referenced git repository does not exist: gitrepositories.source.toolkit.fluxcd.io \"fleet\" not found"
+        );
+        assert_eq!(d.status.observed_generation, -1);
+        let reconciling = &d.status.conditions[0];
+        assert_eq!(
+            (reconciling.type_.as_str(), reconciling.reason.as_str()),
+            ("Reconciling", "ProgressingWithRetry")
+        );
+        // Another namespace's source with cross-namespace references off:
+        // stalled.
         let mut other = a.clone();
         other.spec.source_ref.namespace = Some("elsewhere".into());
         let mut snap = snapshot(vec![]);
@@ -528,28 +759,88 @@ mod tests {
             (d.failure, d.requeue),
             (Some("AccessDenied"), Requeue::Never)
         );
-        // A push rejected: retried with backoff, the run time recorded.
-        let mut snap = snapshot(vec![with_latest("web", "1.2.0")]);
-        snap.run = Some(Err(EngineError::Git(
-            crate::git::GitError::NonFastForward {
-                url: "https://git.example.com/fleet".into(),
-                refname: "refs/heads/main".into(),
+        assert_eq!(
+            ready(&d).2,
+            "can't access 'GitRepository/elsewhere/fleet', cross-namespace references have been blocked"
+        );
+        assert_eq!(d.status.observed_generation, 1);
+        // Not a GitRepository: stalled.
+        let mut bucket = a.clone();
+        bucket.spec.source_ref.kind = "Bucket".into();
+        let d = done(decide(&bucket, &snapshot(vec![]), &at(0)));
+        assert_eq!(
+            ready(&d),
+            (
+                "False".into(),
+                "InvalidSourceConfiguration".into(),
+                "source kind 'Bucket' not supported: invalid source configuration".into()
+            )
+        );
+        // No push branch to infer: Flux's message, retried.
+        let mut tagged = a.clone();
+        tagged.spec.git.as_mut().unwrap().checkout = Some(crate::api::GitCheckoutSpec {
+            reference: crate::api::GitRepositoryRef {
+                tag: Some("v1".into()),
+                ..Default::default()
             },
-        )));
-        let d = done(decide(&a, &snap, &at(5)));
+        });
+        let d = done(decide(&tagged, &snapshot(vec![]), &at(0)));
         assert_eq!(
             (d.failure, d.requeue),
-            (Some("GitOperationFailed"), Requeue::Backoff)
+            (Some("SourceManagerFailed"), Requeue::Backoff)
         );
-        assert_eq!(d.status.last_automation_run_time, Some(at(5)));
-        assert!(d.status.observed_policies.is_none());
-        assert_eq!(d.notes.len(), 1);
-        // A signing key that cannot sign: at the interval, not sooner.
-        snap.run = Some(Err(EngineError::SigningKey("wrong passphrase".into())));
-        let d = done(decide(&a, &snap, &at(5)));
         assert_eq!(
-            d.requeue,
-            Requeue::BackoffAtLeast(Duration::from_secs(3600))
+            ready(&d).2,
+            "failed configuring source manager: push spec not provided, and cannot be inferred from .spec.git.checkout.ref or GitRepository .spec.ref"
+        );
+        // Each stage of the run with its reason and prefix, all retried.
+        let stages = [
+            (
+                Stage::SourceManager,
+                "SourceManagerFailed",
+                "failed configuring source manager: ",
+            ),
+            (
+                Stage::Checkout,
+                "GitOperationFailed",
+                "failed to checkout source: ",
+            ),
+            (Stage::Apply, "UpdateFailed", "failed to apply policies: "),
+            (
+                Stage::Update,
+                "GitOperationFailed",
+                "failed to update source: ",
+            ),
+        ];
+        for (stage, reason, prefix) in stages {
+            let mut snap = snapshot(vec![with_latest("web", "1.2.0")]);
+            snap.run = Some(Err(RunFailure {
+                stage,
+                error: EngineError::Source("it broke".into()),
+            }));
+            let d = done(decide(&a, &snap, &at(5)));
+            assert_eq!(
+                (d.failure, d.requeue),
+                (Some(reason), Requeue::Backoff),
+                "{stage:?}"
+            );
+            assert_eq!(ready(&d).2, format!("{prefix}it broke"));
+            assert_eq!(d.status.last_automation_run_time, Some(at(5)));
+            assert!(d.status.observed_policies.is_none());
+            assert!(d.notes[0].is_warning());
+        }
+        // A policy selector that does not parse: stalled.
+        let mut bad = a.clone();
+        bad.spec.policy_selector = Some(
+            serde_json::from_value(serde_json::json!({
+                "matchExpressions": [{"key": "k", "operator": "Bogus", "values": ["v"]}]
+            }))
+            .unwrap(),
+        );
+        let d = done(decide(&bad, &snapshot(vec![]), &at(0)));
+        assert_eq!(
+            (d.failure, d.requeue),
+            (Some("InvalidPolicySelector"), Requeue::Never)
         );
         // A source URL of the controller's own disk: stalled, whatever the
         // CRD allowed.
@@ -562,22 +853,22 @@ mod tests {
             (d.failure, d.requeue),
             (Some("InvalidSourceConfiguration"), Requeue::Never)
         );
-        assert!(
-            d.status.conditions[0].message.contains("spec.url"),
-            "{:?}",
-            d.status.conditions
-        );
-        // A policy selector that does not parse: stalled.
-        let mut bad = a.clone();
-        bad.spec.policy_selector = Some(
-            serde_json::from_value(serde_json::json!({
-                "matchExpressions": [{"key": "k", "operator": "Bogus", "values": ["v"]}]
-            }))
-            .unwrap(),
-        );
-        let d = done(decide(&bad, &snapshot(vec![]), &at(0)));
-        assert_eq!(d.requeue, Requeue::Never);
-        assert!(d.failure.is_some());
+        assert!(ready(&d).2.contains("spec.url"), "{:?}", ready(&d));
+    }
+
+    #[test]
+    fn an_update_path_outside_the_checkout_stays_inside() {
+        let mut a = automation("fleet", "1h", None);
+        a.spec.update = Some(crate::api::UpdateStrategy {
+            path: Some("../../etc".into()),
+            ..Default::default()
+        });
+        let w = work(decide(
+            &a,
+            &snapshot(vec![with_latest("web", "1.2.0")]),
+            &at(0),
+        ));
+        assert_eq!(w.path, "etc");
     }
 
     #[test]

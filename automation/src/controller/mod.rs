@@ -156,7 +156,7 @@ impl Context {
     /// an error of the reconciliation.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, note: &decision::Note) {
         let ev = Event {
-            type_: if note.warning {
+            type_: if note.is_warning() {
                 EventType::Warning
             } else {
                 EventType::Normal

@@ -5,7 +5,7 @@
 
 use super::Context;
 use super::conditions;
-use super::decision::{Decision, Note, Requeue, Step};
+use super::decision::{Decision, Requeue, Step, go_duration, notify};
 use super::shell::{Kind, requested_at};
 use crate::api::plan;
 use crate::api::{
@@ -24,7 +24,7 @@ use std::time::Duration;
 pub struct PolicySnapshot {
     /// Whether policies may use ImageRepositories of other namespaces.
     pub cross_namespace_refs: bool,
-    /// How long to wait for a repository that is missing or not scanned.
+    /// How long to wait for a repository that has no tags yet.
     pub dependency_retry: Duration,
     /// The ImageRepository it refers to, when it exists.
     pub repository: Option<Arc<ImageRepository>>,
@@ -42,112 +42,177 @@ pub struct DigestWork {
     pub tag: String,
 }
 
-fn invalid(errs: Vec<crate::api::FieldError>) -> EngineError {
-    EngineError::InvalidPolicy(
-        errs.iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
+/// How a policy's reconciliation ends short of a latest image.
+enum Short {
+    /// Flux's `MarkStalled`.
+    Stalled(&'static str, String),
+    /// Ready=False, retried with backoff.
+    Retried(&'static str, String),
+    /// Ready=False, looked at again after the dependency interval.
+    Waiting(String),
+    /// The digest is to be looked up first.
+    Lookup(DigestWork),
+    /// The registry has no free slot: nothing known, nothing written.
+    Busy,
 }
 
-/// Why there is no latest image: found now, or in the snapshot's lookup.
-enum Failure<'a> {
-    Now(EngineError),
-    Looked(&'a EngineError),
-}
-
-impl From<EngineError> for Failure<'_> {
-    fn from(e: EngineError) -> Self {
-        Failure::Now(e)
-    }
-}
-
-impl std::ops::Deref for Failure<'_> {
-    type Target = EngineError;
-    fn deref(&self) -> &EngineError {
-        match self {
-            Failure::Now(e) => e,
-            Failure::Looked(e) => e,
-        }
-    }
-}
-
-/// The latest image, or the work to do first, or why there is none.
-fn evaluate<'s>(
+/// Flux's `getImageRepository` and its access check, as the
+/// `failed to get the referred ImageRepository: …` failure when it fails.
+fn repository<'s>(
     policy: &ImagePolicy,
     snap: &'s PolicySnapshot,
-) -> Result<Result<ImageRef, DigestWork>, Failure<'s>> {
+) -> Result<&'s ImageRepository, Short> {
     let ns = policy.namespace().unwrap_or_default();
-    let spec = &policy.spec;
-    if spec.digest_reflection_policy == DigestReflectionPolicy::Always
-        && spec.interval.as_deref().is_none_or(str::is_empty)
-    {
-        return Err(Failure::Now(EngineError::IntervalNotConfigured(
-            "spec.interval must be set when spec.digestReflectionPolicy is Always".into(),
-        )));
-    }
-    compile_policy(spec).map_err(invalid)?;
     let (rns, rname) = plan::repository_of(policy);
+    let failed = |reason: &'static str, m: String| {
+        Short::Retried(
+            reason,
+            format!("failed to get the referred ImageRepository: {m}"),
+        )
+    };
     if rns != ns && !snap.cross_namespace_refs {
-        return Err(Failure::Now(EngineError::AccessDenied(format!(
-            "spec.imageRepositoryRef: ImageRepository {rns}/{rname} is in another namespace, and cross-namespace references are switched off (--no-cross-namespace-refs)"
-        ))));
+        return Err(failed(
+            "AccessDenied",
+            format!(
+                "cannot access 'ImageRepository/{rns}/{rname}', cross-namespace references have been blocked"
+            ),
+        ));
     }
-    let Some(repo) = snap.repository.as_ref() else {
-        return Err(Failure::Now(EngineError::DependencyNotReady(format!(
-            "ImageRepository {rns}/{rname} not found"
-        ))));
+    let Some(repo) = snap.repository.as_deref() else {
+        return Err(failed(
+            "DependencyNotReady",
+            format!(
+                "referenced ImageRepository does not exist: imagerepositories.image.toolkit.fluxcd.io \"{rname}\" not found"
+            ),
+        ));
     };
     if rns != ns && !plan::access_allowed(repo, &ns, &snap.namespace_labels, true) {
-        return Err(Failure::Now(EngineError::AccessDenied(format!(
-            "ImageRepository {rns}/{rname} does not allow policies from namespace {ns} (its spec.accessFrom)"
-        ))));
+        let why = if repo.spec.access_from.is_none() {
+            format!("'{rns}/{rname}' can't be accessed due to missing ACL labels on 'accessFrom'")
+        } else {
+            format!(
+                "'{rns}/{rname}' can't be accessed due to ACL labels mismatch on namespace '{ns}'"
+            )
+        };
+        return Err(failed("AccessDenied", format!("access denied: {why}")));
     }
-    let scanned = repo
-        .status
-        .as_ref()
-        .is_some_and(|s| s.last_scan_result.is_some());
-    let Some(tags) = snap.tags.as_ref().filter(|_| scanned) else {
-        return Err(Failure::Now(EngineError::DependencyNotReady(format!(
-            "ImageRepository {rns}/{rname} has no scan yet"
-        ))));
+    Ok(repo)
+}
+
+/// The latest image, or how the reconciliation ends without one.
+fn evaluate(policy: &ImagePolicy, snap: &PolicySnapshot) -> Result<ImageRef, Short> {
+    let spec = &policy.spec;
+    let repo = repository(policy, snap)?;
+    if let Err(e) = crate::api::validate::check_image(&repo.spec.image) {
+        return Err(Short::Stalled("ImageURLInvalid", e));
+    }
+    if let Err(errs) = compile_policy(spec) {
+        let message = errs
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(Short::Stalled(
+            "InvalidPolicy",
+            format!("invalid policy: {message}"),
+        ));
+    }
+    let Some(tags) = snap.tags.as_ref().filter(|t| !t.is_empty()) else {
+        return Err(Short::Waiting(format!(
+            "retrying in {} error: no tags in database",
+            go_duration(Duration::from_secs(
+                snap.dependency_retry.as_secs_f64().round() as u64
+            ))
+        )));
     };
-    let tag = crate::engine::select(spec, tags)?;
-    let previous = policy.status.as_ref().and_then(|s| s.latest_ref.as_ref());
-    let name = repo.spec.image.clone();
-    let known = match spec.digest_reflection_policy {
-        DigestReflectionPolicy::Never => {
-            return Ok(Ok(ImageRef {
-                name,
-                tag,
-                digest: None,
-            }));
+    let tag = match crate::engine::select(spec, tags) {
+        Ok(t) => t,
+        Err(EngineError::InvalidPolicy(m)) => {
+            return Err(Short::Stalled(
+                "InvalidPolicy",
+                format!("invalid policy: {m}"),
+            ));
         }
-        DigestReflectionPolicy::IfNotPresent => previous
-            .filter(|p| p.name == name && p.tag == tag)
-            .and_then(|p| p.digest.clone())
-            .filter(|d| !d.is_empty()),
-        DigestReflectionPolicy::Always => None,
+        Err(e) => return Err(Short::Retried("Failure", e.to_string())),
     };
-    let digest = match (known, &snap.digest) {
-        (Some(d), _) => d,
-        (None, None) => return Ok(Err(DigestWork { tag })),
-        (None, Some(Ok(d))) => d.clone(),
-        (None, Some(Err(e))) => return Err(Failure::Looked(e)),
-    };
-    Ok(Ok(ImageRef {
-        name,
+    let previous = policy.status.as_ref().and_then(|s| s.latest_ref.as_ref());
+    let mut latest = ImageRef {
+        name: repo.spec.image.clone(),
         tag,
-        digest: Some(digest),
-    }))
+        digest: None,
+    };
+    let fetch = match spec.digest_reflection_policy {
+        DigestReflectionPolicy::Never => false,
+        DigestReflectionPolicy::IfNotPresent => {
+            match previous.filter(|p| p.name == latest.name && p.tag == latest.tag) {
+                Some(p) if p.digest.as_deref().is_some_and(|d| !d.is_empty()) => {
+                    latest.digest.clone_from(&p.digest);
+                    false
+                }
+                _ => true,
+            }
+        }
+        DigestReflectionPolicy::Always => true,
+    };
+    if fetch {
+        match &snap.digest {
+            None => return Err(Short::Lookup(DigestWork { tag: latest.tag })),
+            Some(Err(EngineError::Busy(_))) => return Err(Short::Busy),
+            Some(Err(e)) => {
+                return Err(Short::Retried(
+                    "Failed",
+                    format!("failed fetching digest of {}: {e}", latest.reference()),
+                ));
+            }
+            Some(Ok(d)) => latest.digest = Some(d.clone()),
+        }
+    }
+    Ok(latest)
 }
 
-fn describe(r: &ImageRef) -> String {
-    format!("{}:{}", r.name, r.tag)
+/// Flux's `composeImagePolicyReadyMessage`.
+fn ready_message(status: &ImagePolicyStatus) -> String {
+    let Some(latest) = &status.latest_ref else {
+        return String::new();
+    };
+    let mut m = format!(
+        "Latest image tag for {} resolved to {}",
+        latest.name, latest.tag
+    );
+    if let Some(d) = latest.digest.as_deref().filter(|d| !d.is_empty()) {
+        m.push_str(&format!(" with digest {d}"));
+    }
+    if let Some(prev) = status
+        .observed_previous_ref
+        .as_ref()
+        .filter(|p| *p != latest)
+    {
+        m.push_str(&format!(" (previously {}:{}", prev.name, prev.tag));
+        if let Some(d) = prev.digest.as_deref().filter(|d| !d.is_empty()) {
+            m.push_str(&format!("@{d}"));
+        }
+        m.push(')');
+    }
+    m
 }
 
-/// The whole logic of an ImagePolicy's reconciliation.
+/// The policy's requeue interval: with `Always`, its interval (10 minutes
+/// when unset or zero, as Flux's `GetInterval`); none otherwise.
+fn interval(policy: &ImagePolicy) -> Option<Duration> {
+    (policy.spec.digest_reflection_policy == DigestReflectionPolicy::Always).then(|| {
+        policy
+            .spec
+            .interval
+            .as_deref()
+            .and_then(crate::api::parse_duration)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(600))
+    })
+}
+
+/// The whole logic of an ImagePolicy's reconciliation, as Flux's
+/// image-reflector-controller does it
+/// (`internal/controller/imagepolicy_controller.go`).
 pub fn decide(
     policy: &ImagePolicy,
     snap: &PolicySnapshot,
@@ -158,77 +223,91 @@ pub fn decide(
         return Step::Done(Decision::unchanged(before));
     }
     let generation = policy.meta().generation.unwrap_or(0);
+    let requested = requested_at(policy);
     let mut status = before.clone();
-    status.observed_generation = generation;
-    if let Some(r) = requested_at(policy) {
-        status.last_handled_reconcile_at = Some(r);
-    }
-    let interval = policy
-        .spec
-        .interval
-        .as_deref()
-        .and_then(crate::api::parse_duration)
-        .filter(|_| policy.spec.digest_reflection_policy == DigestReflectionPolicy::Always);
-    match evaluate(policy, snap) {
-        Ok(Err(work)) => Step::Work(work),
-        Ok(Ok(latest)) => {
-            let mut notes = Vec::new();
-            let mut message = format!(
-                "Latest image tag for {} resolved to {}",
-                latest.name, latest.tag
-            );
-            if let Some(d) = &latest.digest {
-                message.push_str(&format!(" with digest {d}"));
-            }
-            if before.latest_ref.as_ref() != Some(&latest) {
-                status.observed_previous_ref = before.latest_ref.clone();
-                let note = match &before.latest_ref {
-                    Some(old) => format!(
-                        "Latest image tag for {} updated from {} to {}",
-                        latest.name, old.tag, latest.tag
-                    ),
-                    None => message.clone(),
-                };
-                notes.push(Note::normal(conditions::SUCCEEDED, note, "Evaluate"));
-            }
-            if let Some(prev) = &status.observed_previous_ref {
-                message.push_str(&format!(" (previously {})", describe(prev)));
-            }
-            status.latest_ref = Some(latest);
-            conditions::ready(&mut status.conditions, &message, generation, now);
-            Step::Done(Decision {
-                status,
-                notes,
-                requeue: interval.map_or(Requeue::Never, Requeue::every),
-                failure: None,
-            })
+    let finish = |mut status: ImagePolicyStatus,
+                  end: conditions::End<'_>,
+                  requeue: Requeue,
+                  failure: Option<&'static str>| {
+        if conditions::finish(&mut status.conditions, end, generation, now) {
+            status.observed_generation = generation;
         }
-        // The registry's slots are all taken: nothing is known, nothing
-        // written.
-        Err(e) if matches!(&*e, EngineError::Busy(_)) => Step::Done(Decision {
+        if requested.is_some() {
+            status.last_handled_reconcile_at.clone_from(&requested);
+        }
+        let quiet = ready_message(&status);
+        let note = notify(
+            &before.conditions,
+            &status.conditions,
+            None,
+            &quiet,
+            "Evaluate",
+        );
+        Step::Done(Decision {
+            status,
+            notes: vec![note],
+            requeue,
+            failure,
+        })
+    };
+    // Checked before any progress, as Flux's validation is.
+    if policy.spec.digest_reflection_policy == DigestReflectionPolicy::Always
+        && policy.spec.interval.as_deref().is_none_or(str::is_empty)
+    {
+        return finish(
+            status,
+            conditions::End::Stalled(
+                "IntervalNotConfigured",
+                "spec.interval must be set when spec.digestReflectionPolicy is set to 'Always'",
+            ),
+            Requeue::Never,
+            Some("IntervalNotConfigured"),
+        );
+    }
+    let c = &mut status.conditions;
+    conditions::progress(c, conditions::IN_PROGRESS, false, generation, now);
+    let mut persist = false;
+    if generation != before.observed_generation {
+        let m = format!(
+            "processing object: new generation {} -> {generation}",
+            before.observed_generation
+        );
+        conditions::progress(c, &m, false, generation, now);
+        persist = true;
+    }
+    match evaluate(policy, snap) {
+        Err(Short::Lookup(work)) if persist => Step::Persist(status, work),
+        Err(Short::Lookup(work)) => Step::Work(work),
+        Err(Short::Busy) => Step::Done(Decision {
             requeue: Requeue::Around(super::repository::BUSY_RETRY),
             ..Decision::unchanged(before)
         }),
-        Err(e) => {
-            conditions::failed_with(&mut status.conditions, &e, generation, now);
-            let requeue = match &*e {
-                // Waiting for the repository: the watch brings it back, and
-                // a periodic retry covers what no watch sees.
-                EngineError::DependencyNotReady(_) => Requeue::Around(snap.dependency_retry),
-                _ => Requeue::after_failure(&e, None),
-            };
-            let message = e.to_string();
-            let notes = if before.conditions.iter().all(|c| c.message != message) {
-                vec![Note::warning(e.reason(), message, "Evaluate")]
-            } else {
-                Vec::new()
-            };
-            Step::Done(Decision {
-                status,
-                notes,
-                requeue,
-                failure: Some(e.reason()),
-            })
+        Err(Short::Stalled(reason, m)) => finish(
+            status,
+            conditions::End::Stalled(reason, &m),
+            Requeue::Never,
+            Some(reason),
+        ),
+        Err(Short::Retried(reason, m)) => finish(
+            status,
+            conditions::End::Retried(reason, &m),
+            Requeue::Backoff,
+            Some(reason),
+        ),
+        Err(Short::Waiting(m)) => finish(
+            status,
+            conditions::End::Retried("DependencyNotReady", &m),
+            Requeue::Around(snap.dependency_retry),
+            Some("DependencyNotReady"),
+        ),
+        Ok(latest) => {
+            if before.latest_ref.as_ref() != Some(&latest) {
+                status.observed_previous_ref = before.latest_ref.clone();
+                status.latest_ref = Some(latest);
+            }
+            let message = ready_message(&status);
+            let requeue = interval(policy).map_or(Requeue::Never, Requeue::every);
+            finish(status, conditions::End::Ready(&message), requeue, None)
         }
     }
 }
@@ -305,7 +384,10 @@ async fn digest(ctx: &Context, repo: &ImageRepository, tag: &str) -> Result<Stri
 
 #[cfg(test)]
 mod tests {
+    //! Each case pins what image-reflector-controller's
+    //! `internal/controller/imagepolicy_controller.go` writes for it.
     use super::*;
+    use crate::controller::decision::Severity;
     use crate::controller::testing::{at, policy, repository};
 
     fn snapshot(repo: Option<ImageRepository>, tags: &[&str]) -> PolicySnapshot {
@@ -332,8 +414,18 @@ mod tests {
     fn done(step: Step<DigestWork, ImagePolicyStatus>) -> Decision<ImagePolicyStatus> {
         match step {
             Step::Done(d) => d,
-            Step::Work(w) => panic!("expected a decision, got work {w:?}"),
+            other => panic!("expected a decision, got {other:?}"),
         }
+    }
+
+    fn ready(d: &Decision<ImagePolicyStatus>) -> (String, String, String) {
+        let c = d
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
     }
 
     const TAGS: [&str; 3] = ["1.0.0", "1.1.0", "2.0.0"];
@@ -346,29 +438,35 @@ mod tests {
         let latest = d.status.latest_ref.clone().unwrap();
         assert_eq!((latest.tag.as_str(), latest.digest), ("1.1.0", None));
         assert_eq!(d.requeue, Requeue::Never);
-        assert_eq!(d.notes.len(), 1);
+        assert_eq!(d.status.observed_generation, 1);
         assert_eq!(
-            d.status.conditions[0].message,
-            "Latest image tag for ghcr.io/org/web resolved to 1.1.0"
+            ready(&d),
+            (
+                "True".into(),
+                "Succeeded".into(),
+                "Latest image tag for ghcr.io/org/web resolved to 1.1.0".into()
+            )
         );
+        assert_eq!(d.notes[0].severity, Severity::Info);
         p.status = Some(d.status);
-        // Nothing new: nothing to write, no event.
+        // Nothing new: nothing to write, a trace.
         let again = done(decide(&p, &snap, &at(10)));
         assert_eq!(Some(&again.status), p.status.as_ref());
-        assert!(again.notes.is_empty());
-        // A new tag: the previous one is kept.
+        assert_eq!(again.notes[0].severity, Severity::Trace);
+        // A new tag: the previous one is kept and named, and the new Ready
+        // message is an event.
         let snap = snapshot(Some(scanned_repo()), &["1.0.0", "1.1.0", "1.2.0"]);
         let d = done(decide(&p, &snap, &at(20)));
         assert_eq!(
             d.status.observed_previous_ref.as_ref().unwrap().tag,
             "1.1.0"
         );
-        assert!(
-            d.status.conditions[0]
-                .message
-                .ends_with("(previously ghcr.io/org/web:1.1.0)")
+        let message = "Latest image tag for ghcr.io/org/web resolved to 1.2.0 (previously ghcr.io/org/web:1.1.0)";
+        assert_eq!(ready(&d).2, message);
+        assert_eq!(
+            (d.notes[0].severity, d.notes[0].message.as_str()),
+            (Severity::Info, message)
         );
-        assert_eq!(d.notes.len(), 1);
     }
 
     #[test]
@@ -377,17 +475,28 @@ mod tests {
         // IfNotPresent: looked up once, then kept while the tag stays.
         let mut p = policy("web", "1.x", "IfNotPresent");
         let mut snap = snapshot(Some(repo.clone()), &TAGS);
+        let Step::Persist(progress, work) = decide(&p, &snap, &at(0)) else {
+            panic!("a lookup, after the progress of a new generation")
+        };
         assert_eq!(
-            decide(&p, &snap, &at(0)),
-            Step::Work(DigestWork {
+            work,
+            DigestWork {
                 tag: "1.1.0".into()
-            })
+            }
+        );
+        assert_eq!(
+            progress.conditions[0].message,
+            "processing object: new generation -1 -> 1"
         );
         snap.digest = Some(Ok("sha256:aaa".into()));
         let d = done(decide(&p, &snap, &at(0)));
         assert_eq!(
             d.status.latest_ref.as_ref().unwrap().digest.as_deref(),
             Some("sha256:aaa")
+        );
+        assert_eq!(
+            ready(&d).2,
+            "Latest image tag for ghcr.io/org/web resolved to 1.1.0 with digest sha256:aaa"
         );
         p.status = Some(d.status.clone());
         let snap = snapshot(Some(repo.clone()), &TAGS);
@@ -396,23 +505,30 @@ mod tests {
             d.status.latest_ref.as_ref().unwrap().digest.as_deref(),
             Some("sha256:aaa")
         );
-        // A new tag: looked up again.
+        // A new tag: looked up again (no new generation: no progress write).
         let snap2 = snapshot(Some(repo.clone()), &["1.0.0", "1.2.0"]);
-        assert!(matches!(decide(&p, &snap2, &at(6)), Step::Work(_)));
+        assert_eq!(
+            decide(&p, &snap2, &at(6)),
+            Step::Work(DigestWork {
+                tag: "1.2.0".into()
+            })
+        );
         // Switched to Never: the digest goes, whatever the status held (it
         // must never reach Git under another tag).
         p.spec.digest_reflection_policy = DigestReflectionPolicy::Never;
+        p.meta_mut().generation = Some(2);
         let d = done(decide(&p, &snap, &at(7)));
         assert_eq!(d.status.latest_ref.as_ref().unwrap().digest, None);
         assert_eq!(
-            d.status.conditions[0].message,
-            "Latest image tag for ghcr.io/org/web resolved to 1.1.0 (previously ghcr.io/org/web:1.1.0)"
+            ready(&d).2,
+            "Latest image tag for ghcr.io/org/web resolved to 1.1.0 (previously ghcr.io/org/web:1.1.0@sha256:aaa)"
         );
+        assert_eq!(d.status.observed_generation, 2);
         // Always: looked up at every reconciliation, requeued at its interval.
         let mut p = policy("web", "1.x", "Always");
         p.spec.interval = Some("10m".into());
         let mut snap = snapshot(Some(repo.clone()), &TAGS);
-        assert!(matches!(decide(&p, &snap, &at(0)), Step::Work(_)));
+        assert!(matches!(decide(&p, &snap, &at(0)), Step::Persist(..)));
         snap.digest = Some(Ok("sha256:bbb".into()));
         let d = done(decide(&p, &snap, &at(0)));
         assert_eq!(d.requeue, Requeue::After(Duration::from_secs(600)));
@@ -426,44 +542,61 @@ mod tests {
         let d = done(decide(&p, &snapshot(Some(repo), &TAGS), &at(0)));
         assert_eq!(d.failure, Some("IntervalNotConfigured"));
         assert_eq!(d.requeue, Requeue::Never);
+        assert_eq!(
+            ready(&d),
+            (
+                "False".into(),
+                "IntervalNotConfigured".into(),
+                "spec.interval must be set when spec.digestReflectionPolicy is set to 'Always'"
+                    .into()
+            )
+        );
         assert!(d.status.conditions.iter().any(|c| c.type_ == "Stalled"));
     }
 
     #[test]
-    fn a_failed_lookup_is_retried() {
-        let p = policy("web", "1.x", "Always");
+    fn a_failed_lookup_is_retried_and_a_busy_registry_changes_nothing() {
+        let mut p = policy("web", "1.x", "Always");
+        p.spec.interval = Some("1m".into());
         let mut snap = snapshot(Some(scanned_repo()), &TAGS);
         snap.digest = Some(Err(EngineError::Source(
             "Secret apps/pull not found".into(),
         )));
-        let mut p2 = p.clone();
-        p2.spec.interval = Some("1m".into());
-        let d = done(decide(&p2, &snap, &at(0)));
-        assert_eq!(d.requeue, Requeue::Backoff);
+        let d = done(decide(&p, &snap, &at(0)));
+        assert_eq!((d.requeue, d.failure), (Requeue::Backoff, Some("Failed")));
+        assert_eq!(
+            ready(&d).2,
+            "failed fetching digest of ghcr.io/org/web:1.1.0: Secret apps/pull not found"
+        );
         assert!(d.status.latest_ref.is_none());
+        assert!(d.notes[0].is_warning());
+        snap.digest = Some(Err(EngineError::Busy("ghcr.io".into())));
+        let d = done(decide(&p, &snap, &at(0)));
+        assert_eq!(
+            d.requeue,
+            Requeue::Around(crate::controller::repository::BUSY_RETRY)
+        );
+        assert_eq!(d.status, ImagePolicyStatus::default());
+        assert!(d.notes.is_empty());
     }
 
     #[test]
     fn dependencies_missing_not_ready_or_refused() {
         let p = policy("web", "1.x", "Never");
-        // Missing: waits for it, around the retry period.
+        // Missing: Flux's DependencyNotReady, retried.
         let d = done(decide(&p, &snapshot(None, &TAGS), &at(0)));
-        assert_eq!(d.failure, Some("DependencyNotReady"));
-        assert_eq!(d.requeue, Requeue::Around(Duration::from_secs(30)));
-        assert_eq!(d.notes.len(), 1);
-        // The same failure again: no second event.
-        let mut p2 = p.clone();
-        p2.status = Some(d.status.clone());
-        assert!(
-            done(decide(&p2, &snapshot(None, &TAGS), &at(1)))
-                .notes
-                .is_empty()
+        assert_eq!(
+            (d.failure, d.requeue),
+            (Some("DependencyNotReady"), Requeue::Backoff)
         );
-        // Not scanned yet.
-        let mut unscanned = scanned_repo();
-        unscanned.status = None;
-        let d = done(decide(&p, &snapshot(Some(unscanned), &TAGS), &at(0)));
-        assert!(d.status.conditions[0].message.contains("has no scan yet"));
+        assert_eq!(
+            ready(&d).2,
+            "failed to get the referred ImageRepository: referenced ImageRepository does not exist: imagerepositories.image.toolkit.fluxcd.io \"web\" not found"
+        );
+        // No tags yet: waits for the dependency interval.
+        let d = done(decide(&p, &snapshot(Some(scanned_repo()), &[]), &at(0)));
+        assert_eq!(d.requeue, Requeue::Around(Duration::from_secs(30)));
+        assert_eq!(ready(&d).2, "retrying in 30s error: no tags in database");
         // Another namespace: accessFrom decides.
         let mut other = policy("web", "1.x", "Never");
         other.metadata.namespace = Some("team".into());
@@ -475,7 +608,11 @@ mod tests {
         ));
         assert_eq!(
             (d.failure, d.requeue),
-            (Some("AccessDenied"), Requeue::Never)
+            (Some("AccessDenied"), Requeue::Backoff)
+        );
+        assert_eq!(
+            ready(&d).2,
+            "failed to get the referred ImageRepository: access denied: 'apps/web' can't be accessed due to missing ACL labels on 'accessFrom'"
         );
         let mut open = scanned_repo();
         open.spec.access_from = Some(crate::api::AccessFrom {
@@ -484,12 +621,18 @@ mod tests {
             }],
         });
         let mut snap = snapshot(Some(open), &TAGS);
+        assert!(
+            ready(&done(decide(&other, &snap, &at(0))))
+                .2
+                .contains("ACL labels mismatch on namespace 'team'")
+        );
         snap.namespace_labels = BTreeMap::from([("team".to_string(), "web".to_string())]);
         assert_eq!(done(decide(&other, &snap, &at(0))).failure, None);
         snap.cross_namespace_refs = false;
+        let d = done(decide(&other, &snap, &at(0)));
         assert_eq!(
-            done(decide(&other, &snap, &at(0))).failure,
-            Some("AccessDenied")
+            ready(&d).2,
+            "failed to get the referred ImageRepository: cannot access 'ImageRepository/apps/web', cross-namespace references have been blocked"
         );
         // A range that never parses: stalled.
         let bad = policy("web", "not a range", "Never");
@@ -498,29 +641,19 @@ mod tests {
             (d.failure, d.requeue),
             (Some("InvalidPolicy"), Requeue::Never)
         );
-        // Nothing in range: retried.
+        assert!(
+            ready(&d).2.starts_with("invalid policy: "),
+            "{:?}",
+            ready(&d)
+        );
+        // Nothing in range: Flux's Failure, retried.
         let none = policy("web", ">=5.0.0", "Never");
         let d = done(decide(
             &none,
             &snapshot(Some(scanned_repo()), &TAGS),
             &at(0),
         ));
-        assert_eq!(d.requeue, Requeue::Backoff);
-    }
-
-    #[test]
-    fn a_busy_registry_changes_nothing() {
-        let mut p = policy("web", "1.x", "Always");
-        p.spec.interval = Some("1m".into());
-        let mut snap = snapshot(Some(scanned_repo()), &TAGS);
-        snap.digest = Some(Err(EngineError::Busy("ghcr.io".into())));
-        let d = done(decide(&p, &snap, &at(0)));
-        assert_eq!(
-            d.requeue,
-            Requeue::Around(crate::controller::repository::BUSY_RETRY)
-        );
-        assert_eq!(d.status, ImagePolicyStatus::default());
-        assert!(d.notes.is_empty());
+        assert_eq!((d.failure, d.requeue), (Some("Failure"), Requeue::Backoff));
     }
 
     #[test]

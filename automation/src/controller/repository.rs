@@ -5,7 +5,7 @@
 
 use super::Context;
 use super::conditions;
-use super::decision::{Decision, Note, Requeue, Step};
+use super::decision::{Decision, Requeue, Step, go_duration, notify};
 use super::shell::{Kind, elapsed, requested_at};
 use super::store::StoredScan;
 use crate::api::{ImageRepository, ImageRepositoryStatus, ResourceExt, ScanResult};
@@ -22,6 +22,7 @@ pub struct StoredMeta {
     pub image: String,
     pub exclusion_list: Vec<String>,
     pub revision: String,
+    pub tag_count: usize,
 }
 
 /// What a scan found.
@@ -34,6 +35,20 @@ pub struct Scanned {
     pub invalid: usize,
 }
 
+/// Why a scan did not happen or failed.
+#[derive(Debug)]
+pub enum ScanFailure {
+    /// The credentials, certificates or proxy could not be read (Flux:
+    /// `AuthenticationFailed`, `failed to configure authentication
+    /// options: …`).
+    Access(EngineError),
+    /// The registry's answer, or none (Flux: `ReadOperationFailed`, `scan
+    /// failed: …`).
+    Scan(EngineError),
+    /// Every slot of the registry host is taken: tried again shortly.
+    Busy,
+}
+
 /// What [`decide`] reads besides the object.
 #[derive(Debug, Default)]
 pub struct RepositorySnapshot {
@@ -43,7 +58,7 @@ pub struct RepositorySnapshot {
     /// The last scan stored for this object (same uid).
     pub stored: Option<StoredMeta>,
     /// The scan made in this reconciliation, once made (and stored).
-    pub scan: Option<Result<Scanned, EngineError>>,
+    pub scan: Option<Result<Scanned, ScanFailure>>,
 }
 
 /// The work: scan the registry (and store the tags).
@@ -53,25 +68,14 @@ pub struct ScanWork {
     pub timeout: Option<Duration>,
 }
 
-/// What can never work as written: the reference, the exclusion list, the
-/// interval.
-fn check(repo: &ImageRepository) -> Result<(Reference, Duration), EngineError> {
-    crate::api::validate::check_image(&repo.spec.image).map_err(|m| {
-        EngineError::Reference(crate::registry::ReferenceError {
-            reference: repo.spec.image.clone(),
-            reason: m,
-        })
-    })?;
-    let reference = Reference::parse(&repo.spec.image)?;
-    crate::policy::Exclusions::new(&repo.spec.exclusion_list)
-        .map_err(|e| EngineError::InvalidPolicy(format!("spec.exclusionList: {e}")))?;
-    let interval = crate::api::parse_duration(&repo.spec.interval).ok_or_else(|| {
-        EngineError::InvalidPolicy(format!(
-            "spec.interval {:?} is not a duration",
-            repo.spec.interval
-        ))
-    })?;
-    Ok((reference, interval))
+/// The exclusion list in force: `spec.exclusionList`, or Flux's default
+/// `^.*\.sig$` when it is empty.
+pub fn exclusion_list(repo: &ImageRepository) -> Vec<String> {
+    if repo.spec.exclusion_list.is_empty() {
+        vec!["^.*\\.sig$".to_string()]
+    } else {
+        repo.spec.exclusion_list.clone()
+    }
 }
 
 /// The scan's timeout: `spec.timeout`, else the interval, at least 1 s
@@ -94,7 +98,55 @@ pub fn timeout(repo: &ImageRepository, max: Option<Duration>) -> Option<Duration
 /// How soon a scan whose registry has no free slot is tried again.
 pub const BUSY_RETRY: Duration = Duration::from_secs(5);
 
-/// The whole logic of an ImageRepository's reconciliation.
+/// Flux's reasons for a scan now (`shouldScan`), or how long until the
+/// next one.
+fn should_scan(
+    repo: &ImageRepository,
+    snap: &RepositorySnapshot,
+    canonical: &str,
+    interval: Duration,
+    now: &Time,
+) -> Result<&'static str, Duration> {
+    let status = repo.status.clone().unwrap_or_default();
+    let Some(last) = &status.last_scan_result else {
+        return Ok("first scan");
+    };
+    if let Some(r) = requested_at(repo)
+        && Some(&r) != status.last_handled_reconcile_at.as_ref()
+    {
+        return Ok("reconcile requested");
+    }
+    if status.canonical_image_name.as_deref() != Some(canonical) {
+        return Ok("new image name");
+    }
+    let mut want = exclusion_list(repo);
+    let mut seen = status.observed_exclusion_list.clone();
+    want.sort();
+    seen.sort();
+    want.dedup();
+    seen.dedup();
+    if want != seen {
+        return Ok("updated exclusion list");
+    }
+    // The tags on disk are this object's, of this image and list.
+    let stored = snap
+        .stored
+        .as_ref()
+        .filter(|s| s.image == repo.spec.image && s.exclusion_list == repo.spec.exclusion_list);
+    if stored.is_none_or(|s| s.tag_count == 0) {
+        return Ok("no tags in database");
+    }
+    let since = elapsed(&last.scan_time, now).unwrap_or(interval);
+    let when = interval.saturating_sub(since);
+    if when < Duration::from_secs(1) {
+        return Ok("triggered by interval");
+    }
+    Err(when)
+}
+
+/// The whole logic of an ImageRepository's reconciliation, as Flux's
+/// image-reflector-controller does it
+/// (`internal/controller/imagerepository_controller.go`).
 pub fn decide(
     repo: &ImageRepository,
     snap: &RepositorySnapshot,
@@ -107,64 +159,135 @@ pub fn decide(
     let generation = repo.meta().generation.unwrap_or(0);
     let requested = requested_at(repo);
     let mut status = before.clone();
-    status.observed_generation = generation;
-    if requested.is_some() {
-        status.last_handled_reconcile_at.clone_from(&requested);
+    let c = &mut status.conditions;
+    conditions::progress(c, conditions::IN_PROGRESS, false, generation, now);
+    if generation != before.observed_generation {
+        let m = format!(
+            "processing object: new generation {} -> {generation}",
+            before.observed_generation
+        );
+        conditions::progress(c, &m, false, generation, now);
     }
-    let fail = |mut status: ImageRepositoryStatus, e: &EngineError, interval: Option<Duration>| {
-        conditions::failed_with(&mut status.conditions, e, generation, now);
+    let finish = |mut status: ImageRepositoryStatus,
+                  end: conditions::End<'_>,
+                  requeue: Requeue,
+                  quiet: &str| {
+        if conditions::finish(&mut status.conditions, end, generation, now) {
+            status.observed_generation = generation;
+        }
+        if requested.is_some() {
+            status.last_handled_reconcile_at.clone_from(&requested);
+        }
+        let failure = match end {
+            conditions::End::Ready(_) => None,
+            conditions::End::Stalled(r, _) | conditions::End::Retried(r, _) => {
+                Some(static_reason(r))
+            }
+        };
+        let note = notify(&before.conditions, &status.conditions, None, quiet, "Scan");
         Step::Done(Decision {
             status,
-            notes: vec![Note::warning(e.reason(), e.to_string(), "Scan")],
-            requeue: Requeue::after_failure(e, interval),
-            failure: Some(e.reason()),
+            notes: vec![note],
+            requeue,
+            failure,
         })
     };
-    let (reference, interval) = match check(repo) {
-        Ok(c) => c,
-        Err(e) => return fail(status, &e, None),
+    let reference = match crate::api::validate::check_image(&repo.spec.image)
+        .map_err(|m| crate::registry::ReferenceError {
+            reference: repo.spec.image.clone(),
+            reason: m,
+        })
+        .and_then(|()| Reference::parse(&repo.spec.image))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let m = e.to_string();
+            return finish(
+                status,
+                conditions::End::Stalled("ImageURLInvalid", &m),
+                Requeue::Never,
+                "",
+            );
+        }
+    };
+    let Some(interval) = crate::api::parse_duration(&repo.spec.interval) else {
+        let m = format!("spec.interval {:?} is not a duration", repo.spec.interval);
+        return finish(
+            status,
+            conditions::End::Stalled("InvalidPolicy", &m),
+            Requeue::Never,
+            "",
+        );
     };
     let canonical = reference.canonical_name();
     let Some(scan) = &snap.scan else {
-        let since = before
-            .last_scan_result
-            .as_ref()
-            .and_then(|s| elapsed(&s.scan_time, now));
-        let due = snap.stored.is_none()
-            || before.last_scan_result.is_none()
-            || (requested.is_some() && requested != before.last_handled_reconcile_at)
-            || snap.stored.as_ref().is_some_and(|s| {
-                s.image != repo.spec.image || s.exclusion_list != repo.spec.exclusion_list
-            })
-            || before.canonical_image_name.as_deref() != Some(canonical.as_str())
-            || since.is_none_or(|e| e >= interval)
-            || !conditions::is_ready(&before.conditions)
-            || before.observed_generation != generation;
-        if due {
-            return Step::Work(ScanWork {
-                timeout: timeout(repo, snap.max_timeout),
-            });
-        }
-        let left = interval.saturating_sub(since.unwrap_or_default());
-        return Step::Done(Decision {
-            requeue: if interval.is_zero() {
-                Requeue::Never
-            } else {
-                Requeue::After(left.max(Duration::from_secs(1)))
-            },
-            ..Decision::unchanged(before)
-        });
+        return match should_scan(repo, snap, &canonical, interval, now) {
+            Ok(reason) => {
+                // An empty store turns Ready Unknown, so that the policies
+                // waiting on it see a transition.
+                let drift = reason == "no tags in database";
+                conditions::progress(
+                    &mut status.conditions,
+                    &format!("scanning: {reason}"),
+                    drift,
+                    generation,
+                    now,
+                );
+                Step::Persist(
+                    status,
+                    ScanWork {
+                        timeout: timeout(repo, snap.max_timeout),
+                    },
+                )
+            }
+            Err(when) => {
+                // Nothing to scan yet: Ready as the last scan left it.
+                let last = before.last_scan_result.clone().unwrap_or_default();
+                let message = format!(
+                    "successful scan: found {} tags with checksum {}",
+                    last.tag_count, last.revision
+                );
+                let quiet = format!(
+                    "no change in repository configuration since last scan, next scan in {}",
+                    go_duration(when)
+                );
+                let requeue = if interval.is_zero() {
+                    Requeue::Never
+                } else {
+                    Requeue::After(when)
+                };
+                finish(status, conditions::End::Ready(&message), requeue, &quiet)
+            }
+        };
     };
     match scan {
-        // The host's slots are all taken: nothing is known, nothing written.
-        Err(EngineError::Busy(_)) => Step::Done(Decision {
+        Err(ScanFailure::Busy) => Step::Done(Decision {
             requeue: Requeue::Around(BUSY_RETRY),
             ..Decision::unchanged(before)
         }),
-        Err(e) => fail(status, e, Some(interval)),
+        Err(ScanFailure::Access(e)) => {
+            let m = format!("failed to configure authentication options: {e}");
+            finish(
+                status,
+                conditions::End::Retried("AuthenticationFailed", &m),
+                Requeue::Backoff,
+                "",
+            )
+        }
+        Err(ScanFailure::Scan(e)) => {
+            let m = format!("scan failed: {e}");
+            finish(
+                status,
+                conditions::End::Retried("ReadOperationFailed", &m),
+                Requeue::Backoff,
+                "",
+            )
+        }
         Ok(result) => {
-            let changed =
-                snap.stored.as_ref().map(|s| s.revision.as_str()) != Some(result.revision.as_str());
+            let unchanged = before
+                .last_scan_result
+                .as_ref()
+                .is_some_and(|l| l.revision == result.revision);
             status.last_scan_result = Some(ScanResult {
                 revision: result.revision.clone(),
                 tag_count: result.tag_count as i64,
@@ -172,30 +295,35 @@ pub fn decide(
                 latest_tags: result.latest_tags.clone(),
             });
             status.canonical_image_name = Some(canonical);
-            status.observed_exclusion_list = repo.spec.exclusion_list.clone();
+            status.observed_exclusion_list = exclusion_list(repo);
             let message = format!(
                 "successful scan: found {} tags with checksum {}",
                 result.tag_count, result.revision
             );
-            conditions::ready(&mut status.conditions, &message, generation, now);
-            let mut notes = Vec::new();
-            if changed {
-                let mut note = message;
-                if result.invalid > 0 {
-                    note.push_str(&format!(
-                        "; {} tag(s) outside the tag grammar were dropped",
-                        result.invalid
-                    ));
-                }
-                notes.push(Note::normal(conditions::SUCCEEDED, note, "Scan"));
-            }
-            Step::Done(Decision {
+            let next = format!("next scan in {}", go_duration(interval));
+            let quiet = if unchanged {
+                format!("tags did not change, {next}")
+            } else {
+                format!("successful scan, {next}")
+            };
+            finish(
                 status,
-                notes,
-                requeue: Requeue::every(interval),
-                failure: None,
-            })
+                conditions::End::Ready(&message),
+                Requeue::every(interval),
+                &quiet,
+            )
         }
+    }
+}
+
+/// A reason as the `&'static str` metrics take (the ones this module sets).
+fn static_reason(r: &str) -> &'static str {
+    match r {
+        "ImageURLInvalid" => "ImageURLInvalid",
+        "InvalidPolicy" => "InvalidPolicy",
+        "AuthenticationFailed" => "AuthenticationFailed",
+        "ReadOperationFailed" => "ReadOperationFailed",
+        _ => "ReconciliationFailed",
     }
 }
 
@@ -227,6 +355,7 @@ impl Kind for ImageRepository {
             .ok()
             .flatten()
             .map(|s| StoredMeta {
+                tag_count: s.tags.len(),
                 image: s.image,
                 exclusion_list: s.exclusion_list,
                 revision: s.revision,
@@ -262,20 +391,23 @@ async fn scan(
     ctx: &Context,
     repo: &ImageRepository,
     timeout: Option<Duration>,
-) -> Result<Scanned, EngineError> {
+) -> Result<Scanned, ScanFailure> {
+    let access = super::secrets::registry_access(&ctx.client, repo, timeout)
+        .await
+        .map_err(ScanFailure::Access)?;
     let started = Instant::now();
-    let result = async {
-        let access = super::secrets::registry_access(&ctx.client, repo, timeout).await?;
-        ctx.engine
-            .scan_with(
-                &repo.spec.image,
-                &repo.spec.exclusion_list,
-                &access,
-                crate::engine::Slot::Now,
-            )
-            .await
+    let result = ctx
+        .engine
+        .scan_with(
+            &repo.spec.image,
+            &exclusion_list(repo),
+            &access,
+            crate::engine::Slot::Now,
+        )
+        .await;
+    if matches!(result, Err(EngineError::Busy(_))) {
+        return Err(ScanFailure::Busy);
     }
-    .await;
     ctx.metrics
         .observe("imageauto_scan_duration_seconds", &[], started.elapsed());
     ctx.metrics.inc(
@@ -288,7 +420,7 @@ async fn scan(
             },
         )],
     );
-    let result = result?;
+    let result = result.map_err(ScanFailure::Scan)?;
     let (ns, name) = (repo.namespace().unwrap_or_default(), repo.name_any());
     let stored = StoredScan {
         uid: repo.uid().unwrap_or_default(),
@@ -300,12 +432,13 @@ async fn scan(
     let tags = ctx.tags.clone();
     ctx.engine
         .blocking(move || tags.save(&ns, &name, &stored))
-        .await?
+        .await
+        .map_err(ScanFailure::Scan)?
         .map_err(|e| {
-            EngineError::Internal(format!(
-                "the scanned tags cannot be stored in {}: {e}",
+            ScanFailure::Scan(EngineError::Internal(format!(
+                "failed to set tags in {}: {e}",
                 ctx.options.storage.display()
-            ))
+            )))
         })?;
     Ok(Scanned {
         revision: result.revision,
@@ -317,13 +450,25 @@ async fn scan(
 
 #[cfg(test)]
 mod tests {
+    //! Each case pins what image-reflector-controller's
+    //! `internal/controller/imagerepository_controller.go` (`reconcile`,
+    //! `shouldScan`, `notify`) and fluxcd/pkg's
+    //! `runtime/reconcile/result.go` write for it.
     use super::*;
+    use crate::controller::decision::Severity;
     use crate::controller::testing::{at, repository};
 
     fn done(step: Step<ScanWork, ImageRepositoryStatus>) -> Decision<ImageRepositoryStatus> {
         match step {
             Step::Done(d) => d,
-            Step::Work(w) => panic!("expected a decision, got work {w:?}"),
+            other => panic!("expected a decision, got {other:?}"),
+        }
+    }
+
+    fn persisted(step: Step<ScanWork, ImageRepositoryStatus>) -> (ImageRepositoryStatus, ScanWork) {
+        match step {
+            Step::Persist(s, w) => (s, w),
+            other => panic!("expected the progress and a scan, got {other:?}"),
         }
     }
 
@@ -336,125 +481,174 @@ mod tests {
         }
     }
 
-    /// The status after a successful scan at `t`.
-    fn after_scan(
-        repo: &ImageRepository,
-        t: &Time,
-        stored: Option<StoredMeta>,
-    ) -> ImageRepositoryStatus {
+    fn stored(repo: &ImageRepository, revision: &str, count: usize) -> Option<StoredMeta> {
+        Some(StoredMeta {
+            image: repo.spec.image.clone(),
+            exclusion_list: repo.spec.exclusion_list.clone(),
+            revision: revision.into(),
+            tag_count: count,
+        })
+    }
+
+    fn conditions(s: &ImageRepositoryStatus) -> Vec<(&str, &str, &str, &str)> {
+        s.conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_str(),
+                    c.message.as_str(),
+                )
+            })
+            .collect()
+    }
+
+    /// The object after a successful scan at `t`.
+    fn after_scan(mut repo: ImageRepository, t: &Time) -> ImageRepository {
         let snap = RepositorySnapshot {
-            stored,
             scan: Some(Ok(scanned("r1", 2))),
             ..Default::default()
         };
-        done(decide(repo, &snap, t)).status
+        repo.status = Some(done(decide(&repo, &snap, t)).status);
+        repo
     }
 
     #[test]
-    fn a_new_generation_scans_and_reports_flux_s_status() {
+    fn a_new_object_is_scanned_with_fluxs_progress_then_status() {
         let repo = repository("ghcr.io/org/web", "5m", 1);
-        let t = at(0);
+        let (progress, work) = persisted(decide(&repo, &RepositorySnapshot::default(), &at(0)));
+        assert_eq!(work.timeout, Some(Duration::from_secs(300)));
         assert_eq!(
-            decide(&repo, &RepositorySnapshot::default(), &t),
-            Step::Work(ScanWork {
-                timeout: Some(Duration::from_secs(300))
-            })
+            conditions(&progress),
+            [
+                ("Reconciling", "True", "Progressing", "scanning: first scan"),
+                ("Ready", "Unknown", "Progressing", "scanning: first scan")
+            ]
         );
+        assert_eq!(progress.observed_generation, -1);
         let d = done(decide(
             &repo,
             &RepositorySnapshot {
-                stored: None,
                 scan: Some(Ok(scanned("r1", 2))),
                 ..Default::default()
             },
-            &t,
+            &at(0),
         ));
         assert_eq!(d.requeue, Requeue::After(Duration::from_secs(300)));
         assert_eq!(d.failure, None);
         let s = &d.status;
         assert_eq!(s.observed_generation, 1);
         assert_eq!(s.canonical_image_name.as_deref(), Some("ghcr.io/org/web"));
+        // An empty exclusion list is Flux's default.
+        assert_eq!(s.observed_exclusion_list, ["^.*\\.sig$"]);
         let r = s.last_scan_result.as_ref().unwrap();
         assert_eq!((r.tag_count, r.revision.as_str()), (2, "r1"));
-        assert_eq!(r.scan_time.as_ref(), Some(&t));
-        let ready = &s.conditions[0];
         assert_eq!(
-            (
-                ready.type_.as_str(),
-                ready.status.as_str(),
-                ready.reason.as_str()
-            ),
-            ("Ready", "True", "Succeeded")
+            conditions(s),
+            [(
+                "Ready",
+                "True",
+                "Succeeded",
+                "successful scan: found 2 tags with checksum r1"
+            )]
         );
+        // Became ready: a Normal event with the Ready message.
+        assert_eq!(d.notes.len(), 1);
+        assert_eq!(d.notes[0].severity, Severity::Info);
         assert_eq!(
-            ready.message,
+            d.notes[0].message,
             "successful scan: found 2 tags with checksum r1"
         );
-        // A new revision is an event; the same one is not.
-        assert_eq!(d.notes.len(), 1);
-        let stored = Some(StoredMeta {
-            image: "ghcr.io/org/web".into(),
-            exclusion_list: repo.spec.exclusion_list.clone(),
-            revision: "r1".into(),
-        });
-        let d = done(decide(
-            &repo,
-            &RepositorySnapshot {
-                stored,
-                scan: Some(Ok(scanned("r1", 2))),
-                ..Default::default()
-            },
-            &t,
-        ));
-        assert!(d.notes.is_empty());
     }
 
     #[test]
-    fn nothing_to_do_until_the_interval_or_a_request() {
-        let mut repo = repository("ghcr.io/org/web", "5m", 1);
-        let stored = StoredMeta {
-            image: "ghcr.io/org/web".into(),
-            exclusion_list: repo.spec.exclusion_list.clone(),
-            revision: "r1".into(),
-        };
-        repo.status = Some(after_scan(&repo, &at(0), Some(stored.clone())));
+    fn nothing_to_scan_until_the_interval_or_a_request() {
+        let mut repo = after_scan(repository("ghcr.io/org/web", "5m", 1), &at(0));
         let snap = RepositorySnapshot {
-            stored: Some(stored.clone()),
-            scan: None,
+            stored: stored(&repo, "r1", 2),
             ..Default::default()
         };
-        // One minute later: what is left of the interval, and no write.
+        // One minute later: what is left of the interval, no write, a
+        // trace event.
         let d = done(decide(&repo, &snap, &at(60)));
         assert_eq!(d.requeue, Requeue::After(Duration::from_secs(240)));
         assert_eq!(Some(&d.status), repo.status.as_ref());
-        assert!(d.notes.is_empty());
-        // The interval elapsed: scan.
-        assert!(matches!(decide(&repo, &snap, &at(300)), Step::Work(_)));
+        assert_eq!(d.notes[0].severity, Severity::Trace);
+        assert_eq!(
+            d.notes[0].message,
+            "no change in repository configuration since last scan, next scan in 4m0s"
+        );
+        // A second left is not yet less than one: no scan; none left: scan.
+        assert!(matches!(decide(&repo, &snap, &at(299)), Step::Done(_)));
+        let (p, _) = persisted(decide(&repo, &snap, &at(300)));
+        assert_eq!(p.conditions[0].message, "scanning: triggered by interval");
         // A reconcile request: scan now, and record it.
         repo.annotations_mut().insert(
             crate::api::RECONCILE_REQUEST_ANNOTATION.into(),
             "now-1".into(),
         );
-        assert!(matches!(decide(&repo, &snap, &at(60)), Step::Work(_)));
+        let (p, _) = persisted(decide(&repo, &snap, &at(60)));
+        assert_eq!(p.conditions[0].message, "scanning: reconcile requested");
         let d = done(decide(
             &repo,
             &RepositorySnapshot {
-                stored: Some(stored.clone()),
+                stored: stored(&repo, "r1", 2),
                 scan: Some(Ok(scanned("r1", 2))),
                 ..Default::default()
             },
             &at(60),
         ));
         assert_eq!(d.status.last_handled_reconcile_at.as_deref(), Some("now-1"));
+        // Ready before and after with the same message: a trace.
+        assert_eq!(d.notes[0].severity, Severity::Trace);
+        assert_eq!(d.notes[0].message, "tags did not change, next scan in 5m0s");
         repo.status = Some(d.status);
         assert!(matches!(decide(&repo, &snap, &at(61)), Step::Done(_)));
-        // Another image than the stored tags': scan.
+        // Another image: scan.
         let mut moved = repo.clone();
         moved.spec.image = "ghcr.io/org/api".into();
-        assert!(matches!(decide(&moved, &snap, &at(61)), Step::Work(_)));
-        // A new generation: scan.
+        let (p, _) = persisted(decide(&moved, &snap, &at(61)));
+        assert_eq!(p.conditions[0].message, "scanning: new image name");
+        // The tags gone from the store: scan, Ready turned Unknown.
+        let (p, _) = persisted(decide(&repo, &RepositorySnapshot::default(), &at(61)));
+        assert_eq!(
+            conditions(&p)[1],
+            (
+                "Ready",
+                "Unknown",
+                "Progressing",
+                "scanning: no tags in database"
+            )
+        );
+        // A new generation alone is no reason to scan (Flux's shouldScan):
+        // it is observed, nothing else changes.
         repo.meta_mut().generation = Some(2);
-        assert!(matches!(decide(&repo, &snap, &at(61)), Step::Work(_)));
+        let d = done(decide(&repo, &snap, &at(61)));
+        assert_eq!(d.status.observed_generation, 2);
+        assert_eq!(
+            d.status.last_scan_result,
+            repo.status.as_ref().unwrap().last_scan_result
+        );
+    }
+
+    #[test]
+    fn new_tags_are_an_event() {
+        let repo = after_scan(repository("ghcr.io/org/web", "5m", 1), &at(0));
+        let d = done(decide(
+            &repo,
+            &RepositorySnapshot {
+                stored: stored(&repo, "r1", 2),
+                scan: Some(Ok(scanned("r2", 3))),
+                ..Default::default()
+            },
+            &at(300),
+        ));
+        assert_eq!(d.notes[0].severity, Severity::Info);
+        assert_eq!(
+            d.notes[0].message,
+            "successful scan: found 3 tags with checksum r2"
+        );
     }
 
     #[test]
@@ -466,21 +660,26 @@ mod tests {
     }
 
     #[test]
-    fn what_can_never_work_stalls_and_what_may_pass_is_retried() {
+    fn a_bad_image_stalls_and_failures_are_retried_with_fluxs_reasons() {
         let repo = repository("https://ghcr.io/org/web", "5m", 3);
         let d = done(decide(&repo, &RepositorySnapshot::default(), &at(0)));
-        assert_eq!(d.requeue, Requeue::Never);
-        assert_eq!(d.failure, Some("ImageURLInvalid"));
-        let types: Vec<(&str, &str)> = d
-            .status
-            .conditions
-            .iter()
-            .map(|c| (c.type_.as_str(), c.status.as_str()))
-            .collect();
-        assert_eq!(types, [("Ready", "False"), ("Stalled", "True")]);
+        assert_eq!(
+            (d.requeue, d.failure),
+            (Requeue::Never, Some("ImageURLInvalid"))
+        );
+        let c = conditions(&d.status);
+        assert_eq!(
+            (c[0].0, c[0].1, c[0].2),
+            ("Stalled", "True", "ImageURLInvalid")
+        );
+        assert_eq!(
+            (c[1].0, c[1].1, c[1].2),
+            ("Ready", "False", "ImageURLInvalid")
+        );
         assert_eq!(d.status.observed_generation, 3);
-        assert!(d.notes[0].warning);
-        // A registry that refuses the credentials: retried with backoff.
+        assert!(d.notes[0].is_warning());
+        // A registry that refuses the credentials: a scan failure, retried,
+        // the generation not observed.
         let repo = repository("ghcr.io/org/web", "5m", 1);
         let e = EngineError::Registry(crate::registry::RegistryError::Unauthorized {
             registry: "ghcr.io".into(),
@@ -492,16 +691,43 @@ mod tests {
         let d = done(decide(
             &repo,
             &RepositorySnapshot {
-                stored: None,
-                scan: Some(Err(e)),
+                scan: Some(Err(ScanFailure::Scan(e))),
                 ..Default::default()
             },
             &at(0),
         ));
-        assert_eq!(d.requeue, Requeue::Backoff);
-        assert_eq!(d.failure, Some("AuthenticationFailed"));
-        assert!(d.status.conditions.iter().any(|c| c.type_ == "Reconciling"));
+        assert_eq!(
+            (d.requeue, d.failure),
+            (Requeue::Backoff, Some("ReadOperationFailed"))
+        );
+        let c = conditions(&d.status);
+        assert_eq!(
+            (c[0].0, c[0].2, c[0].3),
+            (
+                "Reconciling",
+                "ProgressingWithRetry",
+                "processing object: new generation -1 -> 1"
+            )
+        );
+        assert!(c[1].3.starts_with("scan failed: "), "{}", c[1].3);
+        assert_eq!(d.status.observed_generation, -1);
         assert!(d.status.last_scan_result.is_none());
+        // A Secret that cannot be read: AuthenticationFailed.
+        let d = done(decide(
+            &repo,
+            &RepositorySnapshot {
+                scan: Some(Err(ScanFailure::Access(EngineError::Source(
+                    "Secret apps/pull not found".into(),
+                )))),
+                ..Default::default()
+            },
+            &at(0),
+        ));
+        assert_eq!(d.failure, Some("AuthenticationFailed"));
+        assert_eq!(
+            d.status.conditions[1].message,
+            "failed to configure authentication options: Secret apps/pull not found"
+        );
     }
 
     #[test]
@@ -511,12 +737,8 @@ mod tests {
             max_timeout: Some(Duration::from_secs(120)),
             ..Default::default()
         };
-        assert_eq!(
-            decide(&repo, &snap, &at(0)),
-            Step::Work(ScanWork {
-                timeout: Some(Duration::from_secs(120))
-            })
-        );
+        let (_, w) = persisted(decide(&repo, &snap, &at(0)));
+        assert_eq!(w.timeout, Some(Duration::from_secs(120)));
         let mut short = repo.clone();
         short.spec.timeout = Some("30s".into());
         assert_eq!(
@@ -524,7 +746,7 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         let busy = RepositorySnapshot {
-            scan: Some(Err(EngineError::Busy("ghcr.io".into()))),
+            scan: Some(Err(ScanFailure::Busy)),
             ..Default::default()
         };
         let d = done(decide(&repo, &busy, &at(0)));
@@ -543,7 +765,6 @@ mod tests {
         let d = done(decide(
             &repo,
             &RepositorySnapshot {
-                stored: None,
                 scan: Some(Ok(scanned("r1", 2))),
                 ..Default::default()
             },

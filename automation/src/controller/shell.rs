@@ -173,33 +173,41 @@ async fn apply<K: Kind>(
 ) -> Result<(Action, Option<&'static str>), Error> {
     let mut snap = obj.snapshot(ctx).await;
     let mut steps = 0;
+    // The status as the cluster holds it now.
+    let mut live = obj.status().cloned().unwrap_or_default();
     let decision: Decision<K::Status> = loop {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        match obj.decide(&snap, &now) {
+        let (progress, work) = match obj.decide(&snap, &now) {
             Step::Done(d) => break d,
-            Step::Work(_) if steps >= MAX_STEPS => {
-                return Err(Error::Kube {
-                    kind: K::KIND,
-                    object: key(obj.as_ref()),
-                    message: "the reconciliation asked for work again and again".into(),
-                });
-            }
-            Step::Work(w) => {
-                steps += 1;
-                // A deletion does not wait for the work (a scan of a
-                // registry that never answers): the work is dropped, and
-                // the deletion is handled next.
-                let deleted = tokio::select! {
-                    () = obj.work(ctx, &mut snap, w) => false,
-                    () = deletion(K::cache(ctx), obj.as_ref()) => true,
-                };
-                if deleted {
-                    return Ok((Action::await_change(), None));
-                }
-            }
+            Step::Work(w) => (None, w),
+            Step::Persist(p, w) => (Some(p), w),
+        };
+        if steps >= MAX_STEPS {
+            return Err(Error::Kube {
+                kind: K::KIND,
+                object: key(obj.as_ref()),
+                message: "the reconciliation asked for work again and again".into(),
+            });
+        }
+        steps += 1;
+        // Flux writes what it is doing before it does it.
+        if let Some(p) = progress
+            && p != live
+        {
+            write_status(ctx, obj.as_ref(), &p).await?;
+            live = p;
+        }
+        // A deletion does not wait for the work (a scan of a registry that
+        // never answers): the work is dropped, and the deletion is handled
+        // next.
+        let deleted = tokio::select! {
+            () = obj.work(ctx, &mut snap, work) => false,
+            () = deletion(K::cache(ctx), obj.as_ref()) => true,
+        };
+        if deleted {
+            return Ok((Action::await_change(), None));
         }
     };
-    let live = obj.status().cloned().unwrap_or_default();
     if decision.status != live {
         write_status(ctx, obj.as_ref(), &decision.status).await?;
     }

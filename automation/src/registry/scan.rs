@@ -1,7 +1,30 @@
 //! The outcome of a scan as an ImageRepository's status records it.
 
 use crate::policy::Exclusions;
-use sha2::{Digest, Sha256};
+
+/// Adler-32 of `bytes` (RFC 1950), as Go's `hash/adler32` computes it.
+pub fn adler32(bytes: &[u8]) -> u32 {
+    const MOD: u32 = 65521;
+    let (mut a, mut b) = (1u32, 0u32);
+    // 5552 bytes is the most that can be summed before `b` may overflow.
+    for chunk in bytes.chunks(5552) {
+        for &x in chunk {
+            a += u32::from(x);
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    (b << 16) | a
+}
+
+/// Flux's `lastScanResult.revision`: the Adler-32, in decimal, of the JSON
+/// array of the tags in the order stored (image-reflector-controller
+/// `internal/database/badger.go`, `SetTags`).
+pub fn revision(tags: &[String]) -> String {
+    let json = serde_json::to_vec(tags).unwrap_or_default();
+    adler32(&json).to_string()
+}
 
 /// How many tags `status.lastScanResult.latestTags` holds.
 pub const LATEST_TAGS: usize = 10;
@@ -13,7 +36,8 @@ pub struct ScanResult {
     pub tags: Vec<String>,
     /// The first [`LATEST_TAGS`] of `tags`.
     pub latest_tags: Vec<String>,
-    /// A checksum of the set of tags: it changes only when the set changes.
+    /// A checksum of the set of tags, as Flux computes it: it changes only
+    /// when the set changes.
     pub revision: String,
     /// Tags the registry sent that the distribution spec's grammar refuses
     /// (control characters, `: `, `@`, over 128 characters...): dropped
@@ -29,12 +53,7 @@ impl ScanResult {
         tags.retain(|t| exclusions.excluding(t).is_none());
         tags.sort_unstable_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
         tags.dedup();
-        let mut h = Sha256::new();
-        for t in &tags {
-            h.update(t.as_bytes());
-            h.update(b"\n");
-        }
-        let revision = format!("{:x}", h.finalize());
+        let revision = revision(&tags);
         let latest_tags = tags.iter().take(LATEST_TAGS).cloned().collect();
         Self {
             tags,
@@ -52,6 +71,25 @@ impl ScanResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_revision_is_fluxs() {
+        // Values from Go's encoding/json and hash/adler32.
+        assert_eq!(adler32(b"Wikipedia"), 300_286_872);
+        let tags: Vec<String> = ["b", "a", "10.0.0", "1.0.0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(revision(&tags), "1194198298");
+        assert_eq!(revision(&[]), "18153657");
+        let big = vec![0xffu8; 100_000];
+        let (mut a, mut b) = (1u64, 0u64);
+        for x in &big {
+            a = (a + u64::from(*x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        assert_eq!(u64::from(adler32(&big)), (b << 16) | a);
+    }
 
     #[test]
     fn sorted_filtered_and_stable() {
