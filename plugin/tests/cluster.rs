@@ -276,14 +276,18 @@ fn seed_scenario(c: &Cluster, flux_style: bool) {
     let auto = status(c, &ns, "imageupdateautomation", "fleet");
     let main = git_text(&bare, &["rev-parse", "main"]);
     assert_eq!(auto["observedSourceRevision"], format!("main@sha1:{main}"));
-    assert_eq!(
-        auto["observedPolicies"][format!("{ns}:web")]["tag"],
-        "1.10.0"
-    );
+    assert_eq!(auto["observedPolicies"]["web"]["tag"], "1.10.0");
     assert!(auto["lastPushTime"].is_string());
     // Events, as kubectl shows them.
     let events = c.kubectl_ok(&["-n", &ns, "get", "events", "-o", "json"]);
-    assert!(events.contains("Committed and pushed commit"), "{events}");
+    // Flux's push event: the summary, then the commit message.
+    let short = &commit[..7];
+    assert!(
+        events.contains(&format!(
+            "pushed commit '{short}' to branch 'flux-image-updates'\\nUpdate images"
+        )),
+        "{events}"
+    );
     assert!(events.contains("Latest image tag for"), "{events}");
     // A new tag, and a reconcile request: a second commit, with no interval
     // elapsing (all intervals are 1h).

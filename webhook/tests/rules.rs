@@ -431,7 +431,10 @@ async fn an_update_path_outside_the_repository_is_admitted_with_a_warning() {
     let warnings = assert_admitted(&r);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("spec.update.path"), "{warnings:?}");
-    assert!(warnings[0].contains("read from the repository root"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("read from the repository root"),
+        "{warnings:?}"
+    );
 }
 
 #[tokio::test]

@@ -439,6 +439,17 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
                 .map_err(|e| explain(e, &format!("GitRepository {sns}/{src}")))?;
             eprintln!("► requested GitRepository {sns}/{src}");
         }
+        // A push shows in lastPushCommit (Flux's Ready message stays
+        // "repository up-to-date"), whoever's controller made it.
+        let pushed_before = match kind {
+            Kind::Update => {
+                let o = api.get(name).await.map_err(|e| explain(e, &what))?;
+                serde_json::to_value(&o)?["status"]["lastPushCommit"]
+                    .as_str()
+                    .map(str::to_string)
+            }
+            _ => None,
+        };
         let value = request_value();
         annotate(&api, name, &value)
             .await
@@ -458,9 +469,7 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
                 s["latestRef"]["tag"].as_str().unwrap_or("?")
             ),
             Kind::Update => match s["lastPushCommit"].as_str() {
-                Some(c) if message.starts_with("pushed commit") => {
-                    format!("✔ pushed commit {c} ({message})")
-                }
+                Some(c) if pushed_before.as_deref() != Some(c) => format!("✔ pushed commit {c}"),
                 Some(c) => format!("✔ nothing to do: {message} (last pushed commit {c})"),
                 None => format!("✔ nothing to do: {message}"),
             },
