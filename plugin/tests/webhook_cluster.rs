@@ -29,8 +29,30 @@ fn b64(s: &str) -> String {
 struct Ground {
     cluster: Cluster,
     serve: Serve,
-    _certs: tempfile::TempDir,
+    certs: tempfile::TempDir,
+    /// The URL install points the webhook at.
+    webhook_url: String,
     reg: Registry,
+}
+
+/// `install` as [`ground`] runs it, with `extra` arguments.
+fn install(g: &Ground, extra: &[&str]) -> Output {
+    Command::new(bin())
+        .args([
+            "install",
+            "--wait=false",
+            "--crds=false",
+            "--image",
+            "example.com/imageauto:test",
+        ])
+        .args(["--webhook-url", &g.webhook_url])
+        .arg("--ca-file")
+        .arg(g.certs.path().join("ca.crt"))
+        .arg("--kubeconfig")
+        .arg(&g.cluster.kubeconfig)
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 fn ground() -> &'static Ground {
@@ -52,35 +74,23 @@ fn ground() -> &'static Ground {
                 certs.path().to_str().unwrap(),
             ],
         );
+        let reg = Registry::start(Auth::Anonymous, None);
+        let g = Ground {
+            cluster,
+            serve,
+            certs,
+            webhook_url: format!("https://{addr}"),
+            reg,
+        };
         // The configuration install makes, pointed at this serve.
-        let out = Command::new(bin())
-            .args([
-                "install",
-                "--wait=false",
-                "--crds=false",
-                "--image",
-                "example.com/imageauto:test",
-            ])
-            .args(["--webhook-url", &format!("https://{addr}")])
-            .arg("--ca-file")
-            .arg(certs.path().join("ca.crt"))
-            .arg("--kubeconfig")
-            .arg(&cluster.kubeconfig)
-            .output()
-            .unwrap();
+        let out = install(&g, &[]);
         assert!(
             out.status.success(),
             "{}{}",
             text(&out.stdout),
             text(&out.stderr)
         );
-        let reg = Registry::start(Auth::Anonymous, None);
-        Ground {
-            cluster,
-            serve,
-            _certs: certs,
-            reg,
-        }
+        g
     })
 }
 
@@ -398,4 +408,299 @@ fn the_admission_server_rejects_junk_and_stays_up() {
     let ns = namespace(c, "after", Some("deny"));
     let o = apply(c, &deployment(&ns, "api", "ghcr.io/org/api:1.0.0", ""));
     assert!(!o.status.success());
+}
+
+/// `kubectl create -f -` as `user` (`admin`, or another impersonated by
+/// admin): create, not apply, since the controllers' roles (bootstrapped by
+/// the apiserver) may create but not get.
+fn create_as(c: &Cluster, user: &str, yaml: &str) -> Output {
+    let as_user = format!("--as={user}");
+    let mut args = vec!["create", "--validate=false", "-f", "-"];
+    if user != "admin" {
+        args.insert(0, &as_user);
+    }
+    for _ in 0..50 {
+        let o = c.kubectl_stdin("admin", &args, yaml);
+        if !text(&o.stderr).contains("not known to imageauto yet") {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the webhook never learnt the namespace");
+}
+
+const RS_CONTROLLER: &str = "system:serviceaccount:kube-system:replicaset-controller";
+const DEPLOYMENT_CONTROLLER: &str = "system:serviceaccount:kube-system:deployment-controller";
+
+/// A Pod with one container, `legacy`.
+fn owned_pod(ns: &str, name: &str, owner: (&str, &str, &str), image: &str) -> String {
+    let (kind, owner_name, uid) = owner;
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  ownerReferences:\n    - {{apiVersion: apps/v1, kind: {kind}, name: {owner_name}, uid: {uid}, controller: true}}\nspec:\n  containers:\n    - name: legacy\n      image: {image}\n"
+    )
+}
+
+fn owned_replicaset(ns: &str, name: &str, deployment: (&str, &str), image: &str) -> String {
+    let (owner_name, uid) = deployment;
+    format!(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: {name}\n  namespace: {ns}\n  ownerReferences:\n    - {{apiVersion: apps/v1, kind: Deployment, name: {owner_name}, uid: {uid}, controller: true}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {owner_name}}}}}\n  template:\n    metadata: {{labels: {{app: {owner_name}}}}}\n    spec:\n      containers:\n        - name: {owner_name}\n          image: {image}\n"
+    )
+}
+
+#[test]
+fn a_pod_naming_an_owner_that_does_not_exist_is_refused() {
+    let g = ground();
+    let c = &g.cluster;
+    let ns = namespace(c, "forged", Some("deny"));
+    let ghost = (
+        "ReplicaSet",
+        "web-5d4f8b",
+        "6f1f9a1e-0000-4000-8000-00000000dead",
+    );
+    // As a user, and as the ReplicaSet controller itself.
+    let o = apply(c, &owned_pod(&ns, "miner", ghost, "evil.io/miner:latest"));
+    assert!(!o.status.success(), "admitted: {}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "names ReplicaSet web-5d4f8b as its controller, but imageauto knows no ReplicaSet {ns}/web-5d4f8b"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("evil.io/miner:latest"), "{err}");
+    let o = create_as(
+        c,
+        RS_CONTROLLER,
+        &owned_pod(&ns, "miner", ghost, "evil.io/miner:latest"),
+    );
+    assert!(!o.status.success(), "admitted: {}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("evil.io/miner"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A StatefulSet that does not exist either.
+    let o = apply(
+        c,
+        &owned_pod(
+            &ns,
+            "miner",
+            ("StatefulSet", "db", "6f1f9a1e-0000-4000-8000-00000000beef"),
+            "evil.io/miner:latest",
+        ),
+    );
+    assert!(!o.status.success(), "admitted: {}", text(&o.stdout));
+    assert!(
+        c.kubectl(&["-n", &ns, "get", "pod", "miner"]).status.code() != Some(0),
+        "the Pod exists"
+    );
+}
+
+#[test]
+fn a_real_owner_is_believed_only_for_its_own_images_and_controller() {
+    let g = ground();
+    let c = &g.cluster;
+    let ns = namespace(c, "owners", Some("deny"));
+    // Exempt on the Deployment only: its ReplicaSet and Pods are admitted
+    // for it, never judged on their own.
+    let o = apply(
+        c,
+        &deployment(
+            &ns,
+            "legacy",
+            "quay.io/old/thing:2",
+            "  annotations: {imageauto.dev/exempt: \"vendor image\"}\n",
+        ),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let uid = c.get_json(&["-n", &ns, "deployment", "legacy"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The real Deployment's uid, other images: refused, by whoever.
+    for user in [DEPLOYMENT_CONTROLLER, "admin"] {
+        let o = create_as(
+            c,
+            user,
+            &owned_replicaset(&ns, "legacy-evil", ("legacy", &uid), "evil.io/miner:latest"),
+        );
+        assert!(!o.status.success(), "{user}: admitted");
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "the pod template of Deployment {ns}/legacy gives container \"legacy\" no image \"evil.io/miner:latest\""
+            )),
+            "{err}"
+        );
+    }
+    // Its own images, from a user (even a cluster admin): judged on its
+    // own, refused.
+    let rs = owned_replicaset(&ns, "legacy-1", ("legacy", &uid), "quay.io/old/thing:2");
+    let o = create_as(c, "admin", &rs);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("the request comes from \"admin\""),
+        "{}",
+        text(&o.stderr)
+    );
+    // From the Deployment controller: admitted (once the view holds the
+    // Deployment: a controller tries again too).
+    wait_for(
+        Duration::from_secs(30),
+        "the ReplicaSet admitted for its Deployment",
+        || {
+            let o = create_as(c, DEPLOYMENT_CONTROLLER, &rs);
+            o.status.success().then_some(())
+        },
+        || g.serve.logs(),
+    );
+    let rs_uid = c.get_json(&["-n", &ns, "replicaset", "legacy-1"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Its Pod, made by the ReplicaSet controller: admitted; with the
+    // ReplicaSet's uid and a miner: refused.
+    let owner = ("ReplicaSet", "legacy-1", rs_uid.as_str());
+    wait_for(
+        Duration::from_secs(30),
+        "the Pod admitted for its ReplicaSet",
+        || {
+            let o = create_as(
+                c,
+                RS_CONTROLLER,
+                &owned_pod(&ns, "legacy-1-x", owner, "quay.io/old/thing:2"),
+            );
+            o.status.success().then_some(())
+        },
+        || g.serve.logs(),
+    );
+    let o = create_as(
+        c,
+        RS_CONTROLLER,
+        &owned_pod(&ns, "legacy-1-y", owner, "evil.io/miner:latest"),
+    );
+    assert!(!o.status.success(), "admitted");
+    assert!(
+        text(&o.stderr).contains("no image \"evil.io/miner:latest\""),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn a_batch_v1beta1_cronjob_is_judged() {
+    let g = ground();
+    let c = &g.cluster;
+    let ns = namespace(c, "cron", Some("deny"));
+    let cron = |name: &str, image: &str| {
+        format!(
+            "apiVersion: batch/v1beta1\nkind: CronJob\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  schedule: '0 3 * * *'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          containers:\n            - name: report\n              image: {image}\n"
+        )
+    };
+    let o = apply(c, &cron("report", "ghcr.io/org/report:1.0.0"));
+    assert!(!o.status.success(), "admitted: {}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("container \"report\"") && err.contains("ghcr.io/org/report:1.0.0"),
+        "{err}"
+    );
+    govern(c, &ns, "report", "ghcr.io/org/report");
+    wait_for(
+        Duration::from_secs(30),
+        "the governed CronJob admitted",
+        || {
+            apply(c, &cron("report", "ghcr.io/org/report:1.0.0"))
+                .status
+                .success()
+                .then_some(())
+        },
+        || g.serve.logs(),
+    );
+}
+
+/// Waits until the view holds every namespace change made before now: a
+/// namespace labelled deny after them is known (the watch reports changes
+/// in order) and an ungoverned Deployment there is refused.
+fn wait_view_caught_up(g: &Ground) {
+    let c = &g.cluster;
+    let marker = namespace(c, "caught-up", Some("deny"));
+    let o = apply(c, &deployment(&marker, "probe", "ghcr.io/org/probe:1", ""));
+    assert!(!o.status.success(), "{}", text(&o.stdout));
+}
+
+#[test]
+fn kube_system_and_the_controllers_namespace_are_not_judged_when_labelled() {
+    let g = ground();
+    let c = &g.cluster;
+    // Kubernetes 1.20's namespaces have no kubernetes.io/metadata.name
+    // label: the configuration's selector sends both to the webhook.
+    for ns in ["kube-system", "imageauto-system"] {
+        let labels = c.get_json(&["namespace", ns])["metadata"]["labels"].clone();
+        assert!(
+            labels.get("kubernetes.io/metadata.name").is_none(),
+            "{labels}"
+        );
+        c.kubectl_ok(&[
+            "label",
+            "--overwrite",
+            "namespace",
+            ns,
+            "imageauto.dev/enforce=deny",
+        ]);
+    }
+    wait_view_caught_up(g);
+    for ns in ["kube-system", "imageauto-system"] {
+        let o = apply(
+            c,
+            &deployment(ns, "vendor-agent", "quay.io/vendor/agent:3", ""),
+        );
+        assert!(o.status.success(), "{ns}: {}", text(&o.stderr));
+        assert!(!text(&o.stderr).contains("Warning"), "{}", text(&o.stderr));
+        c.kubectl_ok(&["-n", ns, "delete", "deployment", "vendor-agent"]);
+        c.kubectl_ok(&["label", "namespace", ns, "imageauto.dev/enforce-"]);
+    }
+}
+
+#[test]
+fn policies_of_a_namespace_labelled_cluster_govern_other_namespaces() {
+    let g = ground();
+    let c = &g.cluster;
+    // Flux's layout: the policies in their own namespace, no accessFrom.
+    let flux = namespace(c, "flux-system", None);
+    govern(c, &flux, "shared", "ghcr.io/org/shared");
+    let apps = namespace(c, "apps", Some("deny"));
+    let workload = deployment(&apps, "shared", "ghcr.io/org/shared:1.0.0", "");
+    let o = apply(c, &workload);
+    assert!(!o.status.success(), "admitted: {}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert!(err.contains(&format!("--policy-namespace {flux}")), "{err}");
+    // install --policy-namespace labels it, and says so.
+    let out = install(g, &["--policy-namespace", &flux]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "Namespace {flux} labelled imageauto.dev/policies=cluster"
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+    let labels = c.get_json(&["namespace", &flux])["metadata"]["labels"].clone();
+    assert_eq!(labels["imageauto.dev/policies"], "cluster", "{labels}");
+    wait_for(
+        Duration::from_secs(30),
+        "the workload governed by the labelled namespace's policy",
+        || apply(c, &workload).status.success().then_some(()),
+        || g.serve.logs(),
+    );
+    // Only what that namespace's policies track.
+    let o = apply(
+        c,
+        &deployment(&apps, "other", "ghcr.io/org/other:1.0.0", ""),
+    );
+    assert!(!o.status.success(), "admitted: {}", text(&o.stdout));
 }

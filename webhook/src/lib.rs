@@ -22,11 +22,12 @@ pub mod rules;
 pub mod server;
 pub mod view;
 
-pub use review::{AdmissionRequest, DecodeError, Operation, Review, ReviewVersion};
+pub use review::{AdmissionRequest, DecodeError, Operation, Review, ReviewVersion, UserInfo};
 pub use rules::Verdict;
 pub use server::{Limits, Server, ServerConfig, ServerError, router, serve};
 pub use view::{
-    ClusterView, MarkerLookup, MemoryView, ObjectKey, SharedView, TrackingPolicy, WorkloadContainer,
+    ClusterView, MarkerLookup, MemoryView, ObjectKey, OwnerIndex, SharedView, TrackingPolicy,
+    WorkloadContainer, WorkloadOwner,
 };
 
 use std::fmt;

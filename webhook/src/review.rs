@@ -2,8 +2,8 @@
 //! same shape), decoded into one [`Review`] and answered in the version the
 //! request used, with its uid.
 //!
-//! Only the fields the rules read are decoded; the rest (userInfo, options,
-//! ...) is skipped. The object and oldObject stay JSON values: the workload
+//! Only the fields the rules read are decoded; the rest (options, ...) is
+//! skipped. The object and oldObject stay JSON values: the workload
 //! rule reads a few paths of any workload kind, the image-kind rule decodes
 //! them into automation's typed API.
 
@@ -102,6 +102,31 @@ pub struct AdmissionRequest {
     pub old_object: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+    /// Who sent the request to the apiserver; `None` when absent or not of
+    /// the expected shape (the rules then know no one).
+    #[serde(
+        default,
+        deserialize_with = "lenient_user_info",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub user_info: Option<UserInfo>,
+}
+
+/// The requester, as the apiserver authenticated it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct UserInfo {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+fn lenient_user_info<'de, D>(d: D) -> Result<Option<UserInfo>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 impl AdmissionRequest {
@@ -117,6 +142,12 @@ impl AdmissionRequest {
                     .and_then(Value::as_str)
                     .filter(|n| !n.is_empty())
             })
+    }
+
+    /// The requester's user name (`system:serviceaccount:kube-system:
+    /// replicaset-controller`), empty when unknown.
+    pub fn username(&self) -> &str {
+        self.user_info.as_ref().map_or("", |u| u.username.as_str())
     }
 
     /// The name of the object: the object's own, else the request's.
@@ -258,6 +289,7 @@ mod tests {
         assert_eq!(r.request.kind.kind, "Deployment");
         assert_eq!(r.request.namespace(), Some("apps"));
         assert_eq!(r.request.name(), Some("web"));
+        assert_eq!(r.request.username(), "x");
         let r = decode(review("admission.k8s.io/v1beta1").as_bytes()).unwrap();
         assert_eq!(r.version, ReviewVersion::V1Beta1);
         let out = encode(&r, &Verdict::deny(403, "Forbidden", "no", vec![])).unwrap();
@@ -269,6 +301,16 @@ mod tests {
         assert_eq!(v["response"]["status"]["code"], 403);
         assert_eq!(v["response"]["status"]["message"], "no");
         assert!(v["response"].get("warnings").is_none());
+    }
+
+    #[test]
+    fn a_user_info_of_another_shape_is_no_one() {
+        for user in [r#"5"#, r#"{"username": 7}"#, r#"null"#] {
+            let body = review("admission.k8s.io/v1").replace(r#"{"username":"x"}"#, user);
+            let r = decode(body.as_bytes()).unwrap();
+            assert_eq!(r.request.user_info, None, "{user}");
+            assert_eq!(r.request.username(), "");
+        }
     }
 
     #[test]

@@ -1,16 +1,24 @@
 //! What the rules know of the cluster: a read-only view, answered from memory
 //! with no I/O. The serve side keeps it current from watches (Namespaces,
-//! ImageRepositories, ImagePolicies) and from the automation controller's
-//! checkouts (the marker index), and never calls the apiserver per request.
+//! ImageRepositories, ImagePolicies, and the workloads that make others:
+//! [`OwnerIndex`]) and from the automation controller's checkouts (the
+//! marker index), and never calls the apiserver per request.
 
 use automation::api::{
     AccessFrom, ImagePolicy, ImageRepository, ResourceExt,
     plan::{access_allowed, repository_of},
 };
 use automation::registry::normalized_repository;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, RwLock};
+
+/// The namespace label by which an administrator says that the
+/// ImagePolicies of a namespace govern images in every namespace (Flux's
+/// usual layout: the policies in `flux-system`, the workloads elsewhere).
+pub const POLICIES_LABEL: &str = "imageauto.dev/policies";
+/// The value of [`POLICIES_LABEL`] that does so.
+pub const POLICIES_CLUSTER: &str = "cluster";
 
 /// A namespaced object's namespace and name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,12 +60,17 @@ pub struct TrackingPolicy {
     pub image: String,
     /// The repository's `spec.accessFrom`.
     pub access_from: Option<AccessFrom>,
+    /// The policy's namespace is labelled `imageauto.dev/policies: cluster`
+    /// ([`POLICIES_LABEL`]): its policies govern images in every namespace.
+    pub cluster_wide: bool,
 }
 
 impl TrackingPolicy {
     /// Whether the policy governs images in `namespace` (whose labels are
-    /// `labels`): it lives there, or its ImageRepository's accessFrom selects
-    /// the namespace (not when cross-namespace references are switched off).
+    /// `labels`): it lives there, its namespace serves all namespaces
+    /// ([`TrackingPolicy::cluster_wide`], an administrator's label), or its
+    /// ImageRepository's accessFrom selects the namespace (not when
+    /// cross-namespace references are switched off).
     pub fn reaches(
         &self,
         namespace: &str,
@@ -65,7 +78,125 @@ impl TrackingPolicy {
         cross_namespace_refs: bool,
     ) -> bool {
         self.policy.namespace == namespace
+            || self.cluster_wide
             || (cross_namespace_refs && self.access_from.as_ref().is_some_and(|a| a.allows(labels)))
+    }
+}
+
+/// Whether a namespace's labels make its ImagePolicies govern images in
+/// every namespace.
+pub fn serves_all_namespaces(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(POLICIES_LABEL).map(String::as_str) == Some(POLICIES_CLUSTER)
+}
+
+/// A workload that makes others (a Deployment its ReplicaSets, a
+/// ReplicaSet, StatefulSet, DaemonSet or Job its Pods, a CronJob its Jobs),
+/// as far as the workload rule needs it to believe an object's claim that
+/// this workload made it: which one it is, and the images its pod template
+/// would give each container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadOwner {
+    /// `Deployment`, `ReplicaSet`, `StatefulSet`, `DaemonSet`, `Job` or
+    /// `CronJob`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Container name (init containers included) to the images the pod
+    /// template gives it (one, unless the template repeats a name).
+    pub images: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl WorkloadOwner {
+    /// Whether the pod template gives container `name` the image `image`.
+    pub fn makes(&self, name: &str, image: &str) -> bool {
+        self.images.get(name).is_some_and(|i| i.contains(image))
+    }
+}
+
+type OwnerKey = (String, String, String);
+
+fn owner_key(kind: &str, namespace: &str, name: &str) -> OwnerKey {
+    (kind.to_string(), namespace.to_string(), name.to_string())
+}
+
+/// The workloads that make others, by kind, namespace and name. Shared
+/// between the watches that fill it and the views that read it, and
+/// changed in place: an owner is known as soon as its watch reports it,
+/// without rebuilding a view (a controller creates a Deployment's
+/// ReplicaSet a moment after the Deployment appears).
+#[derive(Debug, Default)]
+pub struct OwnerIndex {
+    owners: RwLock<HashMap<OwnerKey, Arc<WorkloadOwner>>>,
+}
+
+impl OwnerIndex {
+    /// An index holding `owners`.
+    pub fn new(owners: impl IntoIterator<Item = WorkloadOwner>) -> Self {
+        let index = OwnerIndex::default();
+        for o in owners {
+            index.insert(o);
+        }
+        index
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<OwnerKey, Arc<WorkloadOwner>>> {
+        // A poisoned lock only means a writer panicked between two whole
+        // entries: every entry in the map is a complete one.
+        self.owners.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<OwnerKey, Arc<WorkloadOwner>>> {
+        self.owners.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds or replaces an owner; whether the index changed.
+    pub fn insert(&self, owner: WorkloadOwner) -> bool {
+        let key = owner_key(&owner.kind, &owner.namespace, &owner.name);
+        let mut map = self.write();
+        if map.get(&key).is_some_and(|o| **o == owner) {
+            return false;
+        }
+        map.insert(key, Arc::new(owner));
+        true
+    }
+
+    /// Removes the owner of that kind, namespace and name when it has
+    /// `uid` (a deletion reported late never removes its successor).
+    pub fn remove(&self, kind: &str, namespace: &str, name: &str, uid: &str) -> bool {
+        let key = owner_key(kind, namespace, name);
+        let mut map = self.write();
+        if map.get(&key).is_some_and(|o| o.uid == uid) {
+            map.remove(&key);
+            return true;
+        }
+        false
+    }
+
+    /// Replaces every owner of `kind` with `owners` (a new listing).
+    pub fn replace_kind(&self, kind: &str, owners: impl IntoIterator<Item = WorkloadOwner>) {
+        let fresh: Vec<(OwnerKey, Arc<WorkloadOwner>)> = owners
+            .into_iter()
+            .filter(|o| o.kind == kind)
+            .map(|o| (owner_key(&o.kind, &o.namespace, &o.name), Arc::new(o)))
+            .collect();
+        let mut map = self.write();
+        map.retain(|k, _| k.0 != kind);
+        map.extend(fresh);
+    }
+
+    /// The owner of that kind, namespace and name.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Arc<WorkloadOwner>> {
+        self.read().get(&owner_key(kind, namespace, name)).cloned()
+    }
+
+    /// How many owners the index holds.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -138,6 +269,18 @@ pub trait ClusterView: Send + Sync {
     fn cross_namespace_refs(&self) -> bool {
         true
     }
+
+    /// A workload that makes others ([`WorkloadOwner`]), by kind
+    /// (`ReplicaSet`...), namespace and name; `None` when not known.
+    fn owner(&self, _kind: &str, _namespace: &str, _name: &str) -> Option<Arc<WorkloadOwner>> {
+        None
+    }
+
+    /// The controller's own namespace, whose workloads are never judged
+    /// (nor are `kube-system`'s).
+    fn controller_namespace(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A [`ClusterView`] built from lists of objects, with the index from
@@ -150,6 +293,8 @@ pub struct MemoryView {
     tracking: HashMap<String, Vec<TrackingPolicy>>,
     markers: HashMap<WorkloadContainer, MarkerLookup>,
     cross_namespace_refs: bool,
+    owners: Arc<OwnerIndex>,
+    controller_namespace: Option<String>,
 }
 
 impl Default for MemoryView {
@@ -219,6 +364,7 @@ impl MemoryView {
             let Some(normalized) = normalized_repository(&repo.spec.image) else {
                 continue;
             };
+            let cluster_wide = serves_all_namespaces(labels);
             tracking
                 .entry(normalized)
                 .or_default()
@@ -227,6 +373,7 @@ impl MemoryView {
                     repository: key,
                     image: repo.spec.image.clone(),
                     access_from: repo.spec.access_from.clone(),
+                    cluster_wide,
                 });
         }
         for list in tracking.values_mut() {
@@ -239,7 +386,27 @@ impl MemoryView {
             tracking,
             markers: markers.into_iter().collect(),
             cross_namespace_refs,
+            owners: Arc::default(),
+            controller_namespace: None,
         }
+    }
+
+    /// The view with these owners (a Deployment, the ReplicaSet it made...).
+    pub fn with_owners(self, owners: impl IntoIterator<Item = WorkloadOwner>) -> Self {
+        self.with_owner_index(Arc::new(OwnerIndex::new(owners)))
+    }
+
+    /// The view reading its owners from `index`, which its watches keep
+    /// current in place.
+    pub fn with_owner_index(mut self, index: Arc<OwnerIndex>) -> Self {
+        self.owners = index;
+        self
+    }
+
+    /// The view knowing the controller's own namespace (never judged).
+    pub fn with_controller_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.controller_namespace = Some(namespace.into());
+        self
     }
 
     /// How many (policy, repository) pairs track something.
@@ -277,6 +444,14 @@ impl ClusterView for MemoryView {
 
     fn cross_namespace_refs(&self) -> bool {
         self.cross_namespace_refs
+    }
+
+    fn owner(&self, kind: &str, namespace: &str, name: &str) -> Option<Arc<WorkloadOwner>> {
+        self.owners.get(kind, namespace, name)
+    }
+
+    fn controller_namespace(&self) -> Option<String> {
+        self.controller_namespace.clone()
     }
 }
 
@@ -329,6 +504,12 @@ impl ClusterView for SharedView {
     }
     fn cross_namespace_refs(&self) -> bool {
         self.load().cross_namespace_refs()
+    }
+    fn owner(&self, kind: &str, namespace: &str, name: &str) -> Option<Arc<WorkloadOwner>> {
+        self.load().owner(kind, namespace, name)
+    }
+    fn controller_namespace(&self) -> Option<String> {
+        self.load().controller_namespace()
     }
 }
 
@@ -452,12 +633,101 @@ mod tests {
                     match_labels: BTreeMap::from([("env".into(), "prod".into())]),
                 }],
             }),
+            cluster_wide: false,
         };
         let prod = BTreeMap::from([("env".into(), "prod".into())]);
         assert!(t.reaches("flux", &BTreeMap::new(), false));
         assert!(t.reaches("apps", &prod, true));
         assert!(!t.reaches("apps", &prod, false));
         assert!(!t.reaches("apps", &BTreeMap::new(), true));
+        // The administrator's label reaches every namespace, cross-namespace
+        // references or not.
+        let everywhere = TrackingPolicy {
+            cluster_wide: true,
+            access_from: None,
+            ..t
+        };
+        assert!(everywhere.reaches("apps", &BTreeMap::new(), false));
+    }
+
+    #[test]
+    fn a_namespace_labelled_cluster_serves_all() {
+        let cluster = BTreeMap::from([(POLICIES_LABEL.to_string(), "cluster".to_string())]);
+        let view = MemoryView::new(
+            [
+                policy("flux-system", "web", None, "web"),
+                policy("team", "api", None, "api"),
+            ],
+            [
+                repo("flux-system", "web", "ghcr.io/org/web", None),
+                repo("team", "api", "ghcr.io/org/api", None),
+            ],
+            [
+                ("flux-system".to_string(), cluster),
+                (
+                    "team".to_string(),
+                    BTreeMap::from([(POLICIES_LABEL.to_string(), "yes".to_string())]),
+                ),
+            ],
+            [],
+        );
+        assert!(view.policies_tracking("ghcr.io/org/web")[0].cluster_wide);
+        assert!(!view.policies_tracking("ghcr.io/org/api")[0].cluster_wide);
+    }
+
+    fn owner(kind: &str, name: &str, uid: &str, images: &[(&str, &str)]) -> WorkloadOwner {
+        let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (c, i) in images {
+            map.entry(c.to_string()).or_default().insert(i.to_string());
+        }
+        WorkloadOwner {
+            kind: kind.into(),
+            namespace: "apps".into(),
+            name: name.into(),
+            uid: uid.into(),
+            images: map,
+        }
+    }
+
+    #[test]
+    fn owner_index_in_place() {
+        let index = Arc::new(OwnerIndex::new([owner(
+            "ReplicaSet",
+            "web-1",
+            "u1",
+            &[("web", "nginx:1")],
+        )]));
+        let view = MemoryView::default().with_owner_index(index.clone());
+        let shared = SharedView::new(view);
+        let rs = shared.owner("ReplicaSet", "apps", "web-1").unwrap();
+        assert!(rs.makes("web", "nginx:1"));
+        assert!(!rs.makes("web", "nginx:2"));
+        assert!(!rs.makes("sidecar", "nginx:1"));
+        assert!(shared.owner("StatefulSet", "apps", "web-1").is_none());
+        assert!(shared.owner("ReplicaSet", "other", "web-1").is_none());
+        // Changed in place: the view sees it without a rebuild.
+        assert!(index.insert(owner("Deployment", "web", "u0", &[("web", "nginx:1")])));
+        assert!(!index.insert(owner("Deployment", "web", "u0", &[("web", "nginx:1")])));
+        assert_eq!(shared.owner("Deployment", "apps", "web").unwrap().uid, "u0");
+        // A late deletion of a predecessor leaves its successor.
+        assert!(index.insert(owner("Deployment", "web", "u2", &[("web", "nginx:1")])));
+        assert!(!index.remove("Deployment", "apps", "web", "u0"));
+        assert!(index.remove("Deployment", "apps", "web", "u2"));
+        assert!(shared.owner("Deployment", "apps", "web").is_none());
+        // A new listing of one kind replaces that kind only.
+        index.insert(owner("Deployment", "web", "u3", &[]));
+        index.replace_kind("ReplicaSet", [owner("ReplicaSet", "web-2", "u4", &[])]);
+        assert!(shared.owner("ReplicaSet", "apps", "web-1").is_none());
+        assert!(shared.owner("ReplicaSet", "apps", "web-2").is_some());
+        assert!(shared.owner("Deployment", "apps", "web").is_some());
+        assert_eq!(index.len(), 2);
+        assert_eq!(
+            MemoryView::default()
+                .with_controller_namespace("imageauto-system")
+                .controller_namespace()
+                .as_deref(),
+            Some("imageauto-system")
+        );
     }
 
     #[test]

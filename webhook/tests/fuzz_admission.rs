@@ -55,10 +55,14 @@ fn fixtures_whole_cut_and_bent() {
         "/request/oldObject",
         "/request/namespace",
         "/request/subResource",
+        "/request/userInfo",
+        "/request/userInfo/username",
         "/request/object/metadata",
         "/request/object/metadata/labels",
         "/request/object/metadata/annotations",
         "/request/object/metadata/ownerReferences",
+        "/request/object/metadata/ownerReferences/0",
+        "/request/object/metadata/ownerReferences/0/uid",
         "/request/object/spec",
         "/request/object/spec/template",
         "/request/object/spec/template/spec/containers",
@@ -122,7 +126,30 @@ fn hostile_shapes() {
         "[".repeat(200),
         "]".repeat(200)
     );
+    // Thousands of ungoverned containers, in a deny and a warn namespace,
+    // with a claimed owner the view knows under another uid.
+    let many: Vec<Value> = (0..3000)
+        .map(|i| json!({"name": format!("c{i}"), "image": format!("evil.io/m{i}:1")}))
+        .collect();
+    let many: Vec<Vec<u8>> = ["shop", "audit"]
+        .iter()
+        .map(|ns| {
+            serde_json::to_vec(&json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {"uid": "u", "kind": {"kind": "Pod", "version": "v1"},
+                    "operation": "CREATE", "namespace": ns,
+                    "userInfo": {"username": "system:kube-controller-manager"},
+                    "object": {"metadata": {"name": "p", "ownerReferences": [
+                        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1",
+                         "uid": "forged", "controller": true}]},
+                        "spec": {"containers": many}}}
+            }))
+            .unwrap()
+        })
+        .collect();
     for input in [
+        &many[0][..],
+        &many[1][..],
         &b""[..],
         b"   ",
         b"null",

@@ -4,10 +4,14 @@
 
 mod support;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
-use support::{Recorder, fixture, in_namespace, post, view, web_marker};
-use webhook::{MemoryView, Outcome, Rule, router};
+use support::{
+    CRONJOB_UID, DEPLOYMENT_UID, JOB_UID, REPLICASET_UID, Recorder, fixture, in_namespace, owner,
+    post, view, view_of, view_with, web_marker,
+};
+use webhook::rules::{MAX_MESSAGE_BYTES, MAX_WARNINGS};
+use webhook::{MarkerLookup, MemoryView, ObjectKey, Outcome, Rule, WorkloadContainer, router};
 
 /// Posts `review` to `rule`'s path and returns the AdmissionReview answer's
 /// `response`, after checking the envelope (200, same version, uid echoed).
@@ -136,13 +140,22 @@ async fn a_namespace_the_view_does_not_know_yet_is_a_transient_refusal() {
         "{m}"
     );
     assert!(m.contains("try again"), "{m}");
-    // Objects made by judged workloads do not depend on it.
-    let r = judge(
-        Rule::Workloads,
-        &in_namespace(fixture("pod-owned.json"), "brand-new"),
-    )
-    .await;
-    assert_admitted(&r);
+    // An object made by a judged workload the view knows does not depend
+    // on it; one whose owner it does not know yet is judged, so waits too.
+    let pod = in_namespace(fixture("pod-owned.json"), "brand-new");
+    assert_eq!(
+        judge(Rule::Workloads, &pod).await["status"]["code"],
+        503,
+        "owner unknown"
+    );
+    let known = view(vec![]).with_owners([owner(
+        "ReplicaSet",
+        "brand-new",
+        "shop-7d9f8c6b5",
+        REPLICASET_UID,
+        &[("proxy", "nginx:1.25"), ("api", "ghcr.io/acme/api:2.0.0")],
+    )]);
+    assert_admitted(&judge_with(known, Rule::Workloads, &pod).await);
 }
 
 #[tokio::test]
@@ -273,6 +286,556 @@ async fn objects_made_by_a_judged_workload_are_admitted() {
         .unwrap()
         .remove("ownerReferences");
     assert_denied(&judge(Rule::Workloads, &review).await);
+}
+
+/// A CREATE review of `object` (kind from its apiVersion and kind) by `user`.
+fn review_of(object: Value, user: &str) -> Value {
+    let api = object["apiVersion"].as_str().unwrap();
+    let (group, version) = api.split_once('/').unwrap_or(("", api));
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "owned-1",
+            "kind": {"group": group, "version": version, "kind": object["kind"]},
+            "namespace": object["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {"username": user, "groups": ["system:authenticated"]},
+            "object": object,
+        }
+    })
+}
+
+/// `Kind` in apiVersion `api`, named `name` in shop, with a controller
+/// ownerReference (`owner`: apiVersion, kind, name, uid) and these
+/// containers in its pod spec (a Pod's own, else its template's).
+fn owned(
+    api: &str,
+    kind: &str,
+    name: &str,
+    owner: (&str, &str, &str, &str),
+    containers: &[(&str, &str)],
+) -> Value {
+    let containers: Vec<Value> = containers
+        .iter()
+        .map(|(n, i)| json!({"name": n, "image": i}))
+        .collect();
+    let pod_spec = json!({"containers": containers, "restartPolicy": "Never"});
+    let spec = match kind {
+        "Pod" => pod_spec,
+        "CronJob" => {
+            json!({"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": pod_spec}}}})
+        }
+        _ => json!({"template": {"spec": pod_spec}}),
+    };
+    json!({
+        "apiVersion": api, "kind": kind,
+        "metadata": {
+            "name": name, "namespace": "shop",
+            "ownerReferences": [{
+                "apiVersion": owner.0, "kind": owner.1, "name": owner.2, "uid": owner.3,
+                "controller": true, "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": spec,
+    })
+}
+
+const RS_CONTROLLER: &str = "system:serviceaccount:kube-system:replicaset-controller";
+const SHOP_RS: (&str, &str, &str, &str) =
+    ("apps/v1", "ReplicaSet", "shop-7d9f8c6b5", REPLICASET_UID);
+const SHOP_IMAGES: [(&str, &str); 2] = [("proxy", "nginx:1.25"), ("api", "ghcr.io/acme/api:2.0.0")];
+
+#[tokio::test]
+async fn a_pod_naming_an_owner_that_does_not_exist_is_judged_on_its_own() {
+    let miner = [("miner", "evil.io/miner:latest")];
+    for (api, kind) in [("apps/v1", "ReplicaSet"), ("apps/v1", "StatefulSet")] {
+        let pod = owned("v1", "Pod", "p", (api, kind, "ghost", "0000"), &miner);
+        // From the controller's own account, too: its name alone is not enough.
+        for user in [RS_CONTROLLER, "system:kube-controller-manager", "mallory"] {
+            let r = judge(Rule::Workloads, &review_of(pod.clone(), user)).await;
+            let m = assert_denied(&r);
+            assert_eq!(r["status"]["code"], 403);
+            assert!(
+                m.starts_with(&format!(
+                    "Pod shop/p names {kind} ghost as its controller, but imageauto knows no {kind} shop/ghost: it is judged on its own\n"
+                )),
+                "{m}"
+            );
+            assert!(
+                m.contains("container \"miner\" image \"evil.io/miner:latest\""),
+                "{m}"
+            );
+        }
+    }
+    // In a warn namespace, the reason comes first among the warnings.
+    let pod = in_namespace(
+        review_of(
+            owned(
+                "v1",
+                "Pod",
+                "p",
+                ("apps/v1", "ReplicaSet", "ghost", "0"),
+                &miner,
+            ),
+            RS_CONTROLLER,
+        ),
+        "audit",
+    );
+    let w = assert_admitted(&judge(Rule::Workloads, &pod).await);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].contains("is judged on its own, not for its ReplicaSet"),
+        "{w:?}"
+    );
+    assert!(w[1].contains("evil.io/miner"), "{w:?}");
+}
+
+#[tokio::test]
+async fn a_real_owner_with_another_uid_is_not_believed() {
+    let forged = (
+        SHOP_RS.0,
+        SHOP_RS.1,
+        SHOP_RS.2,
+        "11111111-0000-4000-8000-000000000000",
+    );
+    let pod = owned(
+        "v1",
+        "Pod",
+        "p",
+        forged,
+        &[("miner", "evil.io/miner:latest")],
+    );
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(pod, RS_CONTROLLER)).await);
+    assert!(
+        m.contains("ReplicaSet shop/shop-7d9f8c6b5 has another uid than \"11111111-0000-4000-8000-000000000000\""),
+        "{m}"
+    );
+    // The same images as the template do not help with the wrong uid.
+    let pod = owned("v1", "Pod", "p", forged, &SHOP_IMAGES);
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(pod, RS_CONTROLLER)).await);
+    assert!(m.contains("has another uid"), "{m}");
+    assert!(m.contains("ghcr.io/acme/api:2.0.0"), "{m}");
+}
+
+#[tokio::test]
+async fn a_real_owner_whose_template_has_other_images_is_not_believed() {
+    let deployment = ("apps/v1", "Deployment", "shop", DEPLOYMENT_UID);
+    let deployer = "system:serviceaccount:kube-system:deployment-controller";
+    // A ReplicaSet naming the real Deployment's uid, with a miner beside
+    // the template's containers.
+    let mut images = SHOP_IMAGES.to_vec();
+    images.push(("miner", "evil.io/miner:latest"));
+    let rs = owned("apps/v1", "ReplicaSet", "shop-evil", deployment, &images);
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(rs, deployer)).await);
+    assert!(
+        m.contains("but the pod template of Deployment shop/shop gives container \"miner\" no image \"evil.io/miner:latest\": it is judged on its own"),
+        "{m}"
+    );
+    assert!(m.contains("evil.io/miner"), "{m}");
+    // A template container's name with another image.
+    let rs = owned(
+        "apps/v1",
+        "ReplicaSet",
+        "shop-evil",
+        deployment,
+        &[("proxy", "nginx:1.25"), ("api", "evil.io/miner:latest")],
+    );
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(rs, deployer)).await);
+    assert!(
+        m.contains("gives container \"api\" no image \"evil.io/miner:latest\""),
+        "{m}"
+    );
+    // The template's own images, but not every container's: a Pod whose
+    // init container borrows an image of another container.
+    let mut pod = owned("v1", "Pod", "p", SHOP_RS, &SHOP_IMAGES);
+    pod["spec"]["initContainers"] = json!([{"name": "init", "image": "nginx:1.25"}]);
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(pod, RS_CONTROLLER)).await);
+    assert!(
+        m.contains("gives container \"init\" no image \"nginx:1.25\""),
+        "{m}"
+    );
+    // What the template makes: admitted, although api is ungoverned in shop.
+    let rs = owned("apps/v1", "ReplicaSet", "shop-2", deployment, &SHOP_IMAGES);
+    assert_eq!(
+        assert_admitted(&judge(Rule::Workloads, &review_of(rs, deployer)).await),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn an_owner_of_another_kind_is_not_believed() {
+    // The ReplicaSet's name and uid, claimed as a StatefulSet's or a
+    // DaemonSet's.
+    for kind in ["StatefulSet", "DaemonSet"] {
+        let pod = owned(
+            "v1",
+            "Pod",
+            "p",
+            ("apps/v1", kind, SHOP_RS.2, REPLICASET_UID),
+            &SHOP_IMAGES,
+        );
+        let user = format!(
+            "system:serviceaccount:kube-system:{}",
+            if kind == "DaemonSet" {
+                "daemon-set-controller"
+            } else {
+                "statefulset-controller"
+            }
+        );
+        let m = assert_denied(&judge(Rule::Workloads, &review_of(pod, &user)).await);
+        assert!(
+            m.contains(&format!("imageauto knows no {kind} shop/shop-7d9f8c6b5")),
+            "{m}"
+        );
+    }
+    // A Deployment makes ReplicaSets, not Pods: no claim at all, judged.
+    let pod = owned(
+        "v1",
+        "Pod",
+        "p",
+        ("apps/v1", "Deployment", "shop", DEPLOYMENT_UID),
+        &SHOP_IMAGES,
+    );
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(pod, RS_CONTROLLER)).await);
+    assert!(!m.contains("as its controller"), "{m}");
+    assert!(m.contains("ghcr.io/acme/api:2.0.0"), "{m}");
+}
+
+#[tokio::test]
+async fn a_real_owner_is_believed_only_for_the_clusters_controller() {
+    let pod = owned("v1", "Pod", "p", SHOP_RS, &SHOP_IMAGES);
+    for user in [RS_CONTROLLER, "system:kube-controller-manager"] {
+        let r = judge(Rule::Workloads, &review_of(pod.clone(), user)).await;
+        assert_eq!(assert_admitted(&r), Vec::<String>::new(), "{user}");
+    }
+    for user in [
+        "alice",
+        "system:serviceaccount:shop:replicaset-controller",
+        "system:serviceaccount:kube-system:job-controller",
+    ] {
+        let m = assert_denied(&judge(Rule::Workloads, &review_of(pod.clone(), user)).await);
+        assert!(
+            m.contains(&format!(
+                "but the request comes from \"{user}\", not from the cluster's controller of ReplicaSets"
+            )),
+            "{m}"
+        );
+        // Judged on its own: api is ungoverned in shop.
+        assert!(m.contains("container \"api\""), "{m}");
+    }
+    // Judged on its own and governed: admitted, whoever asks.
+    let pod = owned("v1", "Pod", "p", SHOP_RS, &[("proxy", "nginx:1.25")]);
+    assert_admitted(&judge(Rule::Workloads, &review_of(pod, "alice")).await);
+    // No userInfo at all: no one.
+    let mut review = review_of(owned("v1", "Pod", "p", SHOP_RS, &SHOP_IMAGES), "x");
+    review["request"]
+        .as_object_mut()
+        .unwrap()
+        .remove("userInfo");
+    let m = assert_denied(&judge(Rule::Workloads, &review).await);
+    assert!(m.contains("the request comes from \"\""), "{m}");
+}
+
+#[tokio::test]
+async fn cronjob_job_and_pod_chains_are_believed_link_by_link() {
+    let report = [("report", "quay.io/old/report:1")];
+    let cron_controller = "system:serviceaccount:kube-system:cronjob-controller";
+    let job_controller = "system:serviceaccount:kube-system:job-controller";
+    // The CronJob itself, ungoverned and not exempt: refused (batch/v1beta1).
+    let mut cron = owned(
+        "batch/v1beta1",
+        "CronJob",
+        "nightly",
+        ("x", "x", "x", "x"),
+        &report,
+    );
+    cron["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(cron, "alice")).await);
+    assert!(m.contains("quay.io/old/report"), "{m}");
+    // Its Job, made by the cronjob controller, in either batch version of
+    // the owner reference: admitted for the CronJob in the view.
+    for api in ["batch/v1beta1", "batch/v1"] {
+        let job = owned(
+            "batch/v1",
+            "Job",
+            "nightly-28000000",
+            (api, "CronJob", "nightly", CRONJOB_UID),
+            &report,
+        );
+        assert_eq!(
+            assert_admitted(&judge(Rule::Workloads, &review_of(job, cron_controller)).await),
+            Vec::<String>::new(),
+            "{api}"
+        );
+    }
+    // The Job's Pod, made by the job controller.
+    let pod = owned(
+        "v1",
+        "Pod",
+        "nightly-28000000-abcde",
+        ("batch/v1", "Job", "nightly-28000000", JOB_UID),
+        &report,
+    );
+    assert_admitted(&judge(Rule::Workloads, &review_of(pod.clone(), job_controller)).await);
+    // Each link on its own: the Pod claiming the CronJob directly (CronJobs
+    // make Jobs, not Pods), the Pod by the cronjob controller, a Job with
+    // the CronJob's uid but another image, a Job a user made from the
+    // CronJob (kubectl create job --from).
+    let direct = owned(
+        "v1",
+        "Pod",
+        "p",
+        ("batch/v1beta1", "CronJob", "nightly", CRONJOB_UID),
+        &report,
+    );
+    assert_denied(&judge(Rule::Workloads, &review_of(direct, cron_controller)).await);
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(pod, cron_controller)).await);
+    assert!(
+        m.contains("not from the cluster's controller of Jobs"),
+        "{m}"
+    );
+    let job = owned(
+        "batch/v1",
+        "Job",
+        "nightly-evil",
+        ("batch/v1beta1", "CronJob", "nightly", CRONJOB_UID),
+        &[("report", "evil.io/miner:latest")],
+    );
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(job, cron_controller)).await);
+    assert!(
+        m.contains("the pod template of CronJob shop/nightly gives container \"report\" no image"),
+        "{m}"
+    );
+    let manual = owned(
+        "batch/v1",
+        "Job",
+        "nightly-manual",
+        ("batch/v1beta1", "CronJob", "nightly", CRONJOB_UID),
+        &report,
+    );
+    let m = assert_denied(&judge(Rule::Workloads, &review_of(manual, "alice")).await);
+    assert!(m.contains("the request comes from \"alice\""), "{m}");
+}
+
+#[tokio::test]
+async fn kube_system_and_the_controllers_namespace_are_never_judged() {
+    let miner = owned(
+        "v1",
+        "Pod",
+        "p",
+        ("apps/v1", "ReplicaSet", "ghost", "0"),
+        &[("miner", "evil.io/miner:latest")],
+    );
+    for fixture_review in [
+        fixture("deployment-ungoverned.json"),
+        fixture("pod-init-ungoverned.json"),
+        fixture("cronjob-ungoverned.json"),
+        review_of(miner, "mallory"),
+    ] {
+        // Both labelled enforce=deny in the view.
+        for ns in ["kube-system", "imageauto-system"] {
+            let r = judge(Rule::Workloads, &in_namespace(fixture_review.clone(), ns)).await;
+            assert_eq!(assert_admitted(&r), Vec::<String>::new(), "{ns}");
+        }
+        // The same labels elsewhere: judged.
+        assert_denied(&judge(Rule::Workloads, &in_namespace(fixture_review, "apps")).await);
+    }
+    // Another view whose controller lives elsewhere judges imageauto-system.
+    let other = view(vec![]).with_controller_namespace("flux-system");
+    let r = judge_with(
+        other,
+        Rule::Workloads,
+        &in_namespace(fixture("deployment-ungoverned.json"), "imageauto-system"),
+    )
+    .await;
+    assert_denied(&r);
+}
+
+/// A Deployment apps/web (applied by Flux) with one container `web` whose
+/// image is `image`.
+fn flux_deployment(image: &str) -> Value {
+    let mut review = in_namespace(fixture("deployment-flux.json"), "apps");
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"] =
+        json!([{"name": "web", "image": image}]);
+    review
+}
+
+/// The marker index entry of apps/web's `web` container.
+fn apps_web_marker(policy: Option<&str>) -> (WorkloadContainer, MarkerLookup) {
+    (
+        WorkloadContainer {
+            kind: "Deployment".into(),
+            namespace: "apps".into(),
+            name: "web".into(),
+            container: "web".into(),
+        },
+        MarkerLookup {
+            file: "apps/web.yaml".into(),
+            line: 14,
+            policy: policy.map(str::to_string),
+            automation: ObjectKey::new("flux-system", "auto"),
+            kustomization: None,
+        },
+    )
+}
+
+#[tokio::test]
+async fn policies_of_a_namespace_labelled_cluster_govern_every_namespace() {
+    // flux-system/worker's repository has no accessFrom: it reaches only
+    // flux-system, so far.
+    let review = flux_deployment("ghcr.io/acme/worker:1.2.0");
+    let m = assert_denied(&judge(Rule::Workloads, &review).await);
+    assert!(
+        m.contains("its namespace \"flux-system\" is not labelled imageauto.dev/policies: cluster"),
+        "{m}"
+    );
+    assert!(
+        m.contains("or label namespace \"flux-system\" imageauto.dev/policies=cluster if its ImagePolicies serve every namespace (kubectl imageauto install --policy-namespace flux-system)"),
+        "{m}"
+    );
+    // Labelled by the administrator: governed in apps, and in a
+    // namespace no accessFrom could select.
+    let cluster: &[(&str, &str)] = &[("imageauto.dev/policies", "cluster")];
+    for cross in [true, false] {
+        let labelled = view_of(vec![], &[("flux-system", cluster)], cross);
+        assert_eq!(
+            assert_admitted(&judge_with(labelled, Rule::Workloads, &review).await),
+            Vec::<String>::new()
+        );
+    }
+    let labelled = view_with(vec![], &[("flux-system", cluster)]);
+    let m = assert_denied(
+        &judge_with(
+            labelled,
+            Rule::Workloads,
+            &flux_deployment("ghcr.io/acme/unknown:1"),
+        )
+        .await,
+    );
+    assert!(m.contains("tracks ghcr.io/acme/unknown"), "{m}");
+    // Another value, or the label on the workload's namespace, is not it.
+    for extra in [
+        vec![(
+            "flux-system",
+            &[("imageauto.dev/policies", "yes")] as &[(&str, &str)],
+        )],
+        vec![(
+            "apps",
+            &[
+                ("imageauto.dev/enforce", "deny"),
+                ("imageauto.dev/policies", "cluster"),
+            ] as &[_],
+        )],
+    ] {
+        let v = view_with(vec![], &extra);
+        assert_denied(&judge_with(v, Rule::Workloads, &review).await);
+    }
+}
+
+#[tokio::test]
+async fn a_marker_naming_a_tracking_policy_governs_across_namespaces() {
+    let review = flux_deployment("ghcr.io/acme/worker:1.2.0");
+    // The file's marker names flux-system:worker, of the automation's
+    // namespace, tracking the image: governed.
+    let marked = view(vec![apps_web_marker(Some("flux-system:worker:tag"))]);
+    assert_eq!(
+        assert_admitted(&judge_with(marked, Rule::Workloads, &review).await),
+        Vec::<String>::new()
+    );
+    // No marker: refused, with the marker to add.
+    let m = assert_denied(
+        &judge_with(view(vec![apps_web_marker(None)]), Rule::Workloads, &review).await,
+    );
+    assert!(
+        m.contains("and the image field's marker does not name it)"),
+        "{m}"
+    );
+    assert!(
+        m.contains("or mark the image field: # {\"$imagepolicy\": \"flux-system:worker\"} at apps/web.yaml:14"),
+        "{m}"
+    );
+    // A marker naming a policy that tracks another image, or one outside
+    // the automation's namespace: not governed.
+    for policy in ["flux-system:web", "shop:own"] {
+        let v = view(vec![apps_web_marker(Some(policy))]);
+        assert_denied(&judge_with(v, Rule::Workloads, &review).await);
+    }
+    // Across namespaces only when cross-namespace references are on.
+    let closed = view_of(
+        vec![apps_web_marker(Some("flux-system:worker"))],
+        &[],
+        false,
+    );
+    let m = assert_denied(&judge_with(closed, Rule::Workloads, &review).await);
+    assert!(!m.contains("spec.accessFrom"), "{m}");
+    // Not applied by Flux: the index does not speak for the workload.
+    let mut manual = review.clone();
+    manual["request"]["object"]["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("kustomize.toolkit.fluxcd.io/name");
+    let v = view(vec![apps_web_marker(Some("flux-system:worker"))]);
+    assert_denied(&judge_with(v, Rule::Workloads, &manual).await);
+}
+
+#[tokio::test]
+async fn a_pod_with_ten_thousand_containers_gets_a_short_answer() {
+    let containers: Vec<Value> = (0..10_000)
+        .map(|i| json!({"name": format!("c{i}"), "image": format!("evil.io/miner{i}:latest")}))
+        .collect();
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "big", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "shop", "operation": "CREATE",
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "big", "namespace": "shop"},
+                       "spec": {"containers": containers}},
+        }
+    });
+    let recorder = Arc::new(Recorder::default());
+    let (status, body) = post(
+        router(Arc::new(view(vec![])), recorder),
+        Rule::Workloads.path(),
+        serde_json::to_vec(&review).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.len() < 8 * 1024, "{} bytes", body.len());
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    let m = assert_denied(&answer["response"]);
+    assert!(m.len() <= MAX_MESSAGE_BYTES, "{}", m.len());
+    let lines: Vec<&str> = m.lines().collect();
+    let shown = lines.len() - 1;
+    assert!(shown >= 3, "{m}");
+    for (i, line) in lines[..shown].iter().enumerate() {
+        assert!(
+            line.starts_with(&format!(
+                "container \"c{i}\" image \"evil.io/miner{i}:latest\""
+            )),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        lines[shown],
+        format!(
+            "… and {} more findings: fix the ones above and apply again to see them",
+            10_000 - shown
+        )
+    );
+    // In a warn namespace: a few warnings, the last one counting the rest.
+    let w = assert_admitted(&judge(Rule::Workloads, &in_namespace(review, "audit")).await);
+    assert_eq!(w.len(), MAX_WARNINGS);
+    assert_eq!(
+        w[MAX_WARNINGS - 1],
+        format!(
+            "imageauto: … and {} more warnings",
+            10_000 - (MAX_WARNINGS - 1)
+        )
+    );
 }
 
 #[tokio::test]

@@ -77,6 +77,9 @@ pub struct InstallArgs {
     /// Scale Flux's image-reflector-controller and image-automation-controller to 0 when they run
     #[arg(long)]
     take_over: bool,
+    /// Label this namespace imageauto.dev/policies=cluster: its ImagePolicies govern images in every namespace (Flux's layout: --policy-namespace flux-system); repeatable
+    #[arg(long = "policy-namespace", value_name = "NAMESPACE")]
+    policy_namespaces: Vec<String>,
     #[command(flatten)]
     kube: KubeArgs,
 }
@@ -113,6 +116,12 @@ fn cluster_role() -> Value {
             {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
             // Namespace labels: accessFrom, and the webhook's enforce label.
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+            // The workloads that make others, for the webhook to believe
+            // an object made by its owner (only names, uids and the pod
+            // templates' images are kept).
+            {"apiGroups": ["apps"], "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"],
+             "verbs": ["list", "watch"]},
+            {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["list", "watch"]},
             // Events about the objects.
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         ]
@@ -223,12 +232,23 @@ pub fn objects(
             "webhooks": [
                 {"name": "workloads.imageauto.dev",
                  "clientConfig": client("/validate/workloads"),
+                 // Every version of each judged kind: `*`, not a list, so
+                 // that a version the cluster serves and this list forgot
+                 // (batch/v1beta1 CronJobs before 1.21, apps/v1beta2 and
+                 // extensions/v1beta1 workloads of old clusters) is never
+                 // a way around the webhook. A request in a version no rule
+                 // names reaches the webhook only when an equivalent
+                 // version is named and served (matchPolicy Equivalent),
+                 // and batch/v1 has no CronJobs before 1.21. The rule reads
+                 // the same fields in every version.
                  "rules": [
                      {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
                       "resources": ["pods", "pods/ephemeralcontainers"]},
-                     {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                     {"apiGroups": ["apps"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
                       "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"]},
-                     {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                     {"apiGroups": ["extensions"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                      "resources": ["deployments", "daemonsets", "replicasets"]},
+                     {"apiGroups": ["batch"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
                       "resources": ["jobs", "cronjobs"]}],
                  "namespaceSelector": {"matchExpressions": [
                      {"key": "imageauto.dev/enforce", "operator": "In", "values": ["deny", "warn"]},
@@ -249,6 +269,20 @@ pub fn objects(
         }));
     }
     out
+}
+
+/// The label `--policy-namespace` sets on each of `namespaces` (only that
+/// label: server-side apply leaves the namespace's other fields to their
+/// managers, and creates a namespace that does not exist yet).
+pub fn policy_namespace_objects(namespaces: &[String]) -> Vec<Value> {
+    namespaces
+        .iter()
+        .map(|ns| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": ns, "labels": {
+                       webhook::view::POLICIES_LABEL: webhook::view::POLICIES_CLUSTER}}})
+        })
+        .collect()
 }
 
 fn resource_of(v: &Value) -> Result<ApiResource> {
@@ -443,6 +477,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             },
             args.webhook_failure_policy,
         ));
+        all.extend(policy_namespace_objects(&args.policy_namespaces));
         print!("{}", render(&all, args.output)?);
         if args.webhook && args.webhook_url.is_none() {
             eprintln!(
@@ -522,6 +557,17 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                     println!("✔ {} created (webhook certificate)", describe(s));
                 }
             }
+        }
+        // Before the webhook configuration: once it is on, these
+        // namespaces' policies already govern every namespace.
+        for v in policy_namespace_objects(&args.policy_namespaces) {
+            apply(&k, &v).await?;
+            println!(
+                "✔ Namespace {} labelled {}={} (--policy-namespace): its ImagePolicies govern images in every namespace",
+                v["metadata"]["name"].as_str().unwrap_or(""),
+                webhook::view::POLICIES_LABEL,
+                webhook::view::POLICIES_CLUSTER
+            );
         }
         if args.webhook {
             for v in objects(&ns, &image, true, args.webhook_url.as_deref(), &bundle, args.webhook_failure_policy) {

@@ -230,8 +230,15 @@ async fn serve(args: Args) -> Result<()> {
                 "--webhook-addr needs --cert-dir DIR (tls.crt and tls.key, or an empty folder for a generated certificate)"
             );
         };
-        let (view, complete) =
-            crate::admission::keep_view(caches.clone(), options.cross_namespace_refs);
+        let (view, complete) = crate::admission::keep_view(
+            client.clone(),
+            caches.clone(),
+            crate::admission::ViewOptions {
+                cross_namespace_refs: options.cross_namespace_refs,
+                controller_namespace: own_namespace.clone(),
+                namespace: namespace.clone(),
+            },
+        );
         view_complete = Some(complete);
         let ns = std::env::var("POD_NAMESPACE")
             .ok()

@@ -11,6 +11,15 @@ use crate::Outcome;
 
 /// Kubernetes truncates a single admission warning past 256 characters.
 pub const MAX_WARNING_CHARS: usize = 256;
+/// At most this many warnings per answer, the last one saying how many
+/// more there were (the apiserver keeps about 4 KiB of warnings per
+/// request and drops the rest without a word).
+pub const MAX_WARNINGS: usize = 10;
+/// A refusal's message is cut to this many bytes: the first findings,
+/// whole lines, then how many more there are. The apiserver passes the
+/// message on to the client as it is; a Pod with thousands of containers
+/// must not make an answer of megabytes.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// A rule's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,11 +49,12 @@ impl Verdict {
             code: 200,
             reason: String::new(),
             message: String::new(),
-            warnings: warnings.iter().map(|w| warning(w)).collect(),
+            warnings: capped_warnings(&warnings),
         }
     }
 
-    /// Refused with `message`, plus warnings.
+    /// Refused with `message` (one line per finding; cut to
+    /// [`MAX_MESSAGE_BYTES`]), plus warnings.
     pub fn deny(
         code: u16,
         reason: impl Into<String>,
@@ -55,8 +65,8 @@ impl Verdict {
             allowed: false,
             code,
             reason: reason.into(),
-            message: message.into(),
-            warnings: warnings.iter().map(|w| warning(w)).collect(),
+            message: capped_message(message.into()),
+            warnings: capped_warnings(&warnings),
         }
     }
 
@@ -88,6 +98,65 @@ pub(crate) fn warning(text: &str) -> String {
     cut
 }
 
+/// Each warning made printable and cut, and at most [`MAX_WARNINGS`] of
+/// them: the first ones, then one that says how many more there were.
+fn capped_warnings(warnings: &[String]) -> Vec<String> {
+    if warnings.len() <= MAX_WARNINGS {
+        return warnings.iter().map(|w| warning(w)).collect();
+    }
+    let shown = MAX_WARNINGS - 1;
+    let mut out: Vec<String> = warnings[..shown].iter().map(|w| warning(w)).collect();
+    out.push(format!(
+        "imageauto: … and {} more warnings",
+        warnings.len() - shown
+    ));
+    out
+}
+
+/// Room kept for the closing line of a cut message.
+const MORE_LINE_BYTES: usize = 96;
+
+/// The message as it is when it fits in [`MAX_MESSAGE_BYTES`]; else its
+/// first whole lines that fit (the first line cut on a character boundary
+/// when it alone is too long) and a line saying how many more there are.
+fn capped_message(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let budget = MAX_MESSAGE_BYTES - MORE_LINE_BYTES;
+    let lines: Vec<&str> = message.lines().collect();
+    let mut out = String::new();
+    let mut shown = 0;
+    for line in &lines {
+        let needed = line.len() + usize::from(!out.is_empty());
+        if out.len() + needed > budget {
+            if shown == 0 {
+                let mut end = budget - '…'.len_utf8();
+                while !line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.push_str(&line[..end]);
+                out.push('…');
+                shown = 1;
+            }
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(line);
+        shown += 1;
+    }
+    let more = lines.len() - shown;
+    if more > 0 {
+        out.push_str(&format!(
+            "\n… and {more} more {}: fix the ones above and apply again to see them",
+            if more == 1 { "finding" } else { "findings" }
+        ));
+    }
+    out
+}
+
 /// User text (an exemption reason, an object's name) in a message: printable
 /// and bounded.
 pub(crate) fn printable(text: &str, max_chars: usize) -> String {
@@ -115,6 +184,64 @@ mod tests {
         assert!(w.ends_with('…'));
         assert_eq!(printable("abcdef", 3), "abc…");
         assert_eq!(printable("a\u{1b}[31m", 10), "a [31m");
+    }
+
+    #[test]
+    fn long_messages_keep_whole_first_lines_and_count_the_rest() {
+        let short = "one\ntwo".to_string();
+        assert_eq!(capped_message(short.clone()), short);
+        let lines: Vec<String> = (0..1000)
+            .map(|i| format!("finding {i}: {}", "x".repeat(90)))
+            .collect();
+        let m = capped_message(lines.join("\n"));
+        assert!(m.len() <= MAX_MESSAGE_BYTES, "{}", m.len());
+        let kept: Vec<&str> = m.lines().collect();
+        let shown = kept.len() - 1;
+        assert!(shown > 10, "{shown}");
+        assert_eq!(
+            kept[..shown],
+            lines[..shown]
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()[..]
+        );
+        assert!(
+            kept[shown]
+                == format!(
+                    "… and {} more findings: fix the ones above and apply again to see them",
+                    1000 - shown
+                ),
+            "{}",
+            kept[shown]
+        );
+        // One line longer than the budget: cut on a character boundary.
+        let m = capped_message(format!("{}\nsecond", "é".repeat(5000)));
+        assert!(m.len() <= MAX_MESSAGE_BYTES, "{}", m.len());
+        assert!(m.lines().next().unwrap().ends_with('…'));
+        assert!(
+            m.ends_with("\n… and 1 more finding: fix the ones above and apply again to see them"),
+            "{m}"
+        );
+        let m = capped_message("é".repeat(5000));
+        assert!(m.len() <= MAX_MESSAGE_BYTES && !m.contains("more"), "{m}");
+    }
+
+    #[test]
+    fn many_warnings_end_with_how_many_more() {
+        let w: Vec<String> = (0..25).map(|i| format!("w{i}")).collect();
+        let v = Verdict::allow_with(w.clone());
+        assert_eq!(v.warnings.len(), MAX_WARNINGS);
+        assert_eq!(v.warnings[..MAX_WARNINGS - 1], w[..MAX_WARNINGS - 1]);
+        assert_eq!(
+            v.warnings[MAX_WARNINGS - 1],
+            "imageauto: … and 16 more warnings"
+        );
+        assert_eq!(
+            Verdict::allow_with(w[..MAX_WARNINGS].to_vec()).warnings,
+            w[..MAX_WARNINGS]
+        );
+        let d = Verdict::deny(403, "Forbidden", "x", w);
+        assert_eq!(d.warnings.len(), MAX_WARNINGS);
     }
 
     #[test]

@@ -10,32 +10,68 @@
 //! The steps, in order:
 //! 1. Other operations, and sub-resources other than `ephemeralcontainers`
 //!    (`status`, `scale`), are admitted: they carry no new image.
-//! 2. An object whose controller (its `ownerReferences` entry with
+//! 2. `kube-system` and the controller's own namespace
+//!    ([`ClusterView::controller_namespace`]) are never judged, whatever
+//!    their labels say. The configuration's namespace selector leaves them
+//!    out too, but by the label `kubernetes.io/metadata.name`, which
+//!    namespaces lack before Kubernetes 1.21: the rule names them itself.
+//! 3. An object whose controller (its `ownerReferences` entry with
 //!    `controller: true`) is a workload that makes it (ReplicaSet ←
 //!    Deployment; Pod ← ReplicaSet, StatefulSet, DaemonSet, Job; Job ←
-//!    CronJob) is admitted: its owner was judged when it was applied, and a
-//!    Deployment admitted today must never have its Pods refused tomorrow
-//!    (after a policy was deleted, or an exemption given on the Deployment
-//!    only). The limit: ownerReferences are written by whoever creates the
-//!    object, so a user who may create Pods can claim an owner; Kubernetes'
-//!    garbage collector deletes such a Pod once its claimed owner's uid does
-//!    not exist, but naming a real ReplicaSet's uid passes. Guarding against
-//!    that needs the owners' uids in the view; it is not done.
-//! 3. The namespace's label `imageauto.dev/enforce` decides: `deny` refuses
+//!    CronJob) is admitted *for its owner*, without being judged, when all
+//!    of these hold:
+//!    - the owner is in the view ([`ClusterView::owner`]) with that kind,
+//!      name and uid;
+//!    - every container image of the object is one that the owner's pod
+//!      template gives the container of that name: the object is what the
+//!      owner makes;
+//!    - the request comes from the cluster's controller for the owner's
+//!      kind (`userInfo`: `system:kube-controller-manager`, or
+//!      `system:serviceaccount:kube-system:replicaset-controller` and its
+//!      siblings when the controller manager uses service-account
+//!      credentials).
+//!
+//!    The owner was judged when it was applied, and a Deployment admitted
+//!    today must never have its Pods refused tomorrow (after a policy was
+//!    deleted, or an exemption given on the Deployment only). Whoever
+//!    creates an object writes its `ownerReferences`, so the claim proves
+//!    nothing by itself: naming an owner that does not exist, a real
+//!    owner's uid under other images, or an owner of another kind gets the
+//!    object judged on its own. The requester's name is a second signal,
+//!    never enough alone. Otherwise the object is judged on its own (the
+//!    steps below), and a refusal says why its owner was not believed.
+//!    Judged on their own, too: a Job made by `kubectl create job
+//!    --from=cronjob/…` (a user's request; an exemption on the CronJob's
+//!    `jobTemplate` carries over to it), an object created before the view
+//!    holds its owner (a controller tries again), and the Pods a
+//!    StatefulSet recreates from an older revision during a partitioned
+//!    rollout (their images are no longer the template's).
+//! 4. The namespace's label `imageauto.dev/enforce` decides: `deny` refuses
 //!    findings, `warn` admits them with one warning each, anything else (or
 //!    no label) admits without a word. A namespace the view does not know
 //!    (yet) is refused as a transient error: the webhook is only called for
 //!    opted-in namespaces, so an unknown one is a cache that lags behind a
 //!    namespace created a moment ago.
-//! 4. An UPDATE that changes no image is admitted.
-//! 5. `imageauto.dev/exempt: "<reason>"` on the workload or its pod template
+//! 5. An UPDATE that changes no image is admitted.
+//! 6. `imageauto.dev/exempt: "<reason>"` on the workload or its pod template
 //!    admits it with a warning naming the reason; an empty reason is a
 //!    finding of its own.
-//! 6. Each judged container's image must be *governed*: an ImagePolicy that
-//!    reaches the namespace (lives there, or its ImageRepository's accessFrom
-//!    selects the namespace's labels) tracks an ImageRepository whose
-//!    `spec.image` normalises to the image's repository.
-//! 7. Marker check: when the workload carries Flux's kustomize-controller
+//! 7. Each judged container's image must be *governed*: an ImagePolicy
+//!    tracks an ImageRepository whose `spec.image` normalises to the
+//!    image's repository, and that policy reaches the workload, in one of
+//!    three ways:
+//!    - its namespace is labelled `imageauto.dev/policies: cluster` (an
+//!      administrator's word that its policies serve every namespace:
+//!      Flux's usual layout, policies in `flux-system`, workloads
+//!      elsewhere; `install --policy-namespace`);
+//!    - the workload's Git file carries a marker naming it, in the marker
+//!      index (as in step 8: the automation's own namespace's policy, the
+//!      workload applied by Flux's kustomize-controller); across
+//!      namespaces only when cross-namespace references are on;
+//!    - it lives in the workload's namespace, or its ImageRepository's
+//!      `accessFrom` selects the namespace's labels (not with
+//!      cross-namespace references switched off).
+//! 8. Marker check: when the workload carries Flux's kustomize-controller
 //!    labels (`kustomize.toolkit.fluxcd.io/name` and `/namespace`) and the
 //!    view's marker index has an entry for (kind, namespace, name,
 //!    container), the image field in the automation's checkout must carry a
@@ -43,10 +79,17 @@
 //!    the image's repository (Flux updates only markers of its own
 //!    namespace's policies). An entry recorded for another Kustomization
 //!    than the workload's labels name does not apply.
+//!
+//! A refusal lists one finding per line, cut to
+//! [`MAX_MESSAGE_BYTES`](super::MAX_MESSAGE_BYTES) (the first findings,
+//! then how many more); warnings are cut to [`MAX_WARNINGS`](super::MAX_WARNINGS).
 
 use super::{Verdict, printable};
 use crate::review::{AdmissionRequest, GroupVersionKind, Operation};
-use crate::view::{ClusterView, MarkerLookup, TrackingPolicy, WorkloadContainer};
+use crate::view::{
+    ClusterView, MarkerLookup, ObjectKey, POLICIES_CLUSTER, POLICIES_LABEL, TrackingPolicy,
+    WorkloadContainer,
+};
 use automation::registry::Reference;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +102,10 @@ pub const EXEMPT_ANNOTATION: &str = "imageauto.dev/exempt";
 pub const KUSTOMIZE_NAME_LABEL: &str = "kustomize.toolkit.fluxcd.io/name";
 /// kustomize-controller's label naming that Kustomization's namespace.
 pub const KUSTOMIZE_NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespace";
+
+/// Never judged, whatever its labels say (nor is the controller's own
+/// namespace).
+pub const SYSTEM_NAMESPACE: &str = "kube-system";
 
 /// The kinds judged.
 pub const WORKLOAD_KINDS: [&str; 7] = [
@@ -141,9 +188,18 @@ fn containers<'a>(kind: &str, object: &'a Value) -> Vec<Container<'a>> {
     out
 }
 
-/// The owner that judged this object, as `Kind name`, when its controller
-/// is a workload that makes objects of this kind.
-fn judged_owner(kind: &str, object: &Value) -> Option<String> {
+/// An object's claim to be made by a workload: its controller
+/// ownerReference, when that names a kind that makes objects of the
+/// object's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OwnerClaim<'a> {
+    /// The owner's kind, canonical (`ReplicaSet`...).
+    kind: &'static str,
+    name: &'a str,
+    uid: &'a str,
+}
+
+fn owner_claim<'a>(kind: &str, object: &'a Value) -> Option<OwnerClaim<'a>> {
     let refs = object.pointer("/metadata/ownerReferences")?.as_array()?;
     let owner = refs
         .iter()
@@ -154,14 +210,88 @@ fn judged_owner(kind: &str, object: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .and_then(|v| v.split_once('/'))
         .map_or("", |(g, _)| g);
-    let makes = match (group, owner_kind) {
-        ("apps", "Deployment") => kind == "ReplicaSet",
-        ("apps", "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => kind == "Pod",
-        ("batch", "CronJob") => kind == "Job",
-        _ => false,
+    let (owner_kind, makes): (&'static str, &str) = match (group, owner_kind) {
+        ("apps" | "extensions", "Deployment") => ("Deployment", "ReplicaSet"),
+        ("apps" | "extensions", "ReplicaSet") => ("ReplicaSet", "Pod"),
+        ("apps" | "extensions", "DaemonSet") => ("DaemonSet", "Pod"),
+        ("apps", "StatefulSet") => ("StatefulSet", "Pod"),
+        ("batch", "Job") => ("Job", "Pod"),
+        ("batch", "CronJob") => ("CronJob", "Job"),
+        _ => return None,
     };
-    let name = owner.get("name").and_then(Value::as_str).unwrap_or("");
-    makes.then(|| format!("{owner_kind} {name}"))
+    (makes == kind).then(|| OwnerClaim {
+        kind: owner_kind,
+        name: owner.get("name").and_then(Value::as_str).unwrap_or(""),
+        uid: owner.get("uid").and_then(Value::as_str).unwrap_or(""),
+    })
+}
+
+/// The service account (in kube-system) of the kube-controller-manager
+/// controller that makes the objects of workloads of `owner_kind`, when
+/// the controller manager runs with `--use-service-account-credentials`.
+fn controller_account(owner_kind: &str) -> Option<&'static str> {
+    Some(match owner_kind {
+        "Deployment" => "deployment-controller",
+        "ReplicaSet" => "replicaset-controller",
+        "StatefulSet" => "statefulset-controller",
+        "DaemonSet" => "daemon-set-controller",
+        "Job" => "job-controller",
+        "CronJob" => "cronjob-controller",
+        _ => return None,
+    })
+}
+
+/// Whether `username` is the cluster's controller for `owner_kind`: the
+/// controller manager itself, or that controller's service account.
+fn is_controller(owner_kind: &str, username: &str) -> bool {
+    if username == "system:kube-controller-manager" {
+        return true;
+    }
+    controller_account(owner_kind).is_some_and(|sa| {
+        username
+            .strip_prefix("system:serviceaccount:kube-system:")
+            .is_some_and(|u| u == sa)
+    })
+}
+
+/// Why the object's claim to be made by its owner is not believed (step
+/// 3); `None` when it is.
+fn disbelief(
+    claim: &OwnerClaim<'_>,
+    kind: &str,
+    namespace: &str,
+    object: &Value,
+    username: &str,
+    view: &dyn ClusterView,
+) -> Option<String> {
+    let owner = format!("{} {namespace}/{}", claim.kind, printable(claim.name, 253));
+    let Some(known) = view.owner(claim.kind, namespace, claim.name) else {
+        return Some(format!("imageauto knows no {owner}"));
+    };
+    if known.uid != claim.uid {
+        return Some(format!(
+            "{owner} has another uid than {:?}",
+            printable(claim.uid, 64)
+        ));
+    }
+    if let Some(c) = containers(kind, object)
+        .into_iter()
+        .find(|c| !known.makes(c.name, c.image))
+    {
+        return Some(format!(
+            "the pod template of {owner} gives container {:?} no image {:?}",
+            printable(c.name, 63),
+            printable(c.image, 200)
+        ));
+    }
+    if !is_controller(claim.kind, username) {
+        return Some(format!(
+            "the request comes from {:?}, not from the cluster's controller of {}s",
+            printable(username, 128),
+            claim.kind
+        ));
+    }
+    None
 }
 
 fn annotation<'a>(meta: Option<&'a Value>, key: &str) -> Option<&'a Value> {
@@ -222,13 +352,42 @@ pub fn validate(request: &AdmissionRequest, view: &dyn ClusterView) -> Verdict {
             vec![],
         );
     };
-    if let Some(owner) = judged_owner(kind, object) {
-        tracing::debug!(kind, name = request.name(), %owner, "admitted: made by a judged workload");
-        return Verdict::allow();
-    }
     let Some(namespace) = request.namespace() else {
         return Verdict::allow();
     };
+    if namespace == SYSTEM_NAMESPACE || view.controller_namespace().as_deref() == Some(namespace) {
+        return Verdict::allow();
+    }
+    let name = request.name().unwrap_or("");
+    let label = format!("{kind} {namespace}/{}", printable(name, 253));
+    let mut disbelieved = None;
+    if let Some(claim) = owner_claim(kind, object) {
+        match disbelief(&claim, kind, namespace, object, request.username(), view) {
+            None => {
+                tracing::debug!(
+                    kind,
+                    name,
+                    owner = claim.name,
+                    "admitted: made by a judged workload"
+                );
+                return Verdict::allow();
+            }
+            Some(why) => {
+                tracing::debug!(kind, name, owner = claim.name, %why, "judged on its own");
+                disbelieved = Some((
+                    format!(
+                        "{label} names {} {} as its controller, but {why}: it is judged on its own",
+                        claim.kind,
+                        printable(claim.name, 253)
+                    ),
+                    format!(
+                        "imageauto: {label} is judged on its own, not for its {}: {why}",
+                        claim.kind
+                    ),
+                ));
+            }
+        }
+    }
     let Some(labels) = view.namespace_labels(namespace) else {
         return Verdict::deny(
             503,
@@ -242,12 +401,11 @@ pub fn validate(request: &AdmissionRequest, view: &dyn ClusterView) -> Verdict {
     let Some(enforcement) = Enforcement::from_labels(&labels) else {
         return Verdict::allow();
     };
-    let name = request.name().unwrap_or("");
     let workload = Workload {
         kind,
         namespace,
         name,
-        label: format!("{kind} {namespace}/{}", printable(name, 253)),
+        label,
         labels: &labels,
         object,
     };
@@ -296,6 +454,11 @@ pub fn validate(request: &AdmissionRequest, view: &dyn ClusterView) -> Verdict {
     }
     if findings.is_empty() {
         return Verdict::allow();
+    }
+    // Why the owner was not believed comes first: it is why the object is
+    // judged at all.
+    if let Some((line, warning)) = disbelieved {
+        findings.insert(0, Finding { line, warning });
     }
     match enforcement {
         Enforcement::Deny => Verdict::deny(
@@ -375,6 +538,22 @@ fn judge(w: &Workload<'_>, c: Container<'_>, view: &dyn ClusterView) -> Option<F
         .iter()
         .partition(|t| t.reaches(w.namespace, w.labels, cross));
     let marker = w.marker(c.name, view);
+    // A policy the automation could use for this field: of its own
+    // namespace, and of the workload's unless references across
+    // namespaces are allowed.
+    let markable = |m: &MarkerLookup, p: &ObjectKey| {
+        p.namespace == m.automation.namespace && (cross || p.namespace == w.namespace)
+    };
+    // Reach by marker: the workload's Git file names such a policy, which
+    // tracks the image. The marker check below then has nothing to add.
+    if reaching.is_empty()
+        && let Some(m) = marker.as_ref()
+        && let Some(p) = m.policy_key()
+        && markable(m, &p)
+        && tracking.iter().any(|t| t.policy == p)
+    {
+        return None;
+    }
 
     if reaching.is_empty() {
         let mut line = format!(
@@ -382,25 +561,58 @@ fn judge(w: &Workload<'_>, c: Container<'_>, view: &dyn ClusterView) -> Option<F
             w.namespace
         );
         if let Some(t) = elsewhere.first() {
+            let mut why = vec![
+                format!(
+                    "its ImageRepository {} has no accessFrom that selects namespace {:?}",
+                    t.repository, w.namespace
+                ),
+                format!(
+                    "its namespace {:?} is not labelled {POLICIES_LABEL}: {POLICIES_CLUSTER}",
+                    t.policy.namespace
+                ),
+            ];
+            if marker.is_some() {
+                why.push("the image field's marker does not name it".to_string());
+            }
             line.push_str(&format!(
-                " (ImagePolicy {} does, but its ImageRepository {} has no accessFrom that selects namespace {:?})",
-                t.policy, t.repository, w.namespace
+                " (ImagePolicy {} does, but {})",
+                t.policy,
+                and_list(&why)
             ));
         }
         line.push_str(&format!(
             "; fix: create an ImageRepository with spec.image {repository} and an ImagePolicy for it in namespace {:?}",
             w.namespace
         ));
-        if let Some(t) = elsewhere.first() {
-            line.push_str(&format!(
-                ", or give ImageRepository {} a spec.accessFrom.namespaceSelectors entry whose matchLabels select namespace {:?}",
-                t.repository, w.namespace
-            ));
-        }
-        if let Some(m) = marker.as_ref().filter(|m| m.policy.is_none()) {
+        let suggested = marker
+            .as_ref()
+            .and_then(|m| tracking.iter().find(|t| markable(m, &t.policy)));
+        if suggested.is_none()
+            && let Some(m) = marker.as_ref().filter(|m| m.policy.is_none())
+        {
             line.push_str(&format!(
                 ", then add # {{\"$imagepolicy\": \"{}:POLICY\"}} at {}:{}",
                 m.automation.namespace, m.file, m.line
+            ));
+        }
+        if let Some(t) = elsewhere.first() {
+            line.push_str(&format!(
+                ", or label namespace {:?} {POLICIES_LABEL}=cluster if its ImagePolicies serve every namespace (kubectl imageauto install --policy-namespace {})",
+                t.policy.namespace, t.policy.namespace
+            ));
+            if cross {
+                line.push_str(&format!(
+                    ", or give ImageRepository {} a spec.accessFrom.namespaceSelectors entry whose matchLabels select namespace {:?}",
+                    t.repository, w.namespace
+                ));
+            }
+        }
+        if let (Some(m), Some(t)) = (marker.as_ref(), suggested) {
+            line.push_str(&format!(
+                ", or mark the image field: # {{\"$imagepolicy\": \"{}\"}} at {}:{}",
+                t.policy.marker_ref(),
+                m.file,
+                m.line
             ));
         }
         line.push_str(&format!(", {EXEMPT_FIX}"));
@@ -472,6 +684,15 @@ fn judge(w: &Workload<'_>, c: Container<'_>, view: &dyn ClusterView) -> Option<F
     })
 }
 
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
 /// Whether the rule judges `kind`: the marker index needs entries for
 /// these kinds only.
 pub fn is_workload_kind(kind: &str) -> bool {
@@ -520,18 +741,73 @@ mod tests {
                 {"apiVersion": api, "kind": kind, "name": "o", "uid": "1", "controller": controller}
             ]}})
         };
-        assert!(judged_owner("ReplicaSet", &owned("Deployment", "apps/v1", true)).is_some());
-        assert!(judged_owner("Pod", &owned("ReplicaSet", "apps/v1", true)).is_some());
-        assert!(judged_owner("Pod", &owned("StatefulSet", "apps/v1", true)).is_some());
-        assert!(judged_owner("Pod", &owned("DaemonSet", "apps/v1", true)).is_some());
-        assert!(judged_owner("Pod", &owned("Job", "batch/v1", true)).is_some());
-        assert!(judged_owner("Job", &owned("CronJob", "batch/v1beta1", true)).is_some());
+        let claim = |kind: &str, o: &Value| owner_claim(kind, o).map(|c| c.kind);
+        assert_eq!(
+            claim("ReplicaSet", &owned("Deployment", "apps/v1", true)),
+            Some("Deployment")
+        );
+        assert_eq!(
+            claim("Pod", &owned("ReplicaSet", "apps/v1", true)),
+            Some("ReplicaSet")
+        );
+        assert_eq!(
+            claim("Pod", &owned("ReplicaSet", "extensions/v1beta1", true)),
+            Some("ReplicaSet")
+        );
+        assert_eq!(
+            claim("Pod", &owned("StatefulSet", "apps/v1", true)),
+            Some("StatefulSet")
+        );
+        assert_eq!(
+            claim("Pod", &owned("DaemonSet", "apps/v1", true)),
+            Some("DaemonSet")
+        );
+        assert_eq!(claim("Pod", &owned("Job", "batch/v1", true)), Some("Job"));
+        assert_eq!(
+            claim("Job", &owned("CronJob", "batch/v1beta1", true)),
+            Some("CronJob")
+        );
+        let job = owned("Job", "batch/v1", true);
+        let c = owner_claim("Pod", &job).unwrap();
+        assert_eq!((c.name, c.uid), ("o", "1"));
         // Not the controller, not a workload, or not what that owner makes.
-        assert!(judged_owner("Pod", &owned("ReplicaSet", "apps/v1", false)).is_none());
-        assert!(judged_owner("Pod", &owned("Rollout", "argoproj.io/v1alpha1", true)).is_none());
-        assert!(judged_owner("Deployment", &owned("Deployment", "apps/v1", true)).is_none());
-        assert!(judged_owner("Pod", &owned("Deployment", "apps/v1", true)).is_none());
-        assert!(judged_owner("Pod", &json!({})).is_none());
+        assert!(claim("Pod", &owned("ReplicaSet", "apps/v1", false)).is_none());
+        assert!(claim("Pod", &owned("Rollout", "argoproj.io/v1alpha1", true)).is_none());
+        assert!(claim("Pod", &owned("StatefulSet", "extensions/v1beta1", true)).is_none());
+        assert!(claim("Deployment", &owned("Deployment", "apps/v1", true)).is_none());
+        assert!(claim("Pod", &owned("Deployment", "apps/v1", true)).is_none());
+        assert!(claim("Pod", &owned("CronJob", "batch/v1", true)).is_none());
+        assert!(claim("Pod", &json!({})).is_none());
+    }
+
+    #[test]
+    fn controllers_by_name() {
+        for (kind, sa) in [
+            ("Deployment", "deployment-controller"),
+            ("ReplicaSet", "replicaset-controller"),
+            ("StatefulSet", "statefulset-controller"),
+            ("DaemonSet", "daemon-set-controller"),
+            ("Job", "job-controller"),
+            ("CronJob", "cronjob-controller"),
+        ] {
+            assert!(is_controller(kind, "system:kube-controller-manager"));
+            assert!(is_controller(
+                kind,
+                &format!("system:serviceaccount:kube-system:{sa}")
+            ));
+            // The same account name in another namespace is anyone's.
+            assert!(!is_controller(
+                kind,
+                &format!("system:serviceaccount:apps:{sa}")
+            ));
+        }
+        // Another controller's account does not make this kind.
+        assert!(!is_controller(
+            "ReplicaSet",
+            "system:serviceaccount:kube-system:job-controller"
+        ));
+        assert!(!is_controller("ReplicaSet", "alice"));
+        assert!(!is_controller("ReplicaSet", ""));
     }
 
     #[test]

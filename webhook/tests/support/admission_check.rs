@@ -4,15 +4,20 @@
 //!
 //! For any bytes, through both rules and against an empty and a populated
 //! view: no panic; a body that decodes is answered 200 with a JSON
-//! AdmissionReview of the same version and uid, a refusal says why, the
-//! warnings are printable and short enough for the apiserver; a body that
-//! does not decode is answered 400 with the decoder's reason.
+//! AdmissionReview of the same version and uid, a refusal says why in a
+//! message of at most `MAX_MESSAGE_BYTES`, the warnings are printable, short
+//! enough for the apiserver and at most `MAX_WARNINGS`; a body that does not
+//! decode is answered 400 with the decoder's reason.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use webhook::{ClusterView, MarkerLookup, MemoryView, ObjectKey, Outcome, Rule, WorkloadContainer};
+use webhook::rules::{MAX_MESSAGE_BYTES, MAX_WARNINGS};
+use webhook::{
+    ClusterView, MarkerLookup, MemoryView, ObjectKey, Outcome, Rule, WorkloadContainer,
+    WorkloadOwner,
+};
 
 fn populated() -> &'static MemoryView {
     static VIEW: OnceLock<MemoryView> = OnceLock::new();
@@ -60,6 +65,14 @@ fn populated() -> &'static MemoryView {
             ],
             [marker("shop", None), marker("audit", Some("x:y"))],
         )
+        .with_owners([WorkloadOwner {
+            kind: "ReplicaSet".into(),
+            namespace: "shop".into(),
+            name: "web-1".into(),
+            uid: "u-1".into(),
+            images: BTreeMap::from([("web".to_string(), ["nginx:1".to_string()].into())]),
+        }])
+        .with_controller_namespace("imageauto-system")
     })
 }
 
@@ -100,6 +113,7 @@ pub fn check(data: &[u8]) {
                             .as_str()
                             .expect("a message");
                         assert!(!message.trim().is_empty(), "a refusal without a reason");
+                        assert!(message.len() <= MAX_MESSAGE_BYTES, "{}", message.len());
                         assert!(
                             v["response"]["status"]["code"]
                                 .as_u64()
@@ -115,6 +129,7 @@ pub fn check(data: &[u8]) {
                     if let Some(w) = v["response"].get("warnings") {
                         let w = w.as_array().expect("a list of warnings");
                         assert!(!w.is_empty());
+                        assert!(w.len() <= MAX_WARNINGS, "{} warnings", w.len());
                         for w in w {
                             let w = w.as_str().expect("a string");
                             assert!(w.chars().count() <= 256, "{w}");

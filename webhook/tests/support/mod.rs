@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 use tower::ServiceExt;
-use webhook::{MarkerLookup, MemoryView, ObjectKey, Observer, Outcome, Rule, WorkloadContainer};
+use webhook::{
+    MarkerLookup, MemoryView, ObjectKey, Observer, Outcome, Rule, WorkloadContainer, WorkloadOwner,
+};
 
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -51,8 +53,78 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 ///   (ghcr.io/acme/web), whose repositories' accessFrom select the enforced
 ///   namespaces; `worker` (ghcr.io/acme/worker) and `private`
 ///   (ghcr.io/acme/private), whose repositories admit no other namespace;
-/// - in shop, policy `own` for ghcr.io/acme/shop-only.
+/// - in shop, policy `own` for ghcr.io/acme/shop-only;
+/// - `kube-system` and `imageauto-system` (the controller's namespace),
+///   both labelled enforce=deny, and `apps` (enforce=deny) where no policy
+///   lives and none reaches;
+/// - the owners of [`owners`].
 pub fn view(markers: Vec<(WorkloadContainer, MarkerLookup)>) -> MemoryView {
+    view_with(markers, &[])
+}
+
+/// The owners in [`view`]: Deployment shop/shop, its ReplicaSet
+/// shop/shop-7d9f8c6b5 (the owners of the fixtures replicaset-owned.json
+/// and pod-owned.json), both with `proxy` nginx:1.25 and `api`
+/// ghcr.io/acme/api:2.0.0; CronJob shop/nightly and its Job
+/// shop/nightly-28000000, with `report` quay.io/old/report:1.
+pub fn owners() -> Vec<WorkloadOwner> {
+    let shop = [("proxy", "nginx:1.25"), ("api", "ghcr.io/acme/api:2.0.0")];
+    let report = [("report", "quay.io/old/report:1")];
+    vec![
+        owner("Deployment", "shop", "shop", DEPLOYMENT_UID, &shop),
+        owner(
+            "ReplicaSet",
+            "shop",
+            "shop-7d9f8c6b5",
+            REPLICASET_UID,
+            &shop,
+        ),
+        owner("CronJob", "shop", "nightly", CRONJOB_UID, &report),
+        owner("Job", "shop", "nightly-28000000", JOB_UID, &report),
+    ]
+}
+
+pub const DEPLOYMENT_UID: &str = "3f1c2d4e-0000-4000-8000-000000000004";
+pub const REPLICASET_UID: &str = "9a8b7c6d-0000-4000-8000-000000000001";
+pub const CRONJOB_UID: &str = "c0c0c0c0-0000-4000-8000-000000000001";
+pub const JOB_UID: &str = "10b10b10-0000-4000-8000-000000000001";
+
+/// An owner and the images its pod template gives each container.
+pub fn owner(
+    kind: &str,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    images: &[(&str, &str)],
+) -> WorkloadOwner {
+    let mut map: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for (c, i) in images {
+        map.entry(c.to_string()).or_default().insert(i.to_string());
+    }
+    WorkloadOwner {
+        kind: kind.into(),
+        namespace: ns.into(),
+        name: name.into(),
+        uid: uid.into(),
+        images: map,
+    }
+}
+
+/// [`view`], with `extra` namespaces' labels (replacing those of the same
+/// name).
+pub fn view_with(
+    markers: Vec<(WorkloadContainer, MarkerLookup)>,
+    extra: &[(&str, &[(&str, &str)])],
+) -> MemoryView {
+    view_of(markers, extra, true)
+}
+
+/// [`view_with`], with cross-namespace references on or off.
+pub fn view_of(
+    markers: Vec<(WorkloadContainer, MarkerLookup)>,
+    extra: &[(&str, &[(&str, &str)])],
+    cross_namespace_refs: bool,
+) -> MemoryView {
     let enforced = json!({"namespaceSelectors": [
         {"matchLabels": {"imageauto.dev/enforce": "deny"}},
         {"matchLabels": {"imageauto.dev/enforce": "warn"}},
@@ -76,7 +148,39 @@ pub fn view(markers: Vec<(WorkloadContainer, MarkerLookup)>) -> MemoryView {
         }))
         .expect("an ImagePolicy")
     };
-    MemoryView::new(
+    let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = [
+        (
+            "shop".to_string(),
+            labels(&[("imageauto.dev/enforce", "deny"), ("team", "shop")]),
+        ),
+        (
+            "audit".to_string(),
+            labels(&[("imageauto.dev/enforce", "warn")]),
+        ),
+        ("free".to_string(), labels(&[])),
+        (
+            "flux-system".to_string(),
+            labels(&[("kubernetes.io/metadata.name", "flux-system")]),
+        ),
+        (
+            "kube-system".to_string(),
+            labels(&[("imageauto.dev/enforce", "deny")]),
+        ),
+        (
+            "imageauto-system".to_string(),
+            labels(&[("imageauto.dev/enforce", "deny")]),
+        ),
+        (
+            "apps".to_string(),
+            labels(&[("imageauto.dev/enforce", "deny")]),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    for (ns, l) in extra {
+        namespaces.insert(ns.to_string(), labels(l));
+    }
+    MemoryView::with_cross_namespace_refs(
         vec![
             policy("flux-system", "nginx"),
             policy("flux-system", "web"),
@@ -96,23 +200,12 @@ pub fn view(markers: Vec<(WorkloadContainer, MarkerLookup)>) -> MemoryView {
             repo("flux-system", "private", "ghcr.io/acme/private", None),
             repo("shop", "own", "ghcr.io/acme/shop-only", None),
         ],
-        vec![
-            (
-                "shop".to_string(),
-                labels(&[("imageauto.dev/enforce", "deny"), ("team", "shop")]),
-            ),
-            (
-                "audit".to_string(),
-                labels(&[("imageauto.dev/enforce", "warn")]),
-            ),
-            ("free".to_string(), labels(&[])),
-            (
-                "flux-system".to_string(),
-                labels(&[("kubernetes.io/metadata.name", "flux-system")]),
-            ),
-        ],
+        namespaces,
         markers,
+        cross_namespace_refs,
     )
+    .with_owners(owners())
+    .with_controller_namespace("imageauto-system")
 }
 
 /// A marker index entry for the `web` container of Deployment shop/web, as
