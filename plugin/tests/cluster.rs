@@ -405,15 +405,32 @@ fn killed_mid_run_it_converges_without_a_duplicate_commit() {
         &storage.path().join("s"),
         None,
     );
-    let commit = wait_for(
+    // Converged: both policies observed, Ready. The push may be the killed
+    // process's (then the restarted one finds nothing to change, and, as
+    // Flux's, records no push of its own) or the restarted one's.
+    wait_for(
         Duration::from_secs(90),
-        "a push after the restart",
+        "the automation to converge after the restart",
         || {
-            let p = pushed(c, &w.ns)?;
             let s = status(c, &w.ns, "imageupdateautomation", "fleet");
-            (s["observedPolicies"].as_object()?.len() == 2).then_some(p)
+            let converged = s["observedPolicies"].as_object()?.len() == 2
+                && ready(&s).is_some_and(|(st, _, _)| st == "True");
+            converged.then_some(())
         },
-        || s.logs(),
+        || {
+            format!(
+                "{}\n{}",
+                c.kubectl_ok(&[
+                    "-n",
+                    &w.ns,
+                    "get",
+                    "imagerepositories,imagepolicies,imageupdateautomations",
+                    "-o",
+                    "yaml"
+                ]),
+                s.logs()
+            )
+        },
     );
     // One commit on top of main, holding both changes.
     assert_eq!(
@@ -425,10 +442,15 @@ fn killed_mid_run_it_converges_without_a_duplicate_commit() {
         "{}",
         git_text(&w.bare, &["log", "--oneline", "flux-image-updates"])
     );
-    assert_eq!(
-        git_text(&w.bare, &["rev-parse", "flux-image-updates"]),
-        commit
+    let tip = git_text(&w.bare, &["rev-parse", "flux-image-updates"]);
+    let files = git_text(&w.bare, &["show", "--stat", "--format=", &tip]);
+    assert!(
+        files.contains("apps/web.yaml") && files.contains("apps/api.yaml"),
+        "{files}"
     );
+    if let Some(recorded) = pushed(c, &w.ns) {
+        assert_eq!(recorded, tip);
+    }
     // Every stored scan reads whole; no temporary file is left.
     let tags = storage.path().join("s/tags");
     for ns in std::fs::read_dir(&tags).unwrap().flatten() {
@@ -712,10 +734,15 @@ spec:
     let reason_of = |kind: &str, name: &str| {
         ready(&status(c, ns, kind, name)).map(|(st, reason, _)| (st, reason))
     };
+    // Flux's reasons (image-reflector-controller
+    // internal/controller/imagerepository_controller.go: a scan that fails,
+    // a 401 included, is ReadOperationFailed; credentials that cannot be
+    // read are AuthenticationFailed; imagepolicy_controller.go;
+    // image-automation-controller imageupdateautomation_controller.go).
     let expect = [
         ("imagerepository", "unreachable", "ReadOperationFailed"),
-        ("imagerepository", "wrongcreds", "AuthenticationFailed"),
-        ("imagerepository", "nosecret", "SourceManagerFailed"),
+        ("imagerepository", "wrongcreds", "ReadOperationFailed"),
+        ("imagerepository", "nosecret", "AuthenticationFailed"),
         ("imagerepository", "badimage", "ImageURLInvalid"),
         ("imagepolicy", "badrange", "InvalidPolicy"),
         ("imagepolicy", "norepo", "DependencyNotReady"),
@@ -993,7 +1020,9 @@ fn request(c: &Cluster, ns: &str, kind: &str, name: &str, value: &str) {
 
 /// `spec.git.commit.signingKey` in the cluster: the Secret's `git.asc`
 /// (OpenPGP) or `git.ssh` (SSH) and `passphrase`. A wrong passphrase leaves
-/// the automation not Ready with reason InvalidSigningKey, pushes nothing
+/// the automation not Ready with Flux's reason for a signing key that cannot
+/// be read, SourceManagerFailed (image-automation-controller
+/// internal/source/git.go, resolveSigner, inside the source manager), pushes nothing
 /// and shows the passphrase nowhere; once the Secret is right, the next run
 /// at the automation's interval pushes a commit `git verify-commit`
 /// accepts; with an SSH key in its place, the next commit is SSH-signed.
@@ -1027,14 +1056,18 @@ fn commits_are_signed_with_the_key_of_the_automation_secret() {
     let s = Serve::start(bin(), c, &["-n", &w.ns, "--leader-elect=false"]);
     let (_, _, message) = wait_for(
         Duration::from_secs(90),
-        "Ready=False InvalidSigningKey",
+        "Ready=False SourceManagerFailed",
         || {
             let r = ready(&status(c, &w.ns, "imageupdateautomation", "fleet"))?;
-            (r.0 == "False" && r.1 == "InvalidSigningKey").then_some(r)
+            (r.0 == "False" && r.1 == "SourceManagerFailed").then_some(r)
         },
         || s.logs(),
     );
-    assert!(message.contains("signingKey"), "{message}");
+    assert!(
+        message.starts_with("failed configuring source manager: ")
+            && message.contains("signingKey"),
+        "{message}"
+    );
     let events = c.kubectl_ok(&["-n", &w.ns, "get", "events", "-o", "json"]);
     for text in [&message, &s.logs(), &events] {
         assert!(
