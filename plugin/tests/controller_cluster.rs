@@ -8,7 +8,7 @@
 use imageauto_tests::git::{HttpsGit, Repos, git, git_text};
 use imageauto_tests::kube::Cluster;
 use imageauto_tests::proxy::Proxy;
-use imageauto_tests::registry::{Auth, Pusher, Registry, Tls};
+use imageauto_tests::registry::{Auth, FakeServer, Pusher, Registry, Tls};
 use imageauto_tests::serve::{Launch, Serve, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -363,7 +363,9 @@ fn watches_wake_only_what_changed() {
         bin(),
         c,
         &Launch {
-            extra: &["-n", &ns, "--leader-elect=false"],
+            // Retries slow enough that only the Secret's watch can explain
+            // a run within seconds of its fix.
+            extra: &["-n", &ns, "--leader-elect=false", "--min-retry-delay", "5s"],
             storage: &storage.path().join("s"),
             rust_log: Some("info,automation::controller::shell=debug"),
             ..Launch::default()
@@ -971,4 +973,101 @@ fn a_partitioned_leader_steps_down_before_another_leads() {
         "A reconciled after it lost the Lease"
     );
     drop(f.repos);
+}
+
+/// `--events-addr`: events reach a stand-in for notification-controller's
+/// event server in Flux's format (fluxcd/pkg `runtime/events/recorder.go`,
+/// `apis/event/v1beta1`): the push event with Flux's summary and the commit
+/// message, the scan and the policy's events from
+/// image-reflector-controller, and no trace.
+#[test]
+fn events_reach_notification_controller_in_fluxs_format() {
+    let c = cluster();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
+    let r = received.clone();
+    let sink = FakeServer::start(move |req| {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        r.lock()
+            .unwrap()
+            .push((req.header("content-type").unwrap_or_default(), body));
+        (202, vec![], Vec::new())
+    });
+    let f = Fleet::new(c, "events", "Never", "1h");
+    let ns = f.ns.clone();
+    let serve = Serve::start(
+        bin(),
+        c,
+        &[
+            "-n",
+            &ns,
+            "--leader-elect=false",
+            "--events-addr",
+            &format!("http://127.0.0.1:{}/", sink.port),
+        ],
+    );
+    let commit = wait_for(
+        Duration::from_secs(90),
+        "the push",
+        || f.last_push(c),
+        || serve.logs(),
+    );
+    let find = |kind: &str, start: &str| {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, e)| {
+                e["involvedObject"]["kind"] == kind
+                    && e["message"].as_str().is_some_and(|m| m.starts_with(start))
+            })
+            .cloned()
+    };
+    let (content_type, push) = wait_for(
+        Duration::from_secs(30),
+        "the push event at the sink",
+        || find("ImageUpdateAutomation", "pushed commit"),
+        || format!("{:?}\n{}", received.lock().unwrap(), serve.logs()),
+    );
+    assert_eq!(content_type, "application/json");
+    let message = git_text(&f.bare, &["log", "-1", "--format=%B", &commit]);
+    assert_eq!(
+        push["message"].as_str().unwrap().trim_end(),
+        format!(
+            "pushed commit '{}' to branch 'flux-image-updates'\n{}",
+            &commit[..7],
+            message.trim_end()
+        )
+    );
+    assert_eq!(push["reason"], "Succeeded");
+    assert_eq!(push["severity"], "info");
+    assert_eq!(push["reportingController"], "image-automation-controller");
+    let uid = c.get_json(&["-n", &ns, "imageupdateautomation", "fleet"])["metadata"]["uid"].clone();
+    assert_eq!(push["involvedObject"]["uid"], uid);
+    assert_eq!(push["involvedObject"]["namespace"], ns.as_str());
+    assert_eq!(
+        push["involvedObject"]["apiVersion"],
+        "image.toolkit.fluxcd.io/v1"
+    );
+    assert!(push["involvedObject"]["resourceVersion"].is_string());
+    assert!(push["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let (_, scan) = find("ImageRepository", "successful scan: found 2 tags").unwrap();
+    assert_eq!(scan["reportingController"], "image-reflector-controller");
+    let host = f.reg.host();
+    let (_, policy) = find(
+        "ImagePolicy",
+        &format!("Latest image tag for {host}/team/web resolved to 1.1.0"),
+    )
+    .unwrap();
+    assert_eq!(policy["severity"], "info");
+    // Traces stay Kubernetes events.
+    assert!(
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, e)| !e["message"].as_str().unwrap_or("").starts_with("no change")),
+        "{:?}",
+        received.lock().unwrap()
+    );
+    drop(f);
 }

@@ -419,6 +419,7 @@ pub struct Request {
     pub path: String,
     pub query_string: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -499,6 +500,7 @@ pub fn read_request(conn: &mut std::net::TcpStream) -> Option<Request> {
         path,
         query_string,
         headers,
+        body,
     })
 }
 

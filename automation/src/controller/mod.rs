@@ -16,6 +16,7 @@
 
 pub mod conditions;
 pub mod decision;
+pub mod events;
 pub mod lease;
 pub mod markers;
 pub mod metrics;
@@ -84,6 +85,11 @@ pub struct Options {
     /// The longest a scan or a digest lookup may take, whatever the
     /// object's `spec.timeout` or interval say (`--max-scan-timeout`).
     pub max_scan_timeout: Duration,
+    /// notification-controller's event server (`--events-addr`).
+    pub events_addr: Option<String>,
+    /// The retry backoff after a failure: from the first delay, doubling,
+    /// to the last (Flux's `--min-retry-delay`, `--max-retry-delay`).
+    pub retry: (Duration, Duration),
 }
 
 /// Why a reconciliation failed in a way its status cannot say (the API
@@ -111,6 +117,8 @@ pub struct Context {
     pub caches: Arc<Caches>,
     /// Whether this replica may still push (it holds the Lease).
     pub fence: Fence,
+    /// Events also go to notification-controller, when set.
+    pub poster: Option<events::Poster>,
     /// Failures in a row, by object: the backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Unlocked signing keys by Secret (namespace, name), with the Secret's
@@ -136,15 +144,16 @@ impl Context {
         self.options.storage.join("git")
     }
 
-    /// The delay before retrying `key` after another failure: 5 s doubling
-    /// to 5 min, with ±20% jitter, so that failing objects neither hot-loop
-    /// nor retry in lockstep.
+    /// The delay before retrying `key` after another failure, as Flux's
+    /// rate limiter (fluxcd/pkg `runtime/controller/rate_limiter.go`): the
+    /// first delay (750 ms), doubling with each failure in a row, to the
+    /// last (15 min).
     pub fn backoff(&self, key: &str) -> Duration {
         let mut f = lock(&self.failures);
         let count = f.entry(key.to_string()).or_insert(0);
+        let delay = retry_delay(*count, self.options.retry);
         *count = count.saturating_add(1);
-        let base = Duration::from_secs(5).saturating_mul(1 << (*count).min(6).saturating_sub(1));
-        jitter(base.min(Duration::from_secs(300)))
+        delay
     }
 
     /// Forgets `key`'s failures (after a success, or when it is deleted).
@@ -166,6 +175,16 @@ impl Context {
             action: note.action.to_string(),
             secondary: None,
         };
+        if let Some(p) = &self.poster
+            && let Some(e) = events::flux_event(
+                obj,
+                note,
+                &self.options.instance,
+                &k8s_openapi::jiff::Timestamp::now(),
+            )
+        {
+            p.post(e);
+        }
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %secrets::api_error(&e), "cannot publish an event");
         }
@@ -197,6 +216,12 @@ impl Context {
         }
         Ok(signer)
     }
+}
+
+/// The delay before the retry after `failures` earlier failures in a row:
+/// `first` doubled that many times, at most `last`.
+pub fn retry_delay(failures: u32, (first, last): (Duration, Duration)) -> Duration {
+    first.saturating_mul(1u32 << failures.min(30)).min(last)
 }
 
 /// A string cut to at most `max` bytes, on a character boundary.
@@ -283,6 +308,12 @@ pub async fn run(
         tags,
         caches: caches.clone(),
         fence,
+        poster: match &options.events_addr {
+            Some(url) => Some(
+                events::Poster::start(url).map_err(|e| Error::Engine(EngineError::Internal(e)))?,
+            ),
+            None => None,
+        },
         options: options.clone(),
         failures: Mutex::new(HashMap::new()),
         signers: Mutex::new(HashMap::new()),
@@ -563,6 +594,18 @@ async fn log_result<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_as_fluxs() {
+        let flux = (Duration::from_millis(750), Duration::from_secs(900));
+        let delays: Vec<Duration> = (0..12).map(|n| retry_delay(n, flux)).collect();
+        assert_eq!(delays[0], Duration::from_millis(750));
+        assert_eq!(delays[1], Duration::from_millis(1500));
+        assert_eq!(delays[4], Duration::from_secs(12));
+        assert_eq!(delays[10], Duration::from_secs(768));
+        assert_eq!(delays[11], Duration::from_secs(900));
+        assert_eq!(retry_delay(u32::MAX, flux), Duration::from_secs(900));
+    }
 
     #[test]
     fn jitter_stays_within_a_fifth() {

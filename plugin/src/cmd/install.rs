@@ -77,6 +77,9 @@ pub struct InstallArgs {
     /// Scale Flux's image-reflector-controller and image-automation-controller to 0 when they run
     #[arg(long)]
     take_over: bool,
+    /// notification-controller's event server, for Flux's Alerts on the image kinds (default: found when notification-controller runs in the cluster)
+    #[arg(long, value_name = "URL")]
+    events_addr: Option<String>,
     /// Label this namespace imageauto.dev/policies=cluster: its ImagePolicies govern images in every namespace (Flux's layout: --policy-namespace flux-system); repeatable
     #[arg(long = "policy-namespace", value_name = "NAMESPACE")]
     policy_namespaces: Vec<String>,
@@ -448,6 +451,38 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 const FLUX_CONTROLLERS: [&str; 2] = ["image-reflector-controller", "image-automation-controller"];
 
+/// Adds `--events-addr=URL` to the controller's arguments.
+fn with_events_addr(mut objects: Vec<Value>, url: Option<&str>) -> Vec<Value> {
+    let Some(url) = url else {
+        return objects;
+    };
+    for v in objects.iter_mut().filter(|v| v["kind"] == "Deployment") {
+        if let Some(args) = v
+            .pointer_mut("/spec/template/spec/containers/0/args")
+            .and_then(Value::as_array_mut)
+        {
+            args.push(Value::String(format!("--events-addr={url}")));
+        }
+    }
+    objects
+}
+
+/// The event server of Flux's notification-controller, when it runs in
+/// the cluster (`http://notification-controller.NS.svc.cluster.local./`,
+/// the address Flux's controllers are given).
+fn notification_controller(deployments: &[Deployment]) -> Option<String> {
+    deployments
+        .iter()
+        .filter(|d| d.metadata.name.as_deref() == Some("notification-controller"))
+        .find(|d| d.spec.replicas.unwrap_or(1) > 0)
+        .map(|d| {
+            format!(
+                "http://notification-controller.{}.svc.cluster.local./",
+                d.metadata.namespace.as_deref().unwrap_or("flux-system")
+            )
+        })
+}
+
 pub fn install(args: InstallArgs) -> Result<Outcome> {
     let image = args.image.clone().unwrap_or_else(default_image);
     let ns = args.install_namespace.clone();
@@ -465,17 +500,20 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
         } else {
             Vec::new()
         };
-        all.extend(objects(
-            &ns,
-            &image,
-            args.webhook,
-            args.webhook_url.as_deref(),
-            &if ca.is_empty() {
-                String::new()
-            } else {
-                b64(&ca)
-            },
-            args.webhook_failure_policy,
+        all.extend(with_events_addr(
+            objects(
+                &ns,
+                &image,
+                args.webhook,
+                args.webhook_url.as_deref(),
+                &if ca.is_empty() {
+                    String::new()
+                } else {
+                    b64(&ca)
+                },
+                args.webhook_failure_policy,
+            ),
+            args.events_addr.as_deref(),
         ));
         all.extend(policy_namespace_objects(&args.policy_namespaces));
         print!("{}", render(&all, args.output)?);
@@ -491,11 +529,16 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
         let started = Instant::now();
         // Flux's image controllers must not run beside ours.
         let deployments: Api<Deployment> = Api::all(k.client.clone());
-        let running: Vec<Deployment> = deployments
+        let all_deployments = deployments
             .list(&ListParams::default())
             .await
             .map_err(|e| explain(e, "listing Deployments (to find Flux's image controllers)"))?
-            .items
+            .items;
+        let events_addr = args
+            .events_addr
+            .clone()
+            .or_else(|| notification_controller(&all_deployments));
+        let running: Vec<Deployment> = all_deployments
             .into_iter()
             .filter(|d| FLUX_CONTROLLERS.contains(&d.metadata.name.as_deref().unwrap_or("")))
             .filter(|d| d.spec.replicas.unwrap_or(1) > 0)
@@ -543,12 +586,21 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             ),
             _ => String::new(),
         };
-        for v in objects(&ns, &image, args.webhook, args.webhook_url.as_deref(), "", args.webhook_failure_policy) {
+        if let Some(url) = &events_addr {
+            automation::controller::events::check_url(url).map_err(anyhow::Error::msg)?;
+        }
+        let base = objects(&ns, &image, args.webhook, args.webhook_url.as_deref(), "", args.webhook_failure_policy);
+        for v in with_events_addr(base, events_addr.as_deref()) {
             if v["kind"] == "ValidatingWebhookConfiguration" {
                 continue;
             }
             apply(&k, &v).await?;
             println!("✔ {} applied", describe(&v));
+            if v["kind"] == "Deployment"
+                && let Some(url) = &events_addr
+            {
+                println!("✔ events also go to notification-controller at {url} (Flux's Alerts see them)");
+            }
             if v["kind"] == "Namespace" && args.webhook && args.webhook_url.is_none() {
                 let (secret, ca) = certificate_secret(&k, &ns).await?;
                 bundle = b64(&ca);
@@ -804,6 +856,44 @@ async fn delete(k: &Kube, v: &Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_go_to_a_running_notification_controller() {
+        let d = |name: &str, ns: &str, replicas: i32| -> Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"replicas": replicas, "selector": {}, "template": {}}
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            notification_controller(&[
+                d("source-controller", "flux-system", 1),
+                d("notification-controller", "flux", 1)
+            ]),
+            Some("http://notification-controller.flux.svc.cluster.local./".into())
+        );
+        assert_eq!(
+            notification_controller(&[d("notification-controller", "flux-system", 0)]),
+            None
+        );
+        let objs = with_events_addr(
+            objects(
+                "imageauto-system",
+                "img",
+                false,
+                None,
+                "",
+                FailurePolicy::Fail,
+            ),
+            Some("http://nc/"),
+        );
+        let deploy = objs.iter().find(|v| v["kind"] == "Deployment").unwrap();
+        let args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap();
+        assert_eq!(args.last().unwrap(), "--events-addr=http://nc/");
+    }
 
     #[test]
     fn holding_is_recursive_and_lists_are_whole() {

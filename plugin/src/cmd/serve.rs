@@ -70,6 +70,15 @@ pub struct Args {
     /// The longest a scan or a digest lookup may take, whatever an object's spec.timeout or interval say
     #[arg(long, default_value = "2m", value_parser = crate::cli::duration_arg)]
     max_scan_timeout: Duration,
+    /// Also post every event to notification-controller's event server at this URL (Flux's flag)
+    #[arg(long, value_name = "URL")]
+    events_addr: Option<String>,
+    /// The first retry delay after a failure; it doubles with each failure in a row (Flux's flag)
+    #[arg(long, default_value = "750ms", value_parser = retry_arg)]
+    min_retry_delay: Duration,
+    /// The longest retry delay after failures (Flux's flag)
+    #[arg(long, default_value = "15m", value_parser = retry_arg)]
+    max_retry_delay: Duration,
     /// Refuse references to ImageRepositories and GitRepositories of other namespaces
     #[arg(long)]
     no_cross_namespace_refs: bool,
@@ -82,6 +91,16 @@ pub struct Args {
     /// Time allowed to finish the work under way after SIGTERM
     #[arg(long, default_value = "25s", value_parser = crate::cli::duration_arg)]
     shutdown_grace: Duration,
+}
+
+/// A retry delay: a Go duration from 10ms to 24h.
+fn retry_arg(s: &str) -> Result<Duration, String> {
+    let d = automation::api::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 750ms or 15m"))?;
+    if d < Duration::from_millis(10) || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("{s:?}: give a delay from 10ms to 24h"));
+    }
+    Ok(d)
 }
 
 /// A batch window: a Go duration from 0 to 1 minute.
@@ -192,7 +211,16 @@ async fn serve(args: Args) -> Result<()> {
         markers_namespace: markers_namespace.clone(),
         batch_window: args.batch_window,
         max_scan_timeout: args.max_scan_timeout,
+        events_addr: args.events_addr.clone(),
+        retry: (
+            args.min_retry_delay,
+            args.max_retry_delay.max(args.min_retry_delay),
+        ),
     };
+    if let Some(url) = &args.events_addr {
+        let u = controller::events::check_url(url).map_err(anyhow::Error::msg)?;
+        tracing::info!(events = %u, "events also go to notification-controller");
+    }
     // A registry host gets at most half the reconciliations at once: one
     // that never answers cannot take every slot from the others.
     let engine = Arc::new(Engine::new(EngineOptions {
