@@ -56,7 +56,11 @@ fn lists_tags_newest_looking_first() {
     assert_eq!(v["tagCount"], 4);
     assert_eq!(v["tags"][0], "v1.3.0");
     assert_eq!(v["canonicalImageName"], image);
-    assert_eq!(v["revision"].as_str().unwrap().len(), 64);
+    // Flux's checksum: the Adler-32 of the tag list, in decimal.
+    assert!(
+        v["revision"].as_str().unwrap().parse::<u32>().is_ok(),
+        "{v}"
+    );
     // The JSON feeds `explain --tags`.
     let dir = tempfile::tempdir().unwrap();
     let tags = dir.path().join("tags.json");

@@ -378,7 +378,12 @@ async fn digest(ctx: &Context, repo: &ImageRepository, tag: &str) -> Result<Stri
     let access: RegistryAccess =
         super::secrets::registry_access(&ctx.client, repo, timeout).await?;
     ctx.engine
-        .digest_with(&repo.spec.image, tag, &access, crate::engine::Slot::Now)
+        .digest_with(
+            &repo.spec.image,
+            tag,
+            &access,
+            crate::engine::Slot::Within(super::repository::SLOT_WAIT),
+        )
         .await
 }
 

@@ -95,8 +95,11 @@ pub fn timeout(repo: &ImageRepository, max: Option<Duration>) -> Option<Duration
     }
 }
 
-/// How soon a scan whose registry has no free slot is tried again.
-pub const BUSY_RETRY: Duration = Duration::from_secs(5);
+/// How long a scan waits for a slot of its registry's host.
+pub const SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// How soon a scan whose registry had no free slot is tried again.
+pub const BUSY_RETRY: Duration = Duration::from_secs(3);
 
 /// Flux's reasons for a scan now (`shouldScan`), or how long until the
 /// next one.
@@ -402,7 +405,7 @@ async fn scan(
             &repo.spec.image,
             &exclusion_list(repo),
             &access,
-            crate::engine::Slot::Now,
+            crate::engine::Slot::Within(super::repository::SLOT_WAIT),
         )
         .await;
     if matches!(result, Err(EngineError::Busy(_))) {

@@ -81,8 +81,10 @@ impl std::fmt::Debug for Fence {
 pub enum Slot {
     /// Wait for one (the command line).
     Wait,
-    /// Only a free one, else [`EngineError::Busy`] (a controller).
-    Now,
+    /// Wait at most this long, else [`EngineError::Busy`] (a controller: a
+    /// burst of scans of one healthy host goes through, one that never
+    /// answers does not hold the controller's slots).
+    Within(Duration),
 }
 
 /// The engine's settings.
@@ -203,9 +205,9 @@ impl Engine {
             .clone()
     }
 
-    /// A slot of `registry`'s: waited for, or with `Slot::Now` only taken
-    /// when one is free ([`EngineError::Busy`] otherwise), so that a
-    /// controller never spends its own slots waiting on one slow host.
+    /// A slot of `registry`'s: waited for, or with `Slot::Within` for a
+    /// while only ([`EngineError::Busy`] then), so that a controller never
+    /// spends its own slots waiting long on one slow host.
     async fn host_slot(
         &self,
         registry: &str,
@@ -217,12 +219,12 @@ impl Engine {
                 .acquire_owned()
                 .await
                 .map_err(|_| EngineError::Internal("the engine is shutting down".into())),
-            Slot::Now => limit.try_acquire_owned().map_err(|e| match e {
-                tokio::sync::TryAcquireError::NoPermits => EngineError::Busy(registry.to_string()),
-                tokio::sync::TryAcquireError::Closed => {
-                    EngineError::Internal("the engine is shutting down".into())
+            Slot::Within(d) => match tokio::time::timeout(d, limit.acquire_owned()).await {
+                Ok(permit) => {
+                    permit.map_err(|_| EngineError::Internal("the engine is shutting down".into()))
                 }
-            }),
+                Err(_) => Err(EngineError::Busy(registry.to_string())),
+            },
         }
     }
 
