@@ -349,7 +349,8 @@ fn describe(v: &Value) -> String {
 }
 
 /// Whether `live` already holds everything of `desired` (objects: every
-/// key, recursively; lists: the same length, element by element).
+/// key, recursively; lists: the same length, element by element; numbers
+/// by value, as a server may write `0` for `0.0`).
 fn holds(live: &Value, desired: &Value) -> bool {
     match (live, desired) {
         (Value::Object(l), Value::Object(d)) => d
@@ -358,21 +359,49 @@ fn holds(live: &Value, desired: &Value) -> bool {
         (Value::Array(l), Value::Array(d)) => {
             l.len() == d.len() && l.iter().zip(d).all(|(a, b)| holds(a, b))
         }
+        (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
         (l, d) => l == d,
     }
 }
 
+/// What a server keeps of `desired`: the parts of `stored` (the object as
+/// the server would store it) at the places `desired` names. A field the
+/// server does not know (a 1.20 apiserver and the CEL rules of a CRD) is
+/// not there.
+fn kept(stored: &Value, desired: &Value) -> Value {
+    match (stored, desired) {
+        (Value::Object(s), Value::Object(d)) => Value::Object(
+            d.iter()
+                .filter_map(|(k, dv)| s.get(k).map(|sv| (k.clone(), kept(sv, dv))))
+                .collect(),
+        ),
+        (Value::Array(s), Value::Array(d)) if s.len() == d.len() => {
+            Value::Array(s.iter().zip(d).map(|(a, b)| kept(a, b)).collect())
+        }
+        (s, _) => s.clone(),
+    }
+}
+
 /// Server-side apply, skipped when the object already is as desired (some
-/// apiservers record a no-op apply as a change of the object).
+/// apiservers record a no-op apply as a change of the object): as given,
+/// or as a dry run of the apply says the server would keep it.
 async fn apply(k: &Kube, v: &Value) -> Result<()> {
     let api = api_for(k, v)?;
     let name = v["metadata"]["name"].as_str().unwrap_or("");
-    if let Ok(Some(live)) = api.get_opt(name).await
-        && holds(&serde_json::to_value(&live)?, v)
-    {
-        return Ok(());
-    }
     let pp = PatchParams::apply(FIELD_MANAGER).force();
+    if let Ok(Some(live)) = api.get_opt(name).await {
+        let live = serde_json::to_value(&live)?;
+        if holds(&live, v) {
+            return Ok(());
+        }
+        if let Ok(stored) = api
+            .patch(name, &pp.clone().dry_run(), &Patch::Apply(v))
+            .await
+            && holds(&live, &kept(&serde_json::to_value(&stored)?, v))
+        {
+            return Ok(());
+        }
+    }
     api.patch(name, &pp, &Patch::Apply(v))
         .await
         .map(|_| ())
@@ -902,6 +931,29 @@ mod tests {
         assert!(!holds(&live, &json!({"a": {"b": 2}})));
         assert!(!holds(&live, &json!({"l": [{"x": 1}, {"x": 2}]})));
         assert!(!holds(&live, &json!({"missing": 1})));
+        // Numbers by value.
+        assert!(holds(&json!({"minimum": 0}), &json!({"minimum": 0.0})));
+        assert!(!holds(&json!({"minimum": 1}), &json!({"minimum": 0.0})));
+    }
+
+    #[test]
+    fn what_the_server_drops_is_not_a_change() {
+        // A 1.20 apiserver stores a CRD without its CEL rules.
+        let desired = json!({"spec": {"schema": {
+            "type": "object",
+            "x-kubernetes-validations": [{"rule": "has(self.a)"}]
+        }}});
+        let stored = json!({
+            "metadata": {"resourceVersion": "7"},
+            "spec": {"schema": {"type": "object"}, "served": true}
+        });
+        assert!(!holds(&stored, &desired));
+        let k = kept(&stored, &desired);
+        assert_eq!(k, json!({"spec": {"schema": {"type": "object"}}}));
+        assert!(holds(&stored, &k));
+        // What the server keeps and the live object lacks is a change.
+        let live = json!({"spec": {"schema": {"type": "string"}}});
+        assert!(!holds(&live, &k));
     }
 }
 
