@@ -382,6 +382,48 @@ fn kept(stored: &Value, desired: &Value) -> Value {
     }
 }
 
+/// Whether the apiserver's CRDs have `x-kubernetes-validations` (CEL rules),
+/// which came with Kubernetes 1.23: an older one refuses a server-side apply
+/// that names the field. When the version does not say, it is taken to.
+async fn knows_cel(k: &Kube) -> bool {
+    let Ok(info) = k.client.apiserver_version().await else {
+        return true;
+    };
+    let number = |s: &str| -> Option<u32> {
+        s.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    match (number(&info.major), number(&info.minor)) {
+        (Some(major), Some(minor)) => (major, minor) >= (1, 23),
+        _ => true,
+    }
+}
+
+/// Removes every `x-kubernetes-validations` of a CRD; whether it held any.
+fn without_cel(v: &mut Value) -> bool {
+    match v {
+        Value::Object(map) => {
+            let mut removed = map.remove("x-kubernetes-validations").is_some();
+            for sub in map.values_mut() {
+                removed |= without_cel(sub);
+            }
+            removed
+        }
+        Value::Array(items) => {
+            // Every item, not only up to the first that held some.
+            let mut removed = false;
+            for item in items {
+                removed |= without_cel(item);
+            }
+            removed
+        }
+        _ => false,
+    }
+}
+
 /// Server-side apply, skipped when the object already is as desired (some
 /// apiservers record a no-op apply as a change of the object): as given,
 /// or as a dry run of the apply says the server would keep it.
@@ -595,6 +637,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
         // CRDs: ours, unless Flux's are there (kept and used).
         let crds: Api<CustomResourceDefinition> = Api::all(k.client.clone());
         let mut names = Vec::new();
+        let cel = args.crds && knows_cel(&k).await;
         for crd in automation::api::crds().into_iter().filter(|_| args.crds) {
             let name = crd.metadata.name.clone().unwrap_or_default();
             names.push(name.clone());
@@ -603,8 +646,16 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                     println!("✔ CRD {name} found (installed by someone else): kept");
                 }
                 _ => {
-                    apply(&k, &serde_json::to_value(&crd)?).await?;
-                    println!("✔ CRD {name} applied");
+                    let mut v = serde_json::to_value(&crd)?;
+                    let stripped = !cel && without_cel(&mut v);
+                    apply(&k, &v).await?;
+                    if stripped {
+                        println!(
+                            "✔ CRD {name} applied, without its CEL rules, which this apiserver does not know (imageauto's admission webhook checks the same rules)"
+                        );
+                    } else {
+                        println!("✔ CRD {name} applied");
+                    }
                 }
             }
         }
@@ -934,6 +985,28 @@ mod tests {
         // Numbers by value.
         assert!(holds(&json!({"minimum": 0}), &json!({"minimum": 0.0})));
         assert!(!holds(&json!({"minimum": 1}), &json!({"minimum": 0.0})));
+    }
+
+    #[test]
+    fn cel_rules_go_for_an_apiserver_that_does_not_know_them() {
+        let mut crd = serde_json::to_value(
+            automation::api::crds()
+                .into_iter()
+                .find(|c| c.spec.names.kind == "ImagePolicy")
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(crd.to_string().contains("x-kubernetes-validations"));
+        let before = crd.clone();
+        assert!(without_cel(&mut crd));
+        assert!(!crd.to_string().contains("x-kubernetes-validations"));
+        assert_ne!(crd, before);
+        assert!(!without_cel(&mut crd));
+        // The rest is untouched.
+        assert_eq!(
+            crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"],
+            before["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"]
+        );
     }
 
     #[test]
