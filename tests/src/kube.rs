@@ -17,14 +17,11 @@
 use crate::crate_dir;
 use crate::require_tool;
 use automation::api::{
-    CustomResourceExt, GitRepository, Receiver, ResourceExt, STORAGE_VERSION,
-    strip_null_enum_values,
+    CustomResourceExt, GitRepository, Receiver, ResourceExt, strip_null_enum_values,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, ValidationRule,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -57,54 +54,48 @@ pub const FLUX_STYLE_CRDS: [&str; 5] = [
     "receivers.notification.toolkit.fluxcd.io",
 ];
 
-/// The CEL rule the Flux-style ImagePolicy CRD carries on its spec.
-pub const IMAGE_POLICY_CEL_RULE: &str =
-    "!has(self.interval) || self.digestReflectionPolicy == 'Always'";
+/// The first of the two CEL rules Flux's ImagePolicy CRD carries on its spec
+/// (`spec.interval` only with `digestReflectionPolicy: Always`).
+pub const IMAGE_POLICY_CEL_RULE: &str = "!has(self.interval) || (has(self.digestReflectionPolicy) && self.digestReflectionPolicy == 'Always')";
 
 /// The folder of imageauto's CRDs and their kustomization.
 pub fn crds_dir() -> PathBuf {
     crate_dir().join("..").join("manifests").join("crds")
 }
 
-/// CRDs shaped like the ones a cluster with Flux already has, for the
-/// contract "a cluster that holds Flux's own CRDs works unchanged": the
-/// three image kinds serving v1 alone (no v1beta2, no v1beta1), with a CEL
-/// rule (`x-kubernetes-validations`) on ImagePolicy's spec
-/// ([`IMAGE_POLICY_CEL_RULE`]: `spec.interval` only with
-/// `digestReflectionPolicy: Always`), plus the kinds other Flux controllers
-/// own that imageauto reads: GitRepository and Receiver. All are generated
-/// from automation's types, in the order of [`FLUX_STYLE_CRDS`].
+/// The folder of Flux's own CRDs of the image kinds, copied from Flux's
+/// repositories (its README says from where).
+pub fn flux_crds_dir() -> PathBuf {
+    crate_dir().join("golden").join("flux-crds")
+}
+
+/// Flux's own CRDs of the three image kinds (`tests/golden/flux-crds`), in
+/// the order of [`IMAGE_CRDS`]: v1 served alone, with CEL rules
+/// (`x-kubernetes-validations`) that a 1.20 apiserver drops.
+pub fn flux_image_crds() -> Vec<CustomResourceDefinition> {
+    [
+        "imagerepositories",
+        "imagepolicies",
+        "imageupdateautomations",
+    ]
+    .iter()
+    .map(|plural| {
+        let path = flux_crds_dir().join(format!("image.toolkit.fluxcd.io_{plural}.yaml"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        serde_norway::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not a CRD: {e}", path.display()))
+    })
+    .collect()
+}
+
+/// The CRDs a cluster with Flux already has, for the contract "a cluster
+/// that holds Flux's own CRDs works unchanged": Flux's CRDs of the three
+/// image kinds ([`flux_image_crds`]), plus the kinds other Flux controllers
+/// own that imageauto reads, GitRepository and Receiver (generated from
+/// automation's types), in the order of [`FLUX_STYLE_CRDS`].
 pub fn flux_style_crds() -> Vec<CustomResourceDefinition> {
-    let mut crds: Vec<CustomResourceDefinition> = automation::api::crds()
-        .into_iter()
-        .map(|mut crd| {
-            crd.spec.versions.retain(|v| v.name == STORAGE_VERSION);
-            for v in &mut crd.spec.versions {
-                v.served = true;
-                v.storage = true;
-            }
-            if crd.spec.names.kind == "ImagePolicy" {
-                for v in &mut crd.spec.versions {
-                    let spec = v
-                        .schema
-                        .as_mut()
-                        .and_then(|s| s.open_api_v3_schema.as_mut())
-                        .and_then(|s| s.properties.as_mut())
-                        .and_then(|p| p.get_mut("spec"))
-                        .expect("ImagePolicy's schema has a spec");
-                    spec.x_kubernetes_validations = Some(vec![ValidationRule {
-                        rule: IMAGE_POLICY_CEL_RULE.to_string(),
-                        message: Some(
-                            "spec.interval is only accepted when digestReflectionPolicy is Always"
-                                .to_string(),
-                        ),
-                        ..Default::default()
-                    }]);
-                }
-            }
-            crd
-        })
-        .collect();
+    let mut crds = flux_image_crds();
     crds.extend(flux_other_crds());
     crds
 }
@@ -528,10 +519,10 @@ impl Cluster {
         });
     }
 
-    /// Applies the Flux-style CRDs ([`flux_style_crds`], generated now from
-    /// automation's types) once per cluster, and waits until each is
-    /// Established. The 1.20 apiserver drops their CEL rules (see
-    /// [`Cluster::apply`]). A cluster holds these or imageauto's CRDs.
+    /// Applies the Flux-style CRDs ([`flux_style_crds`]: Flux's own for the
+    /// image kinds) once per cluster, and waits until each is Established.
+    /// The 1.20 apiserver drops their CEL rules (see [`Cluster::apply`]). A
+    /// cluster holds these or imageauto's CRDs.
     pub fn install_flux_style_crds(&self) {
         self.install(CrdSet::FluxStyle, || {
             let crds = flux_style_crds();

@@ -1,7 +1,7 @@
 //! The Kubernetes test ground itself: etcd and a kube-apiserver 1.20 on
-//! 127.0.0.1 (see `imageauto_tests::kube`) take CRDs shaped like Flux's own
-//! (v1 only, with CEL rules) and imageauto's (`manifests/crds`, which also
-//! serve the deprecated versions), store and validate Flux objects, let a
+//! 127.0.0.1 (see `imageauto_tests::kube`) take Flux's own CRDs (v1 only,
+//! with CEL rules) and imageauto's (`manifests/crds`, which also serve the
+//! deprecated versions), store and validate Flux objects, let a
 //! status be written through the status subresource, enforce RBAC, and stop
 //! with the test process even when it is killed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -134,9 +134,8 @@ spec:
 
 #[test]
 fn cel_rules_are_dropped_not_refused() {
-    // The Flux-style ImagePolicy carries x-kubernetes-validations, as Flux's
-    // own does, which a 1.20 server does not know: it stores the CRD without
-    // them.
+    // Flux's ImagePolicy CRD carries x-kubernetes-validations, which a 1.20
+    // server does not know: it stores the CRD without them.
     let sent = flux_style_crds()
         .into_iter()
         .find(|crd| crd.spec.names.kind == "ImagePolicy")
@@ -390,21 +389,34 @@ spec:
         ],
         "{table}"
     );
-    let table = c.kubectl_ok(&["-n", &ns, "get", "imagerepositories"]);
-    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    // "Last scan" and "Last run" have Flux's priority 1: shown by -o wide.
+    let header = |args: &[&str]| -> Vec<String> {
+        let table = c.kubectl_ok(args);
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
     assert_eq!(
-        header,
-        [
-            "NAME", "IMAGE", "TAGS", "LAST", "SCAN", "READY", "STATUS", "AGE"
-        ],
-        "{table}"
+        header(&["-n", &ns, "get", "imagerepositories"]),
+        ["NAME", "IMAGE", "TAGS", "READY", "STATUS", "AGE"]
     );
-    let table = c.kubectl_ok(&["-n", &ns, "get", "imageupdateautomations"]);
-    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
-        header,
-        ["NAME", "LAST", "RUN", "READY", "STATUS", "AGE"],
-        "{table}"
+        header(&["-n", &ns, "get", "imagerepositories", "-o", "wide"]),
+        [
+            "NAME", "IMAGE", "TAGS", "READY", "STATUS", "LAST", "SCAN", "AGE"
+        ]
+    );
+    assert_eq!(
+        header(&["-n", &ns, "get", "imageupdateautomations"]),
+        ["NAME", "READY", "STATUS", "AGE"]
+    );
+    assert_eq!(
+        header(&["-n", &ns, "get", "imageupdateautomations", "-o", "wide"]),
+        ["NAME", "READY", "STATUS", "LAST", "RUN", "AGE"]
     );
     // Short names and Flux's categories.
     let names = c.kubectl_ok(&["-n", &ns, "get", "fluxcd-images", "-o", "name"]);

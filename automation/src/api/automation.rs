@@ -1,3 +1,4 @@
+use super::schema::DURATION_PATTERN;
 use super::source::GitRepositoryRef;
 use super::{ImageRef, LocalObjectReference, default_observed_generation, is_false};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
@@ -26,9 +27,11 @@ pub const DEFAULT_MESSAGE: &str = "Update from image update automation";
     category = "fluxcd-images",
     derive = "PartialEq",
     doc = "ImageUpdateAutomation is the Schema for the imageupdateautomations API",
-    printcolumn = r#"{"name":"Last run","type":"string","jsonPath":".status.lastAutomationRunTime"}"#,
+    // As Flux's CRD: a Flux Kustomization applying it substitutes no variables.
+    annotation("kustomize.toolkit.fluxcd.io/substitute", "disabled"),
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Last run","type":"string","jsonPath":".status.lastAutomationRunTime","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -39,10 +42,11 @@ pub struct ImageUpdateAutomationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitSpec>,
     /// How often to run, as a Go duration.
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: String,
     /// Which ImagePolicies of the namespace take part; all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = super::schema::atomic_label_selector)]
     pub policy_selector: Option<LabelSelector>,
     /// Where and how to update files.
     #[serde(default = "default_update", skip_serializing_if = "Option::is_none")]
@@ -59,13 +63,20 @@ fn default_update() -> Option<UpdateStrategy> {
 /// A reference to the source object, in another namespace when set.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// `kind` is required as in Flux's CRD: its default fills it in first.
+#[schemars(extend("required" = ["kind", "name"]))]
 pub struct CrossNamespaceSourceReference {
+    /// API version of the source (`source.toolkit.fluxcd.io/v1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// Kind of the source; only GitRepository is supported.
+    /// Kind of the source; only GitRepository is supported. A string, not an
+    /// enum, so that another kind loads and is refused with its reason.
     #[serde(default = "default_source_kind")]
+    #[schemars(extend("enum" = ["GitRepository"]))]
     pub kind: String,
+    /// Name of the source.
     pub name: String,
+    /// Namespace of the source; the automation's namespace when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
@@ -110,10 +121,13 @@ pub struct CommitSpec {
     pub message_template_values: Option<BTreeMap<String, String>>,
 }
 
+/// Who the commits are by.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct CommitUser {
+    /// The name of author and committer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The email of author and committer.
     pub email: String,
 }
 
@@ -182,18 +196,24 @@ pub enum UpdateStrategyName {
     Setters,
 }
 
+/// What the last runs did: conditions, the last push, what they saw.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::schema::status)]
 pub struct ImageUpdateAutomationStatus {
+    /// The generation the status describes; -1 before the first reconciliation.
     #[serde(default = "default_observed_generation")]
     pub observed_generation: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "super::schema::conditions")]
     pub conditions: Vec<Condition>,
+    /// When the last run went through to its end (with or without a change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_automation_run_time: Option<Time>,
     /// Full SHA of the last commit pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_push_commit: Option<String>,
+    /// When the last commit was pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_push_time: Option<Time>,
     /// The policies' results the last run used, by policy name.
@@ -202,6 +222,7 @@ pub struct ImageUpdateAutomationStatus {
     /// `<branch>@sha1:<sha>` of the source the last run saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_source_revision: Option<String>,
+    /// The last `reconcile.fluxcd.io/requestedAt` value handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
 }

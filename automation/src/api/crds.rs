@@ -6,6 +6,14 @@
 //! (v1beta2; v1beta1 for ImageUpdateAutomation), deprecated, with the same
 //! schema. As the schemas are identical, the apiserver converts between the
 //! versions by changing `apiVersion` alone (conversion strategy `None`).
+//!
+//! The v1 schema is Flux's (the CRDs in `config/crd/bases/` of
+//! image-reflector-controller and image-automation-controller): the limits,
+//! patterns, enums, defaults and CEL rules come from attributes on the types
+//! (and [`super::schema`]); what concerns every kind alike (no `nullable`,
+//! the root's `apiVersion`, `kind` and `metadata`, `listKind`) is done here.
+//! `automation/tests/crds.rs` compares the result with Flux's files and lists
+//! the differences that remain, with their reasons.
 
 use super::{ImagePolicy, ImageRepository, ImageUpdateAutomation};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -45,9 +53,99 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     .into_iter()
     .map(|mut crd| {
         strip_null_enum_values(&mut crd);
+        as_fluxs(&mut crd);
         with_served_versions(crd)
     })
     .collect()
+}
+
+/// What Flux's CRDs have and schemars does not write, or the reverse:
+///
+/// - no `nullable`: schemars marks every `Option` nullable; Flux's schema
+///   marks nothing, so a `null` is pruned (and defaulted) by the apiserver
+///   instead of stored, and our types read an absent field as `None` alike;
+/// - at the root, `apiVersion` and `kind` (strings) and `metadata` (an
+///   object), as every CRD controller-gen writes, and no `title`;
+/// - `listKind` (`<Kind>List`), which the apiserver would otherwise infer.
+fn as_fluxs(crd: &mut CustomResourceDefinition) {
+    let kind = crd.spec.names.kind.clone();
+    crd.spec.names.list_kind = Some(format!("{kind}List"));
+    for version in &mut crd.spec.versions {
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        strip_nullable(root);
+        root.title = None;
+        let properties = root.properties.get_or_insert_with(Default::default);
+        let string = |description: &str| JSONSchemaProps {
+            type_: Some("string".into()),
+            description: Some(description.into()),
+            ..Default::default()
+        };
+        properties.insert(
+            "apiVersion".into(),
+            string(
+                "APIVersion defines the versioned schema of this representation of an object. \
+                 Servers should convert recognized schemas to the latest internal value, and may \
+                 reject unrecognized values. More info: \
+                 https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+            ),
+        );
+        properties.insert(
+            "kind".into(),
+            string(
+                "Kind is a string value representing the REST resource this object represents. \
+                 Servers may infer this from the endpoint the client submits requests to. Cannot \
+                 be updated. In CamelCase. More info: \
+                 https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+            ),
+        );
+        properties.insert(
+            "metadata".into(),
+            JSONSchemaProps {
+                type_: Some("object".into()),
+                ..Default::default()
+            },
+        );
+    }
+}
+
+fn strip_nullable(s: &mut JSONSchemaProps) {
+    s.nullable = None;
+    for_each_subschema(s, strip_nullable);
+}
+
+/// Calls `f` on every schema directly below `s`.
+fn for_each_subschema(s: &mut JSONSchemaProps, f: fn(&mut JSONSchemaProps)) {
+    let maps = [
+        &mut s.properties,
+        &mut s.pattern_properties,
+        &mut s.definitions,
+    ];
+    for map in maps.into_iter().flatten() {
+        map.values_mut().for_each(f);
+    }
+    let lists = [&mut s.all_of, &mut s.any_of, &mut s.one_of];
+    for list in lists.into_iter().flatten() {
+        list.iter_mut().for_each(f);
+    }
+    if let Some(not) = &mut s.not {
+        f(not);
+    }
+    match &mut s.items {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => f(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(f),
+        None => {}
+    }
+    for extra in [&mut s.additional_properties, &mut s.additional_items] {
+        if let Some(JSONSchemaPropsOrBool::Schema(more)) = extra {
+            f(more);
+        }
+    }
 }
 
 /// Removes `null` from every `enum` in the CRD's schemas. schemars lists it
@@ -71,33 +169,7 @@ fn strip_null_enum_values_in(s: &mut JSONSchemaProps) {
     if let Some(values) = &mut s.enum_ {
         values.retain(|v| !v.0.is_null());
     }
-    let maps = [
-        &mut s.properties,
-        &mut s.pattern_properties,
-        &mut s.definitions,
-    ];
-    for map in maps.into_iter().flatten() {
-        map.values_mut().for_each(strip_null_enum_values_in);
-    }
-    let lists = [&mut s.all_of, &mut s.any_of, &mut s.one_of];
-    for list in lists.into_iter().flatten() {
-        list.iter_mut().for_each(strip_null_enum_values_in);
-    }
-    if let Some(not) = &mut s.not {
-        strip_null_enum_values_in(not);
-    }
-    match &mut s.items {
-        Some(JSONSchemaPropsOrArray::Schema(item)) => strip_null_enum_values_in(item),
-        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
-            items.iter_mut().for_each(strip_null_enum_values_in)
-        }
-        None => {}
-    }
-    for extra in [&mut s.additional_properties, &mut s.additional_items] {
-        if let Some(JSONSchemaPropsOrBool::Schema(more)) = extra {
-            strip_null_enum_values_in(more);
-        }
-    }
+    for_each_subschema(s, strip_null_enum_values_in);
 }
 
 /// Adds the deprecated versions of the kind to a CRD that has only v1.

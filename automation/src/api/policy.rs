@@ -1,3 +1,4 @@
+use super::schema::DURATION_PATTERN;
 use super::{ImageRef, NamespacedObjectReference, default_observed_generation, is_false};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -26,6 +27,20 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+// Flux's two CEL rules on the spec, word for word (the XValidation markers of
+// ImagePolicySpec in image-reflector-controller's api/v1/imagepolicy_types.go);
+// validate.rs checks the same, for apiservers that do not know CEL and for
+// files read outside a cluster.
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "message": "spec.interval is only accepted when spec.digestReflectionPolicy is set to 'Always'",
+        "rule": "!has(self.interval) || (has(self.digestReflectionPolicy) && self.digestReflectionPolicy == 'Always')"
+    },
+    {
+        "message": "spec.interval must be set when spec.digestReflectionPolicy is set to 'Always'",
+        "rule": "has(self.interval) || !has(self.digestReflectionPolicy) || self.digestReflectionPolicy != 'Always'"
+    }
+]))]
 pub struct ImagePolicySpec {
     /// The ImageRepository whose tags this policy chooses from.
     pub image_repository_ref: NamespacedObjectReference,
@@ -39,7 +54,7 @@ pub struct ImagePolicySpec {
     pub digest_reflection_policy: DigestReflectionPolicy,
     /// How often to re-read the digest; only with `Always`, and then required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: Option<String>,
     /// Stop evaluating while true.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -86,28 +101,36 @@ pub struct TagFilter {
     /// A regular expression; a tag stays when it matches anywhere.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pattern: String,
-    /// A replacement (`$1`, `${name}`) expanded against the first match.
+    // The description names no `${...}`: a Flux Kustomization applying this
+    // CRD with postBuild substitution would replace it.
+    /// A replacement (`$1`, `$name`, or a group's number or name in braces)
+    /// expanded against the first match.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub extract: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+// The variants in the order of Flux's enum (Always, IfNotPresent, Never).
 pub enum DigestReflectionPolicy {
+    /// Look up at every interval.
+    Always,
+    /// Look up when the selected tag changes or no digest is known.
+    IfNotPresent,
     /// Never look up digests.
     #[default]
     Never,
-    /// Look up when the selected tag changes or no digest is known.
-    IfNotPresent,
-    /// Look up at every interval.
-    Always,
 }
 
+/// What the policy selected: conditions, the latest image, the one before.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::schema::status)]
 pub struct ImagePolicyStatus {
+    /// The generation the status describes; -1 before the first reconciliation.
     #[serde(default = "default_observed_generation")]
     pub observed_generation: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "super::schema::conditions")]
     pub conditions: Vec<Condition>,
     /// The latest image the policy selected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +138,7 @@ pub struct ImagePolicyStatus {
     /// The image selected before the latest one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_previous_ref: Option<ImageRef>,
+    /// The last `reconcile.fluxcd.io/requestedAt` value handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
 }

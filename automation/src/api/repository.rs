@@ -1,3 +1,4 @@
+use super::schema::{DURATION_PATTERN, TIMEOUT_PATTERN};
 use super::{AccessFrom, LocalObjectReference, default_observed_generation, is_false};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
@@ -27,9 +28,9 @@ pub const MAX_EXCLUSION_LIST: usize = 25;
     doc = "ImageRepository is the Schema for the imagerepositories API",
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
     printcolumn = r#"{"name":"Tags","type":"string","jsonPath":".status.lastScanResult.tagCount"}"#,
-    printcolumn = r#"{"name":"Last scan","type":"string","jsonPath":".status.lastScanResult.scanTime"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Last scan","type":"string","jsonPath":".status.lastScanResult.scanTime","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -37,17 +38,19 @@ pub struct ImageRepositorySpec {
     /// The image repository to scan: `registry/path`, no scheme and no tag.
     pub image: String,
     /// How often to scan, as a Go duration (`5m`, `1h30m`).
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: String,
-    /// Timeout of one scan; defaults to the interval.
+    /// Timeout of one scan, as a Go duration without hours (`30s`, `90m`);
+    /// defaults to the interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = TIMEOUT_PATTERN))]
     pub timeout: Option<String>,
     /// A `kubernetes.io/dockerconfigjson` Secret with registry credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
     /// A ServiceAccount whose imagePullSecrets are used as credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub service_account_name: Option<String>,
     /// A Secret with `ca.crt` and optionally `tls.crt` and `tls.key` for TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +102,7 @@ pub struct ScanResult {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub revision: String,
     /// How many tags the scan kept.
+    #[schemars(schema_with = "super::schema::integer")]
     pub tag_count: i64,
     /// When the scan ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,17 +112,21 @@ pub struct ScanResult {
     pub latest_tags: Vec<String>,
 }
 
+/// What the last scans found: conditions, the canonical name, the tags.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::schema::status)]
 pub struct ImageRepositoryStatus {
     /// The generation the status describes; -1 before the first reconciliation.
     #[serde(default = "default_observed_generation")]
     pub observed_generation: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "super::schema::conditions")]
     pub conditions: Vec<Condition>,
     /// The image's canonical name, as Docker spells it (`index.docker.io/library/alpine`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canonical_image_name: Option<String>,
+    /// The outcome of the last scan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scan_result: Option<ScanResult>,
     /// The exclusion list the last scan used.

@@ -67,10 +67,13 @@ pub struct GitRepositorySpec {
 /// A Git reference; when several are set, commit > name > tag > semver > branch.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct GitRepositoryRef {
+    /// A branch to check out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// A tag; over the branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// A semver range of tags, the highest one; over the tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semver: Option<String>,
     /// A full reference name, such as `refs/heads/main` or `refs/pull/1/head`.

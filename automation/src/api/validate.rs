@@ -1,7 +1,10 @@
 //! What the schema alone does not catch: ranges that do not parse, regular
 //! expressions that do not compile, an extract naming a missing group, an
 //! image with a scheme or a tag, an interval that is not a duration, and the
-//! rules Flux's CRDs express in CEL. Used by the loader, the lint and the
+//! rules Flux's CRDs express in CEL. Also the limits of Flux's schema that
+//! serde does not enforce (patterns, lengths, counts, the source kind), so
+//! that files read outside a cluster, and clusters whose apiserver drops CEL,
+//! get the answer the schema gives. Used by the loader, the lint and the
 //! admission webhook.
 
 use super::{
@@ -85,6 +88,15 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
+/// The longest `spec.serviceAccountName` Flux's schema takes.
+pub const MAX_SERVICE_ACCOUNT_NAME: usize = 253;
+
+/// Whether a value is a timeout as Flux's CRD takes it for an
+/// ImageRepository: a duration without hours (`^([0-9]+(\.[0-9]+)?(ms|s|m))+$`).
+pub fn is_timeout(s: &str) -> bool {
+    parse_duration(s).is_some() && !s.contains('h')
+}
+
 fn check_duration(field: &str, value: &str, out: &mut Vec<FieldError>) {
     if parse_duration(value).is_none() {
         out.push(
@@ -159,7 +171,30 @@ fn validate_repository(r: &ImageRepository, out: &mut Vec<FieldError>) {
     }
     check_interval("spec.interval", &spec.interval, out);
     if let Some(t) = &spec.timeout {
-        check_duration("spec.timeout", t, out);
+        if parse_duration(t).is_none() {
+            check_duration("spec.timeout", t, out);
+        } else if !is_timeout(t) {
+            out.push(
+                FieldError::error(
+                    "spec.timeout",
+                    format!(
+                        "{t:?} has hours, which a timeout may not have (Flux's schema: ms, s and m)"
+                    ),
+                )
+                .hint("write the hours as minutes, such as 60m for 1h"),
+            );
+        }
+    }
+    if let Some(sa) = &spec.service_account_name
+        && sa.len() > MAX_SERVICE_ACCOUNT_NAME
+    {
+        out.push(FieldError::error(
+            "spec.serviceAccountName",
+            format!(
+                "has {} characters, at most {MAX_SERVICE_ACCOUNT_NAME} are allowed",
+                sa.len()
+            ),
+        ));
     }
     if spec.exclusion_list.len() > MAX_EXCLUSION_LIST {
         out.push(FieldError::error(
@@ -609,6 +644,36 @@ mod tests {
         // Switched off: refused even when selected.
         let e = check_repository_access(&policy("apps"), &repo, Some(&team), false).unwrap();
         assert!(e.message.contains("switched off"), "{}", e.message);
+    }
+
+    #[test]
+    fn timeouts_take_no_hours_and_service_accounts_are_names() {
+        let errors = |r: &ImageRepository| -> Vec<String> {
+            validate(&Object::Repository(r.clone()))
+                .into_iter()
+                .filter(|e| e.severity == Severity::Error)
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect()
+        };
+        let mut r = repository("apps", None);
+        for ok in ["30s", "90m", "1.5m", "250ms", "1m30s"] {
+            r.spec.timeout = Some(ok.into());
+            assert_eq!(errors(&r), Vec::<String>::new(), "{ok}");
+        }
+        r.spec.timeout = Some("1h".into());
+        let e = errors(&r);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("spec.timeout: \"1h\" has hours"), "{e:?}");
+        r.spec.timeout = Some("soon".into());
+        assert!(errors(&r)[0].contains("is not a duration"));
+        r.spec.timeout = None;
+        r.spec.service_account_name = Some("a".repeat(253));
+        assert!(errors(&r).is_empty());
+        r.spec.service_account_name = Some("a".repeat(254));
+        assert_eq!(
+            errors(&r),
+            ["spec.serviceAccountName: has 254 characters, at most 253 are allowed"]
+        );
     }
 
     #[test]

@@ -144,7 +144,7 @@ fn row(kind: Kind, o: &Value, wide: bool, namespaced: bool) -> Vec<String> {
             age(s["lastAutomationRunTime"].as_str()),
             s["lastPushCommit"]
                 .as_str()
-                .map_or("-".into(), |c| c[..c.len().min(12)].to_string()),
+                .map_or("-".into(), |c| c.chars().take(12).collect()),
             suspended,
             ready,
             message,
@@ -417,9 +417,20 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
         let k = t.kube.connect().await?;
         let api = kind.api(&k, false);
         let what = format!("{} {}/{name}", kind.name(), k.namespace);
+        let o = api.get(name).await.map_err(|e| explain(e, &what))?;
+        let v = serde_json::to_value(&o)?;
+        // Flux's controllers and imageauto's leave a suspended object alone,
+        // reconcile requests included: waiting for one would only time out.
+        if v["spec"]["suspend"] == true {
+            let resume = match kind {
+                Kind::Repository => format!("kubectl imageauto resume repository {name}"),
+                Kind::Update => format!("kubectl imageauto resume update {name}"),
+                Kind::Policy => "set its spec.suspend to false".into(),
+            };
+            eprintln!("✗ {what} is suspended: {resume} to reconcile it");
+            return Ok(Outcome::Failed);
+        }
         if t.with_source && kind == Kind::Update {
-            let o = api.get(name).await.map_err(|e| explain(e, &what))?;
-            let v = serde_json::to_value(&o)?;
             let src = v["spec"]["sourceRef"]["name"]
                 .as_str()
                 .unwrap_or("")
@@ -441,15 +452,7 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
         }
         // A push shows in lastPushCommit (Flux's Ready message stays
         // "repository up-to-date"), whoever's controller made it.
-        let pushed_before = match kind {
-            Kind::Update => {
-                let o = api.get(name).await.map_err(|e| explain(e, &what))?;
-                serde_json::to_value(&o)?["status"]["lastPushCommit"]
-                    .as_str()
-                    .map(str::to_string)
-            }
-            _ => None,
-        };
+        let pushed_before = v["status"]["lastPushCommit"].as_str().map(str::to_string);
         let value = request_value();
         annotate(&api, name, &value)
             .await
@@ -772,4 +775,23 @@ pub async fn names(k: &Kube, kind: Kind) -> Vec<String> {
         .await
         .map(|l| l.items.iter().map(|o| o.name_any()).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_column_is_cut_at_a_character() {
+        // Anyone who may write the status may write any string there.
+        let o = serde_json::json!({
+            "metadata": {"name": "fleet"},
+            "spec": {},
+            "status": {"lastPushCommit": "0123456789aé€xyz"}
+        });
+        let r = row(Kind::Update, &o, false, false);
+        assert_eq!(r[2], "0123456789aé");
+        let o = serde_json::json!({"metadata": {"name": "fleet"}, "spec": {}});
+        assert_eq!(row(Kind::Update, &o, false, false)[2], "-");
+    }
 }

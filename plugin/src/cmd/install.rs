@@ -349,7 +349,8 @@ fn describe(v: &Value) -> String {
 }
 
 /// Whether `live` already holds everything of `desired` (objects: every
-/// key, recursively; lists: the same length, element by element).
+/// key, recursively; lists: the same length, element by element; numbers
+/// by value, as a server may write `0` for `0.0`).
 fn holds(live: &Value, desired: &Value) -> bool {
     match (live, desired) {
         (Value::Object(l), Value::Object(d)) => d
@@ -358,21 +359,91 @@ fn holds(live: &Value, desired: &Value) -> bool {
         (Value::Array(l), Value::Array(d)) => {
             l.len() == d.len() && l.iter().zip(d).all(|(a, b)| holds(a, b))
         }
+        (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
         (l, d) => l == d,
     }
 }
 
+/// What a server keeps of `desired`: the parts of `stored` (the object as
+/// the server would store it) at the places `desired` names. A field the
+/// server does not know (a 1.20 apiserver and the CEL rules of a CRD) is
+/// not there.
+fn kept(stored: &Value, desired: &Value) -> Value {
+    match (stored, desired) {
+        (Value::Object(s), Value::Object(d)) => Value::Object(
+            d.iter()
+                .filter_map(|(k, dv)| s.get(k).map(|sv| (k.clone(), kept(sv, dv))))
+                .collect(),
+        ),
+        (Value::Array(s), Value::Array(d)) if s.len() == d.len() => {
+            Value::Array(s.iter().zip(d).map(|(a, b)| kept(a, b)).collect())
+        }
+        (s, _) => s.clone(),
+    }
+}
+
+/// Whether the apiserver's CRDs have `x-kubernetes-validations` (CEL rules),
+/// which came with Kubernetes 1.23: an older one refuses a server-side apply
+/// that names the field. When the version does not say, it is taken to.
+async fn knows_cel(k: &Kube) -> bool {
+    let Ok(info) = k.client.apiserver_version().await else {
+        return true;
+    };
+    let number = |s: &str| -> Option<u32> {
+        s.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    match (number(&info.major), number(&info.minor)) {
+        (Some(major), Some(minor)) => (major, minor) >= (1, 23),
+        _ => true,
+    }
+}
+
+/// Removes every `x-kubernetes-validations` of a CRD; whether it held any.
+fn without_cel(v: &mut Value) -> bool {
+    match v {
+        Value::Object(map) => {
+            let mut removed = map.remove("x-kubernetes-validations").is_some();
+            for sub in map.values_mut() {
+                removed |= without_cel(sub);
+            }
+            removed
+        }
+        Value::Array(items) => {
+            // Every item, not only up to the first that held some.
+            let mut removed = false;
+            for item in items {
+                removed |= without_cel(item);
+            }
+            removed
+        }
+        _ => false,
+    }
+}
+
 /// Server-side apply, skipped when the object already is as desired (some
-/// apiservers record a no-op apply as a change of the object).
+/// apiservers record a no-op apply as a change of the object): as given,
+/// or as a dry run of the apply says the server would keep it.
 async fn apply(k: &Kube, v: &Value) -> Result<()> {
     let api = api_for(k, v)?;
     let name = v["metadata"]["name"].as_str().unwrap_or("");
-    if let Ok(Some(live)) = api.get_opt(name).await
-        && holds(&serde_json::to_value(&live)?, v)
-    {
-        return Ok(());
-    }
     let pp = PatchParams::apply(FIELD_MANAGER).force();
+    if let Ok(Some(live)) = api.get_opt(name).await {
+        let live = serde_json::to_value(&live)?;
+        if holds(&live, v) {
+            return Ok(());
+        }
+        if let Ok(stored) = api
+            .patch(name, &pp.clone().dry_run(), &Patch::Apply(v))
+            .await
+            && holds(&live, &kept(&serde_json::to_value(&stored)?, v))
+        {
+            return Ok(());
+        }
+    }
     api.patch(name, &pp, &Patch::Apply(v))
         .await
         .map(|_| ())
@@ -566,6 +637,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
         // CRDs: ours, unless Flux's are there (kept and used).
         let crds: Api<CustomResourceDefinition> = Api::all(k.client.clone());
         let mut names = Vec::new();
+        let cel = args.crds && knows_cel(&k).await;
         for crd in automation::api::crds().into_iter().filter(|_| args.crds) {
             let name = crd.metadata.name.clone().unwrap_or_default();
             names.push(name.clone());
@@ -574,8 +646,16 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                     println!("✔ CRD {name} found (installed by someone else): kept");
                 }
                 _ => {
-                    apply(&k, &serde_json::to_value(&crd)?).await?;
-                    println!("✔ CRD {name} applied");
+                    let mut v = serde_json::to_value(&crd)?;
+                    let stripped = !cel && without_cel(&mut v);
+                    apply(&k, &v).await?;
+                    if stripped {
+                        println!(
+                            "✔ CRD {name} applied, without its CEL rules, which this apiserver does not know (imageauto's admission webhook checks the same rules)"
+                        );
+                    } else {
+                        println!("✔ CRD {name} applied");
+                    }
                 }
             }
         }
@@ -902,6 +982,51 @@ mod tests {
         assert!(!holds(&live, &json!({"a": {"b": 2}})));
         assert!(!holds(&live, &json!({"l": [{"x": 1}, {"x": 2}]})));
         assert!(!holds(&live, &json!({"missing": 1})));
+        // Numbers by value.
+        assert!(holds(&json!({"minimum": 0}), &json!({"minimum": 0.0})));
+        assert!(!holds(&json!({"minimum": 1}), &json!({"minimum": 0.0})));
+    }
+
+    #[test]
+    fn cel_rules_go_for_an_apiserver_that_does_not_know_them() {
+        let mut crd = serde_json::to_value(
+            automation::api::crds()
+                .into_iter()
+                .find(|c| c.spec.names.kind == "ImagePolicy")
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(crd.to_string().contains("x-kubernetes-validations"));
+        let before = crd.clone();
+        assert!(without_cel(&mut crd));
+        assert!(!crd.to_string().contains("x-kubernetes-validations"));
+        assert_ne!(crd, before);
+        assert!(!without_cel(&mut crd));
+        // The rest is untouched.
+        assert_eq!(
+            crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"],
+            before["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"]
+        );
+    }
+
+    #[test]
+    fn what_the_server_drops_is_not_a_change() {
+        // A 1.20 apiserver stores a CRD without its CEL rules.
+        let desired = json!({"spec": {"schema": {
+            "type": "object",
+            "x-kubernetes-validations": [{"rule": "has(self.a)"}]
+        }}});
+        let stored = json!({
+            "metadata": {"resourceVersion": "7"},
+            "spec": {"schema": {"type": "object"}, "served": true}
+        });
+        assert!(!holds(&stored, &desired));
+        let k = kept(&stored, &desired);
+        assert_eq!(k, json!({"spec": {"schema": {"type": "object"}}}));
+        assert!(holds(&stored, &k));
+        // What the server keeps and the live object lacks is a change.
+        let live = json!({"spec": {"schema": {"type": "string"}}});
+        assert!(!holds(&live, &k));
     }
 }
 
