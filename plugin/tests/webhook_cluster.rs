@@ -399,3 +399,73 @@ fn the_admission_server_rejects_junk_and_stays_up() {
     let o = apply(c, &deployment(&ns, "api", "ghcr.io/org/api:1.0.0", ""));
     assert!(!o.status.success());
 }
+
+/// The webhook's address, from serve's log.
+fn webhook_addr(g: &Ground) -> std::net::SocketAddr {
+    g.serve
+        .logs()
+        .lines()
+        .find_map(|l| {
+            l.split("webhook=")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.parse().ok())
+        })
+        .expect("the webhook's address in the log")
+}
+
+/// 2,000 slow clients on the webhook's port, from the apiserver's own
+/// address (127.0.0.1: the per-peer cap does not tell them apart, only
+/// what each connection does): 1,000 that say nothing (half of them after
+/// a TLS handshake) and 1,000 that send a request head a byte every half
+/// second, each connecting again up to three times once closed. Before,
+/// 400 of them filled the 256 slots and the apiserver's calls timed out.
+/// Both connection counts fit this process's open-file limit, which the
+/// test checks rather than raises.
+#[test]
+fn slow_clients_cannot_switch_enforcement_off() {
+    use imageauto_tests::slow::{Plan, SlowClients, open_files_limit};
+    let g = ground();
+    let c = &g.cluster;
+    let ns = namespace(c, "slow", Some("deny"));
+    govern(c, &ns, "web", "ghcr.io/org/web");
+    wait_governed(c, &ns, "ghcr.io/org/web:1.0.0");
+    let limit = open_files_limit().expect("the open-file limit");
+    assert!(
+        limit >= 3000,
+        "2,000 client connections need an open-file limit of 3,000 or more here (ulimit -n is {limit})"
+    );
+    let ca = std::fs::read(g._certs.path().join("ca.crt")).unwrap();
+    let plan = Plan {
+        path: "/validate/workloads".into(),
+        rounds: 3,
+        pause: Duration::from_secs(2),
+        ..Plan::new(webhook_addr(g), Some(ca), 1000, 1000)
+    };
+    let slow = SlowClients::start(plan);
+    slow.wait_tried(2000, Duration::from_secs(120));
+    // Meanwhile the apiserver's reviews are answered, rightly, within its
+    // 5 s timeout: a timeout would refuse both with "failed calling
+    // webhook".
+    for i in 0..3 {
+        let o = apply(
+            c,
+            &deployment(&ns, &format!("api-{i}"), "ghcr.io/org/api:1.0.0", ""),
+        );
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "an ungoverned image was admitted");
+        assert!(
+            err.contains("ghcr.io/org/api:1.0.0") && err.contains("ImagePolicy"),
+            "not the webhook's own refusal: {err}"
+        );
+        let o = apply(
+            c,
+            &deployment(&ns, &format!("web-{i}"), "ghcr.io/org/web:1.0.0", ""),
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let seen = slow.stop();
+    // The slow clients did reach the server, and it let them go.
+    assert!(seen.opened >= 2000, "{seen:?}");
+    assert!(seen.closed_by_server >= 1800, "{seen:?}");
+}
