@@ -1,5 +1,8 @@
 //! The plain-HTTP listeners of `serve`: /metrics, and /healthz, /readyz,
-//! /version. Each binds its own address; port 0 picks a free one.
+//! /version. Each binds its own address; port 0 picks a free one. They go
+//! through the webhook's accept loop (`webhook::listen`): its timeouts and
+//! caps, and they stop accepting (the ports are free) as soon as `serve`
+//! begins to shut down.
 
 use crate::cmd::serve::Health;
 use anyhow::{Context, Result};
@@ -12,6 +15,8 @@ use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use tokio::sync::watch;
+use webhook::listen::{self, Limits};
 
 /// Where the listeners ended up.
 pub struct Servers {
@@ -58,38 +63,44 @@ pub fn health_router(health: Arc<Health>) -> Router {
         .with_state(health)
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("--{what}-addr {addr}: cannot listen there"))
+fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
+    listen::bind(addr).with_context(|| format!("--{what}-addr {addr}: cannot listen there"))
 }
 
 /// Binds both listeners (an address in use is an error at once) and serves
-/// them in the background.
+/// them in the background until `stop` turns true.
 pub async fn start(
     metrics_addr: SocketAddr,
     health_addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    stop: watch::Receiver<bool>,
 ) -> Result<Servers> {
-    let m = bind(metrics_addr, "metrics").await?;
-    let h = bind(health_addr, "health").await?;
+    let m = bind(metrics_addr, "metrics")?;
+    let h = bind(health_addr, "health")?;
     let servers = Servers {
         metrics: m.local_addr()?,
         health: h.local_addr()?,
     };
-    let mr = metrics_router(metrics);
-    let hr = health_router(health);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(m, mr).await {
-            tracing::error!("the metrics listener stopped: {e}");
-        }
-    });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(h, hr).await {
-            tracing::error!("the health listener stopped: {e}");
-        }
-    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(listen::serve(
+        "metrics",
+        m,
+        None,
+        metrics_router(metrics),
+        Limits::default(),
+        stopped(stop.clone()),
+    ));
+    tokio::spawn(listen::serve(
+        "health",
+        h,
+        None,
+        health_router(health),
+        Limits::default(),
+        stopped(stop),
+    ));
     Ok(servers)
 }
 

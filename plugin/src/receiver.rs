@@ -5,8 +5,10 @@
 //! it names some) the way Flux does: a `reconcile.fluxcd.io/requestedAt`
 //! annotation; the scan itself decides what changed. Unknown paths get 404
 //! with no hint; refusals 401 and an event on the Receiver; bodies are
-//! capped; a flood is coalesced per repository and rate-limited per
-//! Receiver.
+//! capped (a larger one gets its 413 before the connection closes); a flood
+//! is coalesced per repository and rate-limited per Receiver. Connections
+//! go through the same accept loop as the webhook's (`webhook::listen`):
+//! the same timeouts and caps, per peer and in all.
 
 use automation::api::{
     ImageRepository, RECONCILE_REQUEST_ANNOTATION, Receiver, ReceiverType, ResourceExt,
@@ -15,9 +17,9 @@ use automation::controller::metrics::Metrics;
 use automation::controller::receiver::{is_ours, targets, verify, webhook_path};
 use automation::controller::watches::{Caches, Change, Shared};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -26,9 +28,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use webhook::listen::{self, BodyError, Limits};
 
 /// Largest body read (registry notifications batch events; 1 MiB is many).
 const MAX_BODY: usize = 1 << 20;
+
+/// The receiver's connection limits: the webhook's, with its own body cap.
+pub fn limits() -> Limits {
+    Limits {
+        max_body: MAX_BODY,
+        ..Limits::default()
+    }
+}
 /// Triggers of one repository within this window make one scan request,
 /// sent at its end (so that a request always follows the last event).
 const COALESCE: Duration = Duration::from_millis(300);
@@ -167,11 +178,55 @@ impl Receivers {
     }
 }
 
+/// Reads the body under the receiver's limits, then answers the hook.
 async fn hook(
     State(s): State<Arc<Receivers>>,
     Path(digest): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let limits = limits();
+    let declared = listen::declared_length(&parts.headers);
+    let (status, text, close) = match listen::read_body(body, declared, &limits).await {
+        Ok(body) => {
+            let (status, text) = answer(&s, &digest, &parts.headers, &body).await;
+            (status, text, false)
+        }
+        Err(BodyError::TooLarge { drained }) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_BODY} bytes\n"),
+            !drained,
+        ),
+        Err(BodyError::Timeout) => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {:?}\n",
+                limits.body_read_timeout
+            ),
+            true,
+        ),
+        Err(BodyError::Read(e)) => (
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the body: {e}\n"),
+            true,
+        ),
+    };
+    let mut response = (status, text).into_response();
+    if close {
+        // Unread bytes are left on the connection: it cannot carry another
+        // request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn answer(
+    s: &Arc<Receivers>,
+    digest: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
 ) -> (StatusCode, String) {
     let path = format!("/hook/{digest}");
     let entry = s.by_path.read().ok().and_then(|m| m.get(&path).cloned());
@@ -198,7 +253,7 @@ async fn hook(
     let accepted = match verify(
         entry.kind,
         &lowered,
-        &body,
+        body,
         entry.token.as_bytes(),
         &entry.receiver.spec.events,
     ) {
@@ -305,8 +360,7 @@ pub async fn start(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::sync::watch::Receiver<bool>)> {
     let (built_tx, built) = tokio::sync::watch::channel(false);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let listener = listen::bind(addr)
         .map_err(|e| anyhow::anyhow!("--receiver-addr {addr}: cannot listen there: {e}"))?;
     let local = listener.local_addr()?;
     let state = Arc::new(Receivers {
@@ -372,18 +426,16 @@ pub async fn start(
     let app = Router::new()
         .route("/hook/{digest}", post(hook))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
-    tokio::spawn(async move {
-        let shutdown = async move {
+    tokio::spawn(listen::serve(
+        "receiver",
+        listener,
+        None,
+        app,
+        limits(),
+        async move {
             let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!("the receiver listener stopped: {e}");
-        }
-    });
+        },
+    ));
     Ok((local, built))
 }

@@ -1137,3 +1137,186 @@ fn commits_are_signed_with_the_key_of_the_automation_secret() {
     assert!(web.contains("web:1.11.0"), "{web}");
     drop(w.reg);
 }
+
+/// The `__git-network` children of a process (its network Git
+/// operations), by pid.
+fn git_children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the command's closing parenthesis: state, ppid.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains("__git-network") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether a process runs (a zombie, ended but not reaped, does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// A Git server that accepts the connection and never answers, with a 5
+/// minute timeout on the GitRepository and a 5 minute grace: SIGTERM kills
+/// the fetch under way and serve exits at once (before, it waited for the
+/// fetch).
+#[test]
+fn sigterm_kills_a_git_fetch_stuck_on_a_dead_server() {
+    let c = cluster();
+    let ns = c.namespace("stuck");
+    let dead = imageauto_tests::Stall::start(None);
+    c.apply(&format!(
+        r#"apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: {ns}}}
+spec: {{interval: 1h, timeout: 5m, url: 'http://127.0.0.1:{port}/fleet.git', ref: {{branch: main}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet, namespace: {ns}}}
+spec:
+  interval: 1h
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+    commit: {{author: {{email: bot@example.com}}}}
+  update: {{path: ./}}
+"#,
+        port = dead.port
+    ));
+    let mut s = Serve::start(
+        bin(),
+        c,
+        &["-n", &ns, "--leader-elect=false", "--shutdown-grace", "5m"],
+    );
+    let pid = s.pid().unwrap();
+    let fetch = wait_for(
+        Duration::from_secs(60),
+        "a Git fetch stuck on the dead server",
+        || {
+            let children = git_children(pid);
+            (dead.accepted() > 0 && !children.is_empty()).then(|| children[0])
+        },
+        || s.logs(),
+    );
+    let status = s.terminate(Duration::from_secs(60));
+    let logs = s.logs();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "serve did not end well within its grace: {status:?}\n{logs}"
+    );
+    assert!(!running(fetch), "the Git child {fetch} outlived serve");
+    assert!(
+        logs.contains("Git operations under way cancelled"),
+        "{logs}"
+    );
+}
+
+/// While a serve shuts down (its scan hangs on a registry that never
+/// answers; its grace is a minute) with a request still open on its
+/// receiver, a new serve binds the same four ports; the old one still
+/// answers the request it had.
+#[test]
+fn a_new_serve_binds_the_same_ports_while_the_old_one_shuts_down() {
+    use imageauto_tests::serve::Launch;
+    use std::io::{Read, Write};
+    let c = cluster();
+    let ns = c.namespace("restart");
+    let dead = imageauto_tests::Stall::start(None);
+    c.apply(&format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageRepository\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{image: 127.0.0.1:{}/team/web, interval: 1h, timeout: 2m, insecure: true}}\n",
+        dead.port
+    ));
+    let free = imageauto_tests::free_port;
+    let (metrics, health, webhook, receiver) = (free(), free(), free(), free());
+    let certs = tempfile::tempdir().unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let (webhook_addr, receiver_addr) = (
+        format!("127.0.0.1:{webhook}"),
+        format!("127.0.0.1:{receiver}"),
+    );
+    let extra = [
+        "-n",
+        &ns,
+        "--leader-elect=false",
+        "--shutdown-grace",
+        "60s",
+        "--webhook-addr",
+        &webhook_addr,
+        "--cert-dir",
+        certs.path().to_str().unwrap(),
+        "--receiver-addr",
+        &receiver_addr,
+    ];
+    let launch = |dir: &str| {
+        Serve::launch(
+            bin(),
+            c,
+            &Launch {
+                extra: &extra,
+                storage: &storage.path().join(dir),
+                ports: Some((metrics, health)),
+                ..Launch::default()
+            },
+            None,
+        )
+    };
+    let old = launch("old");
+    old.wait_ready(Duration::from_secs(60));
+    wait_for(
+        Duration::from_secs(60),
+        "the scan to hang on the dead registry",
+        || (dead.accepted() > 0).then_some(()),
+        || old.logs(),
+    );
+    // A request on the old serve's receiver, its body half sent.
+    let mut open = std::net::TcpStream::connect(("127.0.0.1", receiver)).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    open.write_all(
+        b"POST /hook/0123 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 20\r\n\r\n{\"event\":",
+    )
+    .unwrap();
+    let old_pid = old.pid().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &old_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The new one binds all four ports while the old one is shutting down.
+    let new = launch("new");
+    wait_for(
+        Duration::from_secs(30),
+        "the new serve's listeners",
+        || new.logs().contains("receiver serving").then_some(()),
+        || format!("new:\n{}\nold:\n{}", new.logs(), old.logs()),
+    );
+    assert!(
+        running(old_pid),
+        "the old serve ended already:\n{}",
+        old.logs()
+    );
+    // The old one answers the request it had (the path is unknown: 404).
+    open.write_all(b"\"push\"}    ").unwrap();
+    let mut answer = String::new();
+    let _ = open.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
+    new.wait_ready(Duration::from_secs(60));
+    let logs = new.logs();
+    assert!(!logs.contains("already in use"), "{logs}");
+    assert_eq!(new.get(health, "/readyz").map(|r| r.0), Some(200), "{logs}");
+}

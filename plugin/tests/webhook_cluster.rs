@@ -94,6 +94,46 @@ fn ground() -> &'static Ground {
     })
 }
 
+/// serve with its webhook on `addr` and its certificate in `certs`.
+fn serve_webhook(cluster: &Cluster, addr: &str, certs: &std::path::Path) -> Serve {
+    Serve::start(
+        bin(),
+        cluster,
+        &[
+            "--leader-elect=false",
+            "--webhook-addr",
+            addr,
+            "--cert-dir",
+            certs.to_str().unwrap(),
+        ],
+    )
+}
+
+/// The configuration install makes, pointed at the serve on `addr`.
+fn install_webhook(cluster: &Cluster, addr: &str, certs: &std::path::Path) {
+    let out = Command::new(bin())
+        .args([
+            "install",
+            "--wait=false",
+            "--crds=false",
+            "--image",
+            "example.com/imageauto:test",
+        ])
+        .args(["--webhook-url", &format!("https://{addr}")])
+        .arg("--ca-file")
+        .arg(certs.join("ca.crt"))
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 fn apply(c: &Cluster, yaml: &str) -> Output {
     // The webhook answers 503 until its view knows a new namespace.
     for _ in 0..50 {
@@ -703,4 +743,78 @@ fn policies_of_a_namespace_labelled_cluster_govern_other_namespaces() {
         &deployment(&apps, "other", "ghcr.io/org/other:1.0.0", ""),
     );
     assert!(!o.status.success(), "admitted: {}", text(&o.stdout));
+}
+
+/// 2,000 slow clients on the webhook's port, from the apiserver's own
+/// address (127.0.0.1: the per-peer cap does not tell them apart, only
+/// what each connection does): 1,000 that say nothing (half of them after
+/// a TLS handshake) and 1,000 that send a request head a byte every half
+/// second, each connecting again up to three times once closed. Before,
+/// 400 of them filled the 256 slots and the apiserver's calls timed out.
+/// A cluster of its own, and serve restarted before the slow clients come:
+/// the apiserver has no kept-alive connection to the webhook then, and its
+/// reviews need new ones. Both connection counts fit this process's
+/// open-file limit, which the test checks rather than raises.
+#[test]
+fn slow_clients_cannot_switch_enforcement_off() {
+    use imageauto_tests::slow::{Plan, SlowClients, open_files_limit};
+    let limit = open_files_limit().expect("the open-file limit");
+    assert!(
+        limit >= 3000,
+        "2,000 client connections need an open-file limit of 3,000 or more here (ulimit -n is {limit})"
+    );
+    let c = Cluster::start();
+    c.install_crds();
+    let certs = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", imageauto_tests::free_port());
+    let mut first = serve_webhook(&c, &addr, certs.path());
+    install_webhook(&c, &addr, certs.path());
+    let ns = namespace(&c, "slow", Some("deny"));
+    govern(&c, &ns, "web", "ghcr.io/org/web");
+    wait_for(
+        Duration::from_secs(30),
+        "the webhook to see the policy",
+        || {
+            let o = apply(&c, &deployment(&ns, "probe", "ghcr.io/org/web:1.0.0", ""));
+            o.status.success().then_some(())
+        },
+        || first.logs(),
+    );
+    // The apiserver's connections to the webhook end with this process.
+    assert!(first.terminate(Duration::from_secs(30)).is_some());
+    let serve = serve_webhook(&c, &addr, certs.path());
+    let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
+    let plan = Plan {
+        path: "/validate/workloads".into(),
+        rounds: 3,
+        pause: Duration::from_secs(2),
+        ..Plan::new(addr.parse().unwrap(), Some(ca), 1000, 1000)
+    };
+    let slow = SlowClients::start(plan);
+    slow.wait_tried(2000, Duration::from_secs(120));
+    // Meanwhile the apiserver's reviews are answered, rightly, within its
+    // 5 s timeout: a timeout would refuse both with "failed calling
+    // webhook".
+    for i in 0..3 {
+        let o = apply(
+            &c,
+            &deployment(&ns, &format!("api-{i}"), "ghcr.io/org/api:1.0.0", ""),
+        );
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "an ungoverned image was admitted");
+        assert!(
+            err.contains("ghcr.io/org/api:1.0.0") && err.contains("ImagePolicy"),
+            "not the webhook's own refusal: {err}\n{}",
+            serve.logs()
+        );
+        let o = apply(
+            &c,
+            &deployment(&ns, &format!("web-{i}"), "ghcr.io/org/web:1.0.0", ""),
+        );
+        assert!(o.status.success(), "{}\n{}", text(&o.stderr), serve.logs());
+    }
+    let seen = slow.stop();
+    // The slow clients did reach the server, and it let them go.
+    assert!(seen.opened >= 2000, "{seen:?}");
+    assert!(seen.closed_by_server >= 1800, "{seen:?}");
 }

@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod registry;
 pub mod serve;
 pub mod signing;
+pub mod slow;
 
 /// A TCP port on 127.0.0.1 that nothing listens on (now).
 ///
@@ -202,6 +203,7 @@ impl Rng {
 /// not hang. Stops when dropped.
 pub struct Stall {
     pub port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -214,12 +216,14 @@ impl Stall {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let s = stop.clone();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, a) = (stop.clone(), accepted.clone());
         let handle = std::thread::spawn(move || {
             let mut held = Vec::new();
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut conn, _)) => {
+                        a.fetch_add(1, Ordering::Relaxed);
                         if let Some(r) = &reply {
                             let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
                             let mut buf = [0u8; 4096];
@@ -235,9 +239,15 @@ impl Stall {
         });
         Stall {
             port,
+            accepted,
             stop,
             handle: Some(handle),
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

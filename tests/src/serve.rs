@@ -58,7 +58,7 @@ impl Serve {
         how: &Launch<'_>,
         dir: Option<tempfile::TempDir>,
     ) -> Serve {
-        let (metrics_port, health_port) = (free_port(), free_port());
+        let (metrics_port, health_port) = how.ports.unwrap_or_else(|| (free_port(), free_port()));
         let storage = how.storage;
         let log = storage.with_extension(format!("log-{health_port}"));
         std::fs::create_dir_all(storage).unwrap();
@@ -203,6 +203,8 @@ pub struct Launch<'a> {
     pub kubeconfig: Option<&'a Path>,
     /// `RUST_LOG` (default: `$IMAGEAUTO_TEST_RUST_LOG`, else `info`).
     pub rust_log: Option<&'a str>,
+    /// The metrics and health ports (default: free ones).
+    pub ports: Option<(u16, u16)>,
 }
 
 impl Default for Launch<'_> {
@@ -212,6 +214,7 @@ impl Default for Launch<'_> {
             storage: Path::new("/nonexistent"),
             kubeconfig: None,
             rust_log: None,
+            ports: None,
         }
     }
 }

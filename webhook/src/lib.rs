@@ -10,6 +10,10 @@
 //!   and answered in the version asked.
 //! - [`server`]: axum on rustls, TLS only, certificates read from a folder
 //!   and reloaded when they change (or generated when it is empty).
+//! - [`listen`]: the accept loop every listener of `serve` shares (this
+//!   server's, the receiver's, health and metrics): timeouts per phase of a
+//!   connection, caps per peer and in all, and which connection gives way
+//!   to a new one.
 //! - [`Observer`]: latency and outcome of each request, for /metrics.
 //!
 //! [`answer`] ties a rule to the wire: bytes in, status and bytes out. The
@@ -17,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod listen;
 pub mod review;
 pub mod rules;
 pub mod server;

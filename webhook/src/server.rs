@@ -13,16 +13,13 @@
 //! Paths: `POST /validate/workloads` and `POST /validate/image-kinds`;
 //! anything else is 404 (405 for another method on those paths).
 //!
-//! What a production admission server must survive, and how:
+//! What a production admission server must survive, and how: the
+//! connection limits, timeouts and per-peer caps of [`crate::listen`] (its
+//! module documentation says what they guarantee to the apiserver), and:
 //! - Bodies are capped ([`Limits::max_body`], 3 MiB like the apiserver's own
 //!   limit): a larger one is answered 413 (its rest read and dropped, up to a
 //!   bound, so that the client sees the answer and the connection stays).
 //! - A body that is not an AdmissionReview is answered 400 with the reason.
-//! - Slow clients: the TLS handshake, the request head (also the idle time
-//!   between keep-alive requests) and the body each have a timeout; a
-//!   connection lives at most [`Limits::max_connection_age`]; at most
-//!   [`Limits::max_connections`] are served at once (further ones wait in
-//!   the listen backlog).
 //! - Plain HTTP on the TLS port is answered with a short 400 saying to use
 //!   HTTPS, then closed. A handshake without SNI (by IP) gets the one
 //!   certificate.
@@ -30,74 +27,23 @@
 //!   valid files are served from the next handshake on.
 
 use crate::certs::{self, CertError, CertResolver};
+use crate::listen::{self, BodyError, read_body};
 use crate::view::ClusterView;
 use crate::{Answer, Observer, Outcome, Rule};
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http_body_util::BodyExt;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+pub use listen::{Limits, MAX_BODY};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-
-/// The apiserver sends at most 3 MiB.
-pub const MAX_BODY: usize = 3 * 1024 * 1024;
-
-/// Bounds on what one client may take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest request body; larger ones get 413.
-    pub max_body: usize,
-    /// How much of a too-large body is read and dropped before answering 413
-    /// on the same connection; past it the connection is closed after the
-    /// answer.
-    pub max_drain: usize,
-    /// From TCP accept to the end of the TLS handshake.
-    pub handshake_timeout: Duration,
-    /// For a request head, counted from the end of the previous response on
-    /// a kept-alive connection (so also the longest idle time).
-    pub header_read_timeout: Duration,
-    /// For a whole request body.
-    pub body_read_timeout: Duration,
-    /// Connections served at once. Each may buffer one body of up to
-    /// `max_body`, so this also bounds the memory bodies take.
-    pub max_connections: usize,
-    /// After this, a connection is closed once its current request is
-    /// answered (clients reconnect).
-    pub max_connection_age: Duration,
-    /// Time given to open connections to finish at shutdown and at
-    /// `max_connection_age`.
-    pub grace: Duration,
-    /// How often the certificate files are read for changes.
-    pub reload_interval: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body: MAX_BODY,
-            max_drain: 16 * 1024 * 1024,
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(30),
-            body_read_timeout: Duration::from_secs(10),
-            max_connections: 256,
-            max_connection_age: Duration::from_secs(600),
-            grace: Duration::from_secs(10),
-            reload_interval: Duration::from_secs(1),
-        }
-    }
-}
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -175,63 +121,9 @@ fn router_with(view: Arc<dyn ClusterView>, observer: Arc<dyn Observer>, limits: 
         .with_state(state)
 }
 
-enum BodyError {
-    TooLarge { drained: bool },
-    Timeout,
-    Read(String),
-}
-
-/// Reads the body within the limits. A too-large body is read on and
-/// dropped up to `max_drain`, so that the answer reaches a client that is
-/// still sending.
-async fn read_body(
-    body: Body,
-    declared: Option<u64>,
-    limits: &Limits,
-) -> Result<Vec<u8>, BodyError> {
-    let cap = limits.max_body;
-    let drain_all = declared.is_none_or(|n| n <= limits.max_drain as u64);
-    if declared.is_some_and(|n| n > cap as u64) && !drain_all {
-        return Err(BodyError::TooLarge { drained: false });
-    }
-    let read = async {
-        let mut body = body;
-        let mut buf: Vec<u8> = Vec::new();
-        let mut total: usize = 0;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            total = total.saturating_add(data.len());
-            if total > limits.max_drain {
-                return Err(BodyError::TooLarge { drained: false });
-            }
-            if total <= cap {
-                buf.extend_from_slice(&data);
-            } else {
-                buf = Vec::new();
-            }
-        }
-        if total > cap {
-            Err(BodyError::TooLarge { drained: true })
-        } else {
-            Ok(buf)
-        }
-    };
-    match tokio::time::timeout(limits.body_read_timeout, read).await {
-        Ok(r) => r,
-        Err(_) => Err(BodyError::Timeout),
-    }
-}
-
 async fn handle(state: AppState, rule: Rule, req: Request) -> Response {
     let start = Instant::now();
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = listen::declared_length(req.headers());
     let mut close = false;
     let answer = match read_body(req.into_body(), declared, &state.limits).await {
         Ok(body) => crate::answer(rule, &body, state.view.as_ref()),
@@ -322,13 +214,10 @@ impl Server {
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let listener =
-            TcpListener::bind(config.addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.addr,
-                    source,
-                })?;
+        let listener = listen::bind(config.addr).map_err(|source| ServerError::Bind {
+            addr: config.addr,
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.addr,
             source,
@@ -348,8 +237,9 @@ impl Server {
         self.local_addr
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets open
-    /// requests finish within [`Limits::grace`], and returns.
+    /// Serves until `shutdown` resolves, then stops accepting (the port is
+    /// free at once), lets open requests finish within [`Limits::grace`],
+    /// and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let Server {
             listener,
@@ -360,49 +250,17 @@ impl Server {
             ..
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let reload = tokio::spawn(reload_loop(
-            resolver,
-            limits.reload_interval,
-            stop_rx.clone(),
-        ));
-        let max = limits
-            .max_connections
-            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-        let permits = Arc::new(Semaphore::new(max));
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    // The semaphore is never closed.
-                    Err(_) => break,
-                },
-            };
-            let (tcp, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, do not spin.
-                        tracing::warn!(error = %e, "webhook accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = acceptor.clone();
-            let router = router.clone();
-            let stop = stop_rx.clone();
-            tokio::spawn(async move {
-                connection(tcp, peer, acceptor, router, limits, stop).await;
-                drop(permit);
-            });
-        }
-        drop(listener);
+        let reload = tokio::spawn(reload_loop(resolver, limits.reload_interval, stop_rx));
+        listen::serve(
+            "webhook",
+            listener,
+            Some(acceptor),
+            router,
+            limits,
+            shutdown,
+        )
+        .await;
         let _ = stop_tx.send(true);
-        // Every connection holds a permit until it ends.
-        let _ = tokio::time::timeout(limits.grace, permits.acquire_many(max as u32)).await;
         let _ = reload.await;
     }
 }
@@ -441,91 +299,5 @@ async fn reload_loop(
                 tracing::warn!(error = %e, "webhook certificate not reloaded; serving the previous one")
             }
         }
-    }
-}
-
-const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 53\r\n\r\nthis port speaks HTTPS only: use https:// to call it\n";
-
-async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    router: Router,
-    limits: Limits,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = tcp.set_nodelay(true);
-    // A TLS connection starts with a handshake record (0x16); anything else
-    // is most likely plain HTTP sent to the TLS port.
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(limits.handshake_timeout, tcp.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0] != 0x16 => {
-            plain_http(tcp, limits).await;
-            return;
-        }
-        Ok(Ok(1)) => {}
-        _ => return,
-    }
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "webhook TLS handshake timed out");
-            return;
-        }
-    };
-    let service = TowerToHyperService::new(router);
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    let age = tokio::time::sleep(limits.max_connection_age);
-    tokio::pin!(age);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "webhook connection ended");
-            }
-            return;
-        }
-        _ = stop.changed() => {}
-        _ = &mut age => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(limits.grace, conn).await;
-}
-
-/// Answers plain HTTP with a 400 that says to use HTTPS, after reading what
-/// the client sent (so that closing does not reset the connection before
-/// the answer is read).
-async fn plain_http(mut tcp: TcpStream, limits: Limits) {
-    let mut buf = vec![0u8; 16 * 1024];
-    let _ = tokio::time::timeout(
-        Duration::from_millis(200).min(limits.handshake_timeout),
-        tcp.read(&mut buf),
-    )
-    .await;
-    let _ = tokio::time::timeout(limits.handshake_timeout, async {
-        tcp.write_all(PLAIN_HTTP_ANSWER).await?;
-        tcp.shutdown().await
-    })
-    .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_http_answer_length_is_right() {
-        let text = std::str::from_utf8(PLAIN_HTTP_ANSWER).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
     }
 }

@@ -451,3 +451,263 @@ async fn a_folder_with_half_a_pair_is_an_error_at_bind() {
     .to_string();
     assert!(e.contains("holds tls.crt but not tls.key"), "{e}");
 }
+
+/// A TCP connection to `addr` from the loopback address `from` (any of
+/// 127.0.0.0/8 reaches a server on 127.0.0.1): another peer.
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A TLS client over `tcp`.
+async fn tls_over(tcp: TcpStream, ca_pem: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.expect("a handshake")
+}
+
+/// One review on a kept-alive connection: the status, or `None` when the
+/// connection is closed.
+async fn review<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S) -> Option<u16> {
+    let body = body("deployment-governed.json");
+    let head = format!(
+        "POST /validate/workloads HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.ok()?;
+    s.write_all(&body).await.ok()?;
+    s.flush().await.ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer or a close within 10 s")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if rest.len() >= len {
+                return head.split_whitespace().nth(1)?.parse().ok();
+            }
+        }
+    }
+}
+
+/// Whether the server closed `s`: a read that ends (EOF or reset) within
+/// `wait`. A connection that stays open makes the read wait.
+async fn closed<S: AsyncReadExt + Unpin>(s: &mut S, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(wait, s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Limits whose timeouts never fire during a test: only the caps act.
+fn caps(max: usize, per_peer: usize) -> Limits {
+    Limits {
+        handshake_timeout: Duration::from_secs(60),
+        header_read_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(60),
+        body_read_timeout: Duration::from_secs(60),
+        max_connections: max,
+        max_connections_per_peer: per_peer,
+        ..test_limits()
+    }
+}
+
+#[tokio::test]
+async fn a_full_table_takes_a_prompt_client_in_place_of_silent_ones_from_its_own_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_with(tmp.path(), &[], caps(16, 16)).await;
+    let ca = std::fs::read(tmp.path().join(CA_FILE)).unwrap();
+    // The table full of connections that say nothing, from the address the
+    // client uses too; with the old accept loop the client waited behind
+    // them until their handshake timeout.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    let mut handshaken = Vec::new();
+    for _ in 0..8 {
+        handshaken.push(tls_over(TcpStream::connect(server.addr).await.unwrap(), &ca).await);
+    }
+    let c = client(&ca, "localhost", server.addr);
+    for _ in 0..3 {
+        let (status, _) = post(
+            &c,
+            &url("localhost", server.addr, "/validate/workloads"),
+            body("deployment-governed.json"),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    // The oldest silent connection gave way to it; the client's one
+    // connection (kept alive) made room once.
+    assert!(closed(&mut silent[0], Duration::from_secs(5)).await);
+    let mut open = 0;
+    for s in silent.iter_mut().skip(1) {
+        if !closed(s, Duration::from_millis(100)).await {
+            open += 1;
+        }
+    }
+    for s in handshaken.iter_mut() {
+        if !closed(s, Duration::from_millis(100)).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 15, "the others stay while there is room");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_from_another_address_gives_way_among_itself_and_spares_a_kept_alive_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_with(tmp.path(), &[], caps(16, 4)).await;
+    let ca = std::fs::read(tmp.path().join(CA_FILE)).unwrap();
+    // The apiserver's connection, kept alive between reviews.
+    let mut api = tls_over(TcpStream::connect(server.addr).await.unwrap(), &ca).await;
+    assert_eq!(review(&mut api).await, Some(200));
+    // A hundred silent connections and twenty slow heads from 127.0.0.2.
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(connect_from("127.0.0.2", server.addr).await);
+    }
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = tls_over(connect_from("127.0.0.2", server.addr).await, &ca).await;
+        s.write_all(b"POST /validate/workloads HTTP/1.1\r\nHost: loc")
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        slow.push(s);
+    }
+    // The kept-alive connection is still there and answers.
+    assert_eq!(review(&mut api).await, Some(200));
+    // A new client from a third address gets in at once.
+    let mut other = tls_over(connect_from("127.0.0.3", server.addr).await, &ca).await;
+    assert_eq!(review(&mut other).await, Some(200));
+    // Of the flood, at most its cap is still open: the last slow heads
+    // (which had sent something), the silent ones all gone.
+    let mut open = 0;
+    for s in flood.iter_mut() {
+        if !closed(s, Duration::from_millis(50)).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "silent connections of the flood still open");
+    let mut open = 0;
+    for s in slow.iter_mut() {
+        if !closed(s, Duration::from_millis(50)).await {
+            open += 1;
+        }
+    }
+    assert!(
+        open <= 4,
+        "{open} slow heads of one address open; its cap is 4"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_closes_at_the_idle_timeout_and_a_later_head_has_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(500),
+        header_read_timeout: Duration::from_secs(30),
+        ..caps(16, 16)
+    };
+    let server = start_with(tmp.path(), &[], limits).await;
+    let ca = std::fs::read(tmp.path().join(CA_FILE)).unwrap();
+    let mut tls = tls_over(TcpStream::connect(server.addr).await.unwrap(), &ca).await;
+    assert_eq!(review(&mut tls).await, Some(200));
+    // Idle: closed long before the header timeout.
+    assert!(closed(&mut tls, Duration::from_secs(10)).await);
+    // A head under way is not idle: it has the header timeout.
+    let mut tls = tls_over(TcpStream::connect(server.addr).await.unwrap(), &ca).await;
+    assert_eq!(review(&mut tls).await, Some(200));
+    tls.write_all(b"POST /validate/workloads HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    assert!(!closed(&mut tls, Duration::from_secs(2)).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_port_is_free_once_shutdown_began_though_a_request_is_still_under_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_with(tmp.path(), &[], caps(16, 16)).await;
+    let ca = std::fs::read(tmp.path().join(CA_FILE)).unwrap();
+    let addr = server.addr;
+    // A request whose body is half sent: the server waits for the rest.
+    let mut tls = tls_over(TcpStream::connect(addr).await.unwrap(), &ca).await;
+    let body = body("deployment-governed.json");
+    let head = format!(
+        "POST /validate/workloads HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body[..10]).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut server = server;
+    drop(server.stop.take());
+    let task = server.task.take().unwrap();
+    // A new server binds the same port while the old one still serves that
+    // request.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(addr, tmp2.path());
+    config.limits = caps(16, 16);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let second = loop {
+        match Server::bind(
+            config.clone(),
+            Arc::new(view(vec![])),
+            Arc::new(webhook::NoopObserver),
+        )
+        .await
+        {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(second.local_addr(), addr);
+    // The old one answers the request it had.
+    tls.write_all(&body[10..]).await.unwrap();
+    tls.flush().await.unwrap();
+    let answer = read_to_end_within(&mut tls, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the old server stops")
+        .unwrap();
+}

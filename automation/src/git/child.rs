@@ -2,6 +2,8 @@
 //! program that registered itself as their runner (a thread stuck in
 //! libgit2 cannot be stopped, a process can), and the supervision of a
 //! child (its output collected, killed once quiet for too long, reaped).
+//! Every supervised child is in a process-wide registry, so that a process
+//! that shuts down ends them all at once ([`terminate_children`]).
 //!
 //! The runner gets one JSON request on its stdin (the credentials go only
 //! there, never in its arguments or environment) and writes one JSON answer
@@ -18,6 +20,7 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
@@ -199,8 +202,11 @@ impl From<GitError> for WireError {
             GitError::Repo(m) => WireError::Repo(m),
             GitError::RefNotFound(m) => WireError::RefNotFound(m),
             GitError::Secret(m) => WireError::Secret(m),
-            // Nothing is signed in a fetch or a push; kept as text if it were.
-            e @ GitError::Signing(_) => WireError::Repo(e.to_string()),
+            // Nothing is signed in a fetch or a push, and a runner is never
+            // cancelled itself (its parent kills it); kept as text if it were.
+            e @ (GitError::Signing(_) | GitError::Cancelled { .. }) => {
+                WireError::Repo(e.to_string())
+            }
         }
     }
 }
@@ -278,6 +284,7 @@ pub(super) fn run_in_child(
             url: shown,
             seconds: idle.as_secs(),
         }),
+        Err(Stop::Cancelled) => Err(GitError::Cancelled { url: shown }),
         Err(Stop::Io(e)) => Err(GitError::Repo(format!(
             "{shown}: the Git operation's process: {e}"
         ))),
@@ -363,8 +370,132 @@ pub(super) struct Finished {
 pub(super) enum Stop {
     /// Quiet for longer than allowed.
     Quiet,
+    /// Ended by [`terminate_children`] (or not started after it).
+    Cancelled,
     /// Its state could not be read, or a thread could not be started.
     Io(std::io::Error),
+}
+
+/// The supervised children running now.
+pub(super) struct Children {
+    inner: Mutex<Registry>,
+}
+
+struct Registry {
+    /// No child may start any more.
+    closed: bool,
+    next: u64,
+    running: BTreeMap<u64, Arc<Entry>>,
+}
+
+/// One running child.
+struct Entry {
+    child: Mutex<Child>,
+    /// Killed by [`Children::terminate`]: its supervisor says so.
+    cancelled: AtomicBool,
+}
+
+impl Entry {
+    fn child(&self) -> std::sync::MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// This process's children.
+static CHILDREN: Children = Children::new();
+
+/// Ends every Git child process this process runs now (network operations
+/// in a runner of [`set_network_runner`]'s, a push to a folder through
+/// `git`): each is killed at once and reaped by its supervisor, whose
+/// operation fails with [`GitError::Cancelled`]; operations that would start
+/// from now on fail the same way without starting one. For a process that
+/// is shutting down: there is no way back. Returns how many were running.
+pub fn terminate_children() -> usize {
+    CHILDREN.terminate()
+}
+
+/// Whether [`terminate_children`] was called: network operations on
+/// threads (without a runner) are abandoned too.
+pub(super) fn terminated() -> bool {
+    CHILDREN.closed()
+}
+
+impl Children {
+    pub(super) const fn new() -> Children {
+        Children {
+            inner: Mutex::new(Registry {
+                closed: false,
+                next: 0,
+                running: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn closed(&self) -> bool {
+        self.registry().closed
+    }
+
+    pub(super) fn terminate(&self) -> usize {
+        let mut r = self.registry();
+        r.closed = true;
+        for entry in r.running.values() {
+            entry.cancelled.store(true, Ordering::Release);
+            let _ = entry.child().kill();
+        }
+        r.running.len()
+    }
+
+    /// Registers a running child; once terminated, kills and reaps it and
+    /// says no.
+    fn register(&'static self, child: Child) -> Result<Registered, Stop> {
+        let mut r = self.registry();
+        if r.closed {
+            drop(r);
+            drop(Reaper(child));
+            return Err(Stop::Cancelled);
+        }
+        r.next += 1;
+        let id = r.next;
+        let entry = Arc::new(Entry {
+            child: Mutex::new(child),
+            cancelled: AtomicBool::new(false),
+        });
+        r.running.insert(id, entry.clone());
+        Ok(Registered {
+            children: self,
+            id,
+            entry,
+        })
+    }
+}
+
+/// A child in the registry: taken out, killed if it still runs and reaped
+/// when dropped.
+struct Registered {
+    children: &'static Children,
+    id: u64,
+    entry: Arc<Entry>,
+}
+
+impl Registered {
+    fn cancelled(&self) -> bool {
+        self.entry.cancelled.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.children.registry().running.remove(&self.id);
+        let mut child = self.entry.child();
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Kills and reaps the child when dropped while it runs.
@@ -430,10 +561,22 @@ pub(super) fn supervise(
     quiet: Duration,
     stderr_is_life: bool,
 ) -> Result<Finished, Stop> {
-    let mut child = Reaper(child);
+    supervise_in(&CHILDREN, child, input, quiet, stderr_is_life)
+}
+
+/// [`supervise`], with the child in `children`.
+fn supervise_in(
+    children: &'static Children,
+    mut child: Child,
+    input: Option<Vec<u8>>,
+    quiet: Duration,
+    stderr_is_life: bool,
+) -> Result<Finished, Stop> {
     let start = Instant::now();
     let last_life = Arc::new(AtomicU64::new(0));
-    let stdin = child.0.stdin.take();
+    let (stdin, stdout_pipe, stderr_pipe) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let child = children.register(child)?;
     if let (Some(mut stdin), Some(input)) = (stdin, input) {
         std::thread::Builder::new()
             .name("git-child-input".into())
@@ -450,11 +593,11 @@ pub(super) fn supervise(
         Arc::new(Mutex::new(Vec::new())),
     );
     let mut readers = 0;
-    if let Some(out) = child.0.stdout.take() {
+    if let Some(out) = stdout_pipe {
         drain(out, stdout.clone(), None, done_tx.clone()).map_err(Stop::Io)?;
         readers += 1;
     }
-    if let Some(err) = child.0.stderr.take() {
+    if let Some(err) = stderr_pipe {
         let life = stderr_is_life.then(|| (start, last_life.clone()));
         drain(err, stderr.clone(), life, done_tx.clone()).map_err(Stop::Io)?;
         readers += 1;
@@ -470,17 +613,21 @@ pub(super) fn supervise(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if let Some(status) = child.0.try_wait().map_err(Stop::Io)? {
+        // Killed already; dropping `child` reaps it.
+        if child.cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        if let Some(status) = child.entry.child().try_wait().map_err(Stop::Io)? {
             break status;
         }
         let since = Duration::from_millis(millis(start))
             .saturating_sub(Duration::from_millis(last_life.load(Ordering::Relaxed)));
         if since > quiet {
-            let _ = child.0.kill();
-            let _ = child.0.wait();
+            // Dropping `child` kills and reaps it.
             return Err(Stop::Quiet);
         }
     };
+    drop(child);
     // The output ends with the child, unless something it started still
     // holds it: that is not waited for long.
     let grace = Instant::now() + Duration::from_secs(2);
@@ -592,6 +739,55 @@ mod tests {
             start.elapsed()
         );
         assert!(!alive(pid), "the child is still there");
+    }
+
+    #[test]
+    fn terminate_kills_the_running_children_at_once_and_refuses_new_ones() {
+        // A registry of this test's own: the process's one stays open for
+        // the other tests.
+        let children: &'static Children = Box::leak(Box::new(Children::new()));
+        let mut running = Vec::new();
+        for _ in 0..2 {
+            let child = std::process::Command::new("sleep")
+                .arg("30")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let r = supervise_in(children, child, None, Duration::from_secs(60), false);
+                let _ = tx.send(matches!(r, Err(Stop::Cancelled)));
+            });
+            running.push((pid, rx));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while children.registry().running.len() < 2 {
+            assert!(Instant::now() < deadline, "the children never ran");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(children.terminate(), 2);
+        for (pid, rx) in running {
+            // Long before the 30 s of sleep or the 60 s of quiet.
+            let cancelled = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the supervisor returns");
+            assert!(cancelled);
+            assert!(!alive(pid), "the child is still there");
+        }
+        assert!(children.registry().running.is_empty());
+        // A child started afterwards is killed and reaped at once.
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let r = supervise_in(children, child, None, Duration::from_secs(60), false);
+        assert!(matches!(r, Err(Stop::Cancelled)));
+        assert!(!alive(pid));
     }
 
     #[test]

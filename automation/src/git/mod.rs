@@ -10,7 +10,7 @@ pub mod sign;
 use crate::api::GitRepositoryRef;
 use crate::policy::{Range, Version};
 use base64::Engine;
-pub use child::{serve_network_request, set_network_runner};
+pub use child::{serve_network_request, set_network_runner, terminate_children};
 use git2::{
     CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid, PushOptions, RemoteCallbacks,
     Repository,
@@ -127,6 +127,10 @@ pub enum GitError {
         "{url}: no progress for {seconds}s: the server accepted the connection but stopped answering; the operation was abandoned"
     )]
     Timeout { url: String, seconds: u64 },
+    /// [`terminate_children`] ended the operation (or it would have started
+    /// after it): the process is shutting down.
+    #[error("{url}: cancelled: the process is shutting down")]
+    Cancelled { url: String },
     #[error("{0}")]
     Repo(String),
     #[error("{0} not found")]
@@ -262,6 +266,12 @@ fn watched_with<T: Send + 'static>(
                 )));
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if child::terminated() {
+                    activity.abandoned.store(true, Ordering::Relaxed);
+                    return Err(GitError::Cancelled {
+                        url: display_url(url),
+                    });
+                }
                 let last = activity.last.load(Ordering::Relaxed);
                 if beaten != Some(last) {
                     beaten = Some(last);
@@ -1142,6 +1152,7 @@ fn push_local(
                 seconds: limit.as_secs(),
             });
         }
+        Err(child::Stop::Cancelled) => return Err(GitError::Cancelled { url: shown }),
         Err(child::Stop::Io(e)) => {
             return Err(GitError::Remote {
                 url: shown,

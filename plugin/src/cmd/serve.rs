@@ -1,6 +1,12 @@
 //! `kubectl imageauto serve`: the in-cluster process. The three controllers
 //! (leader-elected through a Lease), /metrics, /healthz and /readyz, each
 //! listener on its own address.
+//!
+//! On SIGTERM (or SIGINT) every listener stops accepting and closes its
+//! port at once (a new process can bind it while the connections this one
+//! accepted finish), the Git operations under way are killed
+//! (`automation::git::terminate_children`: they run in child processes),
+//! and the controllers finish or drop the rest within `--shutdown-grace`.
 
 use crate::cli::Outcome;
 use anyhow::{Context as _, Result, bail};
@@ -144,7 +150,11 @@ pub fn run(args: Args) -> Result<Outcome> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    rt.block_on(serve(args))?;
+    let served = rt.block_on(serve(args));
+    // Dropping the runtime would wait for every blocking task to return;
+    // one stuck in I/O past the grace is left to the process's exit.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served?;
     Ok(Outcome::Ok)
 }
 
@@ -227,11 +237,15 @@ async fn serve(args: Args) -> Result<()> {
         per_host: usize::from(args.concurrent / 2).max(1),
         ..EngineOptions::default()
     }));
+    // Turns true on SIGTERM: the listeners stop accepting, the controllers
+    // finish.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let servers = crate::http::start(
         args.metrics_addr,
         args.health_addr,
         metrics.clone(),
         health.clone(),
+        stop_rx.clone(),
     )
     .await?;
     tracing::info!(
@@ -250,7 +264,6 @@ async fn serve(args: Args) -> Result<()> {
         )
         .await,
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut view_complete = None;
     if let Some(addr) = args.webhook_addr {
         let Some(dir) = args.cert_dir.clone() else {
@@ -350,8 +363,7 @@ async fn serve(args: Args) -> Result<()> {
             stop_rx,
         ));
         terminate.await;
-        tracing::info!("terminating: finishing the work under way");
-        let _ = stop_tx.send(true);
+        shut_down(&stop_tx);
         match tokio::time::timeout(args.shutdown_grace, work).await {
             Ok(Ok(r)) => r.map_err(anyhow::Error::from),
             Ok(Err(e)) => Err(anyhow::anyhow!("the controllers stopped: {e}")),
@@ -372,6 +384,19 @@ struct Work {
     options: Options,
     metrics: Arc<Metrics>,
     caches: Arc<Caches>,
+}
+
+/// The start of the shutdown: the listeners stop accepting (their ports
+/// are free at once), the controllers are told to finish, and the Git
+/// operations under way are killed (a run stuck on a server that stopped
+/// answering ends now, not at its timeout).
+fn shut_down(stop_tx: &tokio::sync::watch::Sender<bool>) {
+    tracing::info!("terminating: listeners closed, finishing the work under way");
+    let _ = stop_tx.send(true);
+    let killed = automation::git::terminate_children();
+    if killed > 0 {
+        tracing::info!(killed, "Git operations under way cancelled");
+    }
 }
 
 /// SIGTERM or SIGINT.
@@ -473,8 +498,7 @@ async fn lead(
             }
         }
     }
-    tracing::info!("terminating: finishing the work under way");
-    let _ = stop_tx.send(true);
+    shut_down(&stop_tx);
     if let Some(w) = running.take() {
         match tokio::time::timeout(grace, w).await {
             Ok(Ok(Err(e))) => tracing::warn!("{e}"),
