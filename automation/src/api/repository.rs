@@ -77,7 +77,7 @@ pub struct ImageRepositorySpec {
 }
 
 /// Where registry credentials come from besides Secrets.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     #[default]

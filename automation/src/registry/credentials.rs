@@ -207,6 +207,12 @@ impl Keychain {
         self.helpers.extend(other.helpers);
     }
 
+    /// Sets the credentials of a registry host (a cloud login), over any
+    /// other.
+    pub fn insert(&mut self, registry: &str, credentials: Credentials) {
+        self.entries.insert(normalize_host(registry), credentials);
+    }
+
     /// Credentials for a registry host (`docker.io`, `ghcr.io`, `localhost:5000`).
     pub fn lookup(&self, registry: &str) -> Option<&Credentials> {
         self.entries.get(&normalize_host(registry))

@@ -2,6 +2,7 @@
 //! client (tag lists and digests) and scan results.
 
 pub mod client;
+pub mod cloud;
 pub mod credentials;
 pub mod reference;
 pub mod scan;
