@@ -90,6 +90,9 @@ pub struct Options {
     /// The retry backoff after a failure: from the first delay, doubling,
     /// to the last (Flux's `--min-retry-delay`, `--max-retry-delay`).
     pub retry: (Duration, Duration),
+    /// Objects may name a ServiceAccount whose cloud identity logs in
+    /// (`--feature-gates=ObjectLevelWorkloadIdentity=true`, as Flux gates it).
+    pub object_level_workload_identity: bool,
 }
 
 /// Why a reconciliation failed in a way its status cannot say (the API
@@ -119,6 +122,8 @@ pub struct Context {
     pub fence: Fence,
     /// Events also go to notification-controller, when set.
     pub poster: Option<events::Poster>,
+    /// Registry logins of cloud identities (`spec.provider`), cached.
+    pub cloud: Arc<crate::registry::cloud::CloudLogins>,
     /// Failures in a row, by object: the backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Unlocked signing keys by Secret (namespace, name), with the Secret's
@@ -314,6 +319,9 @@ pub async fn run(
             ),
             None => None,
         },
+        cloud: Arc::new(crate::registry::cloud::CloudLogins::new(
+            options.object_level_workload_identity,
+        )),
         options: options.clone(),
         failures: Mutex::new(HashMap::new()),
         signers: Mutex::new(HashMap::new()),

@@ -376,7 +376,7 @@ impl Kind for ImagePolicy {
 async fn digest(ctx: &Context, repo: &ImageRepository, tag: &str) -> Result<String, EngineError> {
     let timeout = super::repository::timeout(repo, Some(ctx.options.max_scan_timeout));
     let access: RegistryAccess =
-        super::secrets::registry_access(&ctx.client, repo, timeout).await?;
+        super::secrets::registry_access(&ctx.client, &ctx.cloud, repo, timeout).await?;
     ctx.engine
         .digest_with(
             &repo.spec.image,

@@ -395,7 +395,7 @@ async fn scan(
     repo: &ImageRepository,
     timeout: Option<Duration>,
 ) -> Result<Scanned, ScanFailure> {
-    let access = super::secrets::registry_access(&ctx.client, repo, timeout)
+    let access = super::secrets::registry_access(&ctx.client, &ctx.cloud, repo, timeout)
         .await
         .map_err(ScanFailure::Access)?;
     let started = Instant::now();

@@ -4,11 +4,15 @@
 //! credentials of a GitRepository, and an automation's commit signing key.
 //! Errors name the Secret and the key, never a value.
 
+use crate::api::Provider;
 use crate::api::{GitRepository, ImageRepository, ResourceExt, SigningKey};
 use crate::engine::{Engine, EngineError, RegistryAccess};
 use crate::git::{GitAuth, KeyFormat, Signer, sign};
 use crate::registry::Keychain;
+use crate::registry::cloud::{CloudLogins, ServiceAccountIdentity};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,18 +60,25 @@ fn text(data: &BTreeMap<String, Vec<u8>>, keys: &[&str]) -> Option<Vec<u8>> {
 }
 
 /// How to reach an ImageRepository's registry: credentials from its
-/// `secretRef` and its ServiceAccount's imagePullSecrets, TLS from its
+/// `spec.provider`'s cloud login when it names one (then, as in Flux, the
+/// `secretRef` and imagePullSecrets are not read, and `serviceAccountName`
+/// names the ServiceAccount whose cloud identity logs in, behind the
+/// ObjectLevelWorkloadIdentity gate), else from its `secretRef` and its
+/// ServiceAccount's imagePullSecrets; TLS from its
 /// `certSecretRef` (`ca.crt`, `tls.crt`, `tls.key`, or the older `caFile`,
 /// `certFile`, `keyFile`), a proxy from its `proxySecretRef`.
 pub async fn registry_access(
     client: &Client,
+    cloud: &CloudLogins,
     repo: &ImageRepository,
     timeout: Option<std::time::Duration>,
 ) -> Result<RegistryAccess, EngineError> {
     let ns = repo.namespace().unwrap_or_default();
     let spec = &repo.spec;
     let mut keychain = Keychain::default();
-    if let Some(r) = &spec.secret_ref {
+    if spec.provider != Provider::Generic {
+        keychain = cloud_keychain(client, cloud, repo).await?;
+    } else if let Some(r) = &spec.secret_ref {
         let data = secret_data(client, &ns, &r.name).await?;
         keychain = Keychain::from_secret_data(&data, &format!("Secret {ns}/{}", r.name))
             .map_err(|e| EngineError::Source(e.to_string()))?;
@@ -75,7 +86,7 @@ pub async fn registry_access(
     if let Some(sa) = spec
         .service_account_name
         .as_deref()
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && spec.provider == Provider::Generic)
     {
         let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
         let account = api
@@ -118,6 +129,95 @@ pub async fn registry_access(
         access.proxy = Some(proxy_url(&data, &format!("{ns}/{}", r.name))?);
     }
     Ok(access)
+}
+
+/// The cloud login of an ImageRepository's registry: the controller's own
+/// identity, or the one of the ServiceAccount it names (a token from the
+/// TokenRequest API for the provider's audiences).
+async fn cloud_keychain(
+    client: &Client,
+    cloud: &CloudLogins,
+    repo: &ImageRepository,
+) -> Result<Keychain, EngineError> {
+    let ns = repo.namespace().unwrap_or_default();
+    let reference = crate::registry::Reference::parse(&repo.spec.image)
+        .map_err(|e| EngineError::Source(e.to_string()))?;
+    let registry = reference.registry.clone();
+    let mut identity = None;
+    if let Some(sa) = repo
+        .spec
+        .service_account_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        if !cloud.object_level() {
+            return Err(EngineError::Source(format!(
+                "{}; spec.serviceAccountName {sa:?} with spec.provider {} asks for object-level workload identity: start serve with --feature-gates=ObjectLevelWorkloadIdentity=true, or remove spec.serviceAccountName to use the controller's identity",
+                crate::registry::cloud::GATE_OFF,
+                provider_name(repo.spec.provider),
+            )));
+        }
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+        let account = api
+            .get_opt(sa)
+            .await
+            .map_err(|e| {
+                EngineError::Source(format!(
+                    "failed to get service account '{ns}/{sa}': {}",
+                    api_error(&e)
+                ))
+            })?
+            .ok_or_else(|| {
+                EngineError::Source(format!(
+                    "failed to get service account '{ns}/{sa}': not found"
+                ))
+            })?;
+        identity = Some(ServiceAccountIdentity {
+            namespace: ns.clone(),
+            name: sa.to_string(),
+            annotations: account.metadata.annotations.unwrap_or_default(),
+        });
+    }
+    let token = |audiences: Vec<String>| {
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+        let name = identity
+            .as_ref()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        async move {
+            let request = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences: Some(audiences),
+                    ..TokenRequestSpec::default()
+                }),
+                ..TokenRequest::default()
+            };
+            api.create_token_request(&name, &PostParams::default(), &request)
+                .await
+                .map_err(|e| api_error(&e))?
+                .status
+                .and_then(|s| s.token)
+                .ok_or_else(|| "the TokenRequest has no status".to_string())
+        }
+    };
+    let creds = cloud
+        .credentials(repo.spec.provider, &registry, identity.as_ref(), token)
+        .await
+        .map_err(|e| EngineError::Source(e.to_string()))?;
+    let mut keychain = Keychain::default();
+    if let Some(c) = creds {
+        keychain.insert(reference.api_host(), c);
+    }
+    Ok(keychain)
+}
+
+fn provider_name(p: Provider) -> &'static str {
+    match p {
+        Provider::Generic => "generic",
+        Provider::Aws => "aws",
+        Provider::Azure => "azure",
+        Provider::Gcp => "gcp",
+    }
 }
 
 /// A proxy URL from a Flux proxy Secret (`address`, `username`, `password`).

@@ -5,6 +5,7 @@
 
 use super::push::{self, PushOutcome};
 use super::tree::{FileChanges, TreeReport, manifest_files, update_tree};
+use crate::api::Provider;
 use crate::api::plan;
 use crate::api::{
     GitRepository, ImagePolicy, ImageRef, ImageRepository, ImageUpdateAutomation, Object, Problem,
@@ -12,6 +13,7 @@ use crate::api::{
 };
 use crate::engine::{Engine, EngineError, EngineOptions, RegistryAccess};
 use crate::git::{GitAuth, KeyFormat, Signer, sign};
+use crate::registry::cloud::CloudLogins;
 use crate::registry::{ClientOptions, Keychain, ScanResult};
 use crate::setters::Change;
 use rayon::prelude::*;
@@ -62,6 +64,11 @@ pub struct Options {
     /// automation's `spec.git.commit.signingKey.secretRef` is read here when
     /// there is no `signer`.
     pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    /// Logs in to every registry with this cloud identity (`--provider`),
+    /// whatever the ImageRepositories' `spec.provider` say.
+    pub provider: Option<Provider>,
+    /// The cloud logins of the run (`spec.provider`, `--provider`).
+    pub cloud: Arc<CloudLogins>,
 }
 
 /// One ImageRepository's scan.
@@ -268,9 +275,12 @@ fn read_candidates(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-/// How the run reaches a repository's registry.
-fn access(repo: &ImageRepository, opts: &Options) -> RegistryAccess {
-    RegistryAccess {
+/// How the run reaches a repository's registry: with a cloud login when
+/// `--provider` or its `spec.provider` names a cloud (the process's own
+/// identity: there is no cluster to ask for a ServiceAccount's), else with
+/// the Docker config's credentials.
+async fn access(repo: &ImageRepository, opts: &Options) -> Result<RegistryAccess, EngineError> {
+    let mut access = RegistryAccess {
         insecure: repo.spec.insecure,
         timeout: scan_timeout(repo),
         ca_pem: opts.registry.ca_pem.clone(),
@@ -278,7 +288,25 @@ fn access(repo: &ImageRepository, opts: &Options) -> RegistryAccess {
         client_key_pem: opts.registry.client_key_pem.clone(),
         proxy: opts.registry.proxy.clone(),
         keychain: opts.keychain.clone(),
+    };
+    let provider = opts.provider.unwrap_or(repo.spec.provider);
+    if provider != Provider::Generic {
+        let reference = crate::registry::Reference::parse(&repo.spec.image)
+            .map_err(|e| EngineError::Source(e.to_string()))?;
+        let creds = opts
+            .cloud
+            .credentials(provider, &reference.registry, None, |_| async {
+                Err::<String, String>("no cluster".to_string())
+            })
+            .await
+            .map_err(|e| EngineError::Source(e.to_string()))?;
+        let mut keychain = Keychain::default();
+        if let Some(c) = creds {
+            keychain.insert(reference.api_host(), c);
+        }
+        access.keychain = keychain;
     }
+    Ok(access)
 }
 
 async fn scan_all(
@@ -300,10 +328,13 @@ async fn scan_all(
         let key = format!("{ns}/{name}");
         let image = repo.spec.image.clone();
         let exclusions = repo.spec.exclusion_list.clone();
-        let access = access(repo, opts);
+        let access = access(repo, opts).await;
         let (engine, progress, done) = (engine.clone(), opts.progress.clone(), done.clone());
         tasks.spawn(async move {
-            let result = engine.scan(&image, &exclusions, &access).await;
+            let result = match access {
+                Ok(access) => engine.scan(&image, &exclusions, &access).await,
+                Err(e) => Err(e),
+            };
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if let Some(p) = &progress {
                 p(Progress::Scanned {
@@ -420,7 +451,7 @@ async fn evaluate_policies(
                     &p.spec,
                     &repo.spec.image,
                     &scan.tags,
-                    &access(repo, opts),
+                    &access(repo, opts).await?,
                     None,
                 )
                 .await

@@ -115,8 +115,11 @@ fn cluster_role() -> Value {
             // when used; watched (metadata only, never kept in memory) so
             // that a fixed or rotated credential is used at once.
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-            // imagePullSecrets of an ImageRepository's serviceAccountName.
+            // imagePullSecrets of an ImageRepository's serviceAccountName,
+            // and with a cloud provider its token for the cloud's audience
+            // (object-level workload identity, behind its feature gate).
             {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
             // Namespace labels: accessFrom, and the webhook's enforce label.
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
             // The workloads that make others, for the webhook to believe

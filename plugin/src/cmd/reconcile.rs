@@ -50,6 +50,9 @@ pub struct Args {
     /// Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json)
     #[arg(long, value_name = "FILE")]
     docker_config: Option<PathBuf>,
+    /// Log in to the registries with this cloud identity (ECR, Artifact Registry, ACR) instead of a Docker config, whatever the ImageRepositories' spec.provider say
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    provider: Option<crate::cmd::tags::CloudProvider>,
     /// A PEM CA bundle trusted for registries besides the system roots
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
@@ -224,6 +227,8 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         progress,
         signer,
         secrets,
+        provider: args.provider.map(Into::into),
+        cloud: Arc::new(automation::registry::cloud::CloudLogins::new(false)),
     };
     automation::registry::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -85,6 +85,11 @@ pub struct Args {
     /// The longest retry delay after failures (Flux's flag)
     #[arg(long, default_value = "15m", value_parser = retry_arg)]
     max_retry_delay: Duration,
+    /// Feature gates, as Flux's controllers take them (GATE=true|false,...);
+    /// ObjectLevelWorkloadIdentity lets an ImageRepository with a cloud
+    /// provider log in with its serviceAccountName's identity
+    #[arg(long, value_name = "GATES", value_parser = gates_arg, default_value = "")]
+    feature_gates: Gates,
     /// Refuse references to ImageRepositories and GitRepositories of other namespaces
     #[arg(long)]
     no_cross_namespace_refs: bool,
@@ -97,6 +102,43 @@ pub struct Args {
     /// Time allowed to finish the work under way after SIGTERM
     #[arg(long, default_value = "25s", value_parser = crate::cli::duration_arg)]
     shutdown_grace: Duration,
+}
+
+/// The feature gates this controller knows (all off by default, as in Flux).
+#[derive(Clone, Debug, Default)]
+pub struct Gates {
+    object_level_workload_identity: bool,
+}
+
+const KNOWN_GATES: &[&str] = &["ObjectLevelWorkloadIdentity"];
+
+/// `--feature-gates`: `NAME=BOOL` pairs, comma-separated.
+fn gates_arg(s: &str) -> Result<Gates, String> {
+    let mut gates = Gates::default();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?}: expected NAME=true or NAME=false"))?;
+        let on = match value.trim() {
+            "true" | "True" | "TRUE" | "1" | "t" | "T" => true,
+            "false" | "False" | "FALSE" | "0" | "f" | "F" => false,
+            other => {
+                return Err(format!(
+                    "{name}: {other:?} is not a boolean (true or false)"
+                ));
+            }
+        };
+        match name.trim() {
+            "ObjectLevelWorkloadIdentity" => gates.object_level_workload_identity = on,
+            other => {
+                return Err(format!(
+                    "unknown feature gate {other:?}; known gates: {}",
+                    KNOWN_GATES.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(gates)
 }
 
 /// A retry delay: a Go duration from 10ms to 24h.
@@ -226,6 +268,7 @@ async fn serve(args: Args) -> Result<()> {
             args.min_retry_delay,
             args.max_retry_delay.max(args.min_retry_delay),
         ),
+        object_level_workload_identity: args.feature_gates.object_level_workload_identity,
     };
     if let Some(url) = &args.events_addr {
         let u = controller::events::check_url(url).map_err(anyhow::Error::msg)?;

@@ -33,6 +33,9 @@ pub struct Args {
     /// Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json)
     #[arg(long, value_name = "FILE")]
     docker_config: Option<PathBuf>,
+    /// Log in with this cloud identity (the ECR, Artifact Registry or ACR token of the environment's credentials) instead of a Docker config
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    provider: Option<CloudProvider>,
     /// Time allowed for the whole listing (retries and waits included), as a Go duration (1s to 24h)
     #[arg(long, default_value = "60s", value_parser = crate::cli::duration_arg)]
     timeout: Duration,
@@ -42,6 +45,26 @@ pub struct Args {
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     output: TextOrJson,
+}
+
+/// A registry's cloud, as ImageRepository `spec.provider` names it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloudProvider {
+    Generic,
+    Aws,
+    Gcp,
+    Azure,
+}
+
+impl From<CloudProvider> for automation::api::Provider {
+    fn from(p: CloudProvider) -> Self {
+        match p {
+            CloudProvider::Generic => automation::api::Provider::Generic,
+            CloudProvider::Aws => automation::api::Provider::Aws,
+            CloudProvider::Gcp => automation::api::Provider::Gcp,
+            CloudProvider::Azure => automation::api::Provider::Azure,
+        }
+    }
 }
 
 /// The Docker config to read: the flag, `$DOCKER_CONFIG/config.json`, then
@@ -125,7 +148,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         timeout,
         ..ClientOptions::default()
     };
-    let keychain = keychain(args.docker_config.as_ref())?;
+    let mut keychain = keychain(args.docker_config.as_ref())?;
     let exclusions = Exclusions::new(&args.exclude).map_err(|e| match e {
         automation::policy::PolicyError::Exclusion {
             pattern, reason, ..
@@ -139,6 +162,23 @@ pub fn run(args: Args) -> Result<Outcome> {
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
+    if let Some(provider) = args.provider.map(automation::api::Provider::from)
+        && provider != automation::api::Provider::Generic
+    {
+        automation::registry::tls::install_crypto_provider();
+        let cloud = automation::registry::cloud::CloudLogins::new(false);
+        let creds = rt
+            .block_on(
+                cloud.credentials(provider, &reference.registry, None, |_| async {
+                    Err::<String, String>("no cluster".to_string())
+                }),
+            )
+            .map_err(|e| anyhow::anyhow!("--provider: {e}"))?;
+        keychain = Keychain::default();
+        if let Some(c) = creds {
+            keychain.insert(reference.api_host(), c);
+        }
+    }
     let count = Arc::new(AtomicUsize::new(0));
     let spinner = Spinner::start(format!("listing {}", reference.name()), count.clone());
     let tags = rt.block_on(client.list_tags_with(&reference, &keychain, |_, n| {
