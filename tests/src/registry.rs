@@ -53,6 +53,9 @@ pub enum Auth {
         user: String,
         password: String,
     },
+    /// htpasswd basic auth with several users, over plain HTTP (behind a
+    /// TLS front such as [`crate::cloud::Front`]).
+    Users(Vec<(String, String)>),
     /// Token auth against a [`TokenIssuer`].
     Token {
         realm: String,
@@ -107,6 +110,25 @@ impl Registry {
                 assert!(out.status.success());
                 let file = dir.path().join("htpasswd");
                 std::fs::write(&file, out.stdout).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
+                    file.display()
+                ));
+            }
+            Auth::Users(users) => {
+                let htpasswd = require_tool("htpasswd", "apache2-utils");
+                let mut lines = Vec::new();
+                for (user, password) in users {
+                    let out = Command::new(&htpasswd)
+                        .args(["-Bbn", &user, &password])
+                        .output()
+                        .unwrap();
+                    assert!(out.status.success());
+                    lines.extend(String::from_utf8_lossy(&out.stdout).trim().bytes());
+                    lines.push(b'\n');
+                }
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, lines).unwrap();
                 config.push_str(&format!(
                     "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
                     file.display()
@@ -531,7 +553,16 @@ pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
 
 impl FakeServer {
     pub fn start(handler: impl Fn(&Request) -> Reply + Send + 'static) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on("127.0.0.1:0", handler)
+    }
+
+    /// [`FakeServer::start`] on a given address (`169.254.169.254:80`
+    /// inside a test's network namespace, say).
+    pub fn start_on(
+        addr: &str,
+        handler: impl Fn(&Request) -> Reply + Send + 'static,
+    ) -> FakeServer {
+        let listener = TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));

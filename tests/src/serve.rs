@@ -79,6 +79,7 @@ impl Serve {
                 }),
             )
             .env_remove("KUBECONFIG")
+            .envs(how.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -205,6 +206,8 @@ pub struct Launch<'a> {
     pub rust_log: Option<&'a str>,
     /// The metrics and health ports (default: free ones).
     pub ports: Option<(u16, u16)>,
+    /// More environment (a cloud identity's, say).
+    pub env: &'a [(&'a str, String)],
 }
 
 impl Default for Launch<'_> {
@@ -215,6 +218,7 @@ impl Default for Launch<'_> {
             kubeconfig: None,
             rust_log: None,
             ports: None,
+            env: &[],
         }
     }
 }

@@ -1,0 +1,310 @@
+//! Cloud identity in the cluster: `serve` scanning Amazon ECR with
+//! `spec.provider: aws` (the seed setup's ImageRepository), with the
+//! controller's own identity (IRSA's environment) and with a
+//! ServiceAccount's (object-level workload identity, behind its gate),
+//! then committing the tag it picked. All inside a network namespace where
+//! the ECR host name resolves to loopback: the registry is Debian's
+//! docker-registry behind a TLS front at that name, STS and ECR are moto's,
+//! the cluster a real kube-apiserver.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use base64::Engine;
+use imageauto_tests::cloud::{Front, Moto, isolated, tls_for};
+use imageauto_tests::git::{HttpsGit, Repos, git_text};
+use imageauto_tests::kube::Cluster;
+use imageauto_tests::registry::{Auth, Pusher, Registry, Tls};
+use imageauto_tests::serve::{Launch, Serve, wait_for};
+use serde_json::Value;
+use std::time::Duration;
+
+const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+/// What moto's ECR hands the role's account.
+const ECR_PASSWORD: &str = "123456789012-auth-token";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kubectl-imageauto")
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn condition(c: &Cluster, ns: &str, kind: &str, name: &str) -> Option<(String, String, String)> {
+    let v: Value = c.get_json(&["-n", ns, kind, name]);
+    v["status"]["conditions"].as_array()?.iter().find_map(|x| {
+        (x["type"] == "Ready").then(|| {
+            (
+                x["status"].as_str().unwrap_or("").to_string(),
+                x["reason"].as_str().unwrap_or("").to_string(),
+                x["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+    })
+}
+
+const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n  namespace: apps\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: ECR/team/app:1.0.0 # {\"$imagepolicy\": \"NS:app\"}\n";
+
+#[test]
+fn ecr_repositories_scan_with_the_clouds_identity() {
+    if !isolated(
+        "ecr_repositories_scan_with_the_clouds_identity",
+        &[ECR],
+        &[],
+    ) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let token_file = work.path().join("irsa-token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJpcnNhIn0.c2ln").unwrap();
+    let moto = Moto::start();
+    let reg = Registry::start(Auth::Users(vec![("AWS".into(), ECR_PASSWORD.into())]), None);
+    let tags: Vec<String> = ["1.0.0", "1.1.0", "1.2.0"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    tokio::runtime::Runtime::new().unwrap().block_on(
+        Pusher::new(
+            &reg.url(),
+            None,
+            Some(format!("Basic {}", b64(&format!("AWS:{ECR_PASSWORD}")))),
+        )
+        .push("team/app", &tags, true),
+    );
+    let tls = tls_for(&[ECR]);
+    let ca = work.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let _front = Front::start(&tls, &[], reg.port);
+
+    let c = Cluster::shared();
+    c.install_crds();
+    let ns = c.namespace("ecr");
+    let repos = Repos::new();
+    let bare = repos.create(
+        "fleet",
+        &[(
+            "apps/app.yaml",
+            &DEPLOY.replace("ECR", ECR).replace("NS", &ns),
+        )],
+    );
+    let git_tls = Tls::new("git CA");
+    let gitd = HttpsGit::start(repos.dir.path(), "bot", "git-pass", &git_tls);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: fleet-auth, namespace: {ns}}}
+data: {{username: {u}, password: {p}, ca.crt: {gca}}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: {ns}}}
+spec: {{interval: 1m, url: '{url}', ref: {{branch: main}}, secretRef: {{name: fleet-auth}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  image: {ECR}/team/app
+  interval: 5m
+  provider: aws
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: '1.x'}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet, namespace: {ns}}}
+spec:
+  interval: 5m
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+    checkout: {{ref: {{branch: main}}}}
+    commit:
+      author: {{name: imageauto, email: imageauto@example.com}}
+    push: {{branch: main}}
+  update: {{path: ./apps, strategy: Setters}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: ecr-reader
+  namespace: {ns}
+  annotations: {{eks.amazonaws.com/role-arn: 'arn:aws:iam::123456789012:role/ecr-reader'}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: no-role, namespace: {ns}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: by-account, namespace: {ns}}}
+spec: {{image: {ECR}/team/app, interval: 5m, provider: aws, serviceAccountName: ecr-reader}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: no-role, namespace: {ns}}}
+spec: {{image: {ECR}/team/app, interval: 5m, provider: aws, serviceAccountName: no-role}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: not-ecr, namespace: {ns}}}
+spec: {{image: ghcr.io/org/app, interval: 5m, provider: aws}}
+"#,
+        u = b64("bot"),
+        p = b64("git-pass"),
+        gca = b64(&git_tls.ca_pem),
+        url = gitd.url("fleet"),
+    ));
+
+    let env = [
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/imageauto".to_string(),
+        ),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        ("AWS_ENDPOINT_URL", moto.url()),
+        ("SSL_CERT_FILE", ca.display().to_string()),
+    ];
+    let storage = work.path().join("storage");
+    // First without the gate: a ServiceAccount's identity is refused with
+    // Flux's message, the controller's own identity works.
+    let serve = Serve::launch(
+        bin(),
+        c,
+        &Launch {
+            extra: &["--leader-elect=false"],
+            storage: &storage,
+            env: &env,
+            ..Launch::default()
+        },
+        None,
+    );
+    serve.wait_ready(Duration::from_secs(30));
+    let ready = |name: &str, want: &str| {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("ImageRepository {name} {want}"),
+            || condition(c, &ns, "imagerepository", name).filter(|(s, _, _)| s == want),
+            || {
+                format!(
+                    "{:?}\n{}",
+                    c.get_json(&["-n", &ns, "imagerepository", name])["status"],
+                    serve.logs()
+                )
+            },
+        )
+    };
+    ready("app", "True");
+    let (_, reason, message) = ready("by-account", "False");
+    assert_eq!(reason, "AuthenticationFailed", "{message}");
+    assert!(
+        message.starts_with("failed to configure authentication options: ObjectLevelWorkloadIdentity feature gate is not enabled"),
+        "{message}"
+    );
+    let (_, reason, message) = ready("not-ecr", "False");
+    assert_eq!(reason, "AuthenticationFailed");
+    assert!(
+        message.contains("invalid AWS registry: 'ghcr.io'. must match"),
+        "{message}"
+    );
+    let status = c.get_json(&["-n", &ns, "imagerepository", "app"])["status"].clone();
+    assert_eq!(status["lastScanResult"]["tagCount"], 3, "{status}");
+
+    // The policy picks 1.2.0 and the automation pushes it.
+    wait_for(
+        Duration::from_secs(60),
+        "the pushed tag",
+        || {
+            let shown = git_text(&bare, &["show", "main:apps/app.yaml"]);
+            shown
+                .contains(&format!("{ECR}/team/app:1.2.0"))
+                .then_some(())
+        },
+        || {
+            format!(
+                "{:?}\n{}",
+                c.get_json(&["-n", &ns, "imageupdateautomation", "fleet"])["status"],
+                serve.logs()
+            )
+        },
+    );
+    drop(serve);
+
+    // With the gate: the ServiceAccount's role through STS; a
+    // ServiceAccount naming no role is Flux's error.
+    let serve = Serve::launch(
+        bin(),
+        c,
+        &Launch {
+            extra: &[
+                "--leader-elect=false",
+                "--feature-gates=ObjectLevelWorkloadIdentity=true",
+            ],
+            storage: &storage,
+            env: &env,
+            ..Launch::default()
+        },
+        None,
+    );
+    serve.wait_ready(Duration::from_secs(30));
+    c.kubectl_ok(&[
+        "-n",
+        &ns,
+        "annotate",
+        "--overwrite",
+        "imagerepository",
+        "by-account",
+        "reconcile.fluxcd.io/requestedAt=gate-on",
+    ]);
+    c.kubectl_ok(&[
+        "-n",
+        &ns,
+        "annotate",
+        "--overwrite",
+        "imagerepository",
+        "no-role",
+        "reconcile.fluxcd.io/requestedAt=gate-on",
+    ]);
+    let ready = |name: &str, want: &str| {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("ImageRepository {name} {want}"),
+            || condition(c, &ns, "imagerepository", name).filter(|(s, _, _)| s == want),
+            || {
+                format!(
+                    "{:?}\n{}",
+                    c.get_json(&["-n", &ns, "imagerepository", name])["status"],
+                    serve.logs()
+                )
+            },
+        )
+    };
+    ready("by-account", "True");
+    let (_, reason, message) = ready("no-role", "False");
+    assert_eq!(reason, "AuthenticationFailed");
+    assert!(
+        message.contains("invalid eks.amazonaws.com/role-arn annotation: ''. must match"),
+        "{message}"
+    );
+
+    // No credential anywhere the user can see.
+    let events = c.kubectl_ok(&["-n", &ns, "get", "events", "-o", "json"]);
+    let statuses = c.kubectl_ok(&[
+        "-n",
+        &ns,
+        "get",
+        "imagerepositories,imagepolicies,imageupdateautomations",
+        "-o",
+        "json",
+    ]);
+    for shown in [&events, &statuses, &serve.logs()] {
+        assert!(!shown.contains(ECR_PASSWORD), "the ECR password leaked");
+        assert!(!shown.contains("irsa-token") || !shown.contains("eyJzdWIiOiJpcnNhIn0"));
+    }
+}
