@@ -14,14 +14,14 @@ BIN := target/release/kubectl-imageauto
 # hyperfine (benchmarks), etcd (under the cluster tests' kube-apiserver),
 # gnupg and openssh-client (the verifiers of signed commits).
 DEBS := golang-go golang-github-masterminds-semver-dev hyperfine hey pkg-config libssl-dev pre-commit git gnupg \
-  docker-registry apache2-utils skopeo time python3 openssh-server openssh-client lighttpd \
-  lighttpd-mod-openssl etcd-server
+  docker-registry apache2-utils skopeo time python3 python3-venv openssh-server openssh-client lighttpd \
+  lighttpd-mod-openssl etcd-server iproute2 util-linux
 
 # What `make demo` needs: a registry, Git, Python (tag publisher), and what
 # the build links against.
 DEMO_DEBS := docker-registry git python3 pkg-config libssl-dev
 
-.PHONY: all build crds manifests deps demo-deps install-debs kube-apiserver dist test lint fmt clippy unit demo demo-check bench fuzz install clean
+.PHONY: all build crds manifests deps demo-deps install-debs kube-apiserver moto dist test lint fmt clippy unit demo demo-check bench fuzz install clean
 
 all: build
 
@@ -63,7 +63,14 @@ deps:
 kube-apiserver:
 	tests/cluster/build-kube-apiserver.sh
 
-test: deps kube-apiserver lint unit demo-check
+# moto's server (AWS's STS and ECR APIs) for the cloud identity tests, from
+# PyPI into a virtualenv outside the clone (once).
+MOTO := $(HOME)/.cache/imageauto/moto
+moto: deps
+	@test -x $(MOTO)/bin/moto_server || { rm -rf $(MOTO) && python3 -m venv $(MOTO) && \
+	  $(MOTO)/bin/pip install -q --disable-pip-version-check 'moto[server]>=5.1,<6'; }
+
+test: deps kube-apiserver moto lint unit demo-check
 
 lint: fmt clippy
 
