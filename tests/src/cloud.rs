@@ -244,3 +244,33 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Where [`tls_env`] leaves the certificate for the child.
+const TLS_DIR: &str = "IMAGEAUTO_TEST_TLS_DIR";
+
+/// For a test whose child needs TLS at the clouds' names with a CA its
+/// clients trust from the start (`SSL_CERT_FILE` is read once): made in
+/// the parent, before [`isolated`], into `dir`; the environment to give
+/// the child. The child gets the certificate back with [`tls_from_env`].
+pub fn tls_env(names: &[&str], dir: &Path) -> Vec<(&'static str, String)> {
+    let tls = tls_for(names);
+    std::fs::write(dir.join("ca.pem"), &tls.ca_pem).unwrap();
+    std::fs::write(dir.join("cert.pem"), &tls.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &tls.key_pem).unwrap();
+    vec![
+        ("SSL_CERT_FILE", dir.join("ca.pem").display().to_string()),
+        (TLS_DIR, dir.display().to_string()),
+    ]
+}
+
+/// In the child: the certificate [`tls_env`] made.
+pub fn tls_from_env() -> Tls {
+    let dir =
+        PathBuf::from(std::env::var_os(TLS_DIR).expect("tls_env gave the child its certificate"));
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    Tls {
+        ca_pem: read("ca.pem"),
+        cert_pem: read("cert.pem"),
+        key_pem: read("key.pem"),
+    }
+}

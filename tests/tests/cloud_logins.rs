@@ -9,7 +9,7 @@ use automation::api::Provider;
 use automation::registry::Credentials;
 use automation::registry::cloud::{CloudLogins, GATE_OFF, ServiceAccountIdentity};
 use base64::Engine;
-use imageauto_tests::cloud::isolated;
+use imageauto_tests::cloud::{Front, isolated, tls_env, tls_from_env};
 use imageauto_tests::registry::{FakeServer, Reply, Request};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -332,4 +332,219 @@ fn gcp_workload_identity_federation() {
         password(got),
         ("oauth2accesstoken".into(), "impersonated".into())
     );
+}
+
+const ACR: &str = "team.azurecr.io";
+
+/// With the gate on, a ServiceAccount's Azure identity: its Kubernetes
+/// token for `api://AzureADTokenExchange` is the client assertion for the
+/// tenant and client its annotations name; the Entra ID token is exchanged
+/// at the registry's own host. Missing annotations are Flux's errors.
+#[test]
+fn acr_with_a_service_accounts_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = if imageauto_tests::cloud::inside() {
+        Vec::new()
+    } else {
+        tls_env(&[ACR], dir.path())
+    };
+    env.push(("AZURE_AUTHORITY_HOST", "http://127.0.0.1:8004/".to_string()));
+    if !isolated("acr_with_a_service_accounts_identity", &[ACR], &env) {
+        return;
+    }
+    let _entra = FakeServer::start_on("127.0.0.1:8004", |req: &Request| {
+        assert_eq!(req.path, "/tenant-9/oauth2/v2.0/token");
+        let f = form(req);
+        assert_eq!(f["client_id"], "client-9");
+        assert_eq!(f["client_assertion"], "k8s-token-for-azure");
+        assert_eq!(f["scope"], "https://containerregistry.azure.net/.default");
+        json(
+            200,
+            r#"{"access_token":"entra-9","expires_in":3600}"#.into(),
+        )
+    });
+    let exchange = FakeServer::start_on("127.0.0.1:8005", |req: &Request| {
+        let f = form(req);
+        assert_eq!(f["service"], ACR);
+        assert_eq!(f["access_token"], "entra-9");
+        json(200, r#"{"refresh_token":"acr-refresh-9"}"#.into())
+    });
+    let _front = Front::start(&tls_from_env(), &[("/oauth2/", exchange.port)], 8006);
+    let sa = |annotations: &[(&str, &str)]| ServiceAccountIdentity {
+        namespace: "team".into(),
+        name: "acr-sa".into(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let good = sa(&[
+        ("azure.workload.identity/client-id", "client-9"),
+        ("azure.workload.identity/tenant-id", "tenant-9"),
+    ]);
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let token = |audiences: Vec<String>| {
+        let asked = asked.clone();
+        async move {
+            asked.lock().unwrap().push(audiences);
+            Ok::<_, String>("k8s-token-for-azure".to_string())
+        }
+    };
+    let logins = CloudLogins::new(true);
+    let rt = rt();
+    let got = rt
+        .block_on(logins.credentials(Provider::Azure, ACR, Some(&good), token))
+        .unwrap();
+    assert_eq!(
+        password(got),
+        (
+            "00000000-0000-0000-0000-000000000000".into(),
+            "acr-refresh-9".into()
+        )
+    );
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [vec!["api://AzureADTokenExchange".to_string()]]
+    );
+    let e = rt
+        .block_on(logins.credentials(
+            Provider::Azure,
+            ACR,
+            Some(&sa(&[("azure.workload.identity/client-id", "client-9")])),
+            token,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("azure tenant ID is not set in the service account annotation azure.workload.identity/tenant-id"),
+        "{e}"
+    );
+}
+
+/// With the gate on, a ServiceAccount's GCP identity outside GKE: its
+/// Kubernetes token for the workload identity provider its annotation
+/// names, exchanged at Google's STS (sts.googleapis.com), then for the
+/// service account it impersonates (iamcredentials.googleapis.com).
+#[test]
+fn gcp_with_a_service_accounts_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["sts.googleapis.com", "iamcredentials.googleapis.com"];
+    let env = if imageauto_tests::cloud::inside() {
+        Vec::new()
+    } else {
+        tls_env(&names, dir.path())
+    };
+    if !isolated("gcp_with_a_service_accounts_identity", &names, &env) {
+        return;
+    }
+    let google = FakeServer::start_on("127.0.0.1:8007", |req: &Request| {
+        if req.path == "/v1/token" {
+            assert_eq!(req.header("host").as_deref(), Some("sts.googleapis.com"));
+            let f = form(req);
+            assert_eq!(f["subject_token"], "k8s-token-for-gcp");
+            assert_eq!(
+                f["audience"],
+                "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/cluster"
+            );
+            return json(
+                200,
+                r#"{"access_token":"federated-gcp","expires_in":3600}"#.into(),
+            );
+        }
+        assert_eq!(
+            req.header("host").as_deref(),
+            Some("iamcredentials.googleapis.com")
+        );
+        assert_eq!(
+            req.path,
+            "/v1/projects/-/serviceAccounts/puller@proj.iam.gserviceaccount.com:generateAccessToken"
+        );
+        assert_eq!(
+            req.header("authorization").as_deref(),
+            Some("Bearer federated-gcp")
+        );
+        json(
+            200,
+            r#"{"accessToken":"gcp-sa-token","expireTime":"2099-01-01T00:00:00Z"}"#.into(),
+        )
+    });
+    let _front = Front::start(&tls_from_env(), &[], google.port);
+    let sa = ServiceAccountIdentity {
+        namespace: "team".into(),
+        name: "gar-sa".into(),
+        annotations: [
+            (
+                "gcp.auth.fluxcd.io/workload-identity-provider".to_string(),
+                "projects/123/locations/global/workloadIdentityPools/pool/providers/cluster"
+                    .to_string(),
+            ),
+            (
+                "iam.gke.io/gcp-service-account".to_string(),
+                "puller@proj.iam.gserviceaccount.com".to_string(),
+            ),
+        ]
+        .into(),
+    };
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let token = |audiences: Vec<String>| {
+        let asked = asked.clone();
+        async move {
+            asked.lock().unwrap().push(audiences);
+            Ok::<_, String>("k8s-token-for-gcp".to_string())
+        }
+    };
+    let logins = CloudLogins::new(true);
+    let got = rt()
+        .block_on(logins.credentials(Provider::Gcp, "europe-docker.pkg.dev", Some(&sa), token))
+        .unwrap();
+    assert_eq!(
+        password(got),
+        ("oauth2accesstoken".into(), "gcp-sa-token".into())
+    );
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [vec!["//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/cluster".to_string()]]
+    );
+}
+
+/// Without workload identity's environment, the managed identity's token
+/// from IMDS (`Metadata: true`, the registry cloud's resource, the
+/// user-assigned identity of `AZURE_CLIENT_ID`), then the exchange.
+#[test]
+fn acr_with_managed_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = if imageauto_tests::cloud::inside() {
+        Vec::new()
+    } else {
+        tls_env(&[ACR], dir.path())
+    };
+    env.push(("AZURE_CLIENT_ID", "user-assigned-1".to_string()));
+    if !isolated("acr_with_managed_identity", &[ACR], &env) {
+        return;
+    }
+    let _imds = FakeServer::start_on("169.254.169.254:80", |req: &Request| {
+        if req.header("metadata").as_deref() != Some("true") {
+            return json(400, r#"{"error":"invalid_request","error_description":"Required metadata header not specified"}"#.into());
+        }
+        assert_eq!(req.path, "/metadata/identity/oauth2/token");
+        assert_eq!(
+            req.query("resource"),
+            ["https://containerregistry.azure.net"]
+        );
+        assert_eq!(req.query("client_id"), ["user-assigned-1"]);
+        json(
+            200,
+            r#"{"access_token":"imds-token","expires_on":"1999999999"}"#.into(),
+        )
+    });
+    let exchange = FakeServer::start_on("127.0.0.1:8005", |req: &Request| {
+        let f = form(req);
+        assert_eq!(f["access_token"], "imds-token");
+        json(200, r#"{"refresh_token":"acr-refresh-imds"}"#.into())
+    });
+    let _front = Front::start(&tls_from_env(), &[("/oauth2/", exchange.port)], 8006);
+    let got = rt()
+        .block_on(CloudLogins::new(false).credentials(Provider::Azure, ACR, None, no_token))
+        .unwrap();
+    assert_eq!(password(got).1, "acr-refresh-imds");
 }
