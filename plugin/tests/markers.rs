@@ -332,9 +332,10 @@ fn pre_commit_build_from_source_hook() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // The suite's target folder is target/debug/.. of the binary; the
-    // libraries, build script outputs and fingerprints are copied, not the
-    // test executables.
+    // The suite's target folder is target/debug/.. of the binary; its
+    // libraries are hard-linked (as cargo links what it uplifts: compilers
+    // replace such files, never write into them), its fingerprints and build
+    // script outputs copied, so the copy costs little disk.
     let suite = Path::new(bin()).parent().unwrap();
     let copy = tempfile::tempdir_in(suite.parent().unwrap()).unwrap();
     let target = copy.path().to_path_buf();
@@ -344,8 +345,9 @@ fn pre_commit_build_from_source_hook() {
         .arg("-c")
         .arg(
             "cp -a \"$1/.fingerprint\" \"$1/build\" \"$2/\" && \
-             find \"$1/deps\" -maxdepth 1 -type f \\( -name '*.rlib' -o -name '*.rmeta' -o -name '*.so' -o -name '*.d' \\) \
-               -exec cp -a -t \"$2/deps\" {} +",
+             find \"$1/deps\" -maxdepth 1 -type f -name '*.d' -exec cp -a -t \"$2/deps\" {} + && \
+             find \"$1/deps\" -maxdepth 1 -type f \\( -name '*.rlib' -o -name '*.rmeta' -o -name '*.so' \\) \
+               -exec cp -al -t \"$2/deps\" {} +",
         )
         .arg("copy")
         .arg(suite)

@@ -40,6 +40,11 @@
 //! 3. kept-alive connections between requests (or in a later head);
 //! 4. connections sending a request body.
 //!
+//! A connection that gives way closes as soon as its task next runs; until
+//! it has, its socket is still open, so the loop accepts nothing while
+//! more than [`Limits::max_connections`] and [`SOCKETS_OVER_CAP`] sockets
+//! are open: a flood never holds more descriptors than that.
+//!
 //! A connection whose request is being answered never gives way. When
 //! nothing can give way, a newcomer over its peer's cap is closed at once,
 //! and one over the total waits (and the next ones in the listen backlog)
@@ -244,6 +249,11 @@ pub async fn read_body(
 /// `tls`), then stops accepting at once, closes the listener, lets open
 /// requests finish within [`Limits::grace`], and returns. `name` goes in
 /// the logs.
+/// How many sockets of connections told to give way may still be open
+/// beyond [`Limits::max_connections`] before the loop waits for them to
+/// close.
+pub const SOCKETS_OVER_CAP: usize = 16;
+
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
@@ -256,6 +266,14 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     'accept: loop {
+        // Connections that gave way close when their tasks next run; under
+        // a flood the loop waits for them rather than outrun them.
+        while table.open() >= table.max + SOCKETS_OVER_CAP {
+            tokio::select! {
+                _ = &mut shutdown => break 'accept,
+                _ = table.freed.notified() => {}
+            }
+        }
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
@@ -485,6 +503,9 @@ enum Admission {
 struct Inner {
     next: u64,
     total: usize,
+    /// Admitted connections whose tasks have not ended, including those
+    /// told to give way (their sockets are still open).
+    open: usize,
     peers: HashMap<PeerKey, Vec<Arc<Slot>>>,
 }
 
@@ -576,18 +597,27 @@ impl Table {
         });
         t.peers.entry(peer).or_default().push(slot.clone());
         t.total += 1;
+        t.open += 1;
         Admission::In(slot)
     }
 
+    /// The connection's task ended: its socket is closed.
     fn release(&self, slot: &Slot) {
-        if self.inner().remove(slot) {
-            self.freed.notify_one();
+        {
+            let mut t = self.inner();
+            t.remove(slot);
+            t.open = t.open.saturating_sub(1);
         }
+        self.freed.notify_one();
+    }
+
+    fn open(&self) -> usize {
+        self.inner().open
     }
 
     /// Resolves once no connection is left.
     async fn drained(&self) {
-        while self.inner().total > 0 {
+        while self.inner().open > 0 {
             self.freed.notified().await;
         }
     }
@@ -1034,6 +1064,22 @@ mod tests {
         ));
         t.release(&attacker[1]);
         let _g = admit(&t, "10.0.0.3", Phase::Waiting);
+    }
+
+    #[test]
+    fn connections_that_gave_way_count_as_open_until_their_tasks_end() {
+        let t = table(2, 2);
+        let first = admit(&t, "10.0.0.1", Phase::Waiting);
+        let _second = admit(&t, "10.0.0.1", Phase::Waiting);
+        let _third = admit(&t, "10.0.0.1", Phase::Waiting);
+        assert!(first.is_evicted());
+        let total = t.inner().total;
+        assert_eq!((total, t.open()), (2, 3));
+        // Its task ended: the socket is closed, the table's place was
+        // already given.
+        t.release(&first);
+        let total = t.inner().total;
+        assert_eq!((total, t.open()), (2, 2));
     }
 
     #[test]
