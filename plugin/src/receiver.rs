@@ -415,11 +415,14 @@ async fn answer(
         .collect();
     let pushes = registry_pushes(body);
     let chosen = receiver::narrow(&indexed, pushes.as_deref());
-    let annotations = chosen.into_iter().filter_map(|i| selected.get(i)).map(|(ns, name, _)| {
-        let s = s.clone();
-        let (ns, name) = (ns.clone(), name.clone());
-        async move { s.annotate(ns, name).await }
-    });
+    let annotations = chosen
+        .into_iter()
+        .filter_map(|i| selected.get(i))
+        .map(|(ns, name, _)| {
+            let s = s.clone();
+            let (ns, name) = (ns.clone(), name.clone());
+            async move { s.annotate(ns, name).await }
+        });
     for outcome in futures::future::join_all(annotations).await {
         if let Err(e) = outcome {
             tracing::warn!(receiver = %who, "unable to request reconciliation: {e}");

@@ -153,17 +153,13 @@ impl OidcProvider {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct OidcVariable {
-    #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub expression: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct OidcValidation {
-    #[serde(default)]
     pub expression: String,
-    #[serde(default)]
     pub message: String,
 }
 

@@ -195,7 +195,8 @@ impl Checker<'_> {
                 self.ty(&c.loop_cond);
                 self.ty(&c.loop_step);
                 let n = self.scope.len();
-                self.scope.truncate(n - 2 - usize::from(c.iter_var2.is_some()));
+                self.scope
+                    .truncate(n - 2 - usize::from(c.iter_var2.is_some()));
                 // The result reads the accumulator, typed by its start.
                 self.scope.push(c.iter_var.clone());
                 let result = match &c.result.expr {
@@ -231,9 +232,27 @@ impl Checker<'_> {
             _ => Ty::Dyn,
         };
         match call.func_name.as_str() {
-            "_&&_" | "_||_" | "!_" | "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "@in"
-            | "in" | "@not_strictly_false" | "startsWith" | "endsWith" | "contains"
-            | "matches" | "bool" | "exists" | "all" | "exists_one" | "hasValue" => Ty::Bool,
+            "_&&_"
+            | "_||_"
+            | "!_"
+            | "_==_"
+            | "_!=_"
+            | "_<_"
+            | "_<=_"
+            | "_>_"
+            | "_>=_"
+            | "@in"
+            | "in"
+            | "@not_strictly_false"
+            | "startsWith"
+            | "endsWith"
+            | "contains"
+            | "matches"
+            | "bool"
+            | "exists"
+            | "all"
+            | "exists_one"
+            | "hasValue" => Ty::Bool,
             "size" | "int" | "indexOf" | "lastIndexOf" => Ty::Int,
             "uint" => Ty::Uint,
             "double" => Ty::Double,
@@ -509,7 +528,9 @@ mod tests {
         .unwrap();
         let cp = ClaimsProcessor::new(&p).unwrap();
         assert_eq!(
-            cp.evaluate(&serde_json::json!({"repository_owner": "fluxcd", "ref": "refs/heads/main"})),
+            cp.evaluate(
+                &serde_json::json!({"repository_owner": "fluxcd", "ref": "refs/heads/main"})
+            ),
             Ok(())
         );
         assert_eq!(
@@ -521,11 +542,8 @@ mod tests {
             "validations": [{"expression": "claims.sub", "message": "m"}]
         }))
         .unwrap();
-        assert!(
-            ClaimsProcessor::new(&bad)
-                .err()
-                .unwrap()
-                .starts_with("invalid expression for validation \"m\": CEL expression output type mismatch")
-        );
+        assert!(ClaimsProcessor::new(&bad).err().unwrap().starts_with(
+            "invalid expression for validation \"m\": CEL expression output type mismatch"
+        ));
     }
 }

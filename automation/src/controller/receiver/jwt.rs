@@ -526,9 +526,14 @@ mod tests {
             Ok(())
         );
         assert!(
-            check_oidc_claims(&claims, "http://127.0.0.1:2", "notification-controller", now)
-                .unwrap_err()
-                .contains("issued by a different provider")
+            check_oidc_claims(
+                &claims,
+                "http://127.0.0.1:2",
+                "notification-controller",
+                now
+            )
+            .unwrap_err()
+            .contains("issued by a different provider")
         );
         assert!(
             check_oidc_claims(&claims, "http://127.0.0.1:1", "other", now)
@@ -545,7 +550,10 @@ mod tests {
             .unwrap_err()
             .contains("expired")
         );
-        assert_eq!(unverified_issuer(&good).as_deref(), Ok("http://127.0.0.1:1"));
+        assert_eq!(
+            unverified_issuer(&good).as_deref(),
+            Ok("http://127.0.0.1:1")
+        );
         assert!(unverified_issuer("a.b").is_err());
         // Google's for gcr.
         let g = serde_json::json!({

@@ -223,8 +223,7 @@ pub fn partial_metadata(
 
 /// The repositories a payload says were pushed to, normalised, from the
 /// shapes registries send: the CNCF distribution registry's notification
-/// envelope (`events[].action = push`, `target.repository`,
-/// `request.host`), Harbor (`event_data.resources[].resource_url`), Docker
+/// envelope (`events[].target.repository` at `request.host`), Harbor (`event_data.resources[].resource_url`), Docker
 /// Hub (`repository.repo_name`), Quay (`docker_url`), ACR
 /// (`request.host` + `target.repository`). `None` for anything else.
 ///
@@ -249,16 +248,10 @@ pub fn registry_pushes(body: &[u8]) -> Option<Vec<String>> {
             out.push(n);
         }
     };
+    // Every event names its repository: blob uploads and pulls too (a
+    // payload about a repository narrows to it; one about none of the
+    // Receiver's annotates them all).
     let mut pushed = |e: &serde_json::Value| {
-        // A manifest pushed (under a tag): blob uploads come first and say
-        // nothing about tags.
-        let manifest = e["target"]["tag"].is_string()
-            || e["target"]["mediaType"]
-                .as_str()
-                .is_some_and(|m| m.contains("manifest"));
-        if e["action"] != "push" || !manifest {
-            return;
-        }
         if let (Some(host), Some(repo)) = (
             e["request"]["host"].as_str(),
             e["target"]["repository"].as_str(),
@@ -443,9 +436,10 @@ mod tests {
             one("r.azurecr.io/app")
         );
         assert_eq!(
-            registry_pushes(br#"{"events":[{"action":"pull","target":{"repository":"x","tag":"1"},"request":{"host":"h:1"}}]}"#),
-            Some(vec![])
+            registry_pushes(br#"{"events":[{"action":"push","target":{"mediaType":"application/octet-stream","repository":"x"},"request":{"host":"h:1"}}]}"#),
+            one("h:1/x")
         );
+        assert_eq!(registry_pushes(br#"{"events":[]}"#), Some(vec![]));
         assert_eq!(registry_pushes(b"\xff"), None);
         assert_eq!(registry_pushes(b"{}"), None);
     }

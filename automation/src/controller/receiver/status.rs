@@ -70,9 +70,12 @@ pub async fn token(client: &kube::Client, r: &Receiver) -> Result<Vec<u8>, Strin
             sr.name
         )
     })?;
-    data.get("token")
-        .cloned()
-        .ok_or_else(|| format!("invalid '{ns}/{}' secret data: required fields 'token'", sr.name))
+    data.get("token").cloned().ok_or_else(|| {
+        format!(
+            "invalid '{ns}/{}' secret data: required fields 'token'",
+            sr.name
+        )
+    })
 }
 
 /// The configuration checks Flux makes before the token, each a terminal
@@ -272,7 +275,10 @@ pub fn decide(
                 status,
                 notes: vec![Note::normal(
                     conditions::SUCCEEDED,
-                    format!("Reconciliation finished, next run in {}", go_duration(every)),
+                    format!(
+                        "Reconciliation finished, next run in {}",
+                        go_duration(every)
+                    ),
                     "Reconcile",
                 )],
                 requeue: Requeue::every(every),
@@ -494,6 +500,24 @@ mod tests {
             "{}",
             d.status.conditions[1].message
         );
+    }
+
+    #[test]
+    fn an_unknown_type_is_never_ready() {
+        let r = receiver(serde_json::json!({
+            "type": "carrier-pigeon", "secretRef": {"name": "token"},
+            "resources": [{"kind": "ImageRepository", "name": "web"}]
+        }));
+        assert_eq!(r.spec.receiver_type, ReceiverType::Unknown);
+        let snap = ReceiverSnapshot {
+            token: Some(Ok(b"t".to_vec())),
+        };
+        let Step::Done(d) = decide(&r, &snap, &at(0)) else {
+            panic!("a decision")
+        };
+        assert!(!conditions::is_ready(&d.status.conditions));
+        assert_eq!(d.status.conditions[0].reason, "ValidationFailed");
+        assert_eq!(d.status.webhook_path, None);
     }
 
     #[test]

@@ -104,8 +104,8 @@ fn validate_payload(r: &Request<'_>, token: &[u8]) -> Result<Vec<u8>, Refused> {
     if signature.is_empty() {
         signature = r.header("X-Hub-Signature");
     }
-    let content_type = media_type(r.header("Content-Type"))
-        .ok_or_else(|| refused("mime: no media type"))?;
+    let content_type =
+        media_type(r.header("Content-Type")).ok_or_else(|| refused("mime: no media type"))?;
     let payload = match content_type.as_str() {
         "application/json" => r.body.to_vec(),
         "application/x-www-form-urlencoded" => form_value(r.body, "payload")?,
@@ -125,14 +125,15 @@ fn validate_payload(r: &Request<'_>, token: &[u8]) -> Result<Vec<u8>, Refused> {
 /// there is none.
 pub(crate) fn media_type(v: &str) -> Option<String> {
     let t = v.split(';').next()?.trim().to_ascii_lowercase();
-    let ok = t.split_once('/').is_some_and(|(a, b)| {
-        let token = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|c| c.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&c))
-        };
-        token(a) && token(b)
-    }) || (!t.is_empty() && !t.contains('/') && t.bytes().all(|c| c.is_ascii_alphanumeric()));
+    let ok =
+        t.split_once('/').is_some_and(|(a, b)| {
+            let token = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|c| c.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&c))
+            };
+            token(a) && token(b)
+        }) || (!t.is_empty() && !t.contains('/') && t.bytes().all(|c| c.is_ascii_alphanumeric()));
     ok.then_some(t)
 }
 
@@ -173,7 +174,11 @@ fn percent_decode(s: &str) -> Result<Vec<u8>, Refused> {
 /// `spec.events` lets `event` through: all when empty, else one equal to
 /// it but for case (Go's `strings.EqualFold`).
 fn allowed(events: &[String], event: &str, what: &str) -> Result<(), Refused> {
-    if events.is_empty() || events.iter().any(|e| e.to_lowercase() == event.to_lowercase()) {
+    if events.is_empty()
+        || events
+            .iter()
+            .any(|e| e.to_lowercase() == event.to_lowercase())
+    {
         Ok(())
     } else {
         Err(refused(format!("the {what} {event:?} is not authorised")))
@@ -206,9 +211,8 @@ fn fits(v: &serde_json::Value, shape: &Shape) -> Result<(), String> {
             .map_err(|_| "cannot unmarshal into []string".to_string()),
         (Shape::Obj(fields), V::Object(o)) => {
             for (k, x) in o {
-                if let Some((name, f)) = fields
-                    .iter()
-                    .find(|(name, _)| name.eq_ignore_ascii_case(k))
+                if let Some((name, f)) =
+                    fields.iter().find(|(name, _)| name.eq_ignore_ascii_case(k))
                 {
                     fits(x, f).map_err(|e| format!("field {name}: {e}"))?;
                 }
@@ -298,8 +302,11 @@ fn cdevent(body: &[u8]) -> Result<(), String> {
         && parts[2..4]
             .iter()
             .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphanumeric()))
-        && parts[4..7].iter().all(|p| p.parse::<u32>().is_ok()
-            || p.split_once('-').is_some_and(|(n, _)| n.parse::<u32>().is_ok()));
+        && parts[4..7].iter().all(|p| {
+            p.parse::<u32>().is_ok()
+                || p.split_once('-')
+                    .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+        });
     if !known {
         return Err(format!("cannot parse the event type {ty:?}"));
     }
@@ -385,7 +392,11 @@ pub async fn validate(
                     "the Bitbucket server signature header is invalid, err: {e}"
                 ))
             })?;
-            allowed(events, request.header("X-Event-Key"), "Bitbucket server event")?;
+            allowed(
+                events,
+                request.header("X-Event-Key"),
+                "Bitbucket server event",
+            )?;
             Ok(plain(&payload))
         }
         ReceiverType::Quay => {
@@ -616,72 +627,281 @@ mod tests {
         // generic: the path is the proof.
         assert!(check("generic", &[], &[], b"junk").is_ok());
         // generic-hmac: a prefix is required.
-        assert!(check("generic-hmac", &[], &[("X-Signature", &format!("sha256={s256}"))], body).is_ok());
-        assert!(check("generic-hmac", &[], &[("X-Signature", &format!("sha1={s1}"))], body).is_ok());
+        assert!(
+            check(
+                "generic-hmac",
+                &[],
+                &[("X-Signature", &format!("sha256={s256}"))],
+                body
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                "generic-hmac",
+                &[],
+                &[("X-Signature", &format!("sha1={s1}"))],
+                body
+            )
+            .is_ok()
+        );
         assert_eq!(
             check("generic-hmac", &[], &[("X-Signature", &s256)], body),
-            Err(refused("unable to validate HMAC signature: error parsing signature"))
+            Err(refused(
+                "unable to validate HMAC signature: error parsing signature"
+            ))
         );
-        assert!(check("generic-hmac", &[], &[("X-Signature", &format!("md5={s256}"))], body).is_err());
+        assert!(
+            check(
+                "generic-hmac",
+                &[],
+                &[("X-Signature", &format!("md5={s256}"))],
+                body
+            )
+            .is_err()
+        );
         assert!(check("generic-hmac", &[], &[], body).is_err());
         // github: the content type, then the signature; ping is an event
         // like any other.
         let sig = format!("sha256={s256}");
-        assert!(check("github", &[], &[json, ("X-Hub-Signature-256", &sig), ("X-GitHub-Event", "ping")], body).is_ok());
+        assert!(
+            check(
+                "github",
+                &[],
+                &[
+                    json,
+                    ("X-Hub-Signature-256", &sig),
+                    ("X-GitHub-Event", "ping")
+                ],
+                body
+            )
+            .is_ok()
+        );
         assert_eq!(
-            check("github", &["push"], &[json, ("X-Hub-Signature-256", &sig), ("X-GitHub-Event", "ping")], body),
+            check(
+                "github",
+                &["push"],
+                &[
+                    json,
+                    ("X-Hub-Signature-256", &sig),
+                    ("X-GitHub-Event", "ping")
+                ],
+                body
+            ),
             Err(refused("the GitHub event \"ping\" is not authorised"))
         );
-        assert!(check("github", &["PUSH"], &[json, ("X-Hub-Signature-256", &sig), ("X-GitHub-Event", "push")], body).is_ok());
-        assert!(check("github", &[], &[json, ("X-Hub-Signature", &format!("sha1={s1}"))], body).is_ok());
-        assert!(check("github", &[], &[("X-Hub-Signature-256", &sig)], body).is_err(), "no content type");
-        assert!(check("github", &[], &[("Content-Type", "text/plain"), ("X-Hub-Signature-256", &sig)], body).is_err());
+        assert!(
+            check(
+                "github",
+                &["PUSH"],
+                &[
+                    json,
+                    ("X-Hub-Signature-256", &sig),
+                    ("X-GitHub-Event", "push")
+                ],
+                body
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                "github",
+                &[],
+                &[json, ("X-Hub-Signature", &format!("sha1={s1}"))],
+                body
+            )
+            .is_ok()
+        );
+        assert!(
+            check("github", &[], &[("X-Hub-Signature-256", &sig)], body).is_err(),
+            "no content type"
+        );
+        assert!(
+            check(
+                "github",
+                &[],
+                &[
+                    ("Content-Type", "text/plain"),
+                    ("X-Hub-Signature-256", &sig)
+                ],
+                body
+            )
+            .is_err()
+        );
         assert!(check("github", &[], &[json], body).is_err(), "no signature");
         // A form: the signature is over the form, the payload its field.
         let form = b"payload=%7B%22a%22%3A1%7D";
         let fsig = format!("sha256={}", mac(ring::hmac::HMAC_SHA256, key, form));
         assert_eq!(
-            check("github", &[], &[("Content-Type", "application/x-www-form-urlencoded"), ("X-Hub-Signature-256", &fsig)], form)
-                .unwrap()
-                .payload,
+            check(
+                "github",
+                &[],
+                &[
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                    ("X-Hub-Signature-256", &fsig)
+                ],
+                form
+            )
+            .unwrap()
+            .payload,
             br#"{"a":1}"#
         );
         // gitlab, harbor: the token as it is.
-        assert!(check("gitlab", &["Push Hook"], &[("X-Gitlab-Token", "s3cret"), ("X-Gitlab-Event", "push hook")], body).is_ok());
-        assert!(check("gitlab", &["Tag Push Hook"], &[("X-Gitlab-Token", "s3cret"), ("X-Gitlab-Event", "Push Hook")], body).is_err());
+        assert!(
+            check(
+                "gitlab",
+                &["Push Hook"],
+                &[
+                    ("X-Gitlab-Token", "s3cret"),
+                    ("X-Gitlab-Event", "push hook")
+                ],
+                body
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                "gitlab",
+                &["Tag Push Hook"],
+                &[
+                    ("X-Gitlab-Token", "s3cret"),
+                    ("X-Gitlab-Event", "Push Hook")
+                ],
+                body
+            )
+            .is_err()
+        );
         assert!(check("gitlab", &[], &[("X-Gitlab-Token", "s3cret ")], body).is_err());
         assert!(check("harbor", &[], &[("Authorization", "s3cret")], body).is_ok());
         assert!(check("harbor", &[], &[("Authorization", "Bearer s3cret")], body).is_err());
         // bitbucket: GitHub's checks, its own event header.
-        assert!(check("bitbucket", &["repo:refs_changed"], &[json, ("X-Hub-Signature", &format!("sha256={s256}")), ("X-Event-Key", "repo:refs_changed")], body).is_ok());
-        assert!(check("bitbucket", &["repo:refs_changed"], &[json, ("X-Hub-Signature", &format!("sha256={s256}")), ("X-Event-Key", "pr:opened")], body).is_err());
+        assert!(
+            check(
+                "bitbucket",
+                &["repo:refs_changed"],
+                &[
+                    json,
+                    ("X-Hub-Signature", &format!("sha256={s256}")),
+                    ("X-Event-Key", "repo:refs_changed")
+                ],
+                body
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                "bitbucket",
+                &["repo:refs_changed"],
+                &[
+                    json,
+                    ("X-Hub-Signature", &format!("sha256={s256}")),
+                    ("X-Event-Key", "pr:opened")
+                ],
+                body
+            )
+            .is_err()
+        );
         // nexus: exactly the lowercase hex HMAC-SHA1, and a body that
         // decodes.
         assert!(check("nexus", &[], &[("X-Nexus-Webhook-Signature", &s1)], body).is_ok());
-        assert!(check("nexus", &[], &[("X-Nexus-Webhook-Signature", &s1.to_uppercase())], body).is_err());
-        assert!(check("nexus", &[], &[("X-Nexus-Webhook-Signature", &format!("sha1={s1}"))], body).is_err());
+        assert!(
+            check(
+                "nexus",
+                &[],
+                &[("X-Nexus-Webhook-Signature", &s1.to_uppercase())],
+                body
+            )
+            .is_err()
+        );
+        assert!(
+            check(
+                "nexus",
+                &[],
+                &[("X-Nexus-Webhook-Signature", &format!("sha1={s1}"))],
+                body
+            )
+            .is_err()
+        );
         let junk = b"not json";
         let junk_sig = mac(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key, junk);
-        assert!(check("nexus", &[], &[("X-Nexus-Webhook-Signature", &junk_sig)], junk).is_err());
+        assert!(
+            check(
+                "nexus",
+                &[],
+                &[("X-Nexus-Webhook-Signature", &junk_sig)],
+                junk
+            )
+            .is_err()
+        );
         // quay, dockerhub, acr: bodies as Go decodes them.
-        assert!(check("quay", &[], &[], br#"{"docker_url":"quay.io/o/a","updated_tags":["1"]}"#).is_ok());
-        assert!(check("quay", &[], &[], br#"{"Docker_Url":"quay.io/o/a"} trailing"#).is_ok());
+        assert!(
+            check(
+                "quay",
+                &[],
+                &[],
+                br#"{"docker_url":"quay.io/o/a","updated_tags":["1"]}"#
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                "quay",
+                &[],
+                &[],
+                br#"{"Docker_Url":"quay.io/o/a"} trailing"#
+            )
+            .is_ok()
+        );
         assert!(check("quay", &[], &[], br#"{"docker_url":1}"#).is_err());
         assert!(check("quay", &[], &[], b"").is_err());
         assert!(check("quay", &[], &[], b"[]").is_err());
-        assert!(check("dockerhub", &[], &[], br#"{"push_data":{"tag":"1"},"repository":{"repo_url":"u"}}"#).is_ok());
+        assert!(
+            check(
+                "dockerhub",
+                &[],
+                &[],
+                br#"{"push_data":{"tag":"1"},"repository":{"repo_url":"u"}}"#
+            )
+            .is_ok()
+        );
         assert!(check("dockerhub", &[], &[], br#"{"push_data":"x"}"#).is_err());
-        assert!(check("acr", &[], &[], br#"{"action":"push","target":{"repository":"r","tag":"1"}}"#).is_ok());
+        assert!(
+            check(
+                "acr",
+                &[],
+                &[],
+                br#"{"action":"push","target":{"repository":"r","tag":"1"}}"#
+            )
+            .is_ok()
+        );
         assert!(check("acr", &[], &[], b"junk").is_err());
         // cdevents: the test's event of receiver_handler_test.go.
         let ce = br#"{"context":{"version":"0.3.0","id":"5555","source":"github","timestamp":"2023-12-07T14:51:29.908479495Z","type":"dev.cdevents.change.merged.0.2.0"},"subject":{"type":"change","id":"5555"}}"#;
-        assert!(check("cdevents", &["cd.change.merged.v1"], &[("Ce-Type", "cd.change.merged.v1")], ce).is_ok());
-        assert!(check("cdevents", &["cd.environment.modified.v1"], &[("Ce-Type", "cd.change.merged.v1")], ce).is_err());
+        assert!(
+            check(
+                "cdevents",
+                &["cd.change.merged.v1"],
+                &[("Ce-Type", "cd.change.merged.v1")],
+                ce
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                "cdevents",
+                &["cd.environment.modified.v1"],
+                &[("Ce-Type", "cd.change.merged.v1")],
+                ce
+            )
+            .is_err()
+        );
         assert!(check("cdevents", &[], &[], b"{}").is_err());
         // gcr without a bearer token, or an email in the Secret.
         assert_eq!(
             check("gcr", &[], &[], body),
-            Err(refused("invalid secret data: required field 'email' for GCR receiver"))
+            Err(refused(
+                "invalid secret data: required field 'email' for GCR receiver"
+            ))
         );
     }
 
@@ -727,9 +947,6 @@ mod tests {
                 &keys,
             ))
             .unwrap_err();
-        assert_eq!(
-            e.0,
-            "invalid \"ns/s\" secret data: required field 'token'"
-        );
+        assert_eq!(e.0, "invalid \"ns/s\" secret data: required field 'token'");
     }
 }
