@@ -70,6 +70,8 @@ struct Bucket {
 }
 
 type Key = (String, String);
+/// A Secret's data.
+type Data = Arc<BTreeMap<String, Vec<u8>>>;
 type Outcome = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
 
 struct Receivers {
@@ -81,7 +83,7 @@ struct Receivers {
     pending: Mutex<HashMap<Key, Outcome>>,
     /// Secrets' data by resourceVersion (the metadata watch says when one
     /// changed): one read per version, not one per request.
-    secrets: Mutex<HashMap<Key, (String, Arc<BTreeMap<String, Vec<u8>>>)>>,
+    secrets: Mutex<HashMap<Key, (String, Data)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -136,7 +138,7 @@ impl Receivers {
 
     /// The data of Secret `ns/name`: read again when the metadata watch
     /// shows a new version.
-    async fn secret(&self, ns: &str, name: &str) -> Result<Arc<BTreeMap<String, Vec<u8>>>, String> {
+    async fn secret(&self, ns: &str, name: &str) -> Result<Data, String> {
         let id = (ns.to_string(), name.to_string());
         let version = self
             .caches

@@ -254,8 +254,11 @@ pub struct Appearing<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    inner: Arc<(std::sync::OnceLock<Arc<Shared<K>>>, watch::Sender<bool>)>,
+    inner: Arc<AppearingInner<K>>,
 }
+
+/// The cache once set, and the signal that it was.
+type AppearingInner<K> = (std::sync::OnceLock<Arc<Shared<K>>>, watch::Sender<bool>);
 
 impl<K> Clone for Appearing<K>
 where
