@@ -51,6 +51,9 @@ pub fn limits() -> Limits {
 /// Triggers of one repository within this window make one annotation
 /// (each request waits for it, so that its answer says how it went).
 const COALESCE: Duration = Duration::from_millis(300);
+/// The longest an annotation may take: an apiserver that does not answer
+/// makes a 500 (the sender retries later), not a request held open.
+const ANNOTATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests a Receiver takes per second (a burst of twice that).
 const RATE: f64 = 20.0;
 
@@ -190,16 +193,23 @@ impl Receivers {
                         let api: Api<ImageRepository> = Api::namespaced(s.client.clone(), &ns);
                         let value = k8s_openapi::jiff::Timestamp::now().to_string();
                         let patch = serde_json::json!({"metadata": {"annotations": {RECONCILE_REQUEST_ANNOTATION: value}}});
-                        let outcome = api
-                            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| {
-                                format!(
-                                    "failed to annotate resource: 'ImageRepository/{name}.{ns}': {}",
-                                    automation::controller::secrets::api_error(&e)
-                                )
-                            });
+                        let patched = tokio::time::timeout(
+                            ANNOTATE_TIMEOUT,
+                            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+                        )
+                        .await;
+                        let outcome = match patched {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(automation::controller::secrets::api_error(&e)),
+                            Err(_) => Err(format!(
+                                "no answer from the apiserver within {ANNOTATE_TIMEOUT:?}"
+                            )),
+                        }
+                        .map_err(|e| {
+                            format!(
+                                "failed to annotate resource: 'ImageRepository/{name}.{ns}': {e}"
+                            )
+                        });
                         match &outcome {
                             Ok(()) => tracing::info!(
                                 repository = %format!("{ns}/{name}"),
