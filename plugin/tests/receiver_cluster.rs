@@ -737,6 +737,19 @@ fn status_as_fluxs_receiver_controller() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    // A Receiver at the default interval (10m): its rotated token can only
+    // come through the Secret's watch.
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: tok2, namespace: {ns}}}\ndata: {{token: {}}}\n---\napiVersion: notification.toolkit.fluxcd.io/v1\nkind: Receiver\nmetadata: {{name: watched, namespace: {ns}}}\nspec:\n  type: generic\n  secretRef: {{name: tok2}}\n  resources: [{{kind: ImageRepository, name: web}}]\n",
+        b64("w1")
+    ));
+    wait_served(c, &s, &ns, "watched", &path("w1", "watched", &ns));
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: tok2, namespace: {ns}}}\ndata: {{token: {}}}\n",
+        b64("w2")
+    ));
+    wait_served(c, &s, &ns, "watched", &path("w2", "watched", &ns));
+    assert_eq!(post(rport, &path("w2", "watched", &ns), &[], "{}"), 200);
     let before = count();
     std::thread::sleep(Duration::from_secs(7));
     assert!(count() >= before + 2.0, "{before} -> {}", count());
