@@ -172,7 +172,10 @@ impl Context {
             action: note.action.to_string(),
             secondary: None,
         };
+        // notification-controller records its Receivers' events in the
+        // cluster only: they are not posted to its own event server.
         if let Some(p) = &self.poster
+            && K::kind(&()) != "Receiver"
             && let Some(e) = events::flux_event(
                 obj,
                 note,
