@@ -67,7 +67,7 @@ fn main() {
         Auth::Anonymous,
         None,
         &format!(
-            "notifications:\n  endpoints:\n    - name: imageauto\n      url: http://127.0.0.1:{rport}{hook}\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+            "notifications:\n  endpoints:\n    - name: imageauto\n      url: http://127.0.0.1:{rport}{hook}\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n      ignore:\n        actions: [pull]\n"
         ),
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -96,7 +96,7 @@ metadata: {{name: registry, namespace: {ns}}}
 spec:
   type: generic
   secretRef: {{name: hook}}
-  resources: [{{kind: ImageRepository, name: '*'}}]
+  resources: [{{kind: ImageRepository, name: '*', matchLabels: {{}}}}]
 ---
 apiVersion: v1
 kind: Secret

@@ -1,57 +1,69 @@
-//! `serve --receiver-addr`: Flux's Receiver endpoints for ImageRepositories
-//! (`/hook/<sha256>`), and the registry's own notifications posted to them.
-//! A request that proves itself triggers a scan of the Receiver's
-//! ImageRepositories (narrowed to the repositories the payload names, when
-//! it names some) the way Flux does: a `reconcile.fluxcd.io/requestedAt`
-//! annotation; the scan itself decides what changed. Unknown paths get 404
-//! with no hint; refusals 401 and an event on the Receiver; bodies are
-//! capped (a larger one gets its 413 before the connection closes); a flood
-//! is coalesced per repository and rate-limited per Receiver. Connections
-//! go through the same accept loop as the webhook's (`webhook::listen`):
-//! the same timeouts and caps, per peer and in all.
+//! `serve --receiver-addr`: Flux's Receivers of ImageRepositories served as
+//! notification-controller's receiver server serves them
+//! (`internal/server/receiver_handlers.go`): any method on
+//! `status.webhookPath`; 413 above 3 MiB, 404 for a path no Receiver
+//! shows, 503 while it is suspended or not Ready, 400 when the request does
+//! not prove itself, 500 when a filter or an annotation fails, else 200
+//! once every selected ImageRepository carries a new
+//! `reconcile.fluxcd.io/requestedAt`. The checks are
+//! [`automation::controller::receiver`]'s; this is the I/O around them.
+//!
+//! Beyond Flux: a Receiver takes at most [`RATE`] requests a second,
+//! counted before anything is verified or written (429), so that a flood
+//! writes nothing to the apiserver; triggers of one repository within
+//! [`COALESCE`] make one annotation; a payload that names some of the
+//! selected repositories annotates only those (see
+//! [`receiver::narrow`]). Connections go through the webhook's accept loop
+//! (`webhook::listen`): the same timeouts and caps, per peer and in all.
 
-use automation::api::{
-    ImageRepository, RECONCILE_REQUEST_ANNOTATION, Receiver, ReceiverType, ResourceExt,
-};
+use automation::api::{ImageRepository, RECONCILE_REQUEST_ANNOTATION, Receiver, ResourceExt};
+use automation::controller::conditions;
 use automation::controller::metrics::Metrics;
-use automation::controller::receiver::{is_ours, targets, verify, webhook_path};
-use automation::controller::watches::{Caches, Change, Shared};
+use automation::controller::receiver::{
+    self, Filters, Target, is_json_content, is_ours, partial_metadata, registry_pushes, targets,
+    verify,
+};
+use automation::controller::watches::Caches;
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use webhook::listen::{self, BodyError, Limits};
 
-/// Largest body read (registry notifications batch events; 1 MiB is many).
-const MAX_BODY: usize = 1 << 20;
+/// Flux's cap on a request body (`internal/server/limits.go`): 3 MiB.
+const MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// The receiver's connection limits: the webhook's, with its own body cap.
+/// The receiver's connection limits: the webhook's, with Flux's body cap.
 pub fn limits() -> Limits {
     Limits {
         max_body: MAX_BODY,
         ..Limits::default()
     }
 }
-/// Triggers of one repository within this window make one scan request,
-/// sent at its end (so that a request always follows the last event).
+
+/// Triggers of one repository within this window make one annotation
+/// (each request waits for it, so that its answer says how it went).
 const COALESCE: Duration = Duration::from_millis(300);
+/// The longest an annotation may take: an apiserver that does not answer
+/// makes a 500 (the sender retries later), not a request held open.
+const ANNOTATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests a Receiver takes per second (a burst of twice that).
 const RATE: f64 = 20.0;
 
-/// One Receiver the server answers for.
-#[derive(Clone)]
-struct Entry {
-    receiver: Receiver,
-    kind: ReceiverType,
-    token: String,
+/// How the receiver serves.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--no-cross-namespace-refs` turns it off.
+    pub cross_namespace_refs: bool,
+    /// The JWKS of gcr's tokens (`--receiver-gcr-jwks-url`).
+    pub gcr_jwks_url: String,
 }
 
 #[derive(Default)]
@@ -60,13 +72,21 @@ struct Bucket {
     at: Option<Instant>,
 }
 
-pub struct Receivers {
+type Key = (String, String);
+/// A Secret's data.
+type Data = Arc<BTreeMap<String, Vec<u8>>>;
+type Outcome = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
+
+struct Receivers {
     client: Client,
     caches: Arc<Caches>,
-    by_path: RwLock<HashMap<String, Entry>>,
-    buckets: Mutex<HashMap<String, Bucket>>,
-    pending: Mutex<std::collections::HashSet<(String, String)>>,
-    recorder: Recorder,
+    options: Options,
+    keys: automation::controller::receiver::jwt::KeySets,
+    buckets: Mutex<HashMap<Key, Bucket>>,
+    pending: Mutex<HashMap<Key, Outcome>>,
+    /// Secrets' data by resourceVersion (the metadata watch says when one
+    /// changed): one read per version, not one per request.
+    secrets: Mutex<HashMap<Key, (String, Data)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -74,11 +94,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A Receiver's `ns/name` for logs and metrics.
+fn key_of(r: &Receiver) -> Key {
+    (r.namespace().unwrap_or_default(), r.name_any())
+}
+
 impl Receivers {
     /// Takes one request from `receiver`'s bucket; false when over the rate.
-    fn admit(&self, receiver: &str) -> bool {
+    fn admit(&self, receiver: &Key) -> bool {
         let mut b = lock(&self.buckets);
-        let bucket = b.entry(receiver.to_string()).or_insert(Bucket {
+        let bucket = b.entry(receiver.clone()).or_insert(Bucket {
             tokens: RATE * 2.0,
             at: None,
         });
@@ -96,122 +121,195 @@ impl Receivers {
         }
     }
 
-    /// Schedules one scan request for a repository at the end of the
-    /// coalescing window; a trigger while one is scheduled joins it.
-    fn schedule(self: &Arc<Self>, ns: String, name: String) {
-        if !lock(&self.pending).insert((ns.clone(), name.clone())) {
-            return;
-        }
-        let s = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(COALESCE).await;
-            lock(&s.pending).remove(&(ns.clone(), name.clone()));
-            let api: Api<ImageRepository> = Api::namespaced(s.client.clone(), &ns);
-            let value = k8s_openapi::jiff::Timestamp::now().to_string();
-            let patch = serde_json::json!({"metadata": {"annotations": {RECONCILE_REQUEST_ANNOTATION: value}}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(repository = %format!("{ns}/{name}"), "scan requested by a receiver")
-                }
-                Err(e) => {
-                    tracing::warn!(repository = %format!("{ns}/{name}"), "cannot request a scan: {e}")
-                }
-            }
-        });
+    fn count(&self, result: &str) {
+        self.metrics
+            .inc("imageauto_receiver_events_total", &[("result", result)]);
     }
 
-    async fn event(&self, r: &Receiver, reason: &str, note: String) {
-        let ev = Event {
-            type_: EventType::Warning,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Receive".into(),
-            secondary: None,
+    /// The Receiver that shows `uri` as its `status.webhookPath` (Flux's
+    /// index), among ours.
+    fn find(&self, uri: &str) -> Option<Arc<Receiver>> {
+        let receivers = self.caches.receivers.get()?;
+        receivers.state().into_iter().find(|r| {
+            is_ours(r)
+                && r.status
+                    .as_ref()
+                    .and_then(|s| s.webhook_path.as_deref())
+                    .is_some_and(|p| !p.is_empty() && p == uri)
+        })
+    }
+
+    /// The data of Secret `ns/name`: read again when the metadata watch
+    /// shows a new version.
+    async fn secret(&self, ns: &str, name: &str) -> Result<Data, String> {
+        let id = (ns.to_string(), name.to_string());
+        let version = self
+            .caches
+            .secrets
+            .get(ns, name)
+            .and_then(|s| s.metadata.resource_version.clone());
+        if let Some(v) = &version
+            && let Some((cv, data)) = lock(&self.secrets).get(&id)
+            && cv == v
+        {
+            return Ok(data.clone());
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let s = api.get(name).await.map_err(|e| match e {
+            kube::Error::Api(s) => s.message,
+            other => other.to_string(),
+        })?;
+        let mut data: BTreeMap<String, Vec<u8>> = s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in s.string_data.unwrap_or_default() {
+            data.entry(k).or_insert_with(|| v.into_bytes());
+        }
+        let data = Arc::new(data);
+        if let Some(v) = s.metadata.resource_version {
+            lock(&self.secrets).insert(id, (v, data.clone()));
+        }
+        Ok(data)
+    }
+
+    /// Annotates `ns/name` at the end of the coalescing window; a trigger
+    /// while one is scheduled joins it. Resolves with its outcome.
+    async fn annotate(self: &Arc<Self>, ns: String, name: String) -> Result<(), String> {
+        let id = (ns.clone(), name.clone());
+        let mut rx = {
+            let mut pending = lock(&self.pending);
+            match pending.get(&id) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    pending.insert(id.clone(), rx.clone());
+                    let s = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(COALESCE).await;
+                        lock(&s.pending).remove(&id);
+                        let api: Api<ImageRepository> = Api::namespaced(s.client.clone(), &ns);
+                        let value = k8s_openapi::jiff::Timestamp::now().to_string();
+                        let patch = serde_json::json!({"metadata": {"annotations": {RECONCILE_REQUEST_ANNOTATION: value}}});
+                        let patched = tokio::time::timeout(
+                            ANNOTATE_TIMEOUT,
+                            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+                        )
+                        .await;
+                        let outcome = match patched {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(automation::controller::secrets::api_error(&e)),
+                            Err(_) => Err(format!(
+                                "no answer from the apiserver within {ANNOTATE_TIMEOUT:?}"
+                            )),
+                        }
+                        .map_err(|e| {
+                            format!(
+                                "failed to annotate resource: 'ImageRepository/{name}.{ns}': {e}"
+                            )
+                        });
+                        match &outcome {
+                            Ok(()) => tracing::info!(
+                                repository = %format!("{ns}/{name}"),
+                                "resource annotated"
+                            ),
+                            Err(e) => tracing::warn!("{e}"),
+                        }
+                        tx.send_replace(Some(outcome));
+                    });
+                    rx
+                }
+            }
         };
-        if let Err(e) = self.recorder.publish(&ev, &r.object_ref(&())).await {
-            tracing::warn!("cannot publish an event: {e}");
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or(Ok(())),
+            Err(_) => Err("the annotation was dropped".into()),
         }
     }
 
-    /// Requests a scan of the Receiver's ImageRepositories (those the
-    /// payload names, when it names some). Returns how many were asked.
-    async fn trigger(self: &Arc<Self>, r: &Receiver, only: Option<&[String]>) -> usize {
-        if only.is_some_and(<[String]>::is_empty) {
-            return 0;
-        }
-        let mut asked = 0;
-        for (ns, name, labels) in targets(r) {
-            // From the shared watch: no request to the apiserver per event
-            // (a Receiver answers while the apiserver is away).
-            let repos: Vec<Arc<ImageRepository>> = if name == "*" {
-                self.caches
-                    .repositories
-                    .state()
-                    .into_iter()
-                    .filter(|repo| {
-                        repo.namespace().as_deref() == Some(ns.as_str())
-                            && labels.iter().all(|(k, v)| repo.labels().get(k) == Some(v))
-                    })
-                    .collect()
-            } else {
-                self.caches
-                    .repositories
-                    .get(&ns, &name)
-                    .into_iter()
-                    .collect()
-            };
-            for repo in repos {
-                if let Some(only) = only
-                    && !automation::registry::normalized_repository(&repo.spec.image)
-                        .is_some_and(|n| only.contains(&n))
-                {
-                    continue;
+    /// The ImageRepositories target `t` names that its filters accept:
+    /// `(namespace, name, normalised image)`, or Flux's error.
+    async fn select(
+        &self,
+        t: &Target,
+        filters: &Filters,
+    ) -> Result<Vec<(String, String, Option<String>)>, String> {
+        let repos: Vec<Arc<ImageRepository>> = if t.name == "*" {
+            // From the shared watch: no list request per event.
+            self.caches
+                .repositories
+                .state()
+                .into_iter()
+                .filter(|r| {
+                    r.namespace().as_deref() == Some(t.namespace.as_str())
+                        && t.match_labels
+                            .iter()
+                            .all(|(k, v)| r.labels().get(k) == Some(v))
+                })
+                .collect()
+        } else {
+            match self.caches.repositories.get(&t.namespace, &t.name) {
+                Some(r) => vec![r],
+                // Not in the watch (yet): ask, as Flux's Get does.
+                None => {
+                    let api: Api<ImageRepository> =
+                        Api::namespaced(self.client.clone(), &t.namespace);
+                    let r = api.get(&t.name).await.map_err(|e| {
+                        format!(
+                            "unable to read ImageRepository \"{}/{}\" error: {}",
+                            t.namespace,
+                            t.name,
+                            automation::controller::secrets::api_error(&e)
+                        )
+                    })?;
+                    vec![Arc::new(r)]
                 }
-                self.schedule(ns.clone(), repo.name_any());
-                asked += 1;
             }
+        };
+        let mut out = Vec::new();
+        for r in repos {
+            let res = partial_metadata(&t.api_version, "ImageRepository", &r.metadata);
+            if !filters.accepts(t.index, &res)? {
+                tracing::debug!(
+                    repository = %format!("{}/{}", t.namespace, r.name_any()),
+                    "not annotated: the CEL expression returned false"
+                );
+                continue;
+            }
+            out.push((
+                t.namespace.clone(),
+                r.name_any(),
+                automation::registry::normalized_repository(&r.spec.image),
+            ));
         }
-        asked
+        Ok(out)
     }
 }
 
-/// Reads the body under the receiver's limits, then answers the hook.
-async fn hook(
-    State(s): State<Arc<Receivers>>,
-    Path(digest): Path<String>,
-    request: Request,
-) -> Response {
+/// Reads the body under the receiver's limits, then answers.
+async fn hook(State(s): State<Arc<Receivers>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let limits = limits();
     let declared = listen::declared_length(&parts.headers);
-    let (status, text, close) = match listen::read_body(body, declared, &limits).await {
+    let (status, close) = match listen::read_body(body, declared, &limits).await {
         Ok(body) => {
-            let (status, text) = answer(&s, &digest, &parts.headers, &body).await;
-            (status, text, false)
+            // Flux looks the Receiver up by the request URI as sent.
+            let uri = parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+            (answer(&s, &uri, &parts.headers, &body).await, false)
         }
-        Err(BodyError::TooLarge { drained }) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than {MAX_BODY} bytes\n"),
-            !drained,
-        ),
-        Err(BodyError::Timeout) => (
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the body did not arrive within {:?}\n",
-                limits.body_read_timeout
-            ),
-            true,
-        ),
-        Err(BodyError::Read(e)) => (
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the body: {e}\n"),
-            true,
-        ),
+        Err(BodyError::TooLarge { drained }) => {
+            s.count("too-large");
+            (StatusCode::PAYLOAD_TOO_LARGE, !drained)
+        }
+        Err(BodyError::Timeout) => (StatusCode::REQUEST_TIMEOUT, true),
+        Err(BodyError::Read(_)) => (StatusCode::BAD_REQUEST, true),
     };
-    let mut response = (status, text).into_response();
+    let mut response = status.into_response();
     if close {
         // Unread bytes are left on the connection: it cannot carry another
         // request.
@@ -222,210 +320,165 @@ async fn hook(
     response
 }
 
+/// Flux's `handlePayload`, after the body is read.
 async fn answer(
     s: &Arc<Receivers>,
-    digest: &str,
+    uri: &str,
     headers: &axum::http::HeaderMap,
     body: &[u8],
-) -> (StatusCode, String) {
-    let path = format!("/hook/{digest}");
-    let entry = s.by_path.read().ok().and_then(|m| m.get(&path).cloned());
-    let Some(entry) = entry else {
-        s.metrics.inc(
-            "imageauto_receiver_events_total",
-            &[("result", "not-found")],
-        );
-        return (StatusCode::NOT_FOUND, "not found\n".into());
+) -> StatusCode {
+    let Some(r) = s.find(uri) else {
+        s.count("not-found");
+        return StatusCode::NOT_FOUND;
     };
-    let rkey = format!(
-        "{}/{}",
-        entry.receiver.namespace().unwrap_or_default(),
-        entry.receiver.name_any()
-    );
-    let lowered: BTreeMap<String, String> = headers
-        .iter()
-        .filter_map(|(k, v)| {
-            v.to_str()
-                .ok()
-                .map(|v| (k.as_str().to_ascii_lowercase(), v.to_string()))
-        })
-        .collect();
-    let accepted = match verify(
-        entry.kind,
-        &lowered,
-        body,
-        entry.token.as_bytes(),
-        &entry.receiver.spec.events,
-    ) {
-        Ok(a) => a,
-        Err(e) => {
-            s.metrics
-                .inc("imageauto_receiver_events_total", &[("result", "refused")]);
-            s.event(
-                &entry.receiver,
-                "ValidationFailed",
-                format!("a request was refused: {e}"),
-            )
-            .await;
-            return (StatusCode::UNAUTHORIZED, "unauthorized\n".into());
-        }
-    };
-    if !s.admit(&rkey) {
-        s.metrics.inc(
-            "imageauto_receiver_events_total",
-            &[("result", "rate-limited")],
-        );
-        return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n".into());
-    }
-    if !accepted.wanted {
-        s.metrics
-            .inc("imageauto_receiver_events_total", &[("result", "ignored")]);
-        return (StatusCode::OK, "event not handled\n".into());
-    }
-    let asked = s
-        .trigger(&entry.receiver, accepted.repositories.as_deref())
-        .await;
-    s.metrics
-        .inc("imageauto_receiver_events_total", &[("result", "accepted")]);
-    (
-        StatusCode::OK,
-        format!("{asked} ImageRepository scan(s) requested\n"),
-    )
-}
-
-/// Rebuilds the path table from the Receivers: each of ours, with its
-/// Secret's token. A token that cannot be read now (an apiserver outage)
-/// keeps the Receiver's last good entry: a Receiver is dropped only when
-/// it is gone, suspended or no longer ours.
-async fn rebuild(s: &Receivers, receivers: &Shared<Receiver>) {
-    let previous: HashMap<(String, String), (String, Entry)> = s
-        .by_path
-        .read()
-        .map(|m| {
-            m.iter()
-                .map(|(p, e)| {
-                    (
-                        (
-                            e.receiver.namespace().unwrap_or_default(),
-                            e.receiver.name_any(),
-                        ),
-                        (p.clone(), e.clone()),
-                    )
-                })
-                .collect()
-        })
+    let id = key_of(&r);
+    let who = format!("{}/{}", id.0, id.1);
+    let conditions = r
+        .status
+        .as_ref()
+        .map(|st| st.conditions.as_slice())
         .unwrap_or_default();
-    let mut table = HashMap::new();
-    for r in receivers.state() {
-        if !is_ours(&r) || r.spec.suspend {
-            continue;
+    if r.spec.suspend || !conditions::is_ready(conditions) {
+        tracing::warn!(receiver = %who, suspended = r.spec.suspend, "unable to process request: the receiver is suspended or not ready");
+        s.count("unavailable");
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if !s.admit(&id) {
+        s.count("rate-limited");
+        return StatusCode::TOO_MANY_REQUESTS;
+    }
+    // Go's Header.Get: each header's first value.
+    let mut lowered: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in headers {
+        if let Ok(v) = v.to_str() {
+            lowered
+                .entry(k.as_str().to_ascii_lowercase())
+                .or_insert_with(|| v.to_string());
         }
-        let id = (r.namespace().unwrap_or_default(), r.name_any());
-        match automation::controller::receivers_token(&s.client, &r).await {
-            Ok(token) => {
-                let path = webhook_path(&token, &id.1, &id.0);
-                table.insert(
-                    path,
-                    Entry {
-                        receiver: r.as_ref().clone(),
-                        kind: r.spec.receiver_type,
-                        token,
-                    },
-                );
-            }
+    }
+    let secret = match &r.spec.secret_ref {
+        Some(sr) => match s.secret(&id.0, &sr.name).await {
+            Ok(d) => Some(d),
             Err(e) => {
-                tracing::warn!(receiver = %r.name_any(), "receiver token not read: {e}");
-                if let Some((path, mut entry)) = previous.get(&id).cloned() {
-                    entry.receiver = r.as_ref().clone();
-                    table.insert(path, entry);
+                tracing::warn!(receiver = %who, "unable to validate payload: unable to read secret \"{}/{}\": {e}", id.0, sr.name);
+                s.count("refused");
+                return StatusCode::BAD_REQUEST;
+            }
+        },
+        None => None,
+    };
+    let keys = verify::Keys {
+        sets: &s.keys,
+        gcr_jwks_url: &s.options.gcr_jwks_url,
+    };
+    let request = verify::Request {
+        headers: &lowered,
+        body,
+    };
+    let validated = match verify::validate(&r, secret.as_deref(), &request, &keys).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(receiver = %who, "unable to validate payload: {e}");
+            s.count("refused");
+            return StatusCode::BAD_REQUEST;
+        }
+    };
+    let json = is_json_content(request.header("Content-Type"));
+    let filters = match Filters::new(&r, json, &validated.payload, validated.claims.as_ref()) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(receiver = %who, "unable to create resource filters: {e}");
+            s.count("failed");
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    };
+    let mut failed = false;
+    let mut selected = Vec::new();
+    for t in targets(&r, s.options.cross_namespace_refs) {
+        let t = match t {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(receiver = %who, "unable to request reconciliation: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        match s.select(&t, &filters).await {
+            Ok(found) => {
+                if t.name == "*" && found.is_empty() {
+                    tracing::info!(receiver = %who, namespace = %t.namespace, "no ImageRepository matches the labels");
+                }
+                for f in found {
+                    if !selected.contains(&f) {
+                        selected.push(f);
+                    }
                 }
             }
+            Err(e) => {
+                tracing::warn!(receiver = %who, "unable to request reconciliation: {e}");
+                failed = true;
+            }
         }
     }
-    if let Ok(mut m) = s.by_path.write() {
-        *m = table;
+    let indexed: Vec<(usize, Option<String>)> = selected
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, image))| (i, image.clone()))
+        .collect();
+    let pushes = registry_pushes(body);
+    let chosen = receiver::narrow(&indexed, pushes.as_deref());
+    let annotations = chosen
+        .into_iter()
+        .filter_map(|i| selected.get(i))
+        .map(|(ns, name, _)| {
+            let s = s.clone();
+            let (ns, name) = (ns.clone(), name.clone());
+            async move { s.annotate(ns, name).await }
+        });
+    for outcome in futures::future::join_all(annotations).await {
+        if let Err(e) = outcome {
+            tracing::warn!(receiver = %who, "unable to request reconciliation: {e}");
+            failed = true;
+        }
+    }
+    if failed {
+        s.count("failed");
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        s.count("accepted");
+        StatusCode::OK
     }
 }
 
-/// Binds the listener and serves; the path table follows the Receivers and
-/// the Secrets they name (the shared watches), and is read again every
-/// minute. The second value turns true once the table was first built from
-/// the synced watches (at once when the cluster has no Receiver kind).
+/// Binds the listener and serves until `stop` turns true. The Receivers
+/// and the Secrets they name come from the shared watches (the Receivers
+/// from when their kind exists).
 pub async fn start(
     addr: SocketAddr,
     client: Client,
     caches: Arc<Caches>,
     metrics: Arc<Metrics>,
-    instance: String,
+    options: Options,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<(SocketAddr, tokio::sync::watch::Receiver<bool>)> {
-    let (built_tx, built) = tokio::sync::watch::channel(false);
+) -> anyhow::Result<SocketAddr> {
     let listener = listen::bind(addr)
         .map_err(|e| anyhow::anyhow!("--receiver-addr {addr}: cannot listen there: {e}"))?;
     let local = listener.local_addr()?;
+    let keys = automation::controller::receiver::jwt::KeySets::new()
+        .map_err(|e| anyhow::anyhow!("the receiver's HTTP client: {e}"))?;
     let state = Arc::new(Receivers {
-        client: client.clone(),
-        caches: caches.clone(),
-        by_path: RwLock::new(HashMap::new()),
+        client,
+        caches,
+        options,
+        keys,
         buckets: Mutex::new(HashMap::new()),
-        pending: Mutex::new(std::collections::HashSet::new()),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "imageauto".into(),
-                instance: Some(instance),
-            },
-        ),
+        pending: Mutex::new(HashMap::new()),
+        secrets: Mutex::new(HashMap::new()),
         metrics,
     });
-    match caches.receivers.clone() {
-        Some(receivers) => {
-            let s = state.clone();
-            let secrets = caches.secrets.clone();
-            tokio::spawn(async move {
-                let mut own = receivers.subscribe();
-                let mut secret_changes = secrets.subscribe();
-                receivers.wait_synced().await;
-                rebuild(&s, &receivers).await;
-                built_tx.send_replace(true);
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tokio::select! {
-                        ev = own.recv() => {
-                            if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                                return;
-                            }
-                        }
-                        ev = secret_changes.recv() => {
-                            // Only a Secret a Receiver names.
-                            let named = match &ev {
-                                Ok(Change::Applied(sec) | Change::Deleted(sec)) => {
-                                    let (ns, name) = (sec.namespace(), sec.name_any());
-                                    receivers.state().iter().any(|r| r.namespace() == ns && r.spec.secret_ref.name == name)
-                                }
-                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
-                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                            };
-                            if !named {
-                                continue;
-                            }
-                        }
-                        _ = tick.tick() => {}
-                    }
-                    rebuild(&s, &receivers).await;
-                }
-            });
-        }
-        None => {
-            built_tx.send_replace(true);
-            tracing::info!(
-                "no Receiver kind in the cluster: the receiver answers 404 until there is"
-            );
-        }
-    }
     let app = Router::new()
-        .route("/hook/{digest}", post(hook))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .route("/hook/{*rest}", axum::routing::any(hook))
+        .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state);
     tokio::spawn(listen::serve(
         "receiver",
@@ -437,5 +490,5 @@ pub async fn start(
             let _ = stop.wait_for(|s| *s).await;
         },
     ));
-    Ok((local, built))
+    Ok(local)
 }

@@ -335,11 +335,13 @@ spec:
     assert!(refs.stdout.is_empty());
 }
 
-/// A Receiver answers from the first ready of serve on (its path comes
-/// from the shared watch, not a timer), and keeps answering while the
-/// apiserver is away.
+/// A Receiver answers once its status shows its path (as
+/// notification-controller's server looks it up), from the shared watch,
+/// and through an apiserver outage: it still knows the Receiver, and says
+/// 500 within its bound when the annotation cannot be written (Flux's
+/// answer when annotating fails: the sender retries), 200 again after.
 #[test]
-fn receivers_answer_from_the_first_ready_and_through_an_outage() {
+fn receivers_answer_from_their_status_and_through_an_outage() {
     let c = Cluster::start();
     c.install_crds();
     let ns = c.namespace("hooks");
@@ -385,7 +387,7 @@ spec: {{image: 127.0.0.1:1/team/web, interval: 1h, suspend: true}}
     );
     let post = || {
         reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
             .build()
             .unwrap()
             .post(format!("http://127.0.0.1:{port}{path}"))
@@ -394,14 +396,25 @@ spec: {{image: 127.0.0.1:1/team/web, interval: 1h, suspend: true}}
             .map(|r| r.status().as_u16())
             .ok()
     };
-    // Serve::start returns at the first 200 of /readyz.
+    wait_for(
+        Duration::from_secs(30),
+        "the Receiver's path in its status",
+        || {
+            let st = c.get_json(&["-n", &ns, "receiver", "registry"])["status"].clone();
+            (st["webhookPath"] == path.as_str()).then_some(())
+        },
+        || s.logs(),
+    );
     assert_eq!(post(), Some(200), "{}", s.logs());
-    // The apiserver away: the Receiver is still known.
+    // The apiserver away: the Receiver is still known, the annotation
+    // cannot be written.
     let c2 = &c;
     std::thread::scope(|scope| {
-        scope.spawn(|| c2.pause_apiserver(Duration::from_secs(8)));
+        scope.spawn(|| c2.pause_apiserver(Duration::from_secs(12)));
         std::thread::sleep(Duration::from_secs(3));
-        assert_eq!(post(), Some(200), "{}", s.logs());
+        let started = std::time::Instant::now();
+        assert_eq!(post(), Some(500), "{}", s.logs());
+        assert!(started.elapsed() < Duration::from_secs(8));
     });
     assert_eq!(post(), Some(200), "{}", s.logs());
 }

@@ -4,7 +4,7 @@
 //! One design for every kind, the way the webhook is built (pure rules over
 //! a read-only view):
 //! - a pure decision per kind ([`repository::decide`], [`policy::decide`],
-//!   [`automation::decide`], [`receivers::decide`]): from the object, a
+//!   [`automation::decide`], [`receiver::decide`]): from the object, a
 //!   snapshot of what it depends on and the time, the whole status, the
 //!   events and the requeue, or the work to do first;
 //! - one reconcile shell ([`shell`]) that does the I/O for every kind:
@@ -28,12 +28,9 @@ pub mod watches;
 pub mod automation;
 pub mod policy;
 pub mod receiver;
-pub mod receivers;
 pub mod repository;
 #[cfg(test)]
 pub(crate) mod testing;
-
-pub use receivers::token as receivers_token;
 
 use crate::api::{
     GitRepository, ImagePolicy, ImageRepository, ImageUpdateAutomation, Receiver, ResourceExt,
@@ -180,7 +177,10 @@ impl Context {
             action: note.action.to_string(),
             secondary: None,
         };
+        // notification-controller records its Receivers' events in the
+        // cluster only: they are not posted to its own event server.
         if let Some(p) = &self.poster
+            && K::kind(&()) != "Receiver"
             && let Some(e) = events::flux_event(
                 obj,
                 note,
@@ -507,39 +507,44 @@ pub async fn run(
         .for_each(|r| log_result("ImageUpdateAutomation", r))
     };
 
-    // Receivers (Flux's notification kind) get their path and Ready, when
-    // the kind exists in the cluster.
-    let receivers = caches.receivers.clone().map(|rc| {
+    // Receivers (Flux's notification kind) get their path and Ready, from
+    // when the kind exists in the cluster; each again at its interval
+    // (the decision's requeue) and when its Secret changes.
+    let receivers = {
         let (m1, m2) = (mine.clone(), mine.clone());
-        let store = rc.clone();
-        Controller::for_shared_stream(
-            changed(
-                rc.clone(),
-                true,
-                move |o: &Receiver| m1(o),
-                reconcile_property,
-            ),
-            rc.store.clone(),
-        )
-        .watches_shared_stream(
-            secret_changes(&caches.secrets),
-            move |s: Arc<PartialObjectMeta<Secret>>| {
-                let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
-                refs(&store, |r| {
-                    m2(r)
-                        && r.namespace().as_deref() == Some(ns.as_str())
-                        && r.spec.secret_ref.name == name
-                })
-            },
-        )
-        .with_config(config.clone())
-        .graceful_shutdown_on(stopped(stop.clone()))
-        .run(shell::reconcile, error_policy, ctx.clone())
-        .for_each(|r| log_result("Receiver", r))
-    });
-    let receivers = async move {
-        if let Some(r) = receivers {
-            r.await;
+        let (appearing, secrets) = (caches.receivers.clone(), caches.secrets.clone());
+        let (config, stop, ctx) = (config.clone(), stop.clone(), ctx.clone());
+        async move {
+            let rc = tokio::select! {
+                rc = appearing.wait() => rc,
+                () = stopped(stop.clone()) => return,
+            };
+            let store = rc.clone();
+            Controller::for_shared_stream(
+                changed(
+                    rc.clone(),
+                    true,
+                    move |o: &Receiver| m1(o),
+                    reconcile_property,
+                ),
+                rc.store.clone(),
+            )
+            .watches_shared_stream(
+                secret_changes(&secrets),
+                move |s: Arc<PartialObjectMeta<Secret>>| {
+                    let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+                    refs(&store, |r| {
+                        m2(r)
+                            && r.namespace().as_deref() == Some(ns.as_str())
+                            && r.spec.secret_ref.as_ref().is_some_and(|s| s.name == name)
+                    })
+                },
+            )
+            .with_config(config)
+            .graceful_shutdown_on(stopped(stop))
+            .run(shell::reconcile, error_policy, ctx)
+            .for_each(|r| log_result("Receiver", r))
+            .await;
         }
     };
     futures::future::join4(repositories, policies, automations, receivers).await;

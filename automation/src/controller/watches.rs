@@ -248,6 +248,76 @@ pub fn reconcile_property<K: Resource>(o: &K) -> Option<(i64, Option<String>, bo
     ))
 }
 
+/// A kind's cache that may start after the process did (a CRD installed
+/// later): none until then.
+pub struct Appearing<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    inner: Arc<AppearingInner<K>>,
+}
+
+/// The cache once set, and the signal that it was.
+type AppearingInner<K> = (std::sync::OnceLock<Arc<Shared<K>>>, watch::Sender<bool>);
+
+impl<K> Clone for Appearing<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn clone(&self) -> Self {
+        Appearing {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K> Default for Appearing<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K> Appearing<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+{
+    pub fn new() -> Self {
+        let (tx, _) = watch::channel(false);
+        Appearing {
+            inner: Arc::new((std::sync::OnceLock::new(), tx)),
+        }
+    }
+
+    /// The cache, once the kind exists.
+    pub fn get(&self) -> Option<Arc<Shared<K>>> {
+        self.inner.0.get().cloned()
+    }
+
+    /// Sets the cache (the first time only).
+    pub fn set(&self, shared: Arc<Shared<K>>) {
+        if self.inner.0.set(shared).is_ok() {
+            self.inner.1.send_replace(true);
+        }
+    }
+
+    /// Waits for the cache.
+    pub async fn wait(&self) -> Arc<Shared<K>> {
+        let mut rx = self.inner.1.subscribe();
+        loop {
+            if let Some(s) = self.get() {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in `inner`, as long as `self`.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 /// The caches of a `serve` process.
 pub struct Caches {
     pub repositories: Arc<Shared<ImageRepository>>,
@@ -258,8 +328,9 @@ pub struct Caches {
     /// Secrets' metadata only (names and versions, never their data): a
     /// changed Secret wakes the objects that use it.
     pub secrets: Arc<Shared<PartialObjectMeta<Secret>>>,
-    /// Flux's Receivers, when the kind exists in the cluster.
-    pub receivers: Option<Arc<Shared<Receiver>>>,
+    /// Flux's Receivers, from when the kind exists in the cluster (at
+    /// start, or once its CRD is installed).
+    pub receivers: Appearing<Receiver>,
     /// The published marker index (see [`super::markers`]), when the
     /// webhook is served.
     pub markers: Option<Arc<Shared<ConfigMap>>>,
@@ -290,21 +361,46 @@ impl Caches {
     pub async fn start(client: &Client, scope: &CacheScope) -> Caches {
         let wc = watcher::Config::default;
         let ns = &scope.namespace;
-        let receivers = {
+        let receivers = Appearing::new();
+        {
             let rapi: Api<Receiver> = api(client, ns);
-            match rapi.list(&kube::api::ListParams::default().limit(1)).await {
-                Ok(_) => Some(Shared::start(
+            let found = rapi
+                .list(&kube::api::ListParams::default().limit(1))
+                .await
+                .is_ok();
+            if found {
+                receivers.set(Shared::start(
                     "Receiver",
                     watcher(rapi, wc()).default_backoff(),
-                )),
-                Err(_) => {
-                    tracing::info!(
-                        "no Receiver kind in the cluster: registry events come only through other receivers"
-                    );
-                    None
-                }
+                ));
+            } else {
+                tracing::info!(
+                    "no Receiver kind in the cluster yet: its Receivers are served once its CRD is installed"
+                );
+                let receivers = receivers.clone();
+                tokio::spawn(async move {
+                    // Looks for the kind again, from half a second
+                    // doubling to ten.
+                    let mut delay = std::time::Duration::from_millis(500);
+                    loop {
+                        tokio::time::sleep(delay).await;
+                        if rapi
+                            .list(&kube::api::ListParams::default().limit(1))
+                            .await
+                            .is_ok()
+                        {
+                            tracing::info!("the Receiver kind appeared: watching Receivers");
+                            receivers.set(Shared::start(
+                                "Receiver",
+                                watcher(rapi, wc()).default_backoff(),
+                            ));
+                            return;
+                        }
+                        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+                    }
+                });
             }
-        };
+        }
         let markers = scope.markers_namespace.as_ref().map(|mns| {
             let capi: Api<ConfigMap> = Api::namespaced(client.clone(), mns);
             Shared::start(
@@ -359,7 +455,7 @@ impl Caches {
             && self.sources.synced()
             && self.namespaces.synced()
             && self.secrets.synced()
-            && self.receivers.as_ref().is_none_or(|r| r.synced())
+            && self.receivers.get().is_none_or(|r| r.synced())
             && self.markers.as_ref().is_none_or(|m| m.synced())
     }
 
@@ -371,7 +467,7 @@ impl Caches {
         self.sources.wait_synced().await;
         self.namespaces.wait_synced().await;
         self.secrets.wait_synced().await;
-        if let Some(r) = &self.receivers {
+        if let Some(r) = self.receivers.get() {
             r.wait_synced().await;
         }
         if let Some(m) = &self.markers {

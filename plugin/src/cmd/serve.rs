@@ -61,6 +61,9 @@ pub struct Args {
     /// Registry and Receiver events listener (HTTP)
     #[arg(long, value_name = "ADDR")]
     receiver_addr: Option<SocketAddr>,
+    /// The JWKS that verifies the tokens of gcr Receivers (Google's Pub/Sub push tokens)
+    #[arg(long, value_name = "URL", default_value = automation::controller::receiver::verify::GOOGLE_JWKS_URL)]
+    receiver_gcr_jwks_url: String,
     /// Policy changes reaching an automation within this window make one commit
     #[arg(long, default_value = "500ms", value_parser = window_arg)]
     batch_window: Duration,
@@ -347,27 +350,28 @@ async fn serve(args: Args) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }));
     }
-    let mut receivers_built = None;
     if let Some(addr) = args.receiver_addr {
-        let (local, built) = crate::receiver::start(
+        let local = crate::receiver::start(
             addr,
             client.clone(),
             caches.clone(),
             metrics.clone(),
-            instance.clone(),
+            crate::receiver::Options {
+                cross_namespace_refs: options.cross_namespace_refs,
+                gcr_jwks_url: args.receiver_gcr_jwks_url.clone(),
+            },
             stop_rx.clone(),
         )
         .await?;
         tracing::info!(receiver = %local, "receiver serving");
-        receivers_built = Some(built);
     }
-    // Ready once the caches are synced, the admission view is complete and
-    // the receivers' paths are known, leader or not.
+    // Ready once the caches are synced (the receivers read their paths
+    // from them) and the admission view is complete, leader or not.
     {
         let (caches, health) = (caches.clone(), health.clone());
         tokio::spawn(async move {
             caches.wait_synced().await;
-            for mut done in view_complete.into_iter().chain(receivers_built) {
+            for mut done in view_complete.into_iter() {
                 let _ = done.wait_for(|c| *c).await;
             }
             health.ready.store(true, Ordering::Relaxed);
