@@ -1,6 +1,60 @@
-//! Output formats and plain-text tables.
+//! Output formats, plain-text tables, and standard output that a closed
+//! pipe ends quietly.
 
 use clap::ValueEnum;
+
+/// The exit status of a command whose reader went away (`| head`): what a
+/// shell reports for a program SIGPIPE ended (128 + 13).
+pub const CLOSED_PIPE_EXIT: i32 = 141;
+
+/// Writes to standard output, flushed. A reader that went away (`cmd |
+/// head`) ends the program at once, quietly, with [`CLOSED_PIPE_EXIT`], as
+/// a Unix tool ends; another write error (a full disk) ends it with 1 and
+/// says so. Commands print through [`out!`] and [`outln!`], never
+/// `println!`, which panics on a closed pipe.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        exit_on_write_error(&e);
+    }
+}
+
+/// Writes bytes to standard output, as [`write_stdout`].
+pub fn write_stdout_bytes(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        exit_on_write_error(&e);
+    }
+}
+
+fn exit_on_write_error(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(CLOSED_PIPE_EXIT);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
+
+/// `print!` for commands: see [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` for commands: see [`write_stdout`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {out, outln};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum TextOrJson {

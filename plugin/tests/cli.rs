@@ -310,3 +310,62 @@ fn dist_archive_and_krew_manifest_agree() {
         .unwrap();
     assert_eq!(text(&ran.stdout), "imageauto\n");
 }
+
+/// Output into a pipe whose reader went away (`| head`): the command ends
+/// at once and quietly, with 141 as a shell reports for a program SIGPIPE
+/// ended, never a panic (exit 101).
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let policy = examples().join("semver").join("image-automation.yaml");
+    let tags = examples().join("semver").join("tags.txt");
+    let explain = [
+        "explain",
+        "-f",
+        policy.to_str().unwrap(),
+        "--tags",
+        tags.to_str().unwrap(),
+    ];
+    for args in [
+        &["install", "--dry-run"][..],
+        &["install", "--dry-run", "-o", "json"],
+        &["completion", "bash"],
+        &["version", "--client"],
+        &explain,
+    ] {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the first write.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+    }
+    // As a user types it: the first lines, then the reader leaves.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' install --dry-run | head -2",
+            bin()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "---\napiVersion: apiextensions.k8s.io/v1\n"
+    );
+    assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}

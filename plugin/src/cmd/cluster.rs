@@ -5,6 +5,7 @@
 
 use crate::cli::Outcome;
 use crate::connect::{Kube, KubeArgs, age, explain};
+use crate::output::{out, outln};
 use crate::output::{printable, table};
 use anyhow::{Result, anyhow, bail};
 use automation::api::{
@@ -244,9 +245,9 @@ pub fn get(args: GetArgs) -> Result<Outcome> {
                     let wide = args.output == GetOutput::Wide;
                     if kinds.len() > 1 {
                         if i > 0 {
-                            println!();
+                            outln!();
                         }
-                        println!("{}:", kind.name());
+                        outln!("{}:", kind.name());
                     }
                     if items.is_empty() {
                         eprintln!(
@@ -271,7 +272,7 @@ pub fn get(args: GetArgs) -> Result<Outcome> {
                             row(*kind, &v, wide, args.all_namespaces)
                         })
                         .collect();
-                    print!("{}", table(&header, &rows));
+                    out!("{}", table(&header, &rows));
                 }
             }
         }
@@ -283,9 +284,9 @@ pub fn get(args: GetArgs) -> Result<Outcome> {
                     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items_all})
                 };
                 if args.output == GetOutput::Json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    outln!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
-                    print!("{}", serde_norway::to_string(&list)?);
+                    out!("{}", serde_norway::to_string(&list)?);
                 }
             }
             _ => {}
@@ -311,12 +312,12 @@ pub fn get(args: GetArgs) -> Result<Outcome> {
                 }
                 let v = serde_json::to_value(&o)?;
                 match args.output {
-                    GetOutput::Json => println!("{}", serde_json::to_string(&v)?),
-                    GetOutput::Yaml => print!("---\n{}", serde_norway::to_string(&v)?),
+                    GetOutput::Json => outln!("{}", serde_json::to_string(&v)?),
+                    GetOutput::Yaml => out!("---\n{}", serde_norway::to_string(&v)?),
                     _ => {
                         let r = row(kind, &v, wide, args.all_namespaces);
                         let t = table(&vec![""; r.len()], &[r]);
-                        print!(
+                        out!(
                             "{}",
                             t.lines()
                                 .nth(1)
@@ -481,7 +482,7 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
             eprintln!("✗ {what} is not ready: {}", printable(&message));
             return Ok(Outcome::Failed);
         }
-        println!("{}", printable(&result));
+        outln!("{}", printable(&result));
         Ok(Outcome::Ok)
     })
 }
@@ -539,7 +540,7 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
                 .await
                 .map_err(|e| explain(e, &what))?;
             if suspend {
-                println!("✔ {what} suspended");
+                outln!("✔ {what} suspended");
                 continue;
             }
             eprintln!("► resumed {what}, waiting for it to reconcile");
@@ -547,7 +548,7 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
                 Ok(v) => {
                     let (ready, message) = ready_of(&v);
                     if ready == "True" {
-                        println!("✔ {what} resumed: {}", printable(&message));
+                        outln!("✔ {what} resumed: {}", printable(&message));
                     } else {
                         eprintln!("✗ {what} resumed, not ready: {}", printable(&message));
                         failed = true;
@@ -641,7 +642,7 @@ pub fn events(args: EventsArgs) -> Result<Outcome> {
             header.insert(0, "NAMESPACE");
         }
         let rows: Vec<Vec<String>> = evs.into_iter().map(|(_, r)| r).collect();
-        print!("{}", table(&header, &rows));
+        out!("{}", table(&header, &rows));
         Ok(Outcome::Ok)
     })
 }
@@ -677,7 +678,7 @@ pub fn tree(args: TreeArgs) -> Result<Outcome> {
         let a = autos.get(&args.name).await.map_err(|e| explain(e, &what))?;
         let av = serde_json::to_value(&a)?;
         let (r, m) = ready_of(&av);
-        println!(
+        outln!(
             "{} ImageUpdateAutomation/{ns}/{}  {}",
             mark(&r),
             args.name,
@@ -699,15 +700,15 @@ pub fn tree(args: TreeArgs) -> Result<Outcome> {
             Ok(Some(s)) => {
                 let sv = serde_json::to_value(&s)?;
                 let (r, m) = ready_of(&sv);
-                println!(
+                outln!(
                     "├── {} GitRepository/{sns}/{sname}  {}  {}",
                     mark(&r),
                     sv["spec"]["url"].as_str().unwrap_or(""),
                     printable(&m)
                 );
             }
-            Ok(None) => println!("├── ✗ GitRepository/{sns}/{sname}  not found"),
-            Err(e) => println!(
+            Ok(None) => outln!("├── ✗ GitRepository/{sns}/{sname}  not found"),
+            Err(e) => outln!(
                 "├── ? GitRepository/{sns}/{sname}  {}",
                 explain(e, "reading it")
             ),
@@ -725,7 +726,7 @@ pub fn tree(args: TreeArgs) -> Result<Outcome> {
             let last = i + 1 == n;
             let pv = serde_json::to_value(p)?;
             let (r, m) = ready_of(&pv);
-            println!(
+            outln!(
                 "{} {} ImagePolicy/{ns}/{}  {}",
                 if last { "└──" } else { "├──" },
                 mark(&r),
@@ -747,21 +748,21 @@ pub fn tree(args: TreeArgs) -> Result<Outcome> {
                 Ok(Some(rp)) => {
                     let rv = serde_json::to_value(&rp)?;
                     let (r, m) = ready_of(&rv);
-                    println!(
+                    outln!(
                         "{prefix} {} ImageRepository/{rns}/{rname}  {}",
                         mark(&r),
                         printable(&m)
                     );
                 }
-                Ok(None) => println!("{prefix} ✗ ImageRepository/{rns}/{rname}  not found"),
-                Err(e) => println!(
+                Ok(None) => outln!("{prefix} ✗ ImageRepository/{rns}/{rname}  not found"),
+                Err(e) => outln!(
                     "{prefix} ? ImageRepository/{rns}/{rname}  {}",
                     explain(e, "reading it")
                 ),
             }
         }
         if n == 0 {
-            println!("└── (no ImagePolicy of {ns} is selected)");
+            outln!("└── (no ImagePolicy of {ns} is selected)");
         }
         Ok(Outcome::Ok)
     })

@@ -4,6 +4,7 @@
 //! names from the cluster.
 
 use crate::cli::{Cli, Outcome};
+use crate::output::outln;
 use anyhow::Result;
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -17,12 +18,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let mut cmd = Cli::command();
-    clap_complete::generate(
-        args.shell,
-        &mut cmd,
-        "kubectl-imageauto",
-        &mut std::io::stdout(),
-    );
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "kubectl-imageauto", &mut script);
+    crate::output::write_stdout_bytes(&script);
     Ok(Outcome::Ok)
 }
 
@@ -106,8 +104,8 @@ pub fn complete(args: CompleteArgs) -> Result<Outcome> {
         _ => Vec::new(),
     };
     for c in candidates.iter().filter(|c| c.starts_with(&current)) {
-        println!("{c}");
+        outln!("{c}");
     }
-    println!("{NO_FILES}");
+    outln!("{NO_FILES}");
     Ok(Outcome::Ok)
 }

@@ -4,6 +4,7 @@
 
 use crate::cli::Outcome;
 use crate::connect::{Kube, KubeArgs, explain};
+use crate::output::{out, outln};
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
@@ -587,7 +588,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             args.events_addr.as_deref(),
         ));
         all.extend(policy_namespace_objects(&args.policy_namespaces));
-        print!("{}", render(&all, args.output)?);
+        out!("{}", render(&all, args.output)?);
         if args.webhook && args.webhook_url.is_none() {
             eprintln!(
                 "note: install also creates Secret {ns}/{CERT_SECRET} (a CA and the webhook's certificate) and puts its CA in the webhook configuration's caBundle"
@@ -632,7 +633,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                     .await
                     .map_err(|e| explain(e, &format!("scaling {name} to 0")))?;
             }
-            println!("✔ scaled Flux's {} to 0 replicas (--take-over)", names.join(" and "));
+            outln!("✔ scaled Flux's {} to 0 replicas (--take-over)", names.join(" and "));
         }
         // CRDs: ours, unless Flux's are there (kept and used).
         let crds: Api<CustomResourceDefinition> = Api::all(k.client.clone());
@@ -643,18 +644,18 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             names.push(name.clone());
             match crds.get_opt(&name).await.map_err(|e| explain(e, "reading the CRDs"))? {
                 Some(existing) if foreign(&existing) => {
-                    println!("✔ CRD {name} found (installed by someone else): kept");
+                    outln!("✔ CRD {name} found (installed by someone else): kept");
                 }
                 _ => {
                     let mut v = serde_json::to_value(&crd)?;
                     let stripped = !cel && without_cel(&mut v);
                     apply(&k, &v).await?;
                     if stripped {
-                        println!(
+                        outln!(
                             "✔ CRD {name} applied, without its CEL rules, which this apiserver does not know (imageauto's admission webhook checks the same rules)"
                         );
                     } else {
-                        println!("✔ CRD {name} applied");
+                        outln!("✔ CRD {name} applied");
                     }
                 }
             }
@@ -675,18 +676,18 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                 continue;
             }
             apply(&k, &v).await?;
-            println!("✔ {} applied", describe(&v));
+            outln!("✔ {} applied", describe(&v));
             if v["kind"] == "Deployment"
                 && let Some(url) = &events_addr
             {
-                println!("✔ events also go to notification-controller at {url} (Flux's Alerts see them)");
+                outln!("✔ events also go to notification-controller at {url} (Flux's Alerts see them)");
             }
             if v["kind"] == "Namespace" && args.webhook && args.webhook_url.is_none() {
                 let (secret, ca) = certificate_secret(&k, &ns).await?;
                 bundle = b64(&ca);
                 if let Some(s) = &secret {
                     apply(&k, s).await?;
-                    println!("✔ {} created (webhook certificate)", describe(s));
+                    outln!("✔ {} created (webhook certificate)", describe(s));
                 }
             }
         }
@@ -694,7 +695,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
         // namespaces' policies already govern every namespace.
         for v in policy_namespace_objects(&args.policy_namespaces) {
             apply(&k, &v).await?;
-            println!(
+            outln!(
                 "✔ Namespace {} labelled {}={} (--policy-namespace): its ImagePolicies govern images in every namespace",
                 v["metadata"]["name"].as_str().unwrap_or(""),
                 webhook::view::POLICIES_LABEL,
@@ -705,14 +706,14 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             for v in objects(&ns, &image, true, args.webhook_url.as_deref(), &bundle, args.webhook_failure_policy) {
                 if v["kind"] == "ValidatingWebhookConfiguration" {
                     apply(&k, &v).await?;
-                    println!("✔ {} applied", describe(&v));
+                    outln!("✔ {} applied", describe(&v));
                 }
             }
         }
         if args.wait {
             let deadline = started + args.timeout;
             wait_established(&crds, &names, deadline).await?;
-            println!("✔ CRDs established");
+            outln!("✔ CRDs established");
             let nodes: Api<Node> = Api::all(k.client.clone());
             let has_nodes = nodes
                 .list(&ListParams::default().limit(1))
@@ -721,12 +722,12 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                 .unwrap_or(true);
             if has_nodes {
                 wait_available(&k, &ns, deadline).await?;
-                println!("✔ controller available");
+                outln!("✔ controller available");
             } else {
-                println!("note: the cluster has no nodes: the controller cannot run here, not waiting for it");
+                outln!("note: the cluster has no nodes: the controller cannot run here, not waiting for it");
             }
         }
-        println!("✔ imageauto installed in {ns}");
+        outln!("✔ imageauto installed in {ns}");
         Ok(Outcome::Ok)
     })
 }
@@ -873,7 +874,7 @@ pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
             if ours && held == 0 {
                 delete(&k, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
             } else if ours {
-                println!("note: namespace {ns} kept: it holds {held} image object(s) of yours");
+                outln!("note: namespace {ns} kept: it holds {held} image object(s) of yours");
             }
         }
         if args.delete_crds {
@@ -891,11 +892,11 @@ pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
             for crd in automation::api::crds() {
                 delete(&k, &serde_json::to_value(&crd)?).await?;
             }
-            println!("✔ CRDs deleted ({lost} object(s) with them)");
+            outln!("✔ CRDs deleted ({lost} object(s) with them)");
         } else {
-            println!("✔ CRDs and your objects kept (--delete-crds removes them)");
+            outln!("✔ CRDs and your objects kept (--delete-crds removes them)");
         }
-        println!("✔ imageauto uninstalled");
+        outln!("✔ imageauto uninstalled");
         Ok(Outcome::Ok)
     })
 }
@@ -925,7 +926,7 @@ async fn delete(k: &Kube, v: &Value) -> Result<()> {
     let name = v["metadata"]["name"].as_str().unwrap_or("");
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => {
-            println!("✔ {} deleted", describe(v));
+            outln!("✔ {} deleted", describe(v));
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -1043,7 +1044,7 @@ pub struct VersionArgs {
 }
 
 pub fn version(args: VersionArgs) -> Result<Outcome> {
-    println!("client: kubectl-imageauto {}", env!("CARGO_PKG_VERSION"));
+    outln!("client: kubectl-imageauto {}", env!("CARGO_PKG_VERSION"));
     if args.client {
         return Ok(Outcome::Ok);
     }
@@ -1060,9 +1061,9 @@ pub fn version(args: VersionArgs) -> Result<Outcome> {
             .and_then(|s| s.containers.into_iter().next())
             .and_then(|c| c.image);
         match image {
-            Some(i) => println!("server: Deployment {ns}/{NAME} runs {i}"),
+            Some(i) => outln!("server: Deployment {ns}/{NAME} runs {i}"),
             None => {
-                println!("server: not installed in {ns} (kubectl imageauto install)");
+                outln!("server: not installed in {ns} (kubectl imageauto install)");
                 return Ok(Outcome::Failed);
             }
         }
@@ -1072,11 +1073,11 @@ pub fn version(args: VersionArgs) -> Result<Outcome> {
             .body(Vec::new())
             .map_err(|e| anyhow!("{e}"))?;
         match tokio::time::timeout(Duration::from_secs(5), k.client.request::<Value>(req)).await {
-            Ok(Ok(v)) => println!(
+            Ok(Ok(v)) => outln!(
                 "server: serve reports {}",
                 v["version"].as_str().unwrap_or("?")
             ),
-            _ => println!("server: serve does not answer /version (not running, or not reachable)"),
+            _ => outln!("server: serve does not answer /version (not running, or not reachable)"),
         }
         Ok(Outcome::Ok)
     })

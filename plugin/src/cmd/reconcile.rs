@@ -3,6 +3,7 @@
 use crate::cli::Outcome;
 use crate::cmd::tags::keychain;
 use crate::output::{TextOrJson, printable, table};
+use crate::output::{out, outln};
 use anyhow::{Context, Result, bail};
 use automation::git::{GitAuth, SignError, Signer};
 use automation::local::run::{Mode, Options, Progress, Report, run};
@@ -321,14 +322,14 @@ fn print_text(report: &Report, mode: Mode) {
         }
     }
     if !rows.is_empty() {
-        print!(
+        out!(
             "{}",
             table(&["POLICY", "IMAGE", "OLD", "NEW", "FILE:LINE"], &rows)
         );
     }
     if mode == Mode::DryRun {
         for a in &report.automations {
-            print!("{}", crate::output::unified_diffs(&a.files));
+            out!("{}", crate::output::unified_diffs(&a.files));
         }
     }
     for a in &report.automations {
@@ -398,7 +399,7 @@ fn print_json(report: &Report) {
             "notes": a.notes,
         })).collect::<Vec<_>>(),
     });
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
     );
