@@ -130,8 +130,10 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
                 timeout: args.timeout,
                 with_source: args.with_source,
                 kube: crate::connect::KubeArgs {
-                    kubeconfig: args.kubeconfig.clone(),
-                    context: args.context.clone(),
+                    conn: crate::connect::ConnArgs {
+                        kubeconfig: args.kubeconfig.clone(),
+                        context: args.context.clone(),
+                    },
                     namespace: args.namespace.clone(),
                 },
             },
