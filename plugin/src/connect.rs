@@ -239,6 +239,38 @@ pub fn kind_missing(e: &kube::Error) -> bool {
             || s.message.contains("page not found")))
 }
 
+/// Whether an error says that the object asked for does not exist (its
+/// kind does).
+pub fn object_missing(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404) && !kind_missing(e)
+}
+
+/// The namespaces other than `k`'s where an object of `ar` named `name`
+/// exists, as the end of a not-found message (`; found in flux-system:
+/// add -n flux-system`); empty when there is none, or when listing every
+/// namespace is not allowed.
+pub async fn found_elsewhere(k: &Kube, ar: &kube::api::ApiResource, name: &str) -> String {
+    use kube::api::{DynamicObject, ListParams};
+    let api: kube::Api<DynamicObject> = kube::Api::all_with(k.client.clone(), ar);
+    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+    let Ok(list) = api.list(&lp).await else {
+        return String::new();
+    };
+    let mut namespaces: Vec<String> = list
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.namespace)
+        .filter(|ns| *ns != k.namespace)
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    match namespaces.as_slice() {
+        [] => String::new(),
+        [one] => format!("; found in {one}: add -n {one}"),
+        many => format!("; found in {}: add -n NAMESPACE", many.join(", ")),
+    }
+}
+
 /// An API error as one line that says what to do.
 pub fn explain(e: kube::Error, what: &str) -> anyhow::Error {
     match &e {

@@ -87,13 +87,13 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// A cell as shown: printable, and at most [`MAX_CELL`] characters.
-fn cell(s: &str) -> String {
+/// A cell as shown: printable, and at most `max` characters.
+fn cell(s: &str, max: usize) -> String {
     let p = printable(s);
-    if p.chars().count() <= MAX_CELL {
+    if p.chars().count() <= max {
         return p.into_owned();
     }
-    let mut cut: String = p.chars().take(MAX_CELL - 1).collect();
+    let mut cut: String = p.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
 }
@@ -101,9 +101,18 @@ fn cell(s: &str) -> String {
 /// Renders rows as columns separated by two spaces, like kubectl. Cells are
 /// made printable and cut at [`MAX_CELL`] characters.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    table_cut(header, rows, MAX_CELL)
+}
+
+/// [`table`] for `-o wide`: cells are made printable, never cut.
+pub fn wide_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    table_cut(header, rows, usize::MAX)
+}
+
+fn table_cut(header: &[&str], rows: &[Vec<String>], max: usize) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .map(|r| r.iter().map(|c| cell(c, max)).collect())
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
@@ -164,6 +173,13 @@ mod tests {
         assert!(first.starts_with(&"x".repeat(MAX_CELL - 1)));
         assert!(first.contains("…  b"), "{first}");
         assert!(t.len() < 1000);
+    }
+
+    #[test]
+    fn wide_tables_cut_nothing() {
+        let long = "m".repeat(MAX_CELL * 2);
+        let t = wide_table(&["A", "MESSAGE"], &[vec!["a".into(), long.clone()]]);
+        assert!(t.lines().nth(1).unwrap().ends_with(&long), "{t}");
     }
 
     #[test]

@@ -117,12 +117,25 @@ fn signing_key(path: &PathBuf) -> Result<Arc<Signer>> {
 
 pub fn run_cmd(args: Args) -> Result<Outcome> {
     if !args.local {
-        let [kind, name] = args.targets.as_slice() else {
+        if args.targets.is_empty() {
             crate::cli::usage_error(
                 "reconcile",
                 "give KIND NAME (reconcile repository|policy|update NAME), or --local [DIR] to run on a checkout".into(),
             );
-        };
+        }
+        if let [dir] = args.targets.as_slice()
+            && Path::new(dir).is_dir()
+        {
+            crate::cli::usage_error(
+                "reconcile",
+                format!(
+                    "{dir} is a folder: reconcile --local {dir} runs on a checkout; in a cluster, give KIND NAME"
+                ),
+            );
+        }
+        let words = crate::cmd::cluster::Words::of(&args.targets);
+        let (kind, name) = words.kind_and_name("reconcile", "repository|policy|update");
+        let (kind, name) = (&kind, &name);
         return crate::cmd::cluster::reconcile(
             kind,
             name,
