@@ -110,6 +110,15 @@ impl ConnArgs {
             None => Ok(None),
         }
     }
+
+    /// The names of the kubeconfig's contexts (for completion); none when
+    /// it cannot be read.
+    pub fn context_names(&self) -> Vec<String> {
+        match self.kubeconfig_file() {
+            Ok(Some((kc, _))) => kc.contexts.into_iter().map(|c| c.name).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The files of `$KUBECONFIG` that exist, merged; `None` when the variable

@@ -277,7 +277,10 @@ fn dist_archive_and_krew_manifest_agree() {
         .unwrap();
     let mut files: Vec<String> = text(&listing.stdout).lines().map(str::to_string).collect();
     files.sort();
-    assert_eq!(files, ["LICENSE", "kubectl-imageauto"]);
+    assert_eq!(
+        files,
+        ["LICENSE", "kubectl-imageauto", "kubectl_complete-imageauto"]
+    );
     let sum = Command::new("sha256sum").arg(&archive).output().unwrap();
     let sum = text(&sum.stdout).split(' ').next().unwrap().to_string();
     assert_eq!(
@@ -309,6 +312,22 @@ fn dist_archive_and_krew_manifest_agree() {
         .output()
         .unwrap();
     assert_eq!(text(&ran.stdout), "imageauto\n");
+    // kubectl's completion of the plugin, shipped beside it: it runs the
+    // plugin found on PATH (here the stand-in).
+    let ran = Command::new(unpacked.join("kubectl_complete-imageauto"))
+        .args(["get", ""])
+        .env("PATH", format!("{}:/usr/bin:/bin", unpacked.display()))
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    assert_eq!(text(&ran.stdout), "imageauto\n");
+    // The manifest says how to put it on PATH (krew links only `bin`).
+    assert!(
+        m["spec"]["caveats"]
+            .as_str()
+            .is_some_and(|c| c.contains("kubectl_complete-imageauto")),
+        "{manifest}"
+    );
 }
 
 /// Output into a pipe whose reader went away (`| head`): the command ends
