@@ -388,3 +388,42 @@ fn a_closed_stdout_ends_the_command_quietly() {
         text(&out.stderr)
     );
 }
+
+/// `make demo-cluster` applies the CRDs of Flux's kinds that imageauto
+/// reads (GitRepository, Receiver) from `demo/cluster/flux-kinds.yaml`:
+/// the same the cluster tests install. `IMAGEAUTO_WRITE_DEMO_CRDS=1`
+/// rewrites the file.
+#[test]
+fn the_demo_applies_the_flux_kinds_the_tests_use() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/cluster/flux-kinds.yaml");
+    let crds = imageauto_tests::kube::flux_other_crds();
+    let want: Vec<serde_json::Value> = crds
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
+    if std::env::var_os("IMAGEAUTO_WRITE_DEMO_CRDS").is_some() {
+        let mut text = String::from(
+            "# The CRDs of Flux's GitRepository (source-controller) and Receiver\n\
+             # (notification-controller), as imageauto reads them, for make\n\
+             # demo-cluster. A real cluster has Flux's own. Written by\n\
+             # IMAGEAUTO_WRITE_DEMO_CRDS=1 cargo test --test cli the_demo_applies.\n",
+        );
+        for v in &want {
+            text.push_str("---\n");
+            text.push_str(&serde_norway::to_string(v).unwrap());
+        }
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+    }
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let have: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    assert!(
+        have == want,
+        "{} differs from the tests' CRDs: IMAGEAUTO_WRITE_DEMO_CRDS=1 cargo test --test cli the_demo_applies",
+        path.display()
+    );
+}
