@@ -1,6 +1,7 @@
 # imageauto — build, test, demo, bench.
 #
 #   make demo    run the main job on a bundled example
+#   make demo-cluster  the cluster half: install, serve, a Receiver, the webhook
 #   make crds    regenerate manifests/crds from the API types
 #   make test    install what the tests need (Debian), then lint and test all
 #   make bench   benchmarks, with the peers they are measured against
@@ -15,13 +16,18 @@ BIN := target/release/kubectl-imageauto
 # gnupg and openssh-client (the verifiers of signed commits).
 DEBS := golang-go golang-github-masterminds-semver-dev hyperfine hey pkg-config libssl-dev pre-commit git gnupg \
   docker-registry apache2-utils skopeo time python3 python3-venv openssh-server openssh-client lighttpd \
-  lighttpd-mod-openssl etcd-server iproute2 util-linux
+  lighttpd-mod-openssl etcd-server iproute2 util-linux zsh fish
 
 # What `make demo` needs: a registry, Git, Python (tag publisher), and what
 # the build links against.
 DEMO_DEBS := docker-registry git python3 pkg-config libssl-dev
 
-.PHONY: all build crds manifests deps demo-deps install-debs kube-apiserver moto dist test lint fmt clippy unit demo demo-check bench fuzz install clean
+# What `make demo-cluster` needs besides: etcd under the test suite's
+# kube-apiserver, lighttpd for Git over HTTPS, openssl for certificates,
+# curl (kubectl comes as for `make deps`).
+DEMO_CLUSTER_DEBS := $(DEMO_DEBS) etcd-server lighttpd lighttpd-mod-openssl openssl curl
+
+.PHONY: all build crds manifests deps demo-deps demo-cluster-deps kubectl install-debs kube-apiserver moto dist test lint fmt clippy unit demo demo-check demo-cluster bench fuzz install clean
 
 all: build
 
@@ -51,12 +57,17 @@ install-debs:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-deps:
+deps: kubectl
 	@$(MAKE) -s --no-print-directory install-debs PACKAGES="$(DEBS)"
-	@# kubectl: the machine's own package, else Debian's kubernetes-client.
+
+# kubectl: the machine's own package, else Debian's kubernetes-client.
+kubectl:
 	@command -v kubectl >/dev/null || { $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubectl 2>/dev/null || \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubernetes-client; }
+
+demo-cluster-deps: kubectl
+	@$(MAKE) -s --no-print-directory install-debs PACKAGES="$(DEMO_CLUSTER_DEBS)"
 
 # kube-apiserver 1.20.2 for the cluster tests, built offline from Debian's
 # kubernetes source package and cached outside the clone (once, ~4 minutes).
@@ -85,6 +96,15 @@ unit:
 
 demo: demo-deps build
 	BIN=$(BIN) demo/run.sh
+
+# The cluster half on this machine: the test suite's kube-apiserver (built
+# once and cached, as for `make test`), `kubectl imageauto install`, `serve`
+# outside the cluster as the installed ServiceAccount, Git over HTTPS, a
+# registry, a tag reaching Git through a Receiver, and the webhook refusing
+# an ungoverned Deployment. It stops what it started and fails unless each
+# step did what it says.
+demo-cluster: demo-cluster-deps kube-apiserver build
+	BIN=$(BIN) demo/cluster.sh
 
 # The demo as part of the suite, on the debug binary the tests built (a
 # relative path, as a user might pass): it fails unless the pushed branch holds

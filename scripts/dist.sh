@@ -3,7 +3,8 @@
 #
 #   scripts/dist.sh BINARY OUTDIR [BASE_URL]
 #
-# Writes OUTDIR/kubectl-imageauto_vVERSION_linux_amd64.tar.gz (the binary and
+# Writes OUTDIR/kubectl-imageauto_vVERSION_linux_amd64.tar.gz (the binary,
+# kubectl_complete-imageauto for kubectl's completion of the plugin, and
 # LICENSE), its .sha256, and OUTDIR/imageauto.yaml: plugins/imageauto.yaml
 # rendered for this version, with the archive's URL under BASE_URL (the
 # release's download folder) and its sha256.
@@ -25,10 +26,12 @@ mkdir -p "$out"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp "$bin" "$stage/kubectl-imageauto"
+cp "$root/plugin/kubectl_complete-imageauto" "$stage/kubectl_complete-imageauto"
+chmod 755 "$stage/kubectl-imageauto" "$stage/kubectl_complete-imageauto"
 cp "$root/LICENSE" "$stage/LICENSE"
 # Reproducible: fixed owner, order and times.
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
-  -C "$stage" -czf "$stage/$name" kubectl-imageauto LICENSE
+  -C "$stage" -czf "$stage/$name" kubectl-imageauto kubectl_complete-imageauto LICENSE
 mv "$stage/$name" "$out/$name"
 sum=$(sha256sum "$out/$name" | cut -d' ' -f1)
 echo "$sum  $name" > "$out/$name.sha256"

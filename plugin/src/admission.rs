@@ -284,7 +284,11 @@ async fn watch_owners(
             Err(e) => {
                 // The watcher retries with backoff; say it once per outage.
                 if !warned {
-                    tracing::warn!(kind = %kind, "watch: {e}");
+                    tracing::warn!(
+                        kind = %kind,
+                        "watch: {}",
+                        automation::controller::watches::watch_failure(&e)
+                    );
                     warned = true;
                 }
             }

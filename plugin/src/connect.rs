@@ -1,20 +1,28 @@
 //! Talking to a cluster as kubectl does: `--kubeconfig`, `--context`, `-n`,
 //! `-A`; errors that say what to do (no cluster, no CRDs, not allowed).
 
-use anyhow::{Context, Result, anyhow};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use std::path::PathBuf;
+use anyhow::{Context, Result, anyhow, bail};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// kubectl's connection flags.
+/// kubectl's connection flags, without the namespace (commands whose
+/// namespace means something else, such as `install`'s).
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct KubeArgs {
+pub struct ConnArgs {
     /// Kubeconfig to use (default: $KUBECONFIG, then ~/.kube/config)
     #[arg(long, value_name = "FILE", global = false)]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+}
+
+/// kubectl's connection flags.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KubeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
     /// The namespace (default: the context's, else default)
     #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
     pub namespace: Option<String>,
@@ -30,46 +38,252 @@ impl KubeArgs {
     /// Connects (with a 10 s timeout for requests) and resolves the
     /// namespace: `-n`, else the context's, else `default`.
     pub async fn connect(&self) -> Result<Kube> {
+        self.conn.connect(self.namespace.clone()).await
+    }
+}
+
+impl ConnArgs {
+    /// Connects, in `namespace` (else the context's, else `default`).
+    pub async fn connect(&self, namespace: Option<String>) -> Result<Kube> {
+        let mut config = self.config().await?;
+        config.read_timeout = Some(Duration::from_secs(30));
+        config.connect_timeout = Some(Duration::from_secs(10));
+        let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+        let client = kube::Client::try_from(config).context("cannot make a Kubernetes client")?;
+        Ok(Kube { client, namespace })
+    }
+
+    /// The configuration as kubectl finds it: `--kubeconfig FILE`; else the
+    /// files of `$KUBECONFIG` that exist, merged by kube's rules (the
+    /// first to set a value wins), as kubectl skips the missing ones; else
+    /// `~/.kube/config`; else the pod's service account.
+    async fn config(&self) -> Result<kube::Config> {
         let options = KubeConfigOptions {
             context: self.context.clone(),
             ..KubeConfigOptions::default()
         };
-        let mut config = match &self.kubeconfig {
-            Some(path) => {
-                let kc = Kubeconfig::read_from(path)
-                    .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kc, &options)
-                    .await
-                    .map_err(|e| anyhow!("the kubeconfig {} is not usable: {e}", path.display()))?
+        let Some((kubeconfig, source)) = self.kubeconfig_file()? else {
+            if let Some(context) = &self.context {
+                bail!("--context {context}: no kubeconfig: set $KUBECONFIG or give --kubeconfig");
             }
-            None if self.context.is_some() => kube::Config::from_kubeconfig(&options)
-                .await
-                .map_err(|e| anyhow!("the kubeconfig is not usable: {e}"))?,
-            None => kube::Config::infer().await.map_err(|_| {
-                anyhow!(
+            return match kube::Config::incluster() {
+                Ok(mut c) => {
+                    c.apply_debug_overrides();
+                    Ok(c)
+                }
+                Err(_) => Err(anyhow!(
                     "no cluster configured: set $KUBECONFIG or give --kubeconfig (kubectl config view shows what kubectl uses)"
-                )
-            })?,
+                )),
+            };
         };
-        config.read_timeout = Some(Duration::from_secs(30));
-        config.connect_timeout = Some(Duration::from_secs(10));
-        let namespace = self
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
-        let client = kube::Client::try_from(config).context("cannot make a Kubernetes client")?;
-        Ok(Kube { client, namespace })
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "{source} is not usable: {}",
+                    kubeconfig_error(&e, self.context.as_deref())
+                )
+            })?;
+        config.apply_debug_overrides();
+        Ok(config)
+    }
+}
+
+impl ConnArgs {
+    /// The kubeconfig as kubectl finds it (see [`ConnArgs::config`]) and
+    /// how to name it in messages; `None` when there is none (in a pod).
+    fn kubeconfig_file(&self) -> Result<Option<(Kubeconfig, String)>> {
+        if let Some(path) = &self.kubeconfig {
+            return Ok(Some((
+                read_kubeconfig(path)?,
+                format!("the kubeconfig {}", path.display()),
+            )));
+        }
+        if let Some(found) = kubeconfig_env()? {
+            return Ok(Some(found));
+        }
+        match home_kubeconfig() {
+            Some(path) => Ok(Some((
+                read_kubeconfig(&path)?,
+                format!("the kubeconfig {}", path.display()),
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// The names of the kubeconfig's contexts (for completion); none when
+    /// it cannot be read.
+    pub fn context_names(&self) -> Vec<String> {
+        match self.kubeconfig_file() {
+            Ok(Some((kc, _))) => kc.contexts.into_iter().map(|c| c.name).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The files of `$KUBECONFIG` that exist, merged; `None` when the variable
+/// is unset or empty. When it names files and none exists, an error that
+/// lists them.
+fn kubeconfig_env() -> Result<Option<(Kubeconfig, String)>> {
+    let Some(value) = std::env::var_os("KUBECONFIG") else {
+        return Ok(None);
+    };
+    let paths: Vec<PathBuf> = std::env::split_paths(&value)
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let existing: Vec<&PathBuf> = paths.iter().filter(|p| p.exists()).collect();
+    if existing.is_empty() {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "no cluster configured: none of the files $KUBECONFIG names exists ({}): correct $KUBECONFIG, or give --kubeconfig",
+            names.join(", ")
+        );
+    }
+    let mut merged = Kubeconfig::default();
+    for path in &existing {
+        merged = merged.merge(read_kubeconfig(path)?).map_err(|e| {
+            anyhow!(
+                "$KUBECONFIG: {} cannot be merged with the files before it: {}",
+                path.display(),
+                kubeconfig_error(&e, None)
+            )
+        })?;
+    }
+    let source = if existing.len() == 1 {
+        format!("the kubeconfig {}", existing[0].display())
+    } else {
+        let names: Vec<String> = existing.iter().map(|p| p.display().to_string()).collect();
+        format!("the kubeconfig of $KUBECONFIG ({})", names.join(", "))
+    };
+    Ok(Some((merged, source)))
+}
+
+/// `~/.kube/config`, when it exists.
+fn home_kubeconfig() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    let path = PathBuf::from(home).join(".kube").join("config");
+    path.exists().then_some(path)
+}
+
+/// Reads one kubeconfig file, with an error that names it and says why in
+/// plain words.
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig> {
+    Kubeconfig::read_from(path).map_err(|e| match e {
+        KubeconfigError::ReadConfig(io, _) => {
+            anyhow!(
+                "cannot read the kubeconfig {}: {}",
+                path.display(),
+                io_text(&io)
+            )
+        }
+        other => anyhow!(
+            "the kubeconfig {} is not usable: {}",
+            path.display(),
+            kubeconfig_error(&other, None)
+        ),
+    })
+}
+
+/// An I/O error without its `(os error N)` suffix.
+fn io_text(e: &std::io::Error) -> String {
+    let t = e.to_string();
+    match t.find(" (os error") {
+        Some(i) => t[..i].to_string(),
+        None => t,
+    }
+}
+
+/// A kubeconfig error in plain words: paths as they are written (not
+/// quoted twice), a YAML error's first line (not the excerpt of the file
+/// it points at), and what to do.
+fn kubeconfig_error(e: &KubeconfigError, context: Option<&str>) -> String {
+    use kube::config::LoadDataError;
+    let data = |what: &str, e: &LoadDataError| match e {
+        LoadDataError::ReadFile(io, path) => {
+            format!("cannot read its {what} {}: {}", path.display(), io_text(io))
+        }
+        LoadDataError::DecodeBase64(b) => format!("its {what} data is not base64: {b}"),
+        LoadDataError::NoBase64DataOrFile => format!("its {what} names no data and no file"),
+    };
+    match e {
+        KubeconfigError::CurrentContextNotSet => {
+            "it sets no current-context: give --context NAME (kubectl config get-contexts lists them)".into()
+        }
+        KubeconfigError::LoadContext(name) => match context {
+            Some(_) => format!("it has no context {name:?}: kubectl config get-contexts lists them"),
+            None => format!("its current-context {name:?} is not one of its contexts: kubectl config use-context NAME"),
+        },
+        KubeconfigError::LoadClusterOfContext(name) => {
+            format!("the context names the cluster {name:?}, which it does not hold")
+        }
+        KubeconfigError::ReadConfig(io, path) => {
+            format!("cannot read {}: {}", path.display(), io_text(io))
+        }
+        KubeconfigError::Parse(p) => {
+            let text = p.to_string();
+            let first = text.lines().next().unwrap_or_default().trim();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            format!("not a kubeconfig (YAML): {first}")
+        }
+        KubeconfigError::MissingClusterUrl => "the context's cluster has no server".into(),
+        KubeconfigError::ParseClusterUrl(u) => format!("the cluster's server is not a URL: {u}"),
+        KubeconfigError::LoadCertificateAuthority(d) => data("certificate-authority", d),
+        KubeconfigError::LoadClientCertificate(d) => data("client-certificate", d),
+        KubeconfigError::LoadClientKey(d) => data("client-key", d),
+        other => {
+            let text = other.to_string();
+            text.lines().next().unwrap_or_default().to_string()
+        }
+    }
+}
+
+/// Whether a 404 says the resource (the CRD's kind) is unknown to the
+/// apiserver, rather than that an object of it does not exist.
+pub fn kind_missing(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404
+        && (s.message.contains("could not find the requested resource")
+            || s.message.contains("page not found")))
+}
+
+/// Whether an error says that the object asked for does not exist (its
+/// kind does).
+pub fn object_missing(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404) && !kind_missing(e)
+}
+
+/// The namespaces other than `k`'s where an object of `ar` named `name`
+/// exists, as the end of a not-found message (`; found in flux-system:
+/// add -n flux-system`); empty when there is none, or when listing every
+/// namespace is not allowed.
+pub async fn found_elsewhere(k: &Kube, ar: &kube::api::ApiResource, name: &str) -> String {
+    use kube::api::{DynamicObject, ListParams};
+    let api: kube::Api<DynamicObject> = kube::Api::all_with(k.client.clone(), ar);
+    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+    let Ok(list) = api.list(&lp).await else {
+        return String::new();
+    };
+    let mut namespaces: Vec<String> = list
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.namespace)
+        .filter(|ns| *ns != k.namespace)
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    match namespaces.as_slice() {
+        [] => String::new(),
+        [one] => format!("; found in {one}: add -n {one}"),
+        many => format!("; found in {}: add -n NAMESPACE", many.join(", ")),
     }
 }
 
 /// An API error as one line that says what to do.
 pub fn explain(e: kube::Error, what: &str) -> anyhow::Error {
     match &e {
-        kube::Error::Api(s)
-            if s.code == 404
-                && (s.message.contains("could not find the requested resource")
-                    || s.message.contains("page not found")) =>
-        {
+        _ if kind_missing(&e) => {
             anyhow!(
                 "{what}: the image.toolkit.fluxcd.io API is not installed in this cluster: run kubectl imageauto install (or install Flux's image controllers' CRDs)"
             )

@@ -68,12 +68,29 @@ pub fn init_cli() {
         .try_init();
 }
 
+/// Targets of the libraries whose own lines the server's say better,
+/// kept to errors (unless `RUST_LOG` names them):
+/// - kube's TLS client logs "Server cert bypassed" at every connection to
+///   an apiserver whose kubeconfig sets `insecure-skip-tls-verify`, dozens
+///   of lines at start, one per watch; `serve` says it once instead;
+/// - kube's watcher logs a refused list or watch with the debug dump of the
+///   apiserver's Status; `serve` logs the message and code of the refusal.
+const QUIETED: [&str; 2] = ["kube_client::client::tls", "kube_runtime::watcher"];
+
 /// Logs of the server: JSON lines (or text) on standard error, at info
-/// unless `RUST_LOG` says otherwise.
+/// unless `RUST_LOG` says otherwise (see [`QUIETED`]).
 pub fn init_server(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let from_env = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn,hyper=warn")
     });
+    for target in QUIETED {
+        if !from_env.contains(target)
+            && let Ok(d) = format!("{target}=error").parse()
+        {
+            filter = filter.add_directive(d);
+        }
+    }
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

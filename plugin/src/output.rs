@@ -1,6 +1,60 @@
-//! Output formats and plain-text tables.
+//! Output formats, plain-text tables, and standard output that a closed
+//! pipe ends quietly.
 
 use clap::ValueEnum;
+
+/// The exit status of a command whose reader went away (`| head`): what a
+/// shell reports for a program SIGPIPE ended (128 + 13).
+pub const CLOSED_PIPE_EXIT: i32 = 141;
+
+/// Writes to standard output, flushed. A reader that went away (`cmd |
+/// head`) ends the program at once, quietly, with [`CLOSED_PIPE_EXIT`], as
+/// a Unix tool ends; another write error (a full disk) ends it with 1 and
+/// says so. Commands print through [`out!`] and [`outln!`], never
+/// `println!`, which panics on a closed pipe.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        exit_on_write_error(&e);
+    }
+}
+
+/// Writes bytes to standard output, as [`write_stdout`].
+pub fn write_stdout_bytes(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        exit_on_write_error(&e);
+    }
+}
+
+fn exit_on_write_error(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(CLOSED_PIPE_EXIT);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
+
+/// `print!` for commands: see [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` for commands: see [`write_stdout`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {out, outln};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum TextOrJson {
@@ -33,13 +87,13 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// A cell as shown: printable, and at most [`MAX_CELL`] characters.
-fn cell(s: &str) -> String {
+/// A cell as shown: printable, and at most `max` characters.
+fn cell(s: &str, max: usize) -> String {
     let p = printable(s);
-    if p.chars().count() <= MAX_CELL {
+    if p.chars().count() <= max {
         return p.into_owned();
     }
-    let mut cut: String = p.chars().take(MAX_CELL - 1).collect();
+    let mut cut: String = p.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
 }
@@ -47,9 +101,18 @@ fn cell(s: &str) -> String {
 /// Renders rows as columns separated by two spaces, like kubectl. Cells are
 /// made printable and cut at [`MAX_CELL`] characters.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    table_cut(header, rows, MAX_CELL)
+}
+
+/// [`table`] for `-o wide`: cells are made printable, never cut.
+pub fn wide_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    table_cut(header, rows, usize::MAX)
+}
+
+fn table_cut(header: &[&str], rows: &[Vec<String>], max: usize) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .map(|r| r.iter().map(|c| cell(c, max)).collect())
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
@@ -110,6 +173,13 @@ mod tests {
         assert!(first.starts_with(&"x".repeat(MAX_CELL - 1)));
         assert!(first.contains("…  b"), "{first}");
         assert!(t.len() < 1000);
+    }
+
+    #[test]
+    fn wide_tables_cut_nothing() {
+        let long = "m".repeat(MAX_CELL * 2);
+        let t = wide_table(&["A", "MESSAGE"], &[vec!["a".into(), long.clone()]]);
+        assert!(t.lines().nth(1).unwrap().ends_with(&long), "{t}");
     }
 
     #[test]

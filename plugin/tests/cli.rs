@@ -277,7 +277,10 @@ fn dist_archive_and_krew_manifest_agree() {
         .unwrap();
     let mut files: Vec<String> = text(&listing.stdout).lines().map(str::to_string).collect();
     files.sort();
-    assert_eq!(files, ["LICENSE", "kubectl-imageauto"]);
+    assert_eq!(
+        files,
+        ["LICENSE", "kubectl-imageauto", "kubectl_complete-imageauto"]
+    );
     let sum = Command::new("sha256sum").arg(&archive).output().unwrap();
     let sum = text(&sum.stdout).split(' ').next().unwrap().to_string();
     assert_eq!(
@@ -309,4 +312,118 @@ fn dist_archive_and_krew_manifest_agree() {
         .output()
         .unwrap();
     assert_eq!(text(&ran.stdout), "imageauto\n");
+    // kubectl's completion of the plugin, shipped beside it: it runs the
+    // plugin found on PATH (here the stand-in).
+    let ran = Command::new(unpacked.join("kubectl_complete-imageauto"))
+        .args(["get", ""])
+        .env("PATH", format!("{}:/usr/bin:/bin", unpacked.display()))
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    assert_eq!(text(&ran.stdout), "imageauto\n");
+    // The manifest says how to put it on PATH (krew links only `bin`).
+    assert!(
+        m["spec"]["caveats"]
+            .as_str()
+            .is_some_and(|c| c.contains("kubectl_complete-imageauto")),
+        "{manifest}"
+    );
+}
+
+/// Output into a pipe whose reader went away (`| head`): the command ends
+/// at once and quietly, with 141 as a shell reports for a program SIGPIPE
+/// ended, never a panic (exit 101).
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let policy = examples().join("semver").join("image-automation.yaml");
+    let tags = examples().join("semver").join("tags.txt");
+    let explain = [
+        "explain",
+        "-f",
+        policy.to_str().unwrap(),
+        "--tags",
+        tags.to_str().unwrap(),
+    ];
+    for args in [
+        &["install", "--dry-run"][..],
+        &["install", "--dry-run", "-o", "json"],
+        &["completion", "bash"],
+        &["version", "--client"],
+        &explain,
+    ] {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the first write.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+    }
+    // As a user types it: the first lines, then the reader leaves.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' install --dry-run | head -2",
+            bin()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "---\napiVersion: apiextensions.k8s.io/v1\n"
+    );
+    assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `make demo-cluster` applies the CRDs of Flux's kinds that imageauto
+/// reads (GitRepository, Receiver) from `demo/cluster/flux-kinds.yaml`:
+/// the same the cluster tests install. `IMAGEAUTO_WRITE_DEMO_CRDS=1`
+/// rewrites the file.
+#[test]
+fn the_demo_applies_the_flux_kinds_the_tests_use() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/cluster/flux-kinds.yaml");
+    let crds = imageauto_tests::kube::flux_other_crds();
+    let want: Vec<serde_json::Value> = crds
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
+    if std::env::var_os("IMAGEAUTO_WRITE_DEMO_CRDS").is_some() {
+        let mut text = String::from(
+            "# The CRDs of Flux's GitRepository (source-controller) and Receiver\n\
+             # (notification-controller), as imageauto reads them, for make\n\
+             # demo-cluster. A real cluster has Flux's own. Written by\n\
+             # IMAGEAUTO_WRITE_DEMO_CRDS=1 cargo test --test cli the_demo_applies.\n",
+        );
+        for v in &want {
+            text.push_str("---\n");
+            text.push_str(&serde_norway::to_string(v).unwrap());
+        }
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+    }
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let have: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    assert!(
+        have == want,
+        "{} differs from the tests' CRDs: IMAGEAUTO_WRITE_DEMO_CRDS=1 cargo test --test cli the_demo_applies",
+        path.display()
+    );
 }

@@ -185,6 +185,11 @@ fn table(rows: &[&[&str]]) -> String {
 }
 
 fn repositories(wide: bool) -> String {
+    repositories_as(wide, None)
+}
+
+/// With `kind`: as `get all` shows them (NAME as KIND/NAME).
+fn repositories_as(wide: bool, kind: Option<&str>) -> String {
     let rows: [[&str; 7]; 5] = [
         [
             "NAME",
@@ -232,10 +237,14 @@ fn repositories(wide: bool) -> String {
             MSG_PRIVATE_REPO,
         ],
     ];
-    narrowed(&rows, wide)
+    narrowed(&rows, wide, kind)
 }
 
 fn policies(wide: bool) -> String {
+    policies_as(wide, None)
+}
+
+fn policies_as(wide: bool, kind: Option<&str>) -> String {
     let rows: [[&str; 5]; 5] = [
         ["NAME", "REPOSITORY", "LATEST IMAGE", "READY", "MESSAGE"],
         ["broken", "podinfo", "-", "False", MSG_BROKEN],
@@ -255,10 +264,14 @@ fn policies(wide: bool) -> String {
         ],
         ["private", "private", "-", "False", MSG_PRIVATE],
     ];
-    narrowed(&rows, wide)
+    narrowed(&rows, wide, kind)
 }
 
 fn updates(wide: bool) -> String {
+    updates_as(wide, None)
+}
+
+fn updates_as(wide: bool, kind: Option<&str>) -> String {
     let rows: [[&str; 7]; 3] = [
         [
             "NAME",
@@ -288,20 +301,28 @@ fn updates(wide: bool) -> String {
             MSG_STAGING,
         ],
     ];
-    narrowed(&rows, wide)
+    narrowed(&rows, wide, kind)
 }
 
 /// The table of rows whose second column shows only with `-o wide`.
-fn narrowed<const N: usize>(rows: &[[&str; N]], wide: bool) -> String {
-    let rows: Vec<Vec<&str>> = rows
+fn narrowed<const N: usize>(rows: &[[&str; N]], wide: bool, kind: Option<&str>) -> String {
+    let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| {
-            let mut r: Vec<&str> = r.to_vec();
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r: Vec<String> = r.iter().map(|c| c.to_string()).collect();
             if !wide {
                 r.remove(1);
             }
+            if let (Some(k), true) = (kind, i > 0) {
+                r[0] = format!("{k}/{}", r[0]);
+            }
             r
         })
+        .collect();
+    let rows: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| r.iter().map(String::as_str).collect())
         .collect();
     let refs: Vec<&[&str]> = rows.iter().map(Vec::as_slice).collect();
     table(&refs)
@@ -402,15 +423,15 @@ fn scenario(c: &Cluster) {
     );
     assert_eq!(ok(c, &ns, &["get", "updates"]), updates(false));
     assert_eq!(ok(c, &ns, &["get", "updates", "-o", "wide"]), updates(true));
-    assert_eq!(
-        ok(c, &ns, &["get", "all"]),
-        format!(
-            "ImageRepository:\n{}\nImagePolicy:\n{}\nImageUpdateAutomation:\n{}",
-            repositories(false),
-            policies(false),
-            updates(false)
-        )
+    // get all, as flux get images all: a table per kind, NAME as KIND/NAME.
+    let all = format!(
+        "{}\n{}\n{}",
+        repositories_as(false, Some("imagerepository")),
+        policies_as(false, Some("imagepolicy")),
+        updates_as(false, Some("imageupdateautomation"))
     );
+    assert_eq!(ok(c, &ns, &["get", "all"]), all);
+    assert_eq!(ok(c, &ns, &["get", "images", "all"]), all);
 
     // tree: what each automation depends on, with Flux's Ready messages.
     let (fleet, staging) = expected_trees(&ns);

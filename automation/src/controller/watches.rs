@@ -88,7 +88,7 @@ where
                         // The watcher retries with backoff; say it once per
                         // outage.
                         if !warned {
-                            tracing::warn!(kind = what, "watch: {e}");
+                            tracing::warn!(kind = what, "watch: {}", watch_failure(&e));
                             warned = true;
                         }
                     }
@@ -596,6 +596,28 @@ impl LabelSelector {
             Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
             Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
         })
+    }
+}
+
+/// A watch's failure as a log line says it: an apiserver's answer as its
+/// message and code, without the debug dump of its Status that the
+/// error's own text carries.
+pub fn watch_failure(e: &watcher::Error) -> String {
+    let api = |what: &str, e: &kube::Error| match e {
+        kube::Error::Api(s) => format!("{what}: {} ({} {})", s.message, s.code, s.reason),
+        other => format!("{what}: {other}"),
+    };
+    match e {
+        watcher::Error::InitialListFailed(k) => api("cannot list", k),
+        watcher::Error::WatchStartFailed(k) => api("cannot start watching", k),
+        watcher::Error::WatchError(s) => {
+            format!(
+                "the apiserver ended the watch: {} ({} {})",
+                s.message, s.code, s.reason
+            )
+        }
+        watcher::Error::WatchFailed(k) => api("the watch failed", k),
+        other => other.to_string(),
     }
 }
 

@@ -434,10 +434,10 @@ impl Client {
                 .and_then(|der| describe_certificate(&der));
             let detail = match (&t, cert) {
                 (_, Some(c)) => format!(
-                    "{t}; the server presented a certificate with {c}: trust its CA with --ca-file (ImageRepository certSecretRef ca.crt)"
+                    "{t}; the server presented a certificate with {c}: trust its CA with the ImageRepository's spec.certSecretRef (a Secret with ca.crt), or --ca-file on the command line"
                 ),
                 (rustls::Error::InvalidMessage(_), None) => format!(
-                    "{t}: the server does not answer TLS; for a plain-HTTP registry use --insecure (ImageRepository spec.insecure)"
+                    "{t}: the server does not answer TLS; for a plain-HTTP registry set the ImageRepository's spec.insecure: true, or give --insecure on the command line"
                 ),
                 (_, None) => t.to_string(),
             };
@@ -500,7 +500,7 @@ impl Client {
         let unauthorized = |status: u16, realm: Option<String>| {
             let hint = match (ctx.credentials, ctx.helper_note) {
                 (None, true) => ": the Docker config sends this registry to a credential helper, which imageauto does not run; put the credentials in auths".to_string(),
-                (None, false) => ": no credentials for this registry (give a Docker config with --docker-config, or secretRef)".to_string(),
+                (None, false) => ": no credentials for this registry: set the ImageRepository's spec.secretRef (a kubernetes.io/dockerconfigjson Secret), or give --docker-config on the command line".to_string(),
                 (Some(_), _) => ": check the credentials".to_string(),
             };
             RegistryError::Unauthorized {
@@ -700,7 +700,7 @@ impl Client {
                         hint: if ctx.credentials.is_some() {
                             ": check the credentials and their access to this repository".into()
                         } else {
-                            ": no credentials for this registry (give a Docker config with --docker-config, or secretRef)".into()
+                            ": no credentials for this registry: set the ImageRepository's spec.secretRef (a kubernetes.io/dockerconfigjson Secret), or give --docker-config on the command line".into()
                         },
                     });
                 }

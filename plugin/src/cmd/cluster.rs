@@ -5,7 +5,8 @@
 
 use crate::cli::Outcome;
 use crate::connect::{Kube, KubeArgs, age, explain};
-use crate::output::{printable, table};
+use crate::output::{out, outln};
+use crate::output::{printable, table, wide_table};
 use anyhow::{Result, anyhow, bail};
 use automation::api::{
     GitRepository, ImagePolicy, ImageRepository, ImageUpdateAutomation,
@@ -16,35 +17,57 @@ use futures::StreamExt;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The kinds the plugin works with, by the names users type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Repository,
     Policy,
     Update,
 }
 
+/// Every word that names a kind (compared without case), as `kubectl`
+/// and `flux` users type them.
+const KIND_WORDS: &[(&str, Kind)] = &[
+    ("repository", Kind::Repository),
+    ("repositories", Kind::Repository),
+    ("repo", Kind::Repository),
+    ("repos", Kind::Repository),
+    ("imagerepository", Kind::Repository),
+    ("imagerepositories", Kind::Repository),
+    ("imgrepo", Kind::Repository),
+    ("imagerepo", Kind::Repository),
+    ("policy", Kind::Policy),
+    ("policies", Kind::Policy),
+    ("imagepolicy", Kind::Policy),
+    ("imagepolicies", Kind::Policy),
+    ("imgpol", Kind::Policy),
+    ("imagepol", Kind::Policy),
+    ("update", Kind::Update),
+    ("updates", Kind::Update),
+    ("imageupdateautomation", Kind::Update),
+    ("imageupdateautomations", Kind::Update),
+    ("automation", Kind::Update),
+    ("automations", Kind::Update),
+    ("iua", Kind::Update),
+    ("imgupd", Kind::Update),
+    ("imgauto", Kind::Update),
+];
+
 impl Kind {
     pub fn parse(s: &str) -> Result<Kind> {
-        Ok(match s {
-            "repository" | "repositories" | "repo" | "imagerepository" | "imagerepositories"
-            | "imgrepo" | "imagerepo" => Kind::Repository,
-            "policy" | "policies" | "imagepolicy" | "imagepolicies" | "imgpol" | "imagepol" => {
-                Kind::Policy
-            }
-            "update"
-            | "updates"
-            | "imageupdateautomation"
-            | "imageupdateautomations"
-            | "automation"
-            | "automations"
-            | "iua"
-            | "imgupd"
-            | "imgauto" => Kind::Update,
-            other => bail!("{other:?} is not a kind here: use repository, policy or update"),
-        })
+        let lower = s.to_ascii_lowercase();
+        if let Some((_, k)) = KIND_WORDS.iter().find(|(w, _)| *w == lower) {
+            return Ok(*k);
+        }
+        match nearest(&lower, KIND_WORDS.iter().map(|(w, _)| *w)) {
+            Some(w) => bail!(
+                "{s:?} is not a kind here: did you mean {w}? (use repository, policy or update)"
+            ),
+            None => bail!("{s:?} is not a kind here: use repository, policy or update"),
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -55,7 +78,25 @@ impl Kind {
         }
     }
 
-    fn resource(self) -> ApiResource {
+    /// The kind's plural, as messages say it.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Repository => "ImageRepositories",
+            Kind::Policy => "ImagePolicies",
+            Kind::Update => "ImageUpdateAutomations",
+        }
+    }
+
+    /// The word of the kind in `KIND/NAME` (Flux's `get images all` rows).
+    fn lower(self) -> &'static str {
+        match self {
+            Kind::Repository => "imagerepository",
+            Kind::Policy => "imagepolicy",
+            Kind::Update => "imageupdateautomation",
+        }
+    }
+
+    pub fn resource(self) -> ApiResource {
         match self {
             Kind::Repository => ApiResource::erase::<ImageRepository>(&()),
             Kind::Policy => ApiResource::erase::<ImagePolicy>(&()),
@@ -93,6 +134,173 @@ impl Kind {
             }
         }
         h
+    }
+}
+
+/// The word of `candidates` nearest to `word` (at most two edits away, and
+/// fewer than half its letters), for "did you mean".
+fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                let sub = prev[j] + usize::from(ca != *cb);
+                cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    };
+    candidates
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, _)| *d <= 2 && *d * 2 < word.chars().count())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The words after a command (`get`, `reconcile`, `suspend`, `resume`,
+/// `tree`): `KIND [NAME...]`, kubectl's `KIND/NAME`, and Flux's forms with
+/// `image` (or `images`) in front: `get image policy NAME`, `get images
+/// all`, `reconcile image update NAME`, `suspend image repository NAME`.
+pub struct Words {
+    /// Flux's `image` word was there.
+    pub image: bool,
+    pub kind: Option<String>,
+    pub names: Vec<String>,
+}
+
+impl Words {
+    pub fn of(words: &[String]) -> Words {
+        let (image, rest) = match words.split_first() {
+            Some((first, rest)) if matches!(first.as_str(), "image" | "images") => (true, rest),
+            _ => (false, words),
+        };
+        let mut rest = rest.to_vec();
+        if let Some((k, n)) = rest.first().and_then(|w| w.split_once('/'))
+            && Kind::parse(k).is_ok()
+            && !n.is_empty()
+        {
+            let (k, n) = (k.to_string(), n.to_string());
+            rest.splice(0..1, [k, n]);
+        }
+        let kind = (!rest.is_empty()).then(|| rest.remove(0));
+        Words {
+            image,
+            kind,
+            names: rest,
+        }
+    }
+
+    /// `image ` when the user wrote Flux's form, to answer in it.
+    fn prefix(&self) -> &'static str {
+        if self.image { "image " } else { "" }
+    }
+
+    /// The kind and the one name of `COMMAND KIND NAME`, or a usage error
+    /// (exit 2) that shows the form to use.
+    pub fn kind_and_name(&self, command: &str, kinds: &str) -> (String, String) {
+        let p = self.prefix();
+        let Some(kind) = &self.kind else {
+            crate::cli::usage_error(
+                command,
+                format!("give a kind and a name: {command} {p}{kinds} NAME"),
+            );
+        };
+        match self.names.as_slice() {
+            [name] => (kind.clone(), name.clone()),
+            [] => crate::cli::usage_error(
+                command,
+                format!("give the name of the object: {command} {p}{kind} NAME"),
+            ),
+            [name, more @ ..] => crate::cli::usage_error(
+                command,
+                format!(
+                    "one name at a time: {command} {p}{kind} {name} (then {command} {p}{kind} {})",
+                    more.join(", ")
+                ),
+            ),
+        }
+    }
+}
+
+/// A named object of `kind` in `k`'s namespace. When it is not there, the
+/// error says so and where an object of that name exists instead.
+async fn get_named(k: &Kube, kind: Kind, name: &str) -> Result<DynamicObject> {
+    match kind.api(k, false).get(name).await {
+        Ok(o) => Ok(o),
+        Err(e) => Err(not_found(k, &kind.resource(), kind.name(), name, e).await),
+    }
+}
+
+/// The error of a request about `KIND NAME` in `k`'s namespace: when the
+/// object does not exist, `KIND NS/NAME not found` and where it exists
+/// instead; else as [`explain`] says it.
+async fn not_found(
+    k: &Kube,
+    ar: &ApiResource,
+    kind: &str,
+    name: &str,
+    e: kube::Error,
+) -> anyhow::Error {
+    let what = format!("{kind} {}/{name}", k.namespace);
+    if !crate::connect::object_missing(&e) {
+        return explain(e, &what);
+    }
+    let elsewhere = crate::connect::found_elsewhere(k, ar, name).await;
+    anyhow!("{what} not found{elsewhere}")
+}
+
+/// `--status-selector COND=STATUS` (Flux's flag): objects whose condition
+/// of that type (any case) has that status.
+#[derive(Clone, Debug)]
+struct StatusSelector {
+    condition: String,
+    status: String,
+}
+
+impl StatusSelector {
+    fn parse(s: &str) -> StatusSelector {
+        match s.split_once('=') {
+            Some((c, st)) if !c.trim().is_empty() && !st.trim().is_empty() => StatusSelector {
+                condition: c.trim().to_string(),
+                status: st.trim().to_string(),
+            },
+            _ => crate::cli::usage_error(
+                "get",
+                format!("--status-selector {s:?}: give CONDITION=STATUS, such as ready=false"),
+            ),
+        }
+    }
+
+    fn matches(&self, o: &Value) -> bool {
+        o["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c["type"]
+                    .as_str()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(&self.condition))
+                    && c["status"]
+                        .as_str()
+                        .is_some_and(|st| st.eq_ignore_ascii_case(&self.status))
+            })
+    }
+}
+
+/// Removes `metadata.managedFields` of an object, or of each item of a
+/// list (as `kubectl get -o yaml` hides them without
+/// `--show-managed-fields`).
+fn without_managed_fields(v: &mut Value) {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
+        for item in items {
+            without_managed_fields(item);
+        }
     }
 }
 
@@ -184,12 +392,10 @@ pub enum GetOutput {
 
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// repositories, policies, updates, or all
-    #[arg(value_name = "KIND")]
-    kind: String,
-    /// One object by name
-    #[arg(value_name = "NAME")]
-    name: Option<String>,
+    /// repositories, policies, updates or all, and a NAME (Flux's forms too:
+    /// image policy NAME, images all)
+    #[arg(value_name = "KIND [NAME]", required = true)]
+    words: Vec<String>,
     /// Every namespace
     #[arg(short = 'A', long = "all-namespaces")]
     all_namespaces: bool,
@@ -199,6 +405,12 @@ pub struct GetArgs {
     /// After listing, print each change as it happens
     #[arg(short = 'w', long)]
     watch: bool,
+    /// Only objects whose condition has this status, such as ready=false (Flux's flag)
+    #[arg(long, value_name = "CONDITION=STATUS")]
+    status_selector: Option<String>,
+    /// Keep metadata.managedFields in -o json|yaml (as kubectl's flag)
+    #[arg(long)]
+    show_managed_fields: bool,
     #[command(flatten)]
     kube: KubeArgs,
 }
@@ -212,125 +424,250 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow!("cannot start the runtime: {e}"))
 }
 
-pub fn get(args: GetArgs) -> Result<Outcome> {
-    let kinds = if args.kind == "all" {
-        vec![Kind::Repository, Kind::Policy, Kind::Update]
+/// The kinds and the name `get` asks for.
+fn get_target(words: &Words) -> Result<(Vec<Kind>, Option<String>)> {
+    let p = words.prefix();
+    let form = if words.image {
+        "get image repository|policy|update [NAME], or get images all"
     } else {
-        vec![Kind::parse(&args.kind)?]
+        "get repositories|policies|updates|all [NAME]"
     };
-    if args.name.is_some() && kinds.len() > 1 {
-        bail!("a name goes with one kind: get repository NAME, get policy NAME or get update NAME");
+    let Some(kind) = &words.kind else {
+        crate::cli::usage_error("get", format!("give a kind: {form}"));
+    };
+    let name = match words.names.as_slice() {
+        [] => None,
+        [name] => Some(name.clone()),
+        [name, more @ ..] => crate::cli::usage_error(
+            "get",
+            format!(
+                "one name at a time: get {p}{kind} {name} (then get {p}{kind} {}), or get {p}{kind} to list them all",
+                more.join(", ")
+            ),
+        ),
+    };
+    if kind.eq_ignore_ascii_case("all") {
+        if let Some(n) = name {
+            crate::cli::usage_error(
+                "get",
+                format!(
+                    "a name goes with one kind: get {p}repository {n}, get {p}policy {n} or get {p}update {n}"
+                ),
+            );
+        }
+        return Ok((vec![Kind::Repository, Kind::Policy, Kind::Update], None));
     }
+    Ok((vec![Kind::parse(kind)?], name))
+}
+
+/// One row of `get`, as a table shows it; `KIND/NAME` in the first column
+/// when several kinds are shown (Flux's `get images all`).
+fn get_row(kind: Kind, v: &Value, wide: bool, all_namespaces: bool, prefixed: bool) -> Vec<String> {
+    let mut r = row(kind, v, wide, all_namespaces);
+    if prefixed {
+        let i = usize::from(all_namespaces);
+        r[i] = format!("{}/{}", kind.lower(), r[i]);
+    }
+    r
+}
+
+pub fn get(args: GetArgs) -> Result<Outcome> {
+    let words = Words::of(&args.words);
+    let (kinds, name) = get_target(&words)?;
+    let selector = args.status_selector.as_deref().map(StatusSelector::parse);
+    let several = kinds.len() > 1;
+    let wide = args.output == GetOutput::Wide;
+    let structured = matches!(args.output, GetOutput::Json | GetOutput::Yaml);
     runtime()?.block_on(async {
         let k = args.kube.connect().await?;
-        let mut items_all = Vec::new();
-        for (i, kind) in kinds.iter().enumerate() {
-            let api = kind.api(&k, args.all_namespaces);
-            let items =
-                match &args.name {
-                    Some(n) => vec![api.get(n).await.map_err(|e| {
-                        explain(e, &format!("{} {}/{n}", kind.name(), k.namespace))
-                    })?],
-                    None => {
-                        api.list(&ListParams::default())
-                            .await
-                            .map_err(|e| explain(e, &format!("listing {}s", kind.name())))?
-                            .items
-                    }
-                };
-            match args.output {
-                GetOutput::Json | GetOutput::Yaml => items_all.extend(items),
-                GetOutput::Table | GetOutput::Wide => {
-                    let wide = args.output == GetOutput::Wide;
-                    if kinds.len() > 1 {
-                        if i > 0 {
-                            println!();
+        let mut items_all: Vec<Value> = Vec::new();
+        // What was shown, by kind, namespace and name: its resourceVersion
+        // (a watch prints only what changed since).
+        let mut shown: HashMap<(Kind, String, String), String> = HashMap::new();
+        let mut tables = 0;
+        for kind in &kinds {
+            let kind = *kind;
+            let objects = match &name {
+                Some(n) => vec![get_named(&k, kind, n).await?],
+                None => {
+                    kind.api(&k, args.all_namespaces)
+                        .list(&ListParams::default())
+                        .await
+                        .map_err(|e| explain(e, &format!("listing {}", kind.plural())))?
+                        .items
+                }
+            };
+            let mut items = Vec::new();
+            for o in objects {
+                let v = serde_json::to_value(&o)?;
+                shown.insert(key(kind, &v), version_of(&v));
+                if selector.as_ref().is_none_or(|s| s.matches(&v)) {
+                    items.push(v);
+                }
+            }
+            if structured {
+                items_all.extend(items);
+                continue;
+            }
+            if items.is_empty() {
+                if !several {
+                    eprintln!(
+                        "No {} found{}.",
+                        kind.plural(),
+                        if args.all_namespaces {
+                            String::new()
+                        } else {
+                            format!(" in namespace {}", k.namespace)
                         }
-                        println!("{}:", kind.name());
-                    }
-                    if items.is_empty() {
-                        eprintln!(
-                            "No {}s found{}.",
-                            kind.name(),
-                            if args.all_namespaces {
-                                String::new()
-                            } else {
-                                format!(" in namespace {}", k.namespace)
-                            }
-                        );
-                        continue;
-                    }
-                    let mut header = kind.header(wide);
-                    if args.all_namespaces {
-                        header.insert(0, "NAMESPACE");
-                    }
-                    let rows: Vec<Vec<String>> = items
-                        .iter()
-                        .map(|o| {
-                            let v = serde_json::to_value(o).unwrap_or_default();
-                            row(*kind, &v, wide, args.all_namespaces)
-                        })
-                        .collect();
-                    print!("{}", table(&header, &rows));
+                    );
                 }
+                continue;
+            }
+            let mut header = kind.header(wide);
+            if args.all_namespaces {
+                header.insert(0, "NAMESPACE");
+            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|v| get_row(kind, v, wide, args.all_namespaces, several))
+                .collect();
+            if tables > 0 {
+                outln!();
+            }
+            tables += 1;
+            if wide {
+                out!("{}", wide_table(&header, &rows));
+            } else {
+                out!("{}", table(&header, &rows));
             }
         }
-        match args.output {
-            GetOutput::Json | GetOutput::Yaml => {
-                let list = if args.name.is_some() && items_all.len() == 1 {
-                    serde_json::to_value(&items_all[0])?
+        if several && tables == 0 && !structured {
+            eprintln!(
+                "No image objects found{}.",
+                if args.all_namespaces {
+                    String::new()
                 } else {
-                    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items_all})
-                };
-                if args.output == GetOutput::Json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
-                } else {
-                    print!("{}", serde_norway::to_string(&list)?);
+                    format!(" in namespace {}", k.namespace)
                 }
-            }
-            _ => {}
+            );
         }
-        if args.watch {
-            let kind = kinds[0];
-            let api = kind.api(&k, args.all_namespaces);
+        if structured {
+            let mut list = if name.is_some() && items_all.len() == 1 {
+                items_all.remove(0)
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items_all})
+            };
+            if !args.show_managed_fields {
+                without_managed_fields(&mut list);
+            }
+            if args.output == GetOutput::Json {
+                outln!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                out!("{}", serde_norway::to_string(&list)?);
+            }
+        }
+        if !args.watch {
+            return Ok(Outcome::Ok);
+        }
+        // Every kind's changes, as they come; each row in its kind's
+        // columns, named KIND/NAME when several kinds are watched.
+        let mut streams = Vec::new();
+        for kind in &kinds {
+            let kind = *kind;
             let mut wc = kube::runtime::watcher::Config::default();
-            if let Some(n) = &args.name {
+            if let Some(n) = &name {
                 wc = wc.fields(&format!("metadata.name={n}"));
             }
-            let wide = args.output == GetOutput::Wide;
-            let mut stream = kube::runtime::watcher(api, wc)
-                .applied_objects_compat()
-                .boxed();
-            let mut first = true;
-            while let Some(ev) = stream.next().await {
-                let o = ev.map_err(|e| anyhow!("watching {}s: {e}", kind.name()))?;
-                if first {
-                    // The listing above showed the current state.
-                    first = false;
-                    continue;
-                }
-                let v = serde_json::to_value(&o)?;
-                match args.output {
-                    GetOutput::Json => println!("{}", serde_json::to_string(&v)?),
-                    GetOutput::Yaml => print!("---\n{}", serde_norway::to_string(&v)?),
-                    _ => {
-                        let r = row(kind, &v, wide, args.all_namespaces);
-                        let t = table(&vec![""; r.len()], &[r]);
-                        print!(
-                            "{}",
-                            t.lines()
-                                .nth(1)
-                                .map(|l| format!("{l}\n"))
-                                .unwrap_or_default()
-                        );
+            streams.push(
+                kube::runtime::watcher(kind.api(&k, args.all_namespaces), wc)
+                    .applied_objects_compat()
+                    .map(move |r| (kind, r))
+                    .boxed(),
+            );
+        }
+        let mut merged = futures::stream::select_all(streams);
+        while let Some((kind, ev)) = merged.next().await {
+            let o = ev.map_err(|e| anyhow!("watching {}: {e}", kind.plural()))?;
+            let mut v = serde_json::to_value(&o)?;
+            let version = version_of(&v);
+            if shown.insert(key(kind, &v), version.clone()).as_ref() == Some(&version) {
+                // Shown already (the watch begins with the listing).
+                continue;
+            }
+            if selector.as_ref().is_some_and(|s| !s.matches(&v)) {
+                continue;
+            }
+            if !args.show_managed_fields {
+                without_managed_fields(&mut v);
+            }
+            match args.output {
+                GetOutput::Json => outln!("{}", serde_json::to_string(&v)?),
+                GetOutput::Yaml => out!("---\n{}", serde_norway::to_string(&v)?),
+                GetOutput::Table | GetOutput::Wide => {
+                    let r = get_row(kind, &v, wide, args.all_namespaces, several);
+                    let t = if wide {
+                        wide_table(&vec![""; r.len()], &[r])
+                    } else {
+                        table(&vec![""; r.len()], &[r])
+                    };
+                    if let Some(line) = t.lines().nth(1) {
+                        outln!("{line}");
                     }
                 }
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
             }
         }
         Ok(Outcome::Ok)
     })
+}
+
+/// An object's kind, namespace and name.
+fn key(kind: Kind, v: &Value) -> (Kind, String, String) {
+    (
+        kind,
+        v["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        v["metadata"]["name"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+fn version_of(v: &Value) -> String {
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Stream adapter: the Events of a watch of Events.
+trait AppliedEvents {
+    fn applied_objects_events(
+        self,
+    ) -> futures::stream::BoxStream<
+        'static,
+        Result<k8s_openapi::api::core::v1::Event, kube::runtime::watcher::Error>,
+    >;
+}
+
+impl<S> AppliedEvents for S
+where
+    S: futures::Stream<
+            Item = Result<
+                kube::runtime::watcher::Event<k8s_openapi::api::core::v1::Event>,
+                kube::runtime::watcher::Error,
+            >,
+        > + Send
+        + 'static,
+{
+    fn applied_objects_events(
+        self,
+    ) -> futures::stream::BoxStream<
+        'static,
+        Result<k8s_openapi::api::core::v1::Event, kube::runtime::watcher::Error>,
+    > {
+        use kube::runtime::WatchStreamExt;
+        self.applied_objects().boxed()
+    }
 }
 
 /// Stream adapter: the objects of every event (the runtime's
@@ -417,7 +754,7 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
         let k = t.kube.connect().await?;
         let api = kind.api(&k, false);
         let what = format!("{} {}/{name}", kind.name(), k.namespace);
-        let o = api.get(name).await.map_err(|e| explain(e, &what))?;
+        let o = get_named(&k, kind, name).await?;
         let v = serde_json::to_value(&o)?;
         // Flux's controllers and imageauto's leave a suspended object alone,
         // reconcile requests included: waiting for one would only time out.
@@ -481,21 +818,19 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
             eprintln!("✗ {what} is not ready: {}", printable(&message));
             return Ok(Outcome::Failed);
         }
-        println!("{}", printable(&result));
+        outln!("{}", printable(&result));
         Ok(Outcome::Ok)
     })
 }
 
 #[derive(clap::Args, Debug)]
 pub struct SuspendArgs {
-    /// repository or update
-    #[arg(value_name = "KIND")]
-    kind: String,
-    /// The object (or --all)
-    #[arg(value_name = "NAME", required_unless_present = "all")]
-    name: Option<String>,
+    /// repository or update, and the object's NAME (or --all); Flux's form
+    /// too: image update NAME
+    #[arg(value_name = "KIND [NAME]", required = true)]
+    words: Vec<String>,
     /// Every object of the kind in the namespace
-    #[arg(long, conflicts_with = "name")]
+    #[arg(long)]
     all: bool,
     /// How long resume waits for the next reconciliation
     #[arg(long, default_value = "2m", value_parser = crate::cli::duration_arg)]
@@ -505,21 +840,51 @@ pub struct SuspendArgs {
 }
 
 pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
-    let kind = Kind::parse(&args.kind)?;
+    let command = if suspend { "suspend" } else { "resume" };
+    let words = Words::of(&args.words);
+    let p = words.prefix();
+    let Some(kind_word) = words.kind.clone() else {
+        crate::cli::usage_error(
+            command,
+            format!("give a kind and a name: {command} {p}repository|update NAME (or --all)"),
+        );
+    };
+    let name = match (words.names.as_slice(), args.all) {
+        ([], true) => None,
+        ([name], false) => Some(name.clone()),
+        ([], false) => crate::cli::usage_error(
+            command,
+            format!(
+                "give the name of the object: {command} {p}{kind_word} NAME, or {command} {p}{kind_word} --all"
+            ),
+        ),
+        (_, true) => crate::cli::usage_error(
+            command,
+            format!("--all goes without a name: {command} {p}{kind_word} --all"),
+        ),
+        ([name, more @ ..], false) => crate::cli::usage_error(
+            command,
+            format!(
+                "one name at a time: {command} {p}{kind_word} {name} (then {command} {p}{kind_word} {}), or {command} {p}{kind_word} --all",
+                more.join(", ")
+            ),
+        ),
+    };
+    let kind = Kind::parse(&kind_word)?;
     if kind == Kind::Policy {
         bail!(
-            "policies are suspended through their repository or automation: suspend repository NAME or suspend update NAME"
+            "policies are suspended through their repository or automation: {command} repository NAME or {command} update NAME"
         );
     }
     runtime()?.block_on(async {
         let k = args.kube.connect().await?;
         let api = kind.api(&k, false);
-        let names: Vec<String> = match &args.name {
+        let names: Vec<String> = match &name {
             Some(n) => vec![n.clone()],
             None => api
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| explain(e, &format!("listing {}s", kind.name())))?
+                .map_err(|e| explain(e, &format!("listing {}", kind.plural())))?
                 .items
                 .iter()
                 .map(|o| o.name_any())
@@ -535,11 +900,14 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
                 patch["metadata"] =
                     serde_json::json!({"annotations": {RECONCILE_REQUEST_ANNOTATION: value}});
             }
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            if let Err(e) = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(|e| explain(e, &what))?;
+            {
+                return Err(not_found(&k, &kind.resource(), kind.name(), &name, e).await);
+            }
             if suspend {
-                println!("✔ {what} suspended");
+                outln!("✔ {what} suspended");
                 continue;
             }
             eprintln!("► resumed {what}, waiting for it to reconcile");
@@ -547,7 +915,7 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
                 Ok(v) => {
                     let (ready, message) = ready_of(&v);
                     if ready == "True" {
-                        println!("✔ {what} resumed: {}", printable(&message));
+                        outln!("✔ {what} resumed: {}", printable(&message));
                     } else {
                         eprintln!("✗ {what} resumed, not ready: {}", printable(&message));
                         failed = true;
@@ -565,18 +933,119 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
 
 #[derive(clap::Args, Debug)]
 pub struct EventsArgs {
-    /// Only the events of this object
-    #[arg(value_name = "NAME")]
+    /// Only the events of the objects of this name
+    #[arg(value_name = "NAME", conflicts_with = "for_object")]
     name: Option<String>,
+    /// Only the events of this object: KIND/NAME, such as ImagePolicy/web (Flux's flag)
+    #[arg(long = "for", value_name = "KIND/NAME")]
+    for_object: Option<String>,
+    /// Only events of these types: Normal, Warning (comma-separated; Flux's flag)
+    #[arg(long, value_name = "TYPE", value_delimiter = ',')]
+    types: Vec<String>,
     /// Every namespace
     #[arg(short = 'A', long = "all-namespaces")]
     all_namespaces: bool,
+    /// After listing, print each new event as it happens
+    #[arg(short = 'w', long)]
+    watch: bool,
     #[command(flatten)]
     kube: KubeArgs,
 }
 
+/// Which events `events` shows.
+struct EventFilter {
+    kind: Option<Kind>,
+    name: Option<String>,
+    types: Vec<String>,
+}
+
+impl EventFilter {
+    fn of(args: &EventsArgs) -> EventFilter {
+        let (kind, name) = match &args.for_object {
+            Some(f) => {
+                let Some((k, n)) = f
+                    .split_once('/')
+                    .filter(|(k, n)| !k.is_empty() && !n.is_empty())
+                else {
+                    crate::cli::usage_error(
+                        "events",
+                        format!("--for {f:?}: give KIND/NAME, such as ImagePolicy/web"),
+                    );
+                };
+                match Kind::parse(k) {
+                    Ok(kind) => (Some(kind), Some(n.to_string())),
+                    Err(e) => crate::cli::usage_error("events", format!("--for {f:?}: {e}")),
+                }
+            }
+            None => (None, args.name.clone()),
+        };
+        let types = args
+            .types
+            .iter()
+            .map(|t| match t.to_ascii_lowercase().as_str() {
+                "normal" => "Normal".to_string(),
+                "warning" => "Warning".to_string(),
+                _ => crate::cli::usage_error(
+                    "events",
+                    format!("--types {t:?}: the types are Normal and Warning"),
+                ),
+            })
+            .collect();
+        EventFilter { kind, name, types }
+    }
+
+    fn matches(&self, e: &k8s_openapi::api::core::v1::Event) -> bool {
+        let kind = e.involved_object.kind.as_deref().unwrap_or("");
+        let kinds = [Kind::Repository, Kind::Policy, Kind::Update];
+        kinds.iter().any(|k| k.name() == kind)
+            && self.kind.is_none_or(|k| k.name() == kind)
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|n| e.involved_object.name.as_deref() == Some(n.as_str()))
+            && (self.types.is_empty()
+                || self
+                    .types
+                    .iter()
+                    .any(|t| e.type_.as_deref() == Some(t.as_str())))
+    }
+}
+
+/// An event's time (for the order) and its row.
+fn event_row(e: &k8s_openapi::api::core::v1::Event, all_namespaces: bool) -> (String, Vec<String>) {
+    let when = e
+        .last_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
+        .or_else(|| {
+            e.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+        })
+        .unwrap_or_default();
+    let object = format!(
+        "{}/{}",
+        e.involved_object.kind.clone().unwrap_or_default(),
+        e.involved_object.name.clone().unwrap_or_default()
+    );
+    let mut row = vec![
+        age(Some(&when)),
+        e.type_.clone().unwrap_or_default(),
+        e.reason.clone().unwrap_or_default(),
+        object,
+        e.message.clone().unwrap_or_default(),
+    ];
+    if all_namespaces {
+        row.insert(0, e.metadata.namespace.clone().unwrap_or_default());
+    }
+    (when, row)
+}
+
 pub fn events(args: EventsArgs) -> Result<Outcome> {
     use k8s_openapi::api::core::v1::Event;
+    let filter = EventFilter::of(&args);
     runtime()?.block_on(async {
         let k = args.kube.connect().await?;
         let api: Api<Event> = if args.all_namespaces {
@@ -588,71 +1057,70 @@ pub fn events(args: EventsArgs) -> Result<Outcome> {
             .list(&ListParams::default())
             .await
             .map_err(|e| explain(e, "listing events"))?;
-        let kinds = ["ImageRepository", "ImagePolicy", "ImageUpdateAutomation"];
-        let mut evs: Vec<(String, Vec<String>)> = list
-            .items
-            .into_iter()
-            .filter(|e| {
-                kinds.contains(&e.involved_object.kind.as_deref().unwrap_or(""))
-                    && args
-                        .name
-                        .as_ref()
-                        .is_none_or(|n| e.involved_object.name.as_deref() == Some(n.as_str()))
-            })
-            .map(|e| {
-                let when = e
-                    .last_timestamp
-                    .as_ref()
-                    .map(|t| t.0.to_string())
-                    .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
-                    .or_else(|| {
-                        e.metadata
-                            .creation_timestamp
-                            .as_ref()
-                            .map(|t| t.0.to_string())
-                    })
-                    .unwrap_or_default();
-                let object = format!(
-                    "{}/{}",
-                    e.involved_object.kind.clone().unwrap_or_default(),
-                    e.involved_object.name.clone().unwrap_or_default()
-                );
-                let mut row = vec![
-                    age(Some(&when)),
-                    e.type_.clone().unwrap_or_default(),
-                    e.reason.clone().unwrap_or_default(),
-                    object,
-                    e.message.clone().unwrap_or_default(),
-                ];
-                if args.all_namespaces {
-                    row.insert(0, e.metadata.namespace.clone().unwrap_or_default());
-                }
-                (when, row)
-            })
-            .collect();
+        // Each event shown, by uid: its resourceVersion (a repeated event
+        // comes back with a new count and time).
+        let mut shown: HashMap<String, String> = HashMap::new();
+        let mut evs: Vec<(String, Vec<String>)> = Vec::new();
+        for e in &list.items {
+            shown.insert(
+                e.metadata.uid.clone().unwrap_or_default(),
+                e.metadata.resource_version.clone().unwrap_or_default(),
+            );
+            if filter.matches(e) {
+                evs.push(event_row(e, args.all_namespaces));
+            }
+        }
         // Newest last.
         evs.sort_by(|a, b| a.0.cmp(&b.0));
-        if evs.is_empty() {
-            eprintln!("No events found.");
-            return Ok(Outcome::Ok);
-        }
         let mut header = vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"];
         if args.all_namespaces {
             header.insert(0, "NAMESPACE");
         }
-        let rows: Vec<Vec<String>> = evs.into_iter().map(|(_, r)| r).collect();
-        print!("{}", table(&header, &rows));
+        let mut headed = !evs.is_empty();
+        if evs.is_empty() {
+            eprintln!("No events found.");
+        } else {
+            let rows: Vec<Vec<String>> = evs.into_iter().map(|(_, r)| r).collect();
+            out!("{}", table(&header, &rows));
+        }
+        if !args.watch {
+            return Ok(Outcome::Ok);
+        }
+        let mut stream = kube::runtime::watcher(api, kube::runtime::watcher::Config::default())
+            .applied_objects_events()
+            .boxed();
+        while let Some(e) = stream.next().await {
+            let e = e.map_err(|e| anyhow!("watching events: {e}"))?;
+            let uid = e.metadata.uid.clone().unwrap_or_default();
+            let version = e.metadata.resource_version.clone().unwrap_or_default();
+            if shown.insert(uid, version.clone()).as_ref() == Some(&version) || !filter.matches(&e)
+            {
+                continue;
+            }
+            let (_, row) = event_row(&e, args.all_namespaces);
+            let t = table(&header, &[row]);
+            let mut lines = t.lines();
+            let head = lines.next().unwrap_or_default();
+            if !headed {
+                headed = true;
+                outln!("{head}");
+            }
+            for line in lines {
+                outln!("{line}");
+            }
+        }
         Ok(Outcome::Ok)
     })
 }
 
 #[derive(clap::Args, Debug)]
 pub struct TreeArgs {
-    /// update
-    #[arg(value_name = "KIND")]
-    kind: String,
-    #[arg(value_name = "NAME")]
-    name: String,
+    /// update, and the automation's NAME
+    #[arg(value_name = "KIND NAME", required = true)]
+    words: Vec<String>,
+    /// Output format: text, or json (Flux's `tree -o json` shape, with each object's Ready state)
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: crate::output::TextOrJson,
     #[command(flatten)]
     kube: KubeArgs,
 }
@@ -665,24 +1133,109 @@ fn mark(ready: &str) -> &'static str {
     }
 }
 
+/// An object of a tree and what it depends on.
+struct Node {
+    group: &'static str,
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    /// Its Ready status and message; `None` when it was not found, or
+    /// could not be read (the message says why).
+    ready: Option<String>,
+    message: String,
+    /// A GitRepository's URL.
+    url: Option<String>,
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn new(group: &'static str, kind: &'static str, namespace: &str, name: &str) -> Node {
+        Node {
+            group,
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            ready: None,
+            message: "not found".into(),
+            url: None,
+            children: Vec::new(),
+        }
+    }
+
+    fn with_state(mut self, v: &Value) -> Node {
+        let (r, m) = ready_of(v);
+        self.ready = Some(r);
+        self.message = m;
+        self
+    }
+
+    /// The node as Flux's `tree -o json` writes it (`resource` with
+    /// Namespace, Name and GroupKind; `resources` for what it depends on),
+    /// with its Ready state.
+    fn json(&self) -> Value {
+        let mut v = serde_json::json!({
+            "resource": {
+                "Namespace": self.namespace,
+                "Name": self.name,
+                "GroupKind": {"Group": self.group, "Kind": self.kind}
+            },
+            "ready": self.ready,
+            "message": self.message,
+        });
+        if let Some(u) = &self.url {
+            v["url"] = Value::String(u.clone());
+        }
+        if !self.children.is_empty() {
+            v["resources"] = Value::Array(self.children.iter().map(Node::json).collect());
+        }
+        v
+    }
+
+    fn line(&self) -> String {
+        let mark = match self.ready.as_deref() {
+            Some(r) => mark(r),
+            None if self.message == "not found" => "✗",
+            None => "?",
+        };
+        let url = self
+            .url
+            .as_ref()
+            .map(|u| format!("  {u}"))
+            .unwrap_or_default();
+        format!(
+            "{mark} {}/{}/{}{url}  {}",
+            self.kind,
+            self.namespace,
+            self.name,
+            printable(&self.message)
+        )
+    }
+}
+
+const IMAGE_GROUP: &str = "image.toolkit.fluxcd.io";
+const SOURCE_GROUP: &str = "source.toolkit.fluxcd.io";
+
 pub fn tree(args: TreeArgs) -> Result<Outcome> {
-    if Kind::parse(&args.kind)? != Kind::Update {
+    let words = Words::of(&args.words);
+    let (kind, name) = words.kind_and_name("tree", "update");
+    if Kind::parse(&kind)? != Kind::Update {
         bail!("tree shows an automation: tree update NAME");
     }
     runtime()?.block_on(async {
         let k = args.kube.connect().await?;
         let ns = k.namespace.clone();
         let autos: Api<ImageUpdateAutomation> = Api::namespaced(k.client.clone(), &ns);
-        let what = format!("ImageUpdateAutomation {ns}/{}", args.name);
-        let a = autos.get(&args.name).await.map_err(|e| explain(e, &what))?;
+        let what = format!("ImageUpdateAutomation {ns}/{name}");
+        let a = match autos.get(&name).await {
+            Ok(a) => a,
+            Err(e) => {
+                return Err(
+                    not_found(&k, &Kind::Update.resource(), Kind::Update.name(), &name, e).await,
+                );
+            }
+        };
         let av = serde_json::to_value(&a)?;
-        let (r, m) = ready_of(&av);
-        println!(
-            "{} ImageUpdateAutomation/{ns}/{}  {}",
-            mark(&r),
-            args.name,
-            printable(&m)
-        );
+        let mut root = Node::new(IMAGE_GROUP, "ImageUpdateAutomation", &ns, &name).with_state(&av);
         let sns = a
             .spec
             .source_ref
@@ -695,23 +1248,20 @@ pub fn tree(args: TreeArgs) -> Result<Outcome> {
             &sns,
             &ApiResource::erase::<GitRepository>(&()),
         );
-        match sources.get_opt(&sname).await {
+        let source = Node::new(SOURCE_GROUP, "GitRepository", &sns, &sname);
+        root.children.push(match sources.get_opt(&sname).await {
             Ok(Some(s)) => {
                 let sv = serde_json::to_value(&s)?;
-                let (r, m) = ready_of(&sv);
-                println!(
-                    "├── {} GitRepository/{sns}/{sname}  {}  {}",
-                    mark(&r),
-                    sv["spec"]["url"].as_str().unwrap_or(""),
-                    printable(&m)
-                );
+                let mut n = source.with_state(&sv);
+                n.url = Some(sv["spec"]["url"].as_str().unwrap_or("").to_string());
+                n
             }
-            Ok(None) => println!("├── ✗ GitRepository/{sns}/{sname}  not found"),
-            Err(e) => println!(
-                "├── ? GitRepository/{sns}/{sname}  {}",
-                explain(e, "reading it")
-            ),
-        }
+            Ok(None) => source,
+            Err(e) => Node {
+                message: explain(e, "reading it").to_string(),
+                ..source
+            },
+        });
         let policies: Api<ImagePolicy> = Api::namespaced(k.client.clone(), &ns);
         let list = policies
             .list(&ListParams::default())
@@ -720,49 +1270,53 @@ pub fn tree(args: TreeArgs) -> Result<Outcome> {
             .items;
         let selected = automation::api::plan::selected_policies(&a.spec, &ns, &list)
             .map_err(|e| anyhow!("{what}: {e}"))?;
-        let n = selected.len();
-        for (i, p) in selected.into_iter().enumerate() {
-            let last = i + 1 == n;
+        for p in selected {
             let pv = serde_json::to_value(p)?;
-            let (r, m) = ready_of(&pv);
-            println!(
-                "{} {} ImagePolicy/{ns}/{}  {}",
-                if last { "└──" } else { "├──" },
-                mark(&r),
-                p.name_any(),
-                printable(&m)
-            );
+            let mut pn = Node::new(IMAGE_GROUP, "ImagePolicy", &ns, &p.name_any()).with_state(&pv);
             let (rns, rname) = automation::api::plan::repository_of(p);
             let repos: Api<DynamicObject> = Api::namespaced_with(
                 k.client.clone(),
                 &rns,
                 &ApiResource::erase::<ImageRepository>(&()),
             );
-            let prefix = if last {
-                "    └──"
-            } else {
-                "│   └──"
-            };
-            match repos.get_opt(&rname).await {
-                Ok(Some(rp)) => {
-                    let rv = serde_json::to_value(&rp)?;
-                    let (r, m) = ready_of(&rv);
-                    println!(
-                        "{prefix} {} ImageRepository/{rns}/{rname}  {}",
-                        mark(&r),
-                        printable(&m)
-                    );
-                }
-                Ok(None) => println!("{prefix} ✗ ImageRepository/{rns}/{rname}  not found"),
-                Err(e) => println!(
-                    "{prefix} ? ImageRepository/{rns}/{rname}  {}",
-                    explain(e, "reading it")
-                ),
+            let rn = Node::new(IMAGE_GROUP, "ImageRepository", &rns, &rname);
+            pn.children.push(match repos.get_opt(&rname).await {
+                Ok(Some(rp)) => rn.with_state(&serde_json::to_value(&rp)?),
+                Ok(None) => rn,
+                Err(e) => Node {
+                    message: explain(e, "reading it").to_string(),
+                    ..rn
+                },
+            });
+            root.children.push(pn);
+        }
+        if args.output == crate::output::TextOrJson::Json {
+            outln!("{}", serde_json::to_string_pretty(&root.json())?);
+            return Ok(Outcome::Ok);
+        }
+        let mut text = format!("{}\n", root.line());
+        let n = root.children.len();
+        for (i, child) in root.children.iter().enumerate() {
+            // The GitRepository always has policies (or a note) after it.
+            let last = i + 1 == n && n > 1;
+            text.push_str(&format!(
+                "{} {}\n",
+                if last { "└──" } else { "├──" },
+                child.line()
+            ));
+            for grandchild in &child.children {
+                let prefix = if last {
+                    "    └──"
+                } else {
+                    "│   └──"
+                };
+                text.push_str(&format!("{prefix} {}\n", grandchild.line()));
             }
         }
-        if n == 0 {
-            println!("└── (no ImagePolicy of {ns} is selected)");
+        if n == 1 {
+            text.push_str(&format!("└── (no ImagePolicy of {ns} is selected)\n"));
         }
+        out!("{text}");
         Ok(Outcome::Ok)
     })
 }

@@ -2,6 +2,7 @@
 
 use crate::cli::Outcome;
 use crate::output::{TextOrJson, table};
+use crate::output::{out, outln};
 use anyhow::{Context, Result, bail};
 use automation::api::{
     DEFAULT_EXCLUSION_LIST, ImagePolicy, ImageRepository, Object, ResourceExt, compile_policy,
@@ -207,9 +208,9 @@ pub fn run(args: Args) -> Result<Outcome> {
     let explanation = compiled.explain(&exclusions, &tags);
     match args.output {
         TextOrJson::Json => {
-            println!("{}", serde_json::to_string_pretty(&explanation)?);
+            outln!("{}", serde_json::to_string_pretty(&explanation)?);
         }
-        TextOrJson::Text => print!(
+        TextOrJson::Text => out!(
             "{}",
             render_text(&explanation, &policy.name_any(), &exclusion_origin)
         ),

@@ -3,7 +3,8 @@
 //! install changes nothing and a newer one upgrades in place.
 
 use crate::cli::Outcome;
-use crate::connect::{Kube, KubeArgs, explain};
+use crate::connect::{ConnArgs, Kube, explain};
+use crate::output::{out, outln};
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
@@ -41,9 +42,14 @@ pub enum DryRunOutput {
 
 #[derive(clap::Args, Debug)]
 pub struct InstallArgs {
-    /// The namespace of the controller
-    #[arg(long = "install-namespace", default_value = DEFAULT_NAMESPACE)]
-    install_namespace: String,
+    /// The namespace of the controller (default imageauto-system; -n and --namespace mean the same, as for flux install)
+    #[arg(
+        short = 'n',
+        long = "install-namespace",
+        alias = "namespace",
+        value_name = "NAMESPACE"
+    )]
+    install_namespace: Option<String>,
     /// Print what would be applied; apply nothing
     #[arg(long)]
     dry_run: bool,
@@ -84,7 +90,7 @@ pub struct InstallArgs {
     #[arg(long = "policy-namespace", value_name = "NAMESPACE")]
     policy_namespaces: Vec<String>,
     #[command(flatten)]
-    kube: KubeArgs,
+    conn: ConnArgs,
 }
 
 /// What the controller needs, verb by verb (least privilege).
@@ -429,28 +435,34 @@ fn without_cel(v: &mut Value) -> bool {
 
 /// Server-side apply, skipped when the object already is as desired (some
 /// apiservers record a no-op apply as a change of the object): as given,
-/// or as a dry run of the apply says the server would keep it.
-async fn apply(k: &Kube, v: &Value) -> Result<()> {
+/// or as a dry run of the apply says the server would keep it. Whether it
+/// was applied (false: unchanged).
+async fn apply(k: &Kube, v: &Value) -> Result<bool> {
     let api = api_for(k, v)?;
     let name = v["metadata"]["name"].as_str().unwrap_or("");
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     if let Ok(Some(live)) = api.get_opt(name).await {
         let live = serde_json::to_value(&live)?;
         if holds(&live, v) {
-            return Ok(());
+            return Ok(false);
         }
         if let Ok(stored) = api
             .patch(name, &pp.clone().dry_run(), &Patch::Apply(v))
             .await
             && holds(&live, &kept(&serde_json::to_value(&stored)?, v))
         {
-            return Ok(());
+            return Ok(false);
         }
     }
     api.patch(name, &pp, &Patch::Apply(v))
         .await
-        .map(|_| ())
+        .map(|_| true)
         .map_err(|e| explain(e, &format!("applying {}", describe(v))))
+}
+
+/// How an object's apply went, in the words of the output.
+fn applied(changed: bool) -> &'static str {
+    if changed { "applied" } else { "unchanged" }
 }
 
 /// A CA and a serving certificate for the Service's DNS names (and
@@ -557,15 +569,70 @@ fn notification_controller(deployments: &[Deployment]) -> Option<String> {
         })
 }
 
+/// The annotation `install --take-over` leaves on the Deployment of each
+/// Flux controller it scales to 0: its replicas before (uninstall scales it
+/// back).
+pub const REPLICAS_BEFORE_ANNOTATION: &str = "imageauto.dev/replicas-before-take-over";
+
+/// `--webhook-url`: what the apiserver accepts as a webhook's URL (HTTPS,
+/// a host, no user, query or fragment), checked before anything is applied.
+fn check_webhook_url(url: &str) -> Result<()> {
+    let hint = "give https://HOST:PORT of the serve running elsewhere (its --webhook-addr)";
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| anyhow!("--webhook-url {url:?} is not a URL ({e}): {hint}"))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some(other) => bail!(
+            "--webhook-url {url}: the apiserver calls admission webhooks over HTTPS only, not {other}: {hint}, with its CA as --ca-file (serve --cert-dir writes it as ca.crt)"
+        ),
+        None => bail!("--webhook-url {url}: no scheme: {hint}"),
+    }
+    let Some(authority) = uri.authority() else {
+        bail!("--webhook-url {url}: no host: {hint}");
+    };
+    if authority.as_str().contains('@') {
+        bail!("--webhook-url {url}: the apiserver refuses a user in a webhook URL: {hint}");
+    }
+    if uri.query().is_some() || url.contains('#') {
+        bail!(
+            "--webhook-url {url}: the apiserver refuses a query or a fragment in a webhook URL: {hint}"
+        );
+    }
+    Ok(())
+}
+
+/// `--ca-file`: PEM certificates a TLS client can trust, checked before
+/// anything is applied. Its text.
+fn read_ca_file(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+    automation::registry::tls::client_config(Some(text.as_bytes()), None, None).map_err(|e| {
+        anyhow!(
+            "--ca-file {}: {e}: give the PEM certificate of the CA that signed the webhook's certificate (serve --cert-dir writes it as ca.crt)",
+            path.display()
+        )
+    })?;
+    Ok(text)
+}
+
+/// `-n`/`--namespace`/`--install-namespace`, else imageauto-system.
+fn install_namespace(given: &Option<String>) -> String {
+    given
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+}
+
 pub fn install(args: InstallArgs) -> Result<Outcome> {
     let image = args.image.clone().unwrap_or_else(default_image);
-    let ns = args.install_namespace.clone();
+    let ns = install_namespace(&args.install_namespace);
+    // What the command line says is checked before anything is applied.
+    if let Some(url) = &args.webhook_url {
+        check_webhook_url(url)?;
+    }
+    let ca_file = args.ca_file.as_deref().map(read_ca_file).transpose()?;
     if args.dry_run {
-        let ca = match &args.ca_file {
-            Some(p) => std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read --ca-file {}", p.display()))?,
-            None => String::new(),
-        };
+        let ca = ca_file.clone().unwrap_or_default();
         let mut all: Vec<Value> = if args.crds {
             automation::api::crds()
                 .into_iter()
@@ -590,7 +657,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             args.events_addr.as_deref(),
         ));
         all.extend(policy_namespace_objects(&args.policy_namespaces));
-        print!("{}", render(&all, args.output)?);
+        out!("{}", render(&all, args.output)?);
         if args.webhook && args.webhook_url.is_none() {
             eprintln!(
                 "note: install also creates Secret {ns}/{CERT_SECRET} (a CA and the webhook's certificate) and puts its CA in the webhook configuration's caBundle"
@@ -599,8 +666,20 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     runtime()?.block_on(async {
-        let k = args.kube.connect().await?;
+        let k = args.conn.connect(None).await?;
         let started = Instant::now();
+        let namespaces: Api<Namespace> = Api::all(k.client.clone());
+        if let Some(n) = namespaces
+            .get_opt(&ns)
+            .await
+            .map_err(|e| explain(e, &format!("reading namespace {ns}")))?
+            && let Some(since) = &n.metadata.deletion_timestamp
+        {
+            bail!(
+                "namespace {ns} is being deleted (Terminating since {}): install again once it is gone (kubectl get namespace {ns}; kubectl get namespace {ns} -o yaml shows what holds it), or install into another namespace with -n",
+                since.0
+            );
+        }
         // Flux's image controllers must not run beside ours.
         let deployments: Api<Deployment> = Api::all(k.client.clone());
         let all_deployments = deployments
@@ -629,13 +708,31 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                 );
             }
             for d in &running {
-                let api: Api<Deployment> = Api::namespaced(k.client.clone(), d.metadata.namespace.as_deref().unwrap_or_default());
+                let dns = d.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<Deployment> = Api::namespaced(k.client.clone(), &dns);
                 let name = d.metadata.name.clone().unwrap_or_default();
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
+                let before = d.spec.replicas.unwrap_or(1);
+                // The replicas before, for uninstall to scale it back.
+                let patch = json!({
+                    "metadata": {"annotations": {REPLICAS_BEFORE_ANNOTATION: before.to_string()}},
+                    "spec": {"replicas": 0}
+                });
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
-                    .map_err(|e| explain(e, &format!("scaling {name} to 0")))?;
+                    .map_err(|e| explain(e, &format!("scaling {dns}/{name} to 0")))?;
+                outln!(
+                    "✔ scaled Flux's {dns}/{name} to 0 replicas (--take-over; it ran {before}): kubectl imageauto uninstall scales it back"
+                );
+                let labels = d.metadata.labels.clone().unwrap_or_default();
+                if let (Some(kname), Some(kns)) = (
+                    labels.get("kustomize.toolkit.fluxcd.io/name"),
+                    labels.get("kustomize.toolkit.fluxcd.io/namespace"),
+                ) {
+                    outln!(
+                        "note: Flux's Kustomization {kns}/{kname} applies {dns}/{name}: kustomize-controller sets its replicas back at its next reconciliation; to keep it stopped, leave Flux's image controllers out of that Kustomization (flux bootstrap without --components-extra image-reflector-controller,image-automation-controller)"
+                    );
+                }
             }
-            println!("✔ scaled Flux's {} to 0 replicas (--take-over)", names.join(" and "));
         }
         // CRDs: ours, unless Flux's are there (kept and used).
         let crds: Api<CustomResourceDefinition> = Api::all(k.client.clone());
@@ -646,27 +743,24 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             names.push(name.clone());
             match crds.get_opt(&name).await.map_err(|e| explain(e, "reading the CRDs"))? {
                 Some(existing) if foreign(&existing) => {
-                    println!("✔ CRD {name} found (installed by someone else): kept");
+                    outln!("✔ CRD {name} found (installed by someone else): kept");
                 }
                 _ => {
                     let mut v = serde_json::to_value(&crd)?;
                     let stripped = !cel && without_cel(&mut v);
-                    apply(&k, &v).await?;
+                    let done = applied(apply(&k, &v).await?);
                     if stripped {
-                        println!(
-                            "✔ CRD {name} applied, without its CEL rules, which this apiserver does not know (imageauto's admission webhook checks the same rules)"
+                        outln!(
+                            "✔ CRD {name} {done}, without its CEL rules, which this apiserver does not know (imageauto's admission webhook checks the same rules)"
                         );
                     } else {
-                        println!("✔ CRD {name} applied");
+                        outln!("✔ CRD {name} {done}");
                     }
                 }
             }
         }
-        let mut bundle = match (&args.ca_file, args.webhook) {
-            (Some(p), true) => b64(
-                &std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read --ca-file {}", p.display()))?,
-            ),
+        let mut bundle = match (&ca_file, args.webhook) {
+            (Some(ca), true) => b64(ca),
             _ => String::new(),
         };
         if let Some(url) = &events_addr {
@@ -677,28 +771,31 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             if v["kind"] == "ValidatingWebhookConfiguration" {
                 continue;
             }
-            apply(&k, &v).await?;
-            println!("✔ {} applied", describe(&v));
+            let done = applied(apply(&k, &v).await?);
+            outln!("✔ {} {done}", describe(&v));
             if v["kind"] == "Deployment"
                 && let Some(url) = &events_addr
             {
-                println!("✔ events also go to notification-controller at {url} (Flux's Alerts see them)");
+                outln!("✔ events also go to notification-controller at {url} (Flux's Alerts see them)");
             }
             if v["kind"] == "Namespace" && args.webhook && args.webhook_url.is_none() {
                 let (secret, ca) = certificate_secret(&k, &ns).await?;
                 bundle = b64(&ca);
-                if let Some(s) = &secret {
-                    apply(&k, s).await?;
-                    println!("✔ {} created (webhook certificate)", describe(s));
+                match &secret {
+                    Some(s) => {
+                        apply(&k, s).await?;
+                        outln!("✔ {} created (webhook certificate)", describe(s));
+                    }
+                    None => outln!("✔ Secret {ns}/{CERT_SECRET} unchanged (webhook certificate)"),
                 }
             }
         }
         // Before the webhook configuration: once it is on, these
         // namespaces' policies already govern every namespace.
         for v in policy_namespace_objects(&args.policy_namespaces) {
-            apply(&k, &v).await?;
-            println!(
-                "✔ Namespace {} labelled {}={} (--policy-namespace): its ImagePolicies govern images in every namespace",
+            let labelled = if apply(&k, &v).await? { "labelled" } else { "already labelled" };
+            outln!(
+                "✔ Namespace {} {labelled} {}={} (--policy-namespace): its ImagePolicies govern images in every namespace",
                 v["metadata"]["name"].as_str().unwrap_or(""),
                 webhook::view::POLICIES_LABEL,
                 webhook::view::POLICIES_CLUSTER
@@ -707,15 +804,15 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
         if args.webhook {
             for v in objects(&ns, &image, true, args.webhook_url.as_deref(), &bundle, args.webhook_failure_policy) {
                 if v["kind"] == "ValidatingWebhookConfiguration" {
-                    apply(&k, &v).await?;
-                    println!("✔ {} applied", describe(&v));
+                    let done = applied(apply(&k, &v).await?);
+                    outln!("✔ {} {done}", describe(&v));
                 }
             }
         }
         if args.wait {
             let deadline = started + args.timeout;
             wait_established(&crds, &names, deadline).await?;
-            println!("✔ CRDs established");
+            outln!("✔ CRDs established");
             let nodes: Api<Node> = Api::all(k.client.clone());
             let has_nodes = nodes
                 .list(&ListParams::default().limit(1))
@@ -724,12 +821,12 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                 .unwrap_or(true);
             if has_nodes {
                 wait_available(&k, &ns, deadline).await?;
-                println!("✔ controller available");
+                outln!("✔ controller available");
             } else {
-                println!("note: the cluster has no nodes: the controller cannot run here, not waiting for it");
+                outln!("note: the cluster has no nodes: the controller cannot run here, not waiting for it");
             }
         }
-        println!("✔ imageauto installed in {ns}");
+        outln!("✔ imageauto installed in {ns}");
         Ok(Outcome::Ok)
     })
 }
@@ -814,23 +911,88 @@ async fn wait_available(k: &Kube, ns: &str, deadline: Instant) -> Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct UninstallArgs {
-    /// The namespace of the controller
-    #[arg(long = "install-namespace", default_value = DEFAULT_NAMESPACE)]
-    install_namespace: String,
-    /// Also delete the CRDs, and with them every ImageRepository, ImagePolicy and ImageUpdateAutomation
+    /// The namespace of the controller (default imageauto-system; -n and --namespace mean the same)
+    #[arg(
+        short = 'n',
+        long = "install-namespace",
+        alias = "namespace",
+        value_name = "NAMESPACE"
+    )]
+    install_namespace: Option<String>,
+    /// Also delete the CRDs install applied, and with them every ImageRepository, ImagePolicy and ImageUpdateAutomation (CRDs someone else installed, such as Flux's, are kept)
     #[arg(long)]
     delete_crds: bool,
     /// Do not ask before deleting the CRDs
     #[arg(long)]
     yes: bool,
     #[command(flatten)]
-    kube: KubeArgs,
+    conn: ConnArgs,
+}
+
+/// Whether `install` applied this CRD (its field manager manages it) and
+/// nobody took it over since: a CRD that Flux (or anyone) installed or now
+/// manages is someone else's.
+fn installed_by_us(crd: &CustomResourceDefinition) -> bool {
+    let flux = crd.metadata.labels.iter().flatten().any(|(k, v)| {
+        (k == "app.kubernetes.io/part-of" && v == "flux") || k.ends_with(".toolkit.fluxcd.io/name")
+    });
+    !foreign(crd) && !flux
+}
+
+/// Scales Flux's controllers that `install --take-over` stopped back to
+/// their replicas before, and says so.
+async fn restore_taken_over(k: &Kube) -> Result<()> {
+    let deployments: Api<Deployment> = Api::all(k.client.clone());
+    let list = deployments
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| {
+            explain(
+                e,
+                "listing Deployments (to find the controllers install --take-over stopped)",
+            )
+        })?;
+    for d in list.items {
+        let Some(recorded) = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REPLICAS_BEFORE_ANNOTATION))
+            .cloned()
+        else {
+            continue;
+        };
+        let dns = d.metadata.namespace.clone().unwrap_or_default();
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let api: Api<Deployment> = Api::namespaced(k.client.clone(), &dns);
+        let now = d.spec.replicas.unwrap_or(1);
+        let mut patch = json!({"metadata": {"annotations": {REPLICAS_BEFORE_ANNOTATION: null}}});
+        let said = match recorded.trim().parse::<i32>() {
+            Ok(before) if now == 0 => {
+                patch["spec"] = json!({"replicas": before});
+                format!(
+                    "✔ scaled Flux's {dns}/{name} back to {before} replica(s), as before install --take-over"
+                )
+            }
+            Ok(_) => format!(
+                "note: Flux's {dns}/{name} runs {now} replica(s) already (scaled since install --take-over): left as it is"
+            ),
+            Err(_) => format!(
+                "note: Flux's {dns}/{name}: its annotation {REPLICAS_BEFORE_ANNOTATION}={recorded:?} is not a number of replicas: left at {now} (kubectl -n {dns} scale deployment {name} --replicas N)"
+            ),
+        };
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| explain(e, &format!("scaling {dns}/{name} back")))?;
+        outln!("{said}");
+    }
+    Ok(())
 }
 
 pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
-    let ns = args.install_namespace.clone();
+    let ns = install_namespace(&args.install_namespace);
     runtime()?.block_on(async {
-        let k = args.kube.connect().await?;
+        let k = args.conn.connect(None).await?;
         // The webhook configuration first: the cluster must never be left
         // refusing workloads with no server to answer.
         let all = objects(&ns, "", true, None, "", FailurePolicy::Fail);
@@ -840,30 +1002,50 @@ pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
             delete(&k, v).await?;
         }
         delete(&k, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CERT_SECRET, "namespace": ns}})).await?;
-        // The tag cache goes with the controller: its finalizer must not
-        // keep ImageRepositories from being deleted.
-        let repos: Api<automation::api::ImageRepository> = Api::all(k.client.clone());
-        if let Ok(list) = repos.list(&ListParams::default()).await {
-            for r in list.items {
-                let fins: Vec<String> = r
-                    .metadata
-                    .finalizers
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|f| f != automation::api::FINALIZER)
+        // Our controller is gone: Flux's may run again.
+        restore_taken_over(&k).await?;
+        // Flux's finalizer, which the controller put on the objects of the
+        // three kinds, goes with the controller: it must not keep them (and
+        // their CRDs) from being deleted. Flux's controllers, when they
+        // run again, put theirs back.
+        for ar in all_kinds() {
+            let api: Api<DynamicObject> = Api::all_with(k.client.clone(), &ar);
+            let Ok(list) = api.list(&ListParams::default()).await else {
+                continue;
+            };
+            for o in list.items {
+                let before = o.metadata.finalizers.clone().unwrap_or_default();
+                let fins: Vec<String> = before
+                    .iter()
+                    .filter(|f| *f != automation::api::FINALIZER)
+                    .cloned()
                     .collect();
-                if fins.len() != r.metadata.finalizers.as_ref().map_or(0, Vec::len) {
-                    let api: Api<automation::api::ImageRepository> =
-                        Api::namespaced(k.client.clone(), r.metadata.namespace.as_deref().unwrap_or_default());
-                    let _ = api
-                        .patch(
-                            r.metadata.name.as_deref().unwrap_or_default(),
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"metadata": {"finalizers": fins}})),
-                        )
-                        .await;
+                if fins.len() == before.len() {
+                    continue;
                 }
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    k.client.clone(),
+                    o.metadata.namespace.as_deref().unwrap_or_default(),
+                    &ar,
+                );
+                let name = o.metadata.name.clone().unwrap_or_default();
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"finalizers": fins}})),
+                )
+                .await
+                .map_err(|e| {
+                    explain(
+                        e,
+                        &format!(
+                            "removing the finalizer {} of {} {}/{name}",
+                            automation::api::FINALIZER,
+                            ar.kind,
+                            o.metadata.namespace.as_deref().unwrap_or_default()
+                        ),
+                    )
+                })?;
             }
         }
         // The namespace, when install made it and it holds none of the
@@ -872,48 +1054,82 @@ pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
         if let Ok(Some(n)) = namespaces.get_opt(&ns).await {
             let ours = n.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/managed-by")).map(String::as_str)
                 == Some("kubectl-imageauto");
-            let held = count_objects(&k, Some(&ns)).await;
+            let held = count_objects(&k, Some(&ns), &all_kinds()).await;
             if ours && held == 0 {
                 delete(&k, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
             } else if ours {
-                println!("note: namespace {ns} kept: it holds {held} image object(s) of yours");
+                outln!("note: namespace {ns} kept: it holds {held} image object(s) of yours");
             }
         }
-        if args.delete_crds {
-            let lost = count_objects(&k, None).await;
-            if !args.yes {
-                eprint!(
-                    "Deleting the CRDs deletes every ImageRepository, ImagePolicy and ImageUpdateAutomation of the cluster ({lost} object(s)). Type yes to go on: "
-                );
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer).ok();
-                if answer.trim() != "yes" {
-                    bail!("not confirmed: the CRDs are kept (give --yes to skip the question)");
-                }
-            }
-            for crd in automation::api::crds() {
-                delete(&k, &serde_json::to_value(&crd)?).await?;
-            }
-            println!("✔ CRDs deleted ({lost} object(s) with them)");
-        } else {
-            println!("✔ CRDs and your objects kept (--delete-crds removes them)");
+        if !args.delete_crds {
+            outln!("✔ CRDs and your objects kept (--delete-crds removes the CRDs install applied, and their objects)");
+            outln!("✔ imageauto uninstalled");
+            return Ok(Outcome::Ok);
         }
-        println!("✔ imageauto uninstalled");
+        // Only the CRDs install applied: someone else's (Flux's) stay, and
+        // their objects with them.
+        let crds: Api<CustomResourceDefinition> = Api::all(k.client.clone());
+        let mut ours = Vec::new();
+        for crd in automation::api::crds() {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            match crds.get_opt(&name).await.map_err(|e| explain(e, "reading the CRDs"))? {
+                Some(live) if installed_by_us(&live) => ours.push((crd.spec.names.kind.clone(), live)),
+                Some(_) => outln!(
+                    "✔ CRD {name} kept: installed by someone else (Flux?), not by kubectl imageauto install; its objects stay"
+                ),
+                None => {}
+            }
+        }
+        if ours.is_empty() {
+            outln!("✔ no CRD to delete: kubectl imageauto install applied none of them");
+            outln!("✔ imageauto uninstalled");
+            return Ok(Outcome::Ok);
+        }
+        let kinds: Vec<ApiResource> = all_kinds()
+            .into_iter()
+            .filter(|ar| ours.iter().any(|(kind, _)| *kind == ar.kind))
+            .collect();
+        let lost = count_objects(&k, None, &kinds).await;
+        if !args.yes {
+            let names: Vec<&str> = ours.iter().map(|(kind, _)| kind.as_str()).collect();
+            eprint!(
+                "Deleting the CRDs of {} deletes every object of these kinds in the cluster ({lost} object(s)). Type yes to go on: ",
+                names.join(", ")
+            );
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer).ok();
+            if answer.trim() != "yes" {
+                bail!("not confirmed: the CRDs are kept (give --yes to skip the question)");
+            }
+        }
+        for (_, live) in &ours {
+            let mut v = serde_json::to_value(live)?;
+            v["apiVersion"] = json!("apiextensions.k8s.io/v1");
+            v["kind"] = json!("CustomResourceDefinition");
+            delete(&k, &v).await?;
+        }
+        outln!("✔ CRDs deleted ({lost} object(s) with them)");
+        outln!("✔ imageauto uninstalled");
         Ok(Outcome::Ok)
     })
 }
 
-/// The image objects (of the three kinds) in a namespace, or everywhere.
-async fn count_objects(k: &Kube, ns: Option<&str>) -> usize {
-    let mut n = 0;
-    for ar in [
+/// The three image kinds.
+fn all_kinds() -> [ApiResource; 3] {
+    [
         ApiResource::erase::<automation::api::ImageRepository>(&()),
         ApiResource::erase::<automation::api::ImagePolicy>(&()),
         ApiResource::erase::<automation::api::ImageUpdateAutomation>(&()),
-    ] {
+    ]
+}
+
+/// The objects of `kinds` in a namespace, or everywhere.
+async fn count_objects(k: &Kube, ns: Option<&str>, kinds: &[ApiResource]) -> usize {
+    let mut n = 0;
+    for ar in kinds {
         let api: Api<DynamicObject> = match ns {
-            Some(ns) => Api::namespaced_with(k.client.clone(), ns, &ar),
-            None => Api::all_with(k.client.clone(), &ar),
+            Some(ns) => Api::namespaced_with(k.client.clone(), ns, ar),
+            None => Api::all_with(k.client.clone(), ar),
         };
         n += api
             .list(&ListParams::default())
@@ -928,7 +1144,7 @@ async fn delete(k: &Kube, v: &Value) -> Result<()> {
     let name = v["metadata"]["name"].as_str().unwrap_or("");
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => {
-            println!("✔ {} deleted", describe(v));
+            outln!("✔ {} deleted", describe(v));
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -1038,22 +1254,42 @@ pub struct VersionArgs {
     /// Only the plugin's version; do not ask the cluster
     #[arg(long)]
     client: bool,
-    /// The namespace of the controller
-    #[arg(long = "install-namespace", default_value = DEFAULT_NAMESPACE)]
-    install_namespace: String,
+    /// The namespace of the controller (default imageauto-system; -n and --namespace mean the same)
+    #[arg(
+        short = 'n',
+        long = "install-namespace",
+        alias = "namespace",
+        value_name = "NAMESPACE"
+    )]
+    install_namespace: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    output: crate::output::TextOrJson,
     #[command(flatten)]
-    kube: KubeArgs,
+    conn: ConnArgs,
 }
 
 pub fn version(args: VersionArgs) -> Result<Outcome> {
-    println!("client: kubectl-imageauto {}", env!("CARGO_PKG_VERSION"));
+    let json = args.output == crate::output::TextOrJson::Json;
+    let client = env!("CARGO_PKG_VERSION");
     if args.client {
+        if json {
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"client": client}))?
+            );
+        } else {
+            outln!("client: kubectl-imageauto {client}");
+        }
         return Ok(Outcome::Ok);
     }
+    if !json {
+        outln!("client: kubectl-imageauto {client}");
+    }
+    let ns = install_namespace(&args.install_namespace);
     runtime()?.block_on(async {
-        let k = args.kube.connect().await?;
-        let ns = &args.install_namespace;
-        let deployments: Api<Deployment> = Api::namespaced(k.client.clone(), ns);
+        let k = args.conn.connect(None).await?;
+        let deployments: Api<Deployment> = Api::namespaced(k.client.clone(), &ns);
         let image = deployments
             .get_opt(NAME)
             .await
@@ -1062,24 +1298,47 @@ pub fn version(args: VersionArgs) -> Result<Outcome> {
             .and_then(|s| s.template.spec)
             .and_then(|s| s.containers.into_iter().next())
             .and_then(|c| c.image);
-        match image {
-            Some(i) => println!("server: Deployment {ns}/{NAME} runs {i}"),
-            None => {
-                println!("server: not installed in {ns} (kubectl imageauto install)");
-                return Ok(Outcome::Failed);
+        let Some(image) = image else {
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"client": client, "server": null}))?
+                );
+            } else {
+                outln!("server: not installed in {ns} (kubectl imageauto install)");
             }
+            return Ok(Outcome::Failed);
+        };
+        if !json {
+            outln!("server: Deployment {ns}/{NAME} runs {image}");
         }
         // The running process, through the apiserver's service proxy.
         let path = format!("/api/v1/namespaces/{ns}/services/{NAME}:health/proxy/version");
         let req = http::Request::get(&path)
             .body(Vec::new())
             .map_err(|e| anyhow!("{e}"))?;
-        match tokio::time::timeout(Duration::from_secs(5), k.client.request::<Value>(req)).await {
-            Ok(Ok(v)) => println!(
-                "server: serve reports {}",
-                v["version"].as_str().unwrap_or("?")
-            ),
-            _ => println!("server: serve does not answer /version (not running, or not reachable)"),
+        let serving = match tokio::time::timeout(
+            Duration::from_secs(5),
+            k.client.request::<Value>(req),
+        )
+        .await
+        {
+            Ok(Ok(v)) => v["version"].as_str().map(str::to_string),
+            _ => None,
+        };
+        if json {
+            let v = json!({
+                "client": client,
+                "server": {"namespace": ns, "deployment": NAME, "image": image, "version": serving}
+            });
+            outln!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            match serving {
+                Some(v) => outln!("server: serve reports {v}"),
+                None => {
+                    outln!("server: serve does not answer /version (not running, or not reachable)")
+                }
+            }
         }
         Ok(Outcome::Ok)
     })

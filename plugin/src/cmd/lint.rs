@@ -2,6 +2,7 @@
 
 use crate::cli::Outcome;
 use crate::output::TextOrJson;
+use crate::output::outln;
 use crate::output::printable;
 use anyhow::{Context, Result};
 use automation::api::Severity;
@@ -94,10 +95,10 @@ pub fn run(args: Args) -> Result<Outcome> {
         .count();
     let warnings = findings.len() - errors;
     match args.output {
-        TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+        TextOrJson::Json => outln!("{}", serde_json::to_string_pretty(&findings)?),
         TextOrJson::Text => {
             for f in &findings {
-                println!("{}", printable(&f.to_string()));
+                outln!("{}", printable(&f.to_string()));
             }
             if !findings.is_empty() {
                 eprintln!(

@@ -3,6 +3,7 @@
 use crate::cli::Outcome;
 use crate::cmd::tags::keychain;
 use crate::output::{TextOrJson, printable, table};
+use crate::output::{out, outln};
 use anyhow::{Context, Result, bail};
 use automation::git::{GitAuth, SignError, Signer};
 use automation::local::run::{Mode, Options, Progress, Report, run};
@@ -119,12 +120,25 @@ fn signing_key(path: &PathBuf) -> Result<Arc<Signer>> {
 
 pub fn run_cmd(args: Args) -> Result<Outcome> {
     if !args.local {
-        let [kind, name] = args.targets.as_slice() else {
+        if args.targets.is_empty() {
             crate::cli::usage_error(
                 "reconcile",
                 "give KIND NAME (reconcile repository|policy|update NAME), or --local [DIR] to run on a checkout".into(),
             );
-        };
+        }
+        if let [dir] = args.targets.as_slice()
+            && Path::new(dir).is_dir()
+        {
+            crate::cli::usage_error(
+                "reconcile",
+                format!(
+                    "{dir} is a folder: reconcile --local {dir} runs on a checkout; in a cluster, give KIND NAME"
+                ),
+            );
+        }
+        let words = crate::cmd::cluster::Words::of(&args.targets);
+        let (kind, name) = words.kind_and_name("reconcile", "repository|policy|update");
+        let (kind, name) = (&kind, &name);
         return crate::cmd::cluster::reconcile(
             kind,
             name,
@@ -132,8 +146,10 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
                 timeout: args.timeout,
                 with_source: args.with_source,
                 kube: crate::connect::KubeArgs {
-                    kubeconfig: args.kubeconfig.clone(),
-                    context: args.context.clone(),
+                    conn: crate::connect::ConnArgs {
+                        kubeconfig: args.kubeconfig.clone(),
+                        context: args.context.clone(),
+                    },
                     namespace: args.namespace.clone(),
                 },
             },
@@ -326,14 +342,14 @@ fn print_text(report: &Report, mode: Mode) {
         }
     }
     if !rows.is_empty() {
-        print!(
+        out!(
             "{}",
             table(&["POLICY", "IMAGE", "OLD", "NEW", "FILE:LINE"], &rows)
         );
     }
     if mode == Mode::DryRun {
         for a in &report.automations {
-            print!("{}", crate::output::unified_diffs(&a.files));
+            out!("{}", crate::output::unified_diffs(&a.files));
         }
     }
     for a in &report.automations {
@@ -403,7 +419,7 @@ fn print_json(report: &Report) {
             "notes": a.notes,
         })).collect::<Vec<_>>(),
     });
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
     );

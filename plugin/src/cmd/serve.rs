@@ -185,6 +185,12 @@ async fn client(args: &Args) -> Result<kube::Client> {
             "no cluster configuration: give --kubeconfig, set $KUBECONFIG, or run in a pod",
         )?,
     };
+    if config.accept_invalid_certs {
+        tracing::warn!(
+            server = %config.cluster_url,
+            "the kubeconfig sets insecure-skip-tls-verify: the apiserver's certificate is not verified (give its CA as certificate-authority-data to verify it)"
+        );
+    }
     kube::Client::try_from(config).context("cannot make a Kubernetes client")
 }
 
@@ -576,7 +582,8 @@ async fn lead(
     };
     match outcome {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(anyhow::anyhow!("leader election: {e}")),
+        // The error says "leader election:" itself.
+        Ok(Err(e)) => Err(anyhow::Error::new(e)),
         Err(e) => Err(anyhow::anyhow!("leader election stopped: {e}")),
     }
 }

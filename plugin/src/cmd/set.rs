@@ -3,6 +3,7 @@
 
 use crate::cli::Outcome;
 use crate::output::{TextOrJson, printable, table};
+use crate::output::{out, outln};
 use anyhow::Result;
 use automation::api::ImageRef;
 use automation::local::{TreeReport, update_tree};
@@ -192,7 +193,7 @@ fn print_text(report: &TreeReport) {
         })
         .collect();
     if !rows.is_empty() {
-        print!(
+        out!(
             "{}",
             table(&["FILE:LINE", "OBJECT", "SETTER", "OLD", "NEW"], &rows)
         );
@@ -200,7 +201,7 @@ fn print_text(report: &TreeReport) {
 }
 
 fn print_diff(report: &TreeReport) {
-    print!("{}", crate::output::unified_diffs(&report.files));
+    out!("{}", crate::output::unified_diffs(&report.files));
 }
 
 fn print_json(report: &TreeReport, unmatched: &[&String]) {
@@ -223,7 +224,7 @@ fn print_json(report: &TreeReport, unmatched: &[&String]) {
         .map(|s| json!({"file": s.path.display().to_string(), "reason": s.reason}))
         .collect();
     let out = json!({"changes": changes, "skipped": skipped, "unmatched": unmatched});
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
     );

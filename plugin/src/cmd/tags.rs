@@ -3,6 +3,7 @@
 
 use crate::cli::Outcome;
 use crate::output::TextOrJson;
+use crate::output::outln;
 use anyhow::{Context, Result};
 use automation::policy::Exclusions;
 use automation::registry::{Client, ClientOptions, Keychain, Reference, ScanResult};
@@ -194,10 +195,12 @@ pub fn run(args: Args) -> Result<Outcome> {
     }
     match args.output {
         TextOrJson::Text => {
-            let mut out = std::io::stdout().lock();
+            let mut text = String::new();
             for t in &scan.tags {
-                writeln!(out, "{t}")?;
+                text.push_str(t);
+                text.push('\n');
             }
+            crate::output::write_stdout_bytes(text.as_bytes());
         }
         TextOrJson::Json => {
             let v = json!({
@@ -209,7 +212,7 @@ pub fn run(args: Args) -> Result<Outcome> {
                 "invalidTags": scan.invalid,
                 "tags": scan.tags,
             });
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         }
     }
     Ok(Outcome::Ok)
