@@ -89,7 +89,10 @@ impl Kind {
             match self {
                 Kind::Repository => h.insert(1, "IMAGE"),
                 Kind::Policy => h.insert(1, "REPOSITORY"),
-                Kind::Update => h.insert(1, "SOURCE"),
+                Kind::Update => {
+                    h.insert(1, "SOURCE");
+                    h.push("PULL REQUEST");
+                }
             }
         }
         h
@@ -107,6 +110,18 @@ fn ready_of(o: &Value) -> (String, String) {
             c["message"].as_str().unwrap_or("").to_string(),
         ),
         None => ("Unknown".into(), "waiting to be reconciled".into()),
+    }
+}
+
+/// The pull request of an automation (`imageauto.dev/pull-request`): its
+/// URL, from the `PullRequest` condition the controller writes, or why the
+/// last call failed.
+fn pull_request_of(o: &Value) -> String {
+    let conds = o["status"]["conditions"].as_array();
+    match conds.and_then(|c| c.iter().find(|c| c["type"] == "PullRequest")) {
+        Some(c) if c["status"] == "True" => c["message"].as_str().unwrap_or("-").to_string(),
+        Some(c) => format!("failed: {}", c["message"].as_str().unwrap_or("")),
+        None => "-".to_string(),
     }
 }
 
@@ -160,6 +175,9 @@ fn row(kind: Kind, o: &Value, wide: bool, namespaced: bool) -> Vec<String> {
             Kind::Update => spec["sourceRef"]["name"].as_str().unwrap_or("").to_string(),
         };
         r.insert(1, extra);
+        if kind == Kind::Update {
+            r.push(pull_request_of(o));
+        }
     }
     if namespaced {
         r.insert(
