@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub mod forge;
 pub mod git;
 pub mod kube;
 pub mod proxy;
