@@ -239,9 +239,27 @@ fn a_github_app_pushes_then_one_pull_request_is_opened_and_updated() {
     secrets.push(token.clone());
     no_secrets(&out, &secrets);
 
-    // A new tag: pushed again, the same pull request updated.
+    // A new tag: pushed again, the same pull request updated; the App
+    // from its Secret's manifest this time, as `flux create secret
+    // githubapp` writes it.
     push_tags(&w.reg, "team/web", &["1.2.0"]);
-    let o = w.reconcile(&flags, &[]);
+    let secret = w.home.path().join("github-app.json");
+    std::fs::write(
+        &secret,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "github-app", "namespace": "flux-system"},
+            "stringData": {
+                "githubAppID": "4242",
+                "githubAppInstallationOwner": "git",
+                "githubAppPrivateKey": key.private_pem,
+                "githubAppBaseURL": base,
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let o = w.reconcile(&["--github-app-secret", secret.to_str().unwrap()], &[]);
     let out = both(&o);
     assert!(o.status.success(), "{out}");
     assert!(w.pushed_file().contains("team/web:1.2.0"), "{out}");
@@ -393,4 +411,64 @@ fn an_unknown_forge_says_how_to_name_it_and_the_push_stands() {
         "{out}"
     );
     no_secrets(&out, &["pw-s3cret-1234".to_string()]);
+}
+
+#[test]
+fn app_flags_that_cannot_work_name_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    std::fs::write(&key, "-----BEGIN RSA PRIVATE KEY-----\ns3cret-key-body\n").unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(bin())
+            .args(["reconcile", "--local", "--push"])
+            .args(args)
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (o.status.code(), both(&o))
+    };
+    let (code, out) = run(&[
+        "--github-app-id",
+        "my-app",
+        "--github-app-installation-id",
+        "1",
+        "--github-app-private-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("--github-app-id \"my-app\" is not an App id"),
+        "{out}"
+    );
+    let (_, out) = run(&[
+        "--github-app-id",
+        "1",
+        "--github-app-private-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("give --github-app-installation-id or --github-app-installation-owner"),
+        "{out}"
+    );
+    let (_, out) = run(&[
+        "--github-app-id",
+        "1",
+        "--github-app-installation-owner",
+        "org",
+        "--github-app-private-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("--github-app-private-key: not a PEM private key"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret-key-body"), "{out}");
+    // --pull-request needs --push.
+    let o = Command::new(bin())
+        .args(["reconcile", "--local", "--pull-request", "main"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", both(&o));
 }

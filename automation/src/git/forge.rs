@@ -346,7 +346,7 @@ impl Call<'_> {
             self.fail(&format!("{method} {url} cannot be reached: {chain}"))
         })?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
+        let text = super::github::read_capped(resp).await;
         let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
         Ok((status, json, text))
     }
@@ -409,7 +409,7 @@ pub async fn open_or_update(
     };
     if head == base {
         return Err(call.fail(
-            "the push branch is the base branch: set spec.git.push.branch to another branch",
+            "the push branch is the base branch: push to another branch (spec.git.push.branch)",
         ));
     }
     if let Some(pr) = find_open(&call).await? {

@@ -446,6 +446,23 @@ pub(crate) fn said(body: &str, secrets: &[&str]) -> String {
     }
 }
 
+/// The most of an answer's body that is read: a forge's answers here are
+/// small JSON documents; a larger body is cut, never held whole.
+const MAX_BODY: usize = 1 << 20;
+
+/// An answer's body as text, at most [`MAX_BODY`] bytes of it.
+pub(crate) async fn read_capped(mut r: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        let room = MAX_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_BODY {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// The installation token, from GitHub: the JWT, the installation (by owner
 /// when there is no id), the token.
 async fn exchange(app: &App) -> Result<InstallationToken, AppError> {
@@ -487,7 +504,7 @@ async fn exchange(app: &App) -> Result<InstallationToken, AppError> {
                     .await
                     .map_err(|e| unreachable(&url, e))?;
                 let status = r.status();
-                let body = r.text().await.unwrap_or_default();
+                let body = read_capped(r).await;
                 if status.is_success() {
                     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                     found = v["id"].as_u64();
@@ -515,7 +532,7 @@ async fn exchange(app: &App) -> Result<InstallationToken, AppError> {
         .await
         .map_err(|e| unreachable(&url, e))?;
     let status = r.status();
-    let body = r.text().await.unwrap_or_default();
+    let body = read_capped(r).await;
     if !status.is_success() {
         return Err(AppError::Exchange(format!(
             "{what} {}: the installation token was refused: POST {url}: {}{}: {check}",

@@ -120,7 +120,11 @@ fn pull_request_of(o: &Value) -> String {
     let conds = o["status"]["conditions"].as_array();
     match conds.and_then(|c| c.iter().find(|c| c["type"] == "PullRequest")) {
         Some(c) if c["status"] == "True" => c["message"].as_str().unwrap_or("-").to_string(),
-        Some(c) => format!("failed: {}", c["message"].as_str().unwrap_or("")),
+        Some(c) => {
+            let m = c["message"].as_str().unwrap_or("");
+            let first: String = m.lines().next().unwrap_or("").chars().take(80).collect();
+            format!("failed: {first}")
+        }
         None => "-".to_string(),
     }
 }
