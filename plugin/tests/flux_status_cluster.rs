@@ -288,6 +288,21 @@ fn updates(wide: bool) -> String {
             MSG_STAGING,
         ],
     ];
+    if wide {
+        // -o wide adds the pull request (imageauto's extension): none in
+        // status Flux wrote.
+        let rows: Vec<Vec<&str>> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut v = r.to_vec();
+                v.push(if i == 0 { "PULL REQUEST" } else { "-" });
+                v
+            })
+            .collect();
+        let refs: Vec<&[&str]> = rows.iter().map(Vec::as_slice).collect();
+        return table(&refs);
+    }
     narrowed(&rows, wide)
 }
 
