@@ -301,11 +301,23 @@ fn updates_as(wide: bool, kind: Option<&str>) -> String {
             MSG_STAGING,
         ],
     ];
-    narrowed(&rows, wide, kind)
+    // -o wide adds the pull request (imageauto's extension): none in
+    // status Flux wrote.
+    narrowed_with(&rows, wide, kind, wide.then_some("PULL REQUEST"))
 }
 
 /// The table of rows whose second column shows only with `-o wide`.
 fn narrowed<const N: usize>(rows: &[[&str; N]], wide: bool, kind: Option<&str>) -> String {
+    narrowed_with(rows, wide, kind, None)
+}
+
+/// As [`narrowed`], with a last column titled `extra` whose cells are `-`.
+fn narrowed_with<const N: usize>(
+    rows: &[[&str; N]],
+    wide: bool,
+    kind: Option<&str>,
+    extra: Option<&str>,
+) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .enumerate()
@@ -316,6 +328,9 @@ fn narrowed<const N: usize>(rows: &[[&str; N]], wide: bool, kind: Option<&str>) 
             }
             if let (Some(k), true) = (kind, i > 0) {
                 r[0] = format!("{k}/{}", r[0]);
+            }
+            if let Some(title) = extra {
+                r.push(if i == 0 { title } else { "-" }.to_string());
             }
             r
         })

@@ -248,6 +248,9 @@ impl Drop for Sshd {
 /// `git http-backend` behind lighttpd, with basic auth, over TLS.
 pub struct HttpsGit {
     pub port: u16,
+    /// lighttpd's user file (`user:password` lines), read at each request:
+    /// rewrite it to change the credentials it takes.
+    pub users: std::path::PathBuf,
     child: Child,
     _sentinel: Sentinel,
     _dir: tempfile::TempDir,
@@ -255,6 +258,19 @@ pub struct HttpsGit {
 
 impl HttpsGit {
     pub fn start(repos: &Path, user: &str, password: &str, tls: &Tls) -> HttpsGit {
+        Self::start_with_api(repos, user, password, tls, None)
+    }
+
+    /// [`HttpsGit::start`], with `/api/` passed on to a forge's API on
+    /// `api_port` (a stand-in on 127.0.0.1), as a forge serves both on
+    /// one host.
+    pub fn start_with_api(
+        repos: &Path,
+        user: &str,
+        password: &str,
+        tls: &Tls,
+        api_port: Option<u16>,
+    ) -> HttpsGit {
         let lighttpd = require_tool("lighttpd", "lighttpd lighttpd-mod-openssl");
         let backend = require_tool("git-http-backend", "git");
         let dir = tempfile::tempdir().unwrap();
@@ -264,7 +280,7 @@ impl HttpsGit {
         std::fs::write(&users, format!("{user}:{password}\n")).unwrap();
         let config = dir.path().join("lighttpd.conf");
         let settings = format!(
-            r#"server.modules = ("mod_access", "mod_alias", "mod_auth", "mod_authn_file", "mod_cgi", "mod_setenv", "mod_openssl")
+            r#"server.modules = ("mod_access", "mod_alias", "mod_auth", "mod_authn_file", "mod_cgi", "mod_setenv", "mod_openssl", "mod_proxy")
 server.document-root = "{root}"
 server.bind = "127.0.0.1"
 server.errorlog = "{log}"
@@ -286,6 +302,14 @@ $HTTP["url"] =~ "^/git" {{
             backend = backend.display(),
             repos = repos.display(),
         );
+        let settings = match api_port {
+            // The API's paths pass as sent (GitLab's project path is one
+            // segment, `group%2Fproject`).
+            Some(p) => format!(
+                "{settings}server.http-parseopts = (\"url-normalize\" => \"disable\")\n$HTTP[\"url\"] =~ \"^/api/\" {{\n  proxy.server = (\"\" => ((\"host\" => \"127.0.0.1\", \"port\" => {p})))\n}}\n"
+            ),
+            None => settings,
+        };
         let (port, child) = start_on_free_port(|port| {
             std::fs::write(&config, format!("server.port = {port}\n{settings}")).unwrap();
             Command::new(&lighttpd)
@@ -298,6 +322,7 @@ $HTTP["url"] =~ "^/git" {{
         });
         HttpsGit {
             port,
+            users,
             _sentinel: Sentinel::watch(child.id()),
             child,
             _dir: dir,

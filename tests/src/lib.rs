@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub mod cloud;
+pub mod forge;
 pub mod git;
 pub mod kube;
 pub mod proxy;

@@ -17,6 +17,7 @@ use crate::engine::EngineError;
 use crate::engine::automation::AutomationJob;
 use crate::engine::update::CommitRequest;
 use crate::git::Signature;
+use crate::git::forge::{self, ForgeKind, PullRequest};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use std::collections::BTreeMap;
@@ -49,6 +50,9 @@ pub struct Ran {
     pub switched: bool,
     pub files: usize,
     pub changes: usize,
+    /// The pull request opened or updated after the push (an error: why
+    /// not), when one was asked for.
+    pub pull_request: Option<Result<PullRequest, String>>,
 }
 
 /// Where a run failed, in Flux's terms
@@ -64,6 +68,15 @@ pub enum Stage {
     Apply,
     /// `GitOperationFailed`, `failed to update source: …`.
     Update,
+    /// The GitRepository and its Secret disagree (a GitHub App Secret
+    /// without `provider: github`, or the reverse): Flux's
+    /// `InvalidSourceConfiguration`, stalled.
+    InvalidSource,
+    /// The provider's credentials were refused (a GitHub App's token
+    /// exchange): `AuthenticationFailed`, retried. (Flux's
+    /// image-automation-controller says `SourceManagerFailed` here;
+    /// source-controller, `AuthenticationFailed`.)
+    Authentication,
 }
 
 /// A run that failed.
@@ -81,6 +94,72 @@ pub struct RunWork {
     pub path: String,
     pub author: Signature,
     pub images: BTreeMap<String, ImageRef>,
+    /// A pull request to open after a push (`imageauto.dev/pull-request`).
+    pub pull_request: Option<PullRequestWork>,
+}
+
+/// What an automation asks of its pull request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRequestWork {
+    /// The branch it goes into.
+    pub base: String,
+    /// The forge, when the annotation `imageauto.dev/forge` names it.
+    pub forge: Option<ForgeKind>,
+    /// The last call failed: call again even when nothing is pushed.
+    pub pending: bool,
+}
+
+/// The condition that holds the pull request's URL (`status.conditions`
+/// takes any type in Flux's schema): True with the URL as its message,
+/// False with why the last call failed.
+pub const PULL_REQUEST_CONDITION: &str = "PullRequest";
+
+/// The pull request an automation asks for, from its annotations, or why
+/// the annotations cannot work (stalled: they change with the object).
+fn pull_request_of(
+    a: &ImageUpdateAutomation,
+    push_branch: &str,
+) -> Result<Option<PullRequestWork>, String> {
+    let Some(base) = a.annotations().get(forge::PULL_REQUEST_ANNOTATION) else {
+        return Ok(None);
+    };
+    let base = base.trim();
+    let base = base.strip_prefix("refs/heads/").unwrap_or(base);
+    if base.is_empty() {
+        return Err(format!(
+            "annotation {}: give the base branch the pull requests go into",
+            forge::PULL_REQUEST_ANNOTATION
+        ));
+    }
+    if base == push_branch {
+        return Err(format!(
+            "annotation {}: the base branch '{base}' is the push branch: set spec.git.push.branch to another branch",
+            forge::PULL_REQUEST_ANNOTATION
+        ));
+    }
+    let forge = match a.annotations().get(forge::FORGE_ANNOTATION) {
+        None => None,
+        Some(f) => Some(ForgeKind::parse(f).ok_or_else(|| {
+            format!(
+                "annotation {}: '{f}' is not github, gitlab or gitea",
+                forge::FORGE_ANNOTATION
+            )
+        })?),
+    };
+    let pending = a
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == PULL_REQUEST_CONDITION)
+        })
+        .is_some_and(|c| c.status == "False");
+    Ok(Some(PullRequestWork {
+        base: base.to_string(),
+        forge,
+        pending,
+    }))
 }
 
 /// The automation's interval (10 minutes when it does not parse, at least
@@ -157,8 +236,33 @@ fn plan(
             "GitRepository {sns}/{sname}: spec.url {message}"
         )));
     }
+    match source.spec.provider.as_deref().unwrap_or("generic") {
+        "" | "generic" => {}
+        "github" if source.spec.secret_ref.is_none() => {
+            return Err(invalid(
+                "secretRef with github app data must be specified when provider is set to github"
+                    .into(),
+            ));
+        }
+        "github" => {}
+        p @ ("azure" | "aws") => {
+            return Err(Short::Stalled(
+                "InvalidSourceConfiguration",
+                format!(
+                    "GitRepository {sns}/{sname}: spec.provider '{p}' is not supported by imageauto yet (generic and github are): use a Secret with credentials and provider generic"
+                ),
+            ));
+        }
+        p => {
+            return Err(invalid(format!(
+                "GitRepository {sns}/{sname}: spec.provider '{p}' is not one of generic, github, azure, aws"
+            )));
+        }
+    }
     let target =
         plan::push_target(&a.spec, Some(&source.spec)).map_err(|e| failed(e.to_string()))?;
+    let pull_request =
+        pull_request_of(a, &target.branch).map_err(|m| Short::Stalled("InvalidPullRequest", m))?;
     let author = Signature {
         name: git
             .commit
@@ -175,6 +279,7 @@ fn plan(
         path: plan::update_path_within(&a.spec),
         author,
         images,
+        pull_request,
     })
 }
 
@@ -318,7 +423,9 @@ pub fn decide(
         // Nothing new since the last successful run: wait for the
         // interval (Flux checks the remote head then).
         let since = elapsed(&before.last_automation_run_time, now);
+        let pr_pending = work.pull_request.as_ref().is_some_and(|p| p.pending);
         let unchanged = !policies_changed
+            && !pr_pending
             && same_checkout(&work.target, before.observed_source_revision.as_deref())
             && conditions::is_ready(&before.conditions)
             && before.observed_generation == generation
@@ -346,6 +453,20 @@ pub fn decide(
                 Stage::Checkout => ("GitOperationFailed", "failed to checkout source"),
                 Stage::Apply => ("UpdateFailed", "failed to apply policies"),
                 Stage::Update => ("GitOperationFailed", "failed to update source"),
+                Stage::Authentication => (
+                    "AuthenticationFailed",
+                    "failed configuring source manager: failed to configure authentication options",
+                ),
+                Stage::InvalidSource => {
+                    let m = f.error.to_string();
+                    return finish(
+                        status,
+                        conditions::End::Stalled("InvalidSourceConfiguration", &m),
+                        Requeue::Never,
+                        None,
+                        "",
+                    );
+                }
             };
             let m = format!("{prefix}: {}", f.error);
             finish(
@@ -373,13 +494,94 @@ pub fn decide(
             } else {
                 "no change since last reconciliation"
             };
-            finish(
+            let pr_note = pull_request_outcome(
+                &mut status.conditions,
+                work.pull_request.as_ref(),
+                ran.pull_request.as_ref(),
+                &work.target.branch,
+                generation,
+                now,
+            );
+            let step = finish(
                 status,
                 conditions::End::Ready(READY_MESSAGE),
                 Requeue::After(interval),
                 news.as_deref(),
                 quiet,
-            )
+            );
+            match (step, pr_note) {
+                (Step::Done(mut d), Some(note)) => {
+                    if note.is_warning() {
+                        // The push stands; the pull request is tried again.
+                        d.requeue = Requeue::Backoff;
+                        d.failure = Some("PullRequestFailed");
+                    }
+                    d.notes.push(note);
+                    Step::Done(d)
+                }
+                (step, _) => step,
+            }
+        }
+    }
+}
+
+/// The pull request's condition and event after a run: opened or updated
+/// (an Info event with its URL), failed (a Warning; the push stands), or no
+/// longer asked for (the condition goes).
+fn pull_request_outcome(
+    conditions_: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    asked: Option<&PullRequestWork>,
+    result: Option<&Result<PullRequest, String>>,
+    head: &str,
+    generation: i64,
+    now: &Time,
+) -> Option<super::decision::Note> {
+    use super::decision::Note;
+    let Some(asked) = asked else {
+        conditions::remove(conditions_, PULL_REQUEST_CONDITION);
+        return None;
+    };
+    let base = &asked.base;
+    match result? {
+        Ok(pr) => {
+            let (reason, verb) = if pr.opened {
+                ("PullRequestOpened", "opened")
+            } else {
+                ("PullRequestUpdated", "updated")
+            };
+            conditions::set(
+                conditions_,
+                PULL_REQUEST_CONDITION,
+                true,
+                reason,
+                &pr.url,
+                generation,
+                now,
+            );
+            Some(Note::normal(
+                reason,
+                format!(
+                    "{verb} pull request {} from '{head}' into '{base}': {}",
+                    pr.number, pr.url
+                ),
+                "PullRequest",
+            ))
+        }
+        Err(m) => {
+            conditions::set(
+                conditions_,
+                PULL_REQUEST_CONDITION,
+                false,
+                "PullRequestFailed",
+                m,
+                generation,
+                now,
+            );
+            Some(Note::warning(
+                "PullRequestFailed",
+                format!("the push stands, but the pull request into '{base}' failed: {m}"),
+                "PullRequest",
+            ))
         }
     }
 }
@@ -393,6 +595,8 @@ fn static_reason(r: &str) -> &'static str {
         "SourceManagerFailed" => "SourceManagerFailed",
         "GitOperationFailed" => "GitOperationFailed",
         "UpdateFailed" => "UpdateFailed",
+        "InvalidPullRequest" => "InvalidPullRequest",
+        "AuthenticationFailed" => "AuthenticationFailed",
         _ => "ReconciliationFailed",
     }
 }
@@ -461,9 +665,21 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
         .timeout
         .as_deref()
         .and_then(crate::api::parse_duration);
-    let auth = super::secrets::git_auth(&ctx.client, source, timeout)
-        .await
-        .map_err(source_manager)?;
+    let super::secrets::SourceAuth { auth, app } =
+        super::secrets::git_auth(&ctx.client, source, timeout, &ctx.github_tokens)
+            .await
+            .map_err(|e| match e {
+                super::secrets::GitAuthError::Invalid(m) => RunFailure {
+                    stage: Stage::InvalidSource,
+                    error: EngineError::Source(m),
+                },
+                super::secrets::GitAuthError::Authentication(m) => RunFailure {
+                    stage: Stage::Authentication,
+                    error: EngineError::Source(m),
+                },
+                super::secrets::GitAuthError::Source(e) => source_manager(e),
+            })?;
+    let forge_auth = auth.clone();
     let commit = a.spec.git.as_ref().map(|g| &g.commit);
     let signer = match commit.and_then(|c| c.signing_key.as_ref()) {
         Some(k) => Some(ctx.signer(&ns, k).await.map_err(source_manager)?),
@@ -519,6 +735,12 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
     {
         tracing::warn!(automation = %super::shell::key(a), "{e}");
     }
+    let pull_request = match &work.pull_request {
+        Some(pr) if result.pushed || pr.pending => {
+            Some(open_pull_request(ctx, &work, pr, &forge_auth, app.as_ref()).await)
+        }
+        _ => None,
+    };
     Ok(Ran {
         pushed: result.commit.clone().filter(|_| result.pushed),
         message: result.message.clone(),
@@ -526,7 +748,71 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
         switched: result.switched,
         files: result.files.len(),
         changes: result.files.iter().map(|f| f.changes.len()).sum(),
+        pull_request,
     })
+}
+
+/// The token a forge's API takes from a GitRepository's credentials: the
+/// GitHub App's installation token, else the Secret's `password` (a
+/// personal, project or deploy token), else its `bearerToken`.
+pub fn forge_token(auth: &crate::git::GitAuth) -> Option<forge::ForgeToken> {
+    match (&auth.password, &auth.bearer_token) {
+        (Some(p), _) if !p.is_empty() => Some(forge::ForgeToken::Token(p.clone())),
+        (_, Some(b)) if !b.is_empty() => Some(forge::ForgeToken::Bearer(b.clone())),
+        _ => None,
+    }
+}
+
+/// Opens or updates the pull request from the push branch into the base,
+/// on the GitRepository's forge, with the GitRepository's credentials.
+async fn open_pull_request(
+    ctx: &Context,
+    work: &RunWork,
+    pr: &PullRequestWork,
+    auth: &crate::git::GitAuth,
+    app: Option<&crate::git::github::App>,
+) -> Result<PullRequest, String> {
+    let source = &work.source;
+    let repo = forge::locate(
+        &source.spec.url,
+        pr.forge,
+        app.map(|a| a.base_url.as_str()),
+        &format!(
+            "annotate the ImageUpdateAutomation with {}: github, gitlab or gitea",
+            forge::FORGE_ANNOTATION
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let token = forge_token(auth).ok_or_else(|| {
+        let secret = source
+            .spec
+            .secret_ref
+            .as_ref()
+            .map_or("a Secret (spec.secretRef)".to_string(), |r| {
+                format!("Secret {}/{}", source.namespace().unwrap_or_default(), r.name)
+            });
+        format!(
+            "no token for {}'s API: {secret} of GitRepository {} needs password (a token that may open pull requests) or bearerToken, or the GitHub App keys with provider: github",
+            repo.kind,
+            source.name_any()
+        )
+    })?;
+    let (message, changes) = ctx
+        .engine
+        .pull_request_facts(
+            ctx.git_cache(),
+            source.spec.url.clone(),
+            work.target.branch.clone(),
+            pr.base.clone(),
+            work.path.clone(),
+            work.images.clone(),
+        )
+        .await;
+    let text = forge::pull_request_text(message.as_deref().unwrap_or(""), &changes);
+    let http = crate::git::github::http_client(auth.ca_pem.as_deref())?;
+    forge::open_or_update(&http, &repo, &token, &work.target.branch, &pr.base, &text)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -594,6 +880,7 @@ mod tests {
             switched: true,
             files: 1,
             changes: 2,
+            pull_request: None,
         }
     }
 
@@ -869,6 +1156,181 @@ mod tests {
             &at(0),
         ));
         assert_eq!(w.path, "etc");
+    }
+
+    #[test]
+    fn a_pull_request_after_the_push_with_its_url_in_a_condition_and_an_event() {
+        let mut a = automation("fleet", "1h", Some("flux-image-updates"));
+        a.annotations_mut()
+            .insert(forge::PULL_REQUEST_ANNOTATION.into(), "main".into());
+        let mut snap = snapshot(vec![with_latest("web", "1.2.0")]);
+        let w = work(decide(&a, &snap, &at(0)));
+        assert_eq!(
+            w.pull_request,
+            Some(PullRequestWork {
+                base: "main".into(),
+                forge: None,
+                pending: false
+            })
+        );
+        let url = "https://github.com/org/fleet/pull/7";
+        snap.run = Some(Ok(Ran {
+            pull_request: Some(Ok(PullRequest {
+                url: url.into(),
+                number: 7,
+                opened: true,
+            })),
+            ..pushed("abc")
+        }));
+        let d = done(decide(&a, &snap, &at(0)));
+        let pr = |d: &Decision<ImageUpdateAutomationStatus>| {
+            let c = d
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == PULL_REQUEST_CONDITION)
+                .unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        assert_eq!(
+            pr(&d),
+            ("True".into(), "PullRequestOpened".into(), url.into())
+        );
+        assert_eq!(ready(&d).0, "True");
+        assert_eq!(d.notes.len(), 2);
+        assert_eq!(d.notes[1].severity, Severity::Info);
+        assert_eq!(d.notes[1].reason, "PullRequestOpened");
+        assert_eq!(
+            d.notes[1].message,
+            format!("opened pull request 7 from 'flux-image-updates' into 'main': {url}")
+        );
+        assert_eq!(d.requeue, Requeue::After(Duration::from_secs(3600)));
+        // A failed call after the push: the push stands (Ready, its
+        // commit), a warning, tried again with backoff.
+        snap.run = Some(Ok(Ran {
+            pull_request: Some(Err("github pull request: 401".into())),
+            ..pushed("def")
+        }));
+        let d = done(decide(&a, &snap, &at(10)));
+        assert_eq!(d.status.last_push_commit.as_deref(), Some("def"));
+        assert_eq!(ready(&d).0, "True");
+        assert_eq!(
+            pr(&d),
+            (
+                "False".into(),
+                "PullRequestFailed".into(),
+                "github pull request: 401".into()
+            )
+        );
+        assert!(d.notes[1].is_warning());
+        assert_eq!(d.requeue, Requeue::Backoff);
+        assert_eq!(d.failure, Some("PullRequestFailed"));
+        // Nothing changed since, but the pull request is pending: run.
+        a.status = Some(d.status);
+        snap.run = None;
+        assert!(
+            work(decide(&a, &snap, &at(20)))
+                .pull_request
+                .unwrap()
+                .pending
+        );
+        // The annotation gone: so is the condition.
+        a.annotations_mut().remove(forge::PULL_REQUEST_ANNOTATION);
+        snap.run = Some(Ok(pushed("123")));
+        let d = done(decide(&a, &snap, &at(30)));
+        assert!(
+            !d.status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == PULL_REQUEST_CONDITION)
+        );
+    }
+
+    #[test]
+    fn pull_request_annotations_that_cannot_work_stall() {
+        let stalled = |a: &ImageUpdateAutomation| {
+            let d = done(decide(a, &snapshot(vec![]), &at(0)));
+            assert_eq!(d.requeue, Requeue::Never);
+            ready(&d)
+        };
+        // No push branch of its own: the base would be the push branch.
+        let mut a = automation("fleet", "1h", None);
+        a.annotations_mut()
+            .insert(forge::PULL_REQUEST_ANNOTATION.into(), "main".into());
+        let (_, reason, message) = stalled(&a);
+        assert_eq!(reason, "InvalidPullRequest");
+        assert!(message.contains("is the push branch"), "{message}");
+        let mut a = automation("fleet", "1h", Some("updates"));
+        a.annotations_mut()
+            .insert(forge::PULL_REQUEST_ANNOTATION.into(), "main".into());
+        a.annotations_mut()
+            .insert(forge::FORGE_ANNOTATION.into(), "bitbucket".into());
+        assert!(
+            stalled(&a)
+                .2
+                .contains("'bitbucket' is not github, gitlab or gitea")
+        );
+        a.annotations_mut()
+            .insert(forge::FORGE_ANNOTATION.into(), "GitLab".into());
+        let w = work(decide(&a, &snapshot(vec![]), &at(0)));
+        assert_eq!(w.pull_request.unwrap().forge, Some(ForgeKind::GitLab));
+    }
+
+    #[test]
+    fn git_providers_it_cannot_use_stall_naming_the_field() {
+        let a = automation("fleet", "1h", None);
+        let with = |provider: &str, secret: bool| {
+            let mut g = git_repository("fleet", "main");
+            g.spec.provider = Some(provider.into());
+            if secret {
+                g.spec.secret_ref = Some(crate::api::LocalObjectReference { name: "app".into() });
+            }
+            let mut snap = snapshot(vec![]);
+            snap.source = Some(Arc::new(g));
+            decide(&a, &snap, &at(0))
+        };
+        let d = done(with("azure", true));
+        assert_eq!(d.requeue, Requeue::Never);
+        assert_eq!(ready(&d).1, "InvalidSourceConfiguration");
+        assert!(
+            ready(&d)
+                .2
+                .contains("spec.provider 'azure' is not supported")
+        );
+        let d = done(with("github", false));
+        assert_eq!(
+            ready(&d).2,
+            "secretRef with github app data must be specified when provider is set to github: invalid source configuration"
+        );
+        assert!(matches!(with("github", true), Step::Persist(..)));
+        assert!(matches!(with("generic", false), Step::Persist(..)));
+        // The run's own findings: an App Secret under another provider
+        // stalls; a refused exchange is AuthenticationFailed, retried.
+        let mut snap = snapshot(vec![]);
+        snap.run = Some(Err(RunFailure {
+            stage: Stage::InvalidSource,
+            error: EngineError::Source(
+                "secretRef 'apps/app' has github app data but provider is not set to github: invalid source configuration".into(),
+            ),
+        }));
+        let d = done(decide(&a, &snap, &at(0)));
+        assert_eq!(
+            (d.failure, d.requeue),
+            (Some("InvalidSourceConfiguration"), Requeue::Never)
+        );
+        snap.run = Some(Err(RunFailure {
+            stage: Stage::Authentication,
+            error: EngineError::Source("provider github: the GitHub App 1: refused".into()),
+        }));
+        let d = done(decide(&a, &snap, &at(0)));
+        assert_eq!(
+            (ready(&d).1.as_str(), d.requeue),
+            ("AuthenticationFailed", Requeue::Backoff)
+        );
+        assert_eq!(
+            ready(&d).2,
+            "failed configuring source manager: failed to configure authentication options: provider github: the GitHub App 1: refused"
+        );
     }
 
     #[test]

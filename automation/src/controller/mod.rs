@@ -127,6 +127,9 @@ pub struct Context {
     /// resourceVersion: the (deliberately slow) passphrase derivation runs
     /// once per version of the Secret, not once per run.
     signers: Mutex<HashMap<SecretKey, (String, Arc<Signer>)>>,
+    /// GitHub App installation tokens (`provider: github`), reused while
+    /// they last.
+    pub github_tokens: crate::git::github::Tokens,
 }
 
 /// A Secret's namespace and name.
@@ -325,6 +328,7 @@ pub async fn run(
         options: options.clone(),
         failures: Mutex::new(HashMap::new()),
         signers: Mutex::new(HashMap::new()),
+        github_tokens: crate::git::github::Tokens::default(),
     });
     let selected = {
         let s = selector.clone();

@@ -7,7 +7,7 @@
 use crate::api::Provider;
 use crate::api::{GitRepository, ImageRepository, ResourceExt, SigningKey};
 use crate::engine::{Engine, EngineError, RegistryAccess};
-use crate::git::{GitAuth, KeyFormat, Signer, sign};
+use crate::git::{GitAuth, KeyFormat, Signer, github, sign};
 use crate::registry::Keychain;
 use crate::registry::cloud::{CloudLogins, ServiceAccountIdentity};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -235,29 +235,105 @@ fn proxy_url(data: &BTreeMap<String, Vec<u8>>, secret: &str) -> Result<String, E
     Ok(url.to_string())
 }
 
+/// Why a GitRepository's credentials cannot be had.
+#[derive(Debug)]
+pub enum GitAuthError {
+    /// The GitRepository and its Secret disagree (Flux's
+    /// `ErrInvalidSourceConfiguration`): stalled until one changes.
+    Invalid(String),
+    /// The provider's credentials were refused or cannot be made (a GitHub
+    /// App's exchange): `AuthenticationFailed`, retried.
+    Authentication(String),
+    /// The Secret cannot be read (it may yet appear), or its keys are wrong.
+    Source(EngineError),
+}
+
+/// A GitRepository's Git credentials, and the GitHub App they came from.
+#[derive(Debug)]
+pub struct SourceAuth {
+    pub auth: GitAuth,
+    pub app: Option<github::App>,
+}
+
 /// Git credentials from a GitRepository's Secret (`identity`, `known_hosts`,
-/// `username`/`password`, `bearerToken`, `ca.crt`).
+/// `username`/`password`, `bearerToken`, `ca.crt`); with `provider: github`,
+/// an installation token of the Secret's GitHub App as the password of
+/// `x-access-token` (from `tokens`, reused while it lasts), as Flux's
+/// image-automation-controller does (`internal/source/git.go`,
+/// `getAuthOpts`): a GitHub App Secret under another provider, or
+/// `provider: github` without one, is an invalid source configuration.
 pub async fn git_auth(
     client: &Client,
     source: &GitRepository,
     idle_timeout: Option<std::time::Duration>,
-) -> Result<GitAuth, EngineError> {
+    tokens: &github::Tokens,
+) -> Result<SourceAuth, GitAuthError> {
     let ns = source.namespace().unwrap_or_default();
-    let mut auth = match &source.spec.secret_ref {
-        Some(r) => {
-            let data = secret_data(client, &ns, &r.name).await?;
-            GitAuth::from_secret_data(&data, &format!("Secret {ns}/{}", r.name))?
+    let invalid = |m: String| GitAuthError::Invalid(format!("{m}: invalid source configuration"));
+    let provider = source.spec.provider.as_deref().unwrap_or("generic");
+    let data = match &source.spec.secret_ref {
+        Some(r) => Some((
+            secret_data(client, &ns, &r.name)
+                .await
+                .map_err(GitAuthError::Source)?,
+            format!("Secret {ns}/{}", r.name),
+        )),
+        None => None,
+    };
+    let mut auth = match &data {
+        Some((d, shown)) => {
+            GitAuth::from_secret_data(d, shown).map_err(|e| GitAuthError::Source(e.into()))?
         }
         None => GitAuth::default(),
     };
+    let mut app = None;
+    match (provider, &data) {
+        ("github", None) => {
+            return Err(invalid(
+                "secretRef with github app data must be specified when provider is set to github"
+                    .into(),
+            ));
+        }
+        ("github", Some((d, shown))) => {
+            if !github::has_app_data(d) {
+                return Err(invalid(
+                    "secretRef with github app data must be specified when provider is set to github"
+                        .into(),
+                ));
+            }
+            let settings = github::AppSettings::from_secret_data(d);
+            let a = github::App::new(&settings, &github::SECRET_KEYS, shown)
+                .map_err(|e| GitAuthError::Authentication(format!("provider github: {e}")))?;
+            let token = tokens
+                .token(&a)
+                .await
+                .map_err(|e| GitAuthError::Authentication(e.to_string()))?;
+            auth.username = Some(github::ACCESS_TOKEN_USERNAME.to_string());
+            auth.password = Some(token.token);
+            auth.bearer_token = None;
+            app = Some(a);
+        }
+        (_, Some((d, _))) if d.contains_key(github::KEY_APP_ID) => {
+            let name = source
+                .spec
+                .secret_ref
+                .as_ref()
+                .map(|r| r.name.as_str())
+                .unwrap_or_default();
+            return Err(invalid(format!(
+                "secretRef '{ns}/{name}' has github app data but provider is not set to github"
+            )));
+        }
+        _ => {}
+    }
     if source.spec.url.starts_with("ssh://") && auth.known_hosts.is_none() {
-        return Err(EngineError::Source(format!(
+        return Err(GitAuthError::Source(EngineError::Source(format!(
             "GitRepository {ns}/{}: an ssh:// URL needs a Secret with identity and known_hosts (spec.secretRef)",
             source.name_any()
-        )));
+        ))));
     }
     auth.idle_timeout = idle_timeout;
-    Ok(auth)
+    Ok(SourceAuth { auth, app })
 }
 
 /// The key an automation signs its commits with, from the Secret its

@@ -280,6 +280,31 @@ pub fn run_staged(
 }
 
 impl Engine {
+    /// [`update::pull_request_facts`] in the URL's cache (under its lock),
+    /// after a run fetched it.
+    pub async fn pull_request_facts(
+        &self,
+        cache_dir: PathBuf,
+        url: String,
+        head: String,
+        base: String,
+        path: String,
+        images: BTreeMap<String, ImageRef>,
+    ) -> (Option<String>, Vec<git::forge::ChangeLine>) {
+        let guard = self.lock_repository(&url).await;
+        self.blocking(move || {
+            let _guard = guard;
+            match git::open_cache(&cache_dir, &url) {
+                Ok(repo) => {
+                    update::pull_request_facts(&repo, "origin", &head, &base, &path, &images)
+                }
+                Err(_) => (None, Vec::new()),
+            }
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Runs an automation on the URL's cache, under the URL's lock, on a
     /// blocking thread. The lock is held until the run ends on that thread,
     /// also when this future is dropped before (a caller's timeout): the

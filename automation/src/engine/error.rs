@@ -62,6 +62,10 @@ pub enum EngineError {
     /// hang): tried again shortly, without waiting on it.
     #[error("every connection slot to {0} is in use: tried again shortly")]
     Busy(String),
+    /// A provider's credentials were refused or cannot be made (a GitHub
+    /// App's token exchange).
+    #[error("{0}")]
+    Authentication(String),
     /// A blocking task ended without a result (the process is stopping).
     #[error("{0}")]
     Internal(String),
@@ -94,6 +98,7 @@ impl EngineError {
             EngineError::Source(_) => "SourceManagerFailed",
             EngineError::Internal(_) => "ReconciliationFailed",
             EngineError::Busy(_) => "RegistryBusy",
+            EngineError::Authentication(_) => "AuthenticationFailed",
         }
     }
 

@@ -319,6 +319,45 @@ pub fn commit_and_push(
     ))))
 }
 
+/// What a pull request from `head` into `base` brings, from the
+/// remote-tracking branches `refs/remotes/{remote}/...` the run fetched:
+/// the message of the head's tip, and each value the images change in the
+/// base's files under `path` (what merging it changes; none when the base
+/// is not there). Best effort: what cannot be read is left out.
+pub fn pull_request_facts(
+    repo: &Repository,
+    remote: &str,
+    head: &str,
+    base: &str,
+    path: &str,
+    images: &BTreeMap<String, ImageRef>,
+) -> (Option<String>, Vec<git::forge::ChangeLine>) {
+    let tip = |b: &str| {
+        repo.find_reference(&format!("refs/remotes/{remote}/{b}"))
+            .ok()
+            .and_then(|r| r.peel_to_commit().ok())
+    };
+    let message = tip(head).and_then(|c| c.message().ok().map(str::to_string));
+    let changes = tip(base)
+        .and_then(|c| prepare(repo, c.id(), path, images).ok())
+        .map(|p| {
+            p.files
+                .iter()
+                .flat_map(|f| {
+                    f.changes.iter().map(move |c| git::forge::ChangeLine {
+                        file: f.path.display().to_string(),
+                        line: c.line,
+                        old: c.old_value.clone(),
+                        new: c.new_value.clone(),
+                        setter: c.setter.clone(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (message, changes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 //! mandatory host key verification, HTTPS basic or bearer, a CA).
 
 mod child;
+pub mod forge;
+pub mod github;
 pub mod known_hosts;
 pub mod sign;
 

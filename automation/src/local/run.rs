@@ -14,6 +14,8 @@ use crate::api::{
 use crate::engine::{Engine, EngineError, EngineOptions, RegistryAccess};
 use crate::git::{GitAuth, KeyFormat, Signer, sign};
 use crate::registry::cloud::CloudLogins;
+use crate::git::forge::{self, ForgeKind, PullRequest};
+use crate::git::{GitAuth, KeyFormat, Signer, github, sign};
 use crate::registry::{ClientOptions, Keychain, ScanResult};
 use crate::setters::Change;
 use rayon::prelude::*;
@@ -69,6 +71,22 @@ pub struct Options {
     pub provider: Option<Provider>,
     /// The cloud logins of the run (`spec.provider`, `--provider`).
     pub cloud: Arc<CloudLogins>,
+    /// Pushes authenticate with this GitHub App's installation token
+    /// (`--github-app-*`).
+    pub github_app: Option<github::App>,
+    /// Open or update a pull request after each push (`--pull-request`).
+    pub pull_request: Option<PullRequestOptions>,
+}
+
+/// `--pull-request BASE`, `--forge`.
+#[derive(Clone, Debug, Default)]
+pub struct PullRequestOptions {
+    /// The base branch; an automation's `imageauto.dev/pull-request`
+    /// annotation when `None`.
+    pub base: Option<String>,
+    /// The forge; an automation's `imageauto.dev/forge` annotation, else the
+    /// repository's host, when `None`.
+    pub forge: Option<ForgeKind>,
 }
 
 /// One ImageRepository's scan.
@@ -99,6 +117,8 @@ pub struct AutomationOutcome {
     pub pushed: bool,
     pub error: Option<EngineError>,
     pub notes: Vec<String>,
+    /// The pull request opened or updated after the push, or why not.
+    pub pull_request: Option<Result<PullRequest, String>>,
 }
 
 impl AutomationOutcome {
@@ -129,7 +149,10 @@ impl Report {
         self.problems.iter().any(|p| p.severity == Severity::Error)
             || self.scans.iter().any(|s| s.result.is_err())
             || self.policies.iter().any(|p| p.result.is_err())
-            || self.automations.iter().any(|a| a.error.is_some())
+            || self
+                .automations
+                .iter()
+                .any(|a| a.error.is_some() || matches!(a.pull_request, Some(Err(_))))
     }
 }
 
@@ -558,7 +581,7 @@ pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, Ru
                 let mut plan =
                     push::Plan::without_automation(&repo_root, &opts.dir, opts.mode == Mode::Push);
                 plan.signer = opts.signer.clone();
-                apply_plan(engine, &mut outcome, plan, latest.clone(), opts).await;
+                apply_plan(engine, &mut outcome, plan, latest.clone(), opts, None).await;
             }
         }
         report.automations.push(outcome);
@@ -628,7 +651,7 @@ pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, Ru
                     Ok(mut plan) => match signer_for(engine, a, &ns, opts, &mut signers).await {
                         Ok(signer) => {
                             plan.signer = signer;
-                            apply_plan(engine, &mut outcome, plan, images, opts).await;
+                            apply_plan(engine, &mut outcome, plan, images, opts, Some(a)).await;
                         }
                         Err(e) => outcome.error = Some(e),
                     },
@@ -769,10 +792,36 @@ async fn apply_plan(
     plan: push::Plan,
     images: BTreeMap<String, ImageRef>,
     opts: &Options,
+    automation: Option<&ImageUpdateAutomation>,
 ) {
-    let auth = opts.git_auth.clone();
+    let mut auth = opts.git_auth.clone();
+    // The base of a pull request, and its forge, when one is asked for.
+    let wanted = pull_request_wanted(opts, automation);
+    let wanted = match wanted {
+        Ok(w) => w.filter(|_| plan.push),
+        Err(e) => {
+            outcome.error = Some(e);
+            return;
+        }
+    };
+    if plan.push
+        && let Some(app) = &opts.github_app
+    {
+        match TOKENS.token(app).await {
+            Ok(t) => {
+                auth.username = Some(github::ACCESS_TOKEN_USERNAME.to_string());
+                auth.password = Some(t.token);
+                auth.bearer_token = None;
+            }
+            Err(e) => {
+                outcome.error = Some(EngineError::Authentication(e.to_string()));
+                return;
+            }
+        }
+    }
+    let (plan2, images2, auth2) = (plan.clone(), images.clone(), auth.clone());
     let done = engine
-        .blocking(move || push::execute(&plan, &images, &auth))
+        .blocking(move || push::execute(&plan2, &images2, &auth2))
         .await
         .and_then(|r| r);
     match done {
@@ -785,12 +834,140 @@ async fn apply_plan(
         }) => {
             outcome.files = files;
             outcome.commit = commit;
-            outcome.branch = Some(branch);
+            outcome.branch = Some(branch.clone());
             outcome.pushed = pushed;
             outcome.notes.extend(notes);
+            if let Some((base, kind)) = wanted
+                && pushed
+            {
+                outcome.pull_request = Some(
+                    open_pull_request(engine, &plan, &branch, &base, kind, &images, &auth, opts)
+                        .await,
+                );
+            }
         }
         Err(e) => outcome.error = Some(e),
     }
+}
+
+/// The App tokens of this process (a run asks once per App).
+static TOKENS: std::sync::LazyLock<github::Tokens> =
+    std::sync::LazyLock::new(github::Tokens::default);
+
+/// The base branch and forge of the pull request a push opens: from
+/// `--pull-request` and `--forge`, else the automation's annotations.
+fn pull_request_wanted(
+    opts: &Options,
+    automation: Option<&ImageUpdateAutomation>,
+) -> Result<Option<(String, Option<ForgeKind>)>, EngineError> {
+    let note = |k: &str| automation.and_then(|a| a.annotations().get(k).cloned());
+    let base = opts
+        .pull_request
+        .as_ref()
+        .and_then(|p| p.base.clone())
+        .or_else(|| note(forge::PULL_REQUEST_ANNOTATION));
+    let Some(base) = base.map(|b| b.trim().trim_start_matches("refs/heads/").to_string()) else {
+        return Ok(None);
+    };
+    if base.is_empty() {
+        return Err(EngineError::Invalid(format!(
+            "annotation {}: give the base branch the pull requests go into",
+            forge::PULL_REQUEST_ANNOTATION
+        )));
+    }
+    let kind = match opts.pull_request.as_ref().and_then(|p| p.forge) {
+        Some(k) => Some(k),
+        None => match note(forge::FORGE_ANNOTATION) {
+            Some(f) => Some(ForgeKind::parse(&f).ok_or_else(|| {
+                EngineError::Invalid(format!(
+                    "annotation {}: '{f}' is not github, gitlab or gitea",
+                    forge::FORGE_ANNOTATION
+                ))
+            })?),
+            None => None,
+        },
+    };
+    Ok(Some((base, kind)))
+}
+
+/// The token for the forge's API: the App's installation token, else
+/// `$GIT_PASSWORD` (`--git-username`), else what git's credential helpers
+/// give for the remote's URL.
+fn local_forge_token(auth: &GitAuth, url: &str) -> Option<forge::ForgeToken> {
+    if let Some(p) = auth.password.as_ref().filter(|p| !p.is_empty()) {
+        return Some(forge::ForgeToken::Token(p.clone()));
+    }
+    if let Some(b) = auth.bearer_token.as_ref().filter(|b| !b.is_empty()) {
+        return Some(forge::ForgeToken::Bearer(b.clone()));
+    }
+    if !url.starts_with("https://") && !url.starts_with("http://") {
+        return None;
+    }
+    let config = git2::Config::open_default().ok()?;
+    git2::CredentialHelper::new(url)
+        .config(&config)
+        .execute()
+        .map(|(_, password)| forge::ForgeToken::Token(password))
+}
+
+/// Opens or updates the pull request from `head` into `base` on the forge
+/// of the checkout's remote.
+#[allow(clippy::too_many_arguments)]
+async fn open_pull_request(
+    engine: &Engine,
+    plan: &push::Plan,
+    head: &str,
+    base: &str,
+    kind: Option<ForgeKind>,
+    images: &BTreeMap<String, ImageRef>,
+    auth: &GitAuth,
+    opts: &Options,
+) -> Result<PullRequest, String> {
+    let (root, remote, path) = (
+        plan.repo_root.clone(),
+        plan.remote.clone(),
+        plan.path.clone(),
+    );
+    let (h, b, imgs) = (head.to_string(), base.to_string(), images.clone());
+    let read = engine
+        .blocking(move || {
+            let repo = git2::Repository::open(&root).map_err(|e| e.message().to_string())?;
+            let url = repo
+                .find_remote(&remote)
+                .ok()
+                .and_then(|r| r.url().ok().map(str::to_string))
+                .ok_or_else(|| format!("the checkout has no remote {remote:?}"))?;
+            let facts =
+                crate::engine::update::pull_request_facts(&repo, &remote, &h, &b, &path, &imgs);
+            Ok::<_, String>((url, facts))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let (url, (message, changes)) = read?;
+    let repo = forge::locate(
+        &url,
+        kind,
+        opts.github_app.as_ref().map(|a| a.base_url.as_str()),
+        "give --forge github, gitlab or gitea",
+    )
+    .map_err(|e| e.to_string())?;
+    let (u2, a2) = (url.clone(), auth.clone());
+    let token = engine
+        .blocking(move || local_forge_token(&a2, &u2))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "no token for {}'s API: give the GitHub App (--github-app-*), or --git-username with the token in $GIT_PASSWORD, or a git credential helper that knows {}",
+                repo.kind,
+                crate::git::display_url(&url)
+            )
+        })?;
+    let text = forge::pull_request_text(message.as_deref().unwrap_or(""), &changes);
+    let http = github::http_client(auth.ca_pem.as_deref())?;
+    forge::open_or_update(&http, &repo, &token, head, base, &text)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

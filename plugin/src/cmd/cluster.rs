@@ -130,7 +130,10 @@ impl Kind {
             match self {
                 Kind::Repository => h.insert(1, "IMAGE"),
                 Kind::Policy => h.insert(1, "REPOSITORY"),
-                Kind::Update => h.insert(1, "SOURCE"),
+                Kind::Update => {
+                    h.insert(1, "SOURCE");
+                    h.push("PULL REQUEST");
+                }
             }
         }
         h
@@ -318,6 +321,22 @@ fn ready_of(o: &Value) -> (String, String) {
     }
 }
 
+/// The pull request of an automation (`imageauto.dev/pull-request`): its
+/// URL, from the `PullRequest` condition the controller writes, or why the
+/// last call failed.
+fn pull_request_of(o: &Value) -> String {
+    let conds = o["status"]["conditions"].as_array();
+    match conds.and_then(|c| c.iter().find(|c| c["type"] == "PullRequest")) {
+        Some(c) if c["status"] == "True" => c["message"].as_str().unwrap_or("-").to_string(),
+        Some(c) => {
+            let m = c["message"].as_str().unwrap_or("");
+            let first: String = m.lines().next().unwrap_or("").chars().take(80).collect();
+            format!("failed: {first}")
+        }
+        None => "-".to_string(),
+    }
+}
+
 fn row(kind: Kind, o: &Value, wide: bool, namespaced: bool) -> Vec<String> {
     let s = &o["status"];
     let spec = &o["spec"];
@@ -368,6 +387,9 @@ fn row(kind: Kind, o: &Value, wide: bool, namespaced: bool) -> Vec<String> {
             Kind::Update => spec["sourceRef"]["name"].as_str().unwrap_or("").to_string(),
         };
         r.insert(1, extra);
+        if kind == Kind::Update {
+            r.push(pull_request_of(o));
+        }
     }
     if namespaced {
         r.insert(

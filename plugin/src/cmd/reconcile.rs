@@ -5,8 +5,10 @@ use crate::cmd::tags::keychain;
 use crate::output::{TextOrJson, printable, table};
 use crate::output::{out, outln};
 use anyhow::{Context, Result, bail};
+use automation::git::forge::ForgeKind;
+use automation::git::github::{self, App, AppKeyNames, AppSettings};
 use automation::git::{GitAuth, SignError, Signer};
-use automation::local::run::{Mode, Options, Progress, Report, run};
+use automation::local::run::{Mode, Options, Progress, PullRequestOptions, Report, run};
 use automation::registry::ClientOptions;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -83,6 +85,35 @@ pub struct Args {
     /// names: git.asc (OpenPGP) or git.ssh (SSH), and passphrase. Repeatable
     #[arg(long, value_name = "FILE")]
     signing_secret: Vec<PathBuf>,
+    /// After each push, open a pull request from the push branch into BASE on
+    /// the remote's forge, or update the one already open (needs --push)
+    #[arg(long, value_name = "BASE", requires = "push")]
+    pull_request: Option<String>,
+    /// The forge of the remote, for --pull-request: github, gitlab or gitea
+    /// (default: from the host: github.com, gitlab.com, codeberg.org)
+    #[arg(long, value_name = "FORGE", value_parser = ["github", "gitlab", "gitea", "forgejo"])]
+    forge: Option<String>,
+    /// Push with a GitHub App's installation token: the App's numeric id
+    #[arg(long, value_name = "ID", conflicts_with = "github_app_secret")]
+    github_app_id: Option<String>,
+    /// The App's installation id (or --github-app-installation-owner)
+    #[arg(long, value_name = "ID")]
+    github_app_installation_id: Option<String>,
+    /// The account the App is installed on (or --github-app-installation-id)
+    #[arg(long, value_name = "OWNER")]
+    github_app_installation_owner: Option<String>,
+    /// The App's private key (the .pem file GitHub generated)
+    #[arg(long, value_name = "FILE")]
+    github_app_private_key: Option<PathBuf>,
+    /// GitHub Enterprise's API root (default: https://api.github.com)
+    #[arg(long, value_name = "URL")]
+    github_app_base_url: Option<String>,
+    /// A Secret manifest (YAML or JSON) with the GitHub App's keys, as `flux
+    /// create secret githubapp` writes it: githubAppID,
+    /// githubAppInstallationID or githubAppInstallationOwner,
+    /// githubAppPrivateKey, githubAppBaseURL
+    #[arg(long, value_name = "FILE")]
+    github_app_secret: Option<PathBuf>,
     /// Abandon a Git fetch or push that makes no progress for this long (1s to 24h)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::cli::duration_arg)]
     git_timeout: std::time::Duration,
@@ -116,6 +147,71 @@ fn signing_key(path: &PathBuf) -> Result<Arc<Signer>> {
             bail!("--signing-key {}: {e}{hint}", path.display())
         }
     }
+}
+
+/// The flags' names for the App's settings.
+const APP_FLAGS: AppKeyNames = AppKeyNames {
+    app_id: "--github-app-id",
+    installation_id: "--github-app-installation-id",
+    installation_owner: "--github-app-installation-owner",
+    private_key: "--github-app-private-key",
+    base_url: "--github-app-base-url",
+};
+
+/// The GitHub App of `--github-app-*` or `--github-app-secret`, checked.
+fn github_app(args: &Args, default_namespace: &str) -> Result<Option<App>> {
+    if let Some(f) = &args.github_app_secret {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let found = automation::local::run::secrets_from_manifest(&text, default_namespace)
+            .with_context(|| format!("--github-app-secret {}", f.display()))?;
+        let [((ns, name), data)] = found.as_slice() else {
+            bail!(
+                "--github-app-secret {}: give a file with one Secret (it holds {})",
+                f.display(),
+                found.len()
+            );
+        };
+        if !github::has_app_data(data) {
+            bail!(
+                "--github-app-secret {}: Secret {ns}/{name} has no GitHub App keys (githubAppID, githubAppInstallationID or githubAppInstallationOwner, githubAppPrivateKey)",
+                f.display()
+            );
+        }
+        let shown = format!("--github-app-secret {}: Secret {ns}/{name}", f.display());
+        let settings = AppSettings::from_secret_data(data);
+        return Ok(Some(App::new(&settings, &github::SECRET_KEYS, &shown)?));
+    }
+    let any = args.github_app_id.is_some()
+        || args.github_app_installation_id.is_some()
+        || args.github_app_installation_owner.is_some()
+        || args.github_app_private_key.is_some()
+        || args.github_app_base_url.is_some();
+    if !any {
+        return Ok(None);
+    }
+    let key = args
+        .github_app_private_key
+        .as_ref()
+        .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    let settings = AppSettings {
+        app_id: args.github_app_id.clone(),
+        installation_id: args.github_app_installation_id.clone(),
+        installation_owner: args.github_app_installation_owner.clone(),
+        private_key: key,
+        base_url: args.github_app_base_url.clone(),
+        ca_pem: args
+            .git_ca_file
+            .as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+            .transpose()?,
+    };
+    let origin = match &args.github_app_private_key {
+        Some(p) => format!("GitHub App ({})", p.display()),
+        None => "GitHub App".to_string(),
+    };
+    Ok(Some(App::new(&settings, &APP_FLAGS, &origin)?))
 }
 
 pub fn run_cmd(args: Args) -> Result<Outcome> {
@@ -217,6 +313,12 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         }
         secrets.extend(found);
     }
+    let github_app = github_app(&args, &default_namespace)?;
+    let pull_request =
+        (args.pull_request.is_some() || args.forge.is_some()).then(|| PullRequestOptions {
+            base: args.pull_request.clone(),
+            forge: args.forge.as_deref().and_then(ForgeKind::parse),
+        });
     let tty = std::io::stderr().is_terminal();
     let progress: Option<Arc<dyn Fn(Progress) + Send + Sync>> = tty.then(|| {
         Arc::new(|p: Progress| match p {
@@ -245,6 +347,8 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         secrets,
         provider: args.provider.map(Into::into),
         cloud: Arc::new(automation::registry::cloud::CloudLogins::new(false)),
+        github_app,
+        pull_request,
     };
     automation::registry::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -383,6 +487,19 @@ fn print_text(report: &Report, mode: Mode) {
         for note in &a.notes {
             eprintln!("  note: {}", printable(note));
         }
+        match &a.pull_request {
+            Some(Ok(pr)) => eprintln!(
+                "{who}: pull request {} {}: {}",
+                pr.number,
+                if pr.opened { "opened" } else { "updated" },
+                printable(&pr.url)
+            ),
+            Some(Err(e)) => eprintln!(
+                "error: {who}: the push stands, but the pull request failed: {}",
+                printable(e)
+            ),
+            None => {}
+        }
         if let Some(e) = &a.error {
             eprintln!("error: {who}: {}", printable(&e.to_string()));
         }
@@ -417,6 +534,11 @@ fn print_json(report: &Report) {
             "error": a.error.as_ref().map(ToString::to_string),
             "reason": a.error.as_ref().map(|e| e.reason()),
             "notes": a.notes,
+            "pullRequest": match &a.pull_request {
+                Some(Ok(pr)) => json!({"url": pr.url, "number": pr.number, "opened": pr.opened}),
+                Some(Err(e)) => json!({"error": e}),
+                None => serde_json::Value::Null,
+            },
         })).collect::<Vec<_>>(),
     });
     outln!(
