@@ -1293,6 +1293,7 @@ fn serve_logs_say_things_once_and_plainly() {
                 kubeconfig: Some(kubeconfig),
                 // What a user asks for: info, kube's logs included.
                 rust_log: Some("info"),
+                ..Launch::default()
             },
             None,
         )

@@ -12,10 +12,9 @@ use crate::api::{
     ResourceExt, Severity, load_str,
 };
 use crate::engine::{Engine, EngineError, EngineOptions, RegistryAccess};
-use crate::git::{GitAuth, KeyFormat, Signer, sign};
-use crate::registry::cloud::CloudLogins;
 use crate::git::forge::{self, ForgeKind, PullRequest};
 use crate::git::{GitAuth, KeyFormat, Signer, github, sign};
+use crate::registry::cloud::CloudLogins;
 use crate::registry::{ClientOptions, Keychain, ScanResult};
 use crate::setters::Change;
 use rayon::prelude::*;
