@@ -9,10 +9,13 @@
 
 use base64::Engine;
 use imageauto_tests::cloud::{Front, Moto, isolated, tls_for};
+use imageauto_tests::forge::{AppKey, AppSide, StandIn, leaks, pem_body_lines};
+use imageauto_tests::git::{HttpsGit, Repos, git, git_text};
 use imageauto_tests::registry::{Auth, FakeServer, Pusher, Registry, Reply, Request};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const GAR: &str = "europe-west1-docker.pkg.dev";
@@ -158,6 +161,176 @@ fn ecr_with_irsa_environment() {
         stderr.contains("invalid AWS registry: 'ghcr.io'. must match"),
         "{stderr}"
     );
+}
+
+/// The seed setup from a checkout: an ImageRepository with `provider:
+/// aws` scanned with IRSA's identity, the tag pushed with a GitHub App's
+/// installation token (Git takes nothing else) to the automation's push
+/// branch, and a pull request into main opened, by `reconcile --local
+/// --push --pull-request main`; no password, token or key in its output.
+#[test]
+fn the_seed_setup_from_a_checkout() {
+    let home = tempfile::tempdir().unwrap();
+    if !isolated("the_seed_setup_from_a_checkout", NAMES, &[]) {
+        return;
+    }
+    let token_file = home.path().join("token");
+    std::fs::write(
+        &token_file,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6aW1hZ2VhdXRvIn0.c2ln",
+    )
+    .unwrap();
+    let moto = Moto::start();
+    let password = "123456789012-auth-token";
+    let reg = Registry::start(Auth::Users(vec![("AWS".into(), password.into())]), None);
+    push(
+        &reg,
+        "AWS",
+        password,
+        "team/app",
+        &["1.0.0", "1.1.0", "2.0.0"],
+    );
+    let tls = tls_for(NAMES);
+    let ca = home.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let _front = Front::start(&tls, &[], reg.port);
+
+    let manifests = format!(
+        r#"apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata: {{name: app, namespace: flux-system}}
+spec: {{image: {ECR}/team/app, interval: 5m, provider: aws}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata: {{name: app, namespace: flux-system}}
+spec:
+  imageRepositoryRef: {{name: app}}
+  policy: {{semver: {{range: 1.x}}}}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: fleet, namespace: flux-system}}
+spec: {{interval: 1m, url: 'https://github.com/git/fleet', ref: {{branch: main}}, provider: github, secretRef: {{name: github-app}}}}
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageUpdateAutomation
+metadata: {{name: fleet, namespace: flux-system}}
+spec:
+  interval: 5m
+  sourceRef: {{kind: GitRepository, name: fleet}}
+  git:
+    commit:
+      author: {{name: imageauto, email: imageauto@example.com}}
+      messageTemplate: "Update app images"
+    push: {{branch: image-updates}}
+  update: {{path: ./apps, strategy: Setters}}
+"#
+    );
+    let deploy = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: apps}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {ECR}/team/app:1.0.0 # {{\"$imagepolicy\": \"flux-system:app\"}}\n"
+    );
+    let repos = Repos::new();
+    let bare = repos.create(
+        "fleet",
+        &[
+            ("apps/app.yaml", &deploy),
+            ("clusters/images.yaml", &manifests),
+        ],
+    );
+    let git_tls = imageauto_tests::registry::Tls::new("git CA");
+    let git_ca = home.path().join("git-ca.pem");
+    std::fs::write(&git_ca, &git_tls.ca_pem).unwrap();
+    let gitd = HttpsGit::start(repos.dir.path(), "nobody", "not-a-token", &git_tls);
+    let key = AppKey::new();
+    let app = StandIn::start(
+        Some(AppSide {
+            id: 4242,
+            installation_id: 99,
+            owner: "git".into(),
+            public_der: key.public_der.clone(),
+            token_lifetime: Duration::from_secs(3600),
+            refuse: false,
+            users_file: Some(gitd.users.clone()),
+        }),
+        None,
+    );
+    let checkout = tempfile::tempdir().unwrap();
+    git(
+        checkout.path(),
+        &["clone", "-q", bare.to_str().unwrap(), "."],
+    );
+    git(
+        checkout.path(),
+        &["remote", "set-url", "origin", &gitd.url("fleet")],
+    );
+    let env = vec![
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/imageauto".to_string(),
+        ),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        ("AWS_ENDPOINT_URL", moto.url()),
+        ("SSL_CERT_FILE", ca.display().to_string()),
+        ("GIT_CONFIG_NOSYSTEM", "1".to_string()),
+    ];
+    let dir = checkout.path().to_str().unwrap().to_string();
+    let out = run(
+        home.path(),
+        &env,
+        &[
+            "reconcile",
+            "--local",
+            &dir,
+            "--push",
+            "--pull-request",
+            "main",
+            "--git-ca-file",
+            git_ca.to_str().unwrap(),
+            "--github-app-id",
+            "4242",
+            "--github-app-installation-owner",
+            "git",
+            "--github-app-private-key",
+            key.path.to_str().unwrap(),
+            "--github-app-base-url",
+            &app.url(),
+        ],
+    );
+    let both = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{both}");
+    let pushed = git_text(&bare, &["show", "image-updates:apps/app.yaml"]);
+    assert!(
+        pushed.contains(&format!("{ECR}/team/app:1.1.0")),
+        "{pushed}\n{both}"
+    );
+    assert!(
+        git_text(&bare, &["show", "main:apps/app.yaml"]).contains("team/app:1.0.0"),
+        "main is left to the pull request"
+    );
+    assert!(
+        both.contains("pull request 7 opened: https://forge.example/git/fleet/pull/7"),
+        "{both}"
+    );
+    assert!(app.jwt_problems().is_empty(), "{:?}", app.jwt_problems());
+    let pulls = app.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        ("image-updates", "main")
+    );
+    assert!(
+        pulls[0].body.contains("team/app:1.1.0"),
+        "{}",
+        pulls[0].body
+    );
+    let mut secrets = pem_body_lines(&key.private_pem);
+    secrets.extend(app.tokens());
+    secrets.push(password.to_string());
+    assert_eq!(leaks(&both, secrets.iter().map(String::as_str)), None);
 }
 
 /// A refused ECR login names the provider, the call, AWS's error code and

@@ -2,14 +2,19 @@
 //! `spec.provider: aws` (the seed setup's ImageRepository), with the
 //! controller's own identity (IRSA's environment) and with a
 //! ServiceAccount's (object-level workload identity, behind its gate),
-//! then committing the tag it picked. All inside a network namespace where
-//! the ECR host name resolves to loopback: the registry is Debian's
+//! then committing the tag it picked and pushing it with a GitHub App's
+//! installation token (the seed's GitRepository, `provider: github`) to a
+//! branch a pull request is opened from. All inside a network namespace
+//! where the ECR host name resolves to loopback: the registry is Debian's
 //! docker-registry behind a TLS front at that name, STS and ECR are moto's,
-//! the cluster a real kube-apiserver.
+//! Git is git http-backend taking only the App's newest token, the App and
+//! pull request API a stand-in checking the App's JWT, the cluster a real
+//! kube-apiserver.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use base64::Engine;
 use imageauto_tests::cloud::{Front, Moto, isolated, tls_for};
+use imageauto_tests::forge::{AppKey, AppSide, StandIn, leaks, pem_body_lines};
 use imageauto_tests::git::{HttpsGit, Repos, git_text};
 use imageauto_tests::kube::Cluster;
 use imageauto_tests::registry::{Auth, Pusher, Registry, Tls};
@@ -40,6 +45,19 @@ fn condition(c: &Cluster, ns: &str, kind: &str, name: &str) -> Option<(String, S
             )
         })
     })
+}
+
+/// The automation's PullRequest condition.
+fn pull_request(c: &Cluster, ns: &str) -> Option<(String, String, String)> {
+    let v = c.get_json(&["-n", ns, "imageupdateautomation", "fleet"]);
+    v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "PullRequest")
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("reason"), s("message"))
+        })
 }
 
 const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n  namespace: apps\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: ECR/team/app:1.0.0 # {\"$imagepolicy\": \"NS:app\"}\n";
@@ -87,17 +105,39 @@ fn ecr_repositories_scan_with_the_clouds_identity() {
         )],
     );
     let git_tls = Tls::new("git CA");
-    let gitd = HttpsGit::start(repos.dir.path(), "bot", "git-pass", &git_tls);
+    // Git takes no password: only the App's newest installation token.
+    let gitd = HttpsGit::start(repos.dir.path(), "nobody", "not-a-token", &git_tls);
+    let key = AppKey::new();
+    let app = StandIn::start(
+        Some(AppSide {
+            id: 4242,
+            installation_id: 99,
+            owner: "git".into(),
+            public_der: key.public_der.clone(),
+            token_lifetime: Duration::from_secs(3600),
+            refuse: false,
+            users_file: Some(gitd.users.clone()),
+        }),
+        None,
+    );
+    // The seed's Secret, as `flux create secret githubapp --app-id
+    // --app-installation-owner --app-private-key` writes it (with the
+    // stand-in's API root and the Git server's CA).
     c.apply(&format!(
         r#"apiVersion: v1
 kind: Secret
-metadata: {{name: fleet-auth, namespace: {ns}}}
-data: {{username: {u}, password: {p}, ca.crt: {gca}}}
+metadata: {{name: github-app, namespace: {ns}}}
+data:
+  githubAppID: {id}
+  githubAppInstallationOwner: {owner}
+  githubAppPrivateKey: {key}
+  githubAppBaseURL: {base}
+  ca.crt: {gca}
 ---
 apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository
 metadata: {{name: fleet, namespace: {ns}}}
-spec: {{interval: 1m, url: '{url}', ref: {{branch: main}}, secretRef: {{name: fleet-auth}}}}
+spec: {{interval: 1m, url: '{url}', ref: {{branch: main}}, provider: github, secretRef: {{name: github-app}}}}
 ---
 apiVersion: image.toolkit.fluxcd.io/v1
 kind: ImageRepository
@@ -116,7 +156,10 @@ spec:
 ---
 apiVersion: image.toolkit.fluxcd.io/v1
 kind: ImageUpdateAutomation
-metadata: {{name: fleet, namespace: {ns}}}
+metadata:
+  name: fleet
+  namespace: {ns}
+  annotations: {{imageauto.dev/pull-request: main}}
 spec:
   interval: 5m
   sourceRef: {{kind: GitRepository, name: fleet}}
@@ -124,7 +167,8 @@ spec:
     checkout: {{ref: {{branch: main}}}}
     commit:
       author: {{name: imageauto, email: imageauto@example.com}}
-    push: {{branch: main}}
+      messageTemplate: "Update app images"
+    push: {{branch: image-updates}}
   update: {{path: ./apps, strategy: Setters}}
 ---
 apiVersion: v1
@@ -153,8 +197,10 @@ kind: ImageRepository
 metadata: {{name: not-ecr, namespace: {ns}}}
 spec: {{image: ghcr.io/org/app, interval: 5m, provider: aws}}
 "#,
-        u = b64("bot"),
-        p = b64("git-pass"),
+        id = b64("4242"),
+        owner = b64("git"),
+        key = b64(&key.private_pem),
+        base = b64(&app.url()),
         gca = b64(&git_tls.ca_pem),
         url = gitd.url("fleet"),
     ));
@@ -216,23 +262,47 @@ spec: {{image: ghcr.io/org/app, interval: 5m, provider: aws}}
     let status = c.get_json(&["-n", &ns, "imagerepository", "app"])["status"].clone();
     assert_eq!(status["lastScanResult"]["tagCount"], 3, "{status}");
 
-    // The policy picks 1.2.0 and the automation pushes it.
-    wait_for(
+    // The policy picks 1.2.0; the automation pushes it with the App's
+    // token to image-updates and opens a pull request into main.
+    let url = wait_for(
         Duration::from_secs(60),
-        "the pushed tag",
+        "the push and the pull request",
         || {
-            let shown = git_text(&bare, &["show", "main:apps/app.yaml"]);
-            shown
-                .contains(&format!("{ECR}/team/app:1.2.0"))
-                .then_some(())
+            // The condition first: the branch exists once it is there.
+            let (status, reason, message) = pull_request(c, &ns)?;
+            let shown = git_text(&bare, &["show", "image-updates:apps/app.yaml"]);
+            (shown.contains(&format!("{ECR}/team/app:1.2.0"))
+                && status == "True"
+                && reason == "PullRequestOpened")
+                .then_some(message)
         },
         || {
             format!(
-                "{:?}\n{}",
+                "{:?}\n{:#?}\n{}",
                 c.get_json(&["-n", &ns, "imageupdateautomation", "fleet"])["status"],
+                app.requests(),
                 serve.logs()
             )
         },
+    );
+    assert_eq!(url, "https://forge.example/git/fleet/pull/7");
+    assert!(
+        git_text(&bare, &["show", "main:apps/app.yaml"]).contains("team/app:1.0.0"),
+        "main is left to the pull request"
+    );
+    assert!(app.jwt_problems().is_empty(), "{:?}", app.jwt_problems());
+    assert_eq!(app.tokens().len(), 1);
+    let pulls = app.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        ("image-updates", "main")
+    );
+    assert_eq!(pulls[0].title, "Update app images");
+    assert!(
+        pulls[0].body.contains("team/app:1.2.0"),
+        "{}",
+        pulls[0].body
     );
     drop(serve);
 
@@ -303,8 +373,12 @@ spec: {{image: ghcr.io/org/app, interval: 5m, provider: aws}}
         "-o",
         "json",
     ]);
+    let tokens = app.tokens();
+    let key_lines = pem_body_lines(&key.private_pem);
     for shown in [&events, &statuses, &serve.logs()] {
         assert!(!shown.contains(ECR_PASSWORD), "the ECR password leaked");
         assert!(!shown.contains("irsa-token") || !shown.contains("eyJzdWIiOiJpcnNhIn0"));
+        let secrets = tokens.iter().chain(&key_lines).map(String::as_str);
+        assert_eq!(leaks(shown, secrets), None, "the App's token or key leaked");
     }
 }
