@@ -413,11 +413,6 @@ impl MemoryView {
     pub fn tracking_count(&self) -> usize {
         self.tracking.values().map(Vec::len).sum()
     }
-
-    /// How many marker index entries the view holds.
-    pub fn marker_count(&self) -> usize {
-        self.markers.len()
-    }
 }
 
 impl ClusterView for MemoryView {

@@ -137,11 +137,6 @@ impl EngineError {
             _ => false,
         }
     }
-
-    /// A label for metrics: the reason.
-    pub fn metric_label(&self) -> &'static str {
-        self.reason()
-    }
 }
 
 #[cfg(test)]

@@ -142,10 +142,6 @@ impl Engine {
         }
     }
 
-    pub fn options(&self) -> &EngineOptions {
-        &self.options
-    }
-
     /// The client for `access`, shared by every scan and digest lookup that
     /// reaches registries the same way.
     pub fn client(&self, access: &RegistryAccess) -> Result<Arc<Client>, EngineError> {
@@ -437,15 +433,19 @@ mod tests {
         }));
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Each piece of work waits for a second one to run beside it: two
+        // run at once (or the test never ends), and a third that started
+        // beside them would raise the peak.
+        let pair = Arc::new(std::sync::Barrier::new(2));
         let mut tasks = Vec::new();
         for _ in 0..6 {
-            let (e, r, p) = (engine.clone(), running.clone(), peak.clone());
+            let (e, r, p, pair) = (engine.clone(), running.clone(), peak.clone(), pair.clone());
             tasks.push(tokio::spawn(async move {
                 e.blocking(move || {
                     use std::sync::atomic::Ordering::SeqCst;
                     let now = r.fetch_add(1, SeqCst) + 1;
                     p.fetch_max(now, SeqCst);
-                    std::thread::sleep(Duration::from_millis(50));
+                    pair.wait();
                     r.fetch_sub(1, SeqCst);
                     std::thread::current().name().map(str::to_string)
                 })
@@ -462,7 +462,8 @@ mod tests {
         assert!(matches!(e, EngineError::Internal(_)), "{e}");
     }
 
-    #[tokio::test]
+    // One thread: the waiter runs exactly when this test yields.
+    #[tokio::test(flavor = "current_thread")]
     async fn one_repository_at_a_time() {
         let engine = Arc::new(Engine::new(EngineOptions::default()));
         let g = engine.lock_repository("https://example.com/a.git").await;
@@ -472,7 +473,10 @@ mod tests {
         let waiter = tokio::spawn(async move {
             let _g = e.lock_repository("https://example.com/a.git").await;
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A free lock would be taken at the waiter's first turn.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
         assert!(!waiter.is_finished());
         drop(g);
         waiter.await.unwrap();

@@ -693,12 +693,6 @@ fn and_list(items: &[String]) -> String {
     }
 }
 
-/// Whether the rule judges `kind`: the marker index needs entries for
-/// these kinds only.
-pub fn is_workload_kind(kind: &str) -> bool {
-    WORKLOAD_KINDS.contains(&kind)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
