@@ -17,6 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The CA certificate written beside a generated serving certificate.
@@ -253,6 +254,8 @@ pub struct CertResolver {
     /// The files behind `current`, and the last bytes that failed to load
     /// (so that a broken pair is reported once, not every second).
     seen: RwLock<(Snapshot, Option<Snapshot>)>,
+    /// How many times [`CertResolver::reload`] read both files.
+    reads: AtomicU64,
 }
 
 impl CertResolver {
@@ -268,6 +271,7 @@ impl CertResolver {
             dir: dir.into(),
             current: RwLock::new(Arc::new(key)),
             seen: RwLock::new((snap, None)),
+            reads: AtomicU64::new(0),
         })
     }
 
@@ -280,6 +284,12 @@ impl CertResolver {
             .clone()
     }
 
+    /// How many times [`CertResolver::reload`] has read both files: once it
+    /// moved on after a write, that write was seen.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Acquire)
+    }
+
     /// Reads the files again and, when their bytes changed and form a valid
     /// pair, serves them from the next handshake on. `Ok(true)` when the
     /// certificate changed; an error (once per broken content) when the new
@@ -290,6 +300,7 @@ impl CertResolver {
             cert: tokio::fs::read(&cert_path).await.map_err(io(&cert_path))?,
             key: tokio::fs::read(&key_path).await.map_err(io(&key_path))?,
         };
+        let _counted = Counted(&self.reads);
         {
             let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
             if seen.0 == snap || seen.1.as_ref() == Some(&snap) {
@@ -307,6 +318,15 @@ impl CertResolver {
                 Err(e)
             }
         }
+    }
+}
+
+/// Counts a read of the files when the reload that made it is done.
+struct Counted<'a>(&'a AtomicU64);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
     }
 }
 

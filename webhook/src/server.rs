@@ -232,6 +232,11 @@ impl Server {
         })
     }
 
+    /// The certificate it serves (and reloads while it runs).
+    pub fn certificates(&self) -> Arc<CertResolver> {
+        self.resolver.clone()
+    }
+
     /// The bound address (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

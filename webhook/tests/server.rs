@@ -22,6 +22,7 @@ use webhook::{Limits, Outcome, Rule, Server, ServerConfig};
 struct Running {
     addr: SocketAddr,
     recorder: Arc<Recorder>,
+    certificates: Arc<certs::CertResolver>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -72,6 +73,7 @@ async fn start_with(dir: &Path, dns_names: &[&str], limits: Limits) -> Running {
         .await
         .unwrap();
     let addr = server.local_addr();
+    let certificates = server.certificates();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
@@ -80,6 +82,7 @@ async fn start_with(dir: &Path, dns_names: &[&str], limits: Limits) -> Running {
     Running {
         addr,
         recorder,
+        certificates,
         stop: Some(stop),
         task: Some(task),
     }
@@ -187,7 +190,13 @@ async fn certificate_rotation_takes_effect_without_restart() {
     // from another CA (the certificate first, then its key).
     let new = certs::generate(&["localhost".into()]).unwrap();
     std::fs::write(tmp.path().join(CERT_FILE), &new.cert_pem).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two reads of the files after the write: the second began after it.
+    let seen = server.certificates.reads() + 2;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.certificates.reads() < seen {
+        assert!(Instant::now() < deadline, "the files were not read again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Half a rotation is not served: the old pair still answers.
     assert_eq!(probe(old_ca.clone()).await.unwrap(), 200);
     std::fs::write(tmp.path().join(KEY_FILE), &new.key_pem).unwrap();
