@@ -4,7 +4,6 @@
 //! caps, and they stop accepting (the ports are free) as soon as `serve`
 //! begins to shut down.
 
-use crate::cmd::serve::Health;
 use anyhow::{Context, Result};
 use automation::controller::metrics::Metrics;
 use axum::Router;
@@ -14,9 +13,18 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 use webhook::listen::{self, Limits};
+
+/// The state the health endpoints report.
+#[derive(Default)]
+pub struct Health {
+    /// Every shared cache holds its first listing, and the admission view
+    /// (with the marker index) is built from them: the same on a leader
+    /// and a follower.
+    pub ready: AtomicBool,
+}
 
 /// Where the listeners ended up.
 pub struct Servers {

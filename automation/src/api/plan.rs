@@ -184,7 +184,7 @@ pub fn update_path(spec: &ImageUpdateAutomationSpec) -> Result<String, PlanError
         .as_ref()
         .and_then(|u| u.path.clone())
         .unwrap_or_default();
-    super::validate::normalize_update_path(&path).map_err(|message| PlanError::Update {
+    normalize_update_path(&path).map_err(|message| PlanError::Update {
         field: "spec.update.path",
         message,
     })
@@ -251,6 +251,45 @@ pub fn access_allowed(
             .access_from
             .as_ref()
             .is_some_and(|a| a.allows(namespace_labels))
+}
+
+/// An update path, normalised (`./a/../b/` is `b`; the root is ``), when it
+/// stays inside the repository.
+pub fn normalize_update_path(path: &str) -> Result<String, String> {
+    check_update_path(path)?;
+    let mut parts: Vec<&str> = Vec::new();
+    for c in std::path::Path::new(path).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(p) => parts.push(p.to_str().unwrap_or("")),
+            _ => {}
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// An update path must stay inside the repository.
+pub fn check_update_path(path: &str) -> Result<(), String> {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() {
+        return Err(format!(
+            "{path:?} is absolute: give a path relative to the repository root"
+        ));
+    }
+    let mut depth: i64 = 0;
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(format!("{path:?} leads outside the repository"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

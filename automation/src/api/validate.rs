@@ -7,6 +7,7 @@
 //! get the answer the schema gives. Used by the loader, the lint and the
 //! admission webhook.
 
+use super::plan::check_update_path;
 use super::{
     DigestReflectionPolicy, ImagePolicy, ImagePolicySpec, ImageRepository, ImageUpdateAutomation,
     MAX_EXCLUSION_LIST, Object, Severity,
@@ -408,45 +409,6 @@ fn validate_automation(a: &ImageUpdateAutomation, out: &mut Vec<FieldError>) {
     }
 }
 
-/// An update path, normalised (`./a/../b/` is `b`; the root is ``), when it
-/// stays inside the repository.
-pub fn normalize_update_path(path: &str) -> Result<String, String> {
-    check_update_path(path)?;
-    let mut parts: Vec<&str> = Vec::new();
-    for c in std::path::Path::new(path).components() {
-        match c {
-            std::path::Component::ParentDir => {
-                parts.pop();
-            }
-            std::path::Component::Normal(p) => parts.push(p.to_str().unwrap_or("")),
-            _ => {}
-        }
-    }
-    Ok(parts.join("/"))
-}
-
-/// An update path must stay inside the repository.
-pub fn check_update_path(path: &str) -> Result<(), String> {
-    let p = std::path::Path::new(path);
-    if p.is_absolute() {
-        return Err(format!(
-            "{path:?} is absolute: give a path relative to the repository root"
-        ));
-    }
-    let mut depth: i64 = 0;
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => depth -= 1,
-            std::path::Component::Normal(_) => depth += 1,
-            _ => {}
-        }
-        if depth < 0 {
-            return Err(format!("{path:?} leads outside the repository"));
-        }
-    }
-    Ok(())
-}
-
 /// Whether an ImagePolicy's `spec.imageRepositoryRef` to `repository` in
 /// another namespace can ever be used: Flux refuses it (AccessDenied) unless
 /// the repository's `accessFrom` selects the policy's namespace.
@@ -538,6 +500,7 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::plan::normalize_update_path;
     use crate::api::{
         AccessFrom, ImagePolicySpec, ImageRepositorySpec, NamespaceSelector,
         NamespacedObjectReference,

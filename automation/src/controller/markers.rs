@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex};
 
 /// The label every index ConfigMap carries.
 pub const INDEX_LABEL: &str = "imageauto.dev/marker-index";
-/// The watch's selector for them.
-pub const INDEX_LABEL_SELECTOR: &str = "imageauto.dev/marker-index=true";
+pub use super::watches::INDEX_LABEL_SELECTOR;
 /// The annotation naming the automation (`namespace/name`).
 pub const AUTOMATION_ANNOTATION: &str = "imageauto.dev/automation";
 /// The annotation holding the automation's uid.

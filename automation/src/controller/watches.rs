@@ -20,6 +20,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
+/// The watch's selector for the marker index's ConfigMaps (label
+/// `imageauto.dev/marker-index`).
+pub const INDEX_LABEL_SELECTOR: &str = "imageauto.dev/marker-index=true";
+
 /// What a subscriber hears of a kind.
 #[derive(Debug)]
 pub enum Change<K> {
@@ -405,7 +409,7 @@ impl Caches {
             let capi: Api<ConfigMap> = Api::namespaced(client.clone(), mns);
             Shared::start(
                 "ConfigMap",
-                watcher(capi, wc().labels(super::markers::INDEX_LABEL_SELECTOR)).default_backoff(),
+                watcher(capi, wc().labels(INDEX_LABEL_SELECTOR)).default_backoff(),
             )
         });
         Caches {

@@ -8,7 +8,7 @@ use super::{Engine, EngineError};
 use crate::api::ImageRef;
 use crate::api::plan::PushTarget;
 use crate::git::{self, GitAuth, GitError};
-use crate::local::tree::FileChanges;
+use crate::setters::FileChanges;
 use git2::{Oid, Repository};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,7 +64,7 @@ fn index_markers(
     path: &str,
 ) -> Result<Vec<(String, crate::lint::IndexedContainer)>, EngineError> {
     use rayon::prelude::*;
-    let entries = git::tree_entries(repo, commit, path, &crate::local::tree::is_manifest_name)?;
+    let entries = git::tree_entries(repo, commit, path, &crate::setters::is_manifest_name)?;
     let git_dir = repo.path().to_path_buf();
     Ok(entries
         .par_iter()

@@ -7,7 +7,7 @@
 use super::EngineError;
 use crate::api::ImageRef;
 use crate::git::{self, GitAuth, GitError, Signature, Signer};
-use crate::local::tree::{FileChanges, is_manifest_name};
+use crate::setters::{FileChanges, is_manifest_name};
 use crate::setters::{Images, Rewrite, rewrite};
 use git2::{Oid, Repository};
 use rayon::prelude::*;

@@ -3,7 +3,8 @@
 //! the original, so a file is either old or new, never half written).
 
 use crate::api::ImageRef;
-use crate::setters::{Change, Rewrite, rewrite};
+use crate::setters::{Rewrite, rewrite};
+pub use crate::setters::{FileChanges, is_manifest_name};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
@@ -104,16 +105,6 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// The changes in one file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileChanges {
-    /// Relative to the root.
-    pub path: PathBuf,
-    pub changes: Vec<Change>,
-    pub before: String,
-    pub after: String,
-}
-
 /// What [`update_tree`] did.
 #[derive(Clone, Debug, Default)]
 pub struct TreeReport {
@@ -133,11 +124,6 @@ impl TreeReport {
     pub fn changes(&self) -> usize {
         self.files.iter().map(|f| f.changes.len()).sum()
     }
-}
-
-/// Whether a file name is one the setters read: `*.yaml`, `*.yml`, `Kustomization`.
-pub fn is_manifest_name(name: &str) -> bool {
-    name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization"
 }
 
 /// Lists the manifest files under `dir` (inside `root`), sorted. Symbolic

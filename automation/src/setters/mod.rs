@@ -13,9 +13,25 @@ use crate::yaml::{self, Kind, Node, Span, Style, SyntaxError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 
 mod fast;
 pub mod readback;
+
+/// The changes in one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChanges {
+    /// Relative to the root.
+    pub path: PathBuf,
+    pub changes: Vec<Change>,
+    pub before: String,
+    pub after: String,
+}
+
+/// Whether a file name is one the setters read: `*.yaml`, `*.yml`, `Kustomization`.
+pub fn is_manifest_name(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization"
+}
 
 /// The text every marker comment contains; files without it have no markers.
 pub const MARKER_TOKEN: &str = "\"$imagepolicy\"";

@@ -9,6 +9,7 @@
 //! and the controllers finish or drop the rest within `--shutdown-grace`.
 
 use crate::cli::Outcome;
+use crate::http::Health;
 use anyhow::{Context as _, Result, bail};
 use automation::controller::lease::{Elector, LeaseConfig};
 use automation::controller::metrics::Metrics;
@@ -19,7 +20,7 @@ use clap::ValueEnum;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -207,15 +208,6 @@ pub fn run(args: Args) -> Result<Outcome> {
     rt.shutdown_timeout(Duration::from_secs(1));
     served?;
     Ok(Outcome::Ok)
-}
-
-/// The state the health endpoints report.
-#[derive(Default)]
-pub struct Health {
-    /// Every shared cache holds its first listing, and the admission view
-    /// (with the marker index) is built from them: the same on a leader
-    /// and a follower.
-    pub ready: AtomicBool,
 }
 
 /// The controller's own namespace: where its Lease and the marker index
