@@ -162,12 +162,20 @@ fn pull_request_of(
     }))
 }
 
-/// The automation's interval (10 minutes when it does not parse, at least
-/// a second).
+/// The automation's interval (10 minutes when it does not parse; zero:
+/// no periodic run).
 fn interval(a: &ImageUpdateAutomation) -> Duration {
-    crate::api::parse_duration(&a.spec.interval)
-        .unwrap_or(Duration::from_secs(600))
-        .max(Duration::from_secs(1))
+    crate::api::parse_duration(&a.spec.interval).unwrap_or(Duration::from_secs(600))
+}
+
+/// The next run after `interval`: none for zero, as Flux's
+/// `RequeueAfter: 0` (runs come from changes and requests only).
+fn every(interval: Duration) -> Requeue {
+    if interval.is_zero() {
+        Requeue::Never
+    } else {
+        Requeue::After(interval.max(Duration::from_secs(1)))
+    }
 }
 
 /// The GitRepository's namespace and name.
@@ -505,7 +513,7 @@ pub fn decide(
             let step = finish(
                 status,
                 conditions::End::Ready(READY_MESSAGE),
-                Requeue::After(interval),
+                every(interval),
                 news.as_deref(),
                 quiet,
             );
@@ -882,6 +890,15 @@ mod tests {
             changes: 2,
             pull_request: None,
         }
+    }
+
+    #[test]
+    fn a_zero_interval_runs_on_changes_only() {
+        let a = automation("fleet", "0s", Some("flux-image-updates"));
+        let mut snap = snapshot(vec![with_latest("web", "1.2.0")]);
+        snap.run = Some(Ok(pushed("0123456789abcdef0123")));
+        let d = done(decide(&a, &snap, &at(0)));
+        assert_eq!(d.requeue, Requeue::Never);
     }
 
     #[test]
