@@ -27,7 +27,7 @@ DEMO_DEBS := docker-registry git python3 pkg-config libssl-dev
 # curl (kubectl comes as for `make deps`).
 DEMO_CLUSTER_DEBS := $(DEMO_DEBS) etcd-server lighttpd lighttpd-mod-openssl openssl curl
 
-.PHONY: all build crds manifests deps demo-deps demo-cluster-deps kubectl install-debs kube-apiserver moto dist test lint fmt clippy unit demo demo-check demo-cluster bench fuzz install clean
+.PHONY: all build crds manifests deps demo-deps demo-cluster-deps kubectl install-debs kube-apiserver moto dist test lint fmt clippy unit suite demo demo-check demo-cluster bench fuzz install clean
 
 all: build
 
@@ -81,7 +81,7 @@ moto: deps
 	@test -x $(MOTO)/bin/moto_server || { rm -rf $(MOTO) && python3 -m venv $(MOTO) && \
 	  $(MOTO)/bin/pip install -q --disable-pip-version-check 'moto[server]>=5.1,<6'; }
 
-test: deps kube-apiserver moto lint unit demo-check
+test: deps kube-apiserver moto lint suite demo-check
 
 lint: fmt clippy
 
@@ -91,7 +91,17 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The quick tier: tests that need no server outside the test process (the
+# libraries' own tests, automation's and the webhook's test files, the
+# command line), with no package installed. A new file under
+# automation/tests or webhook/tests joins it by itself.
+UNIT_TESTS := cli $(basename $(notdir $(wildcard automation/tests/*.rs webhook/tests/*.rs)))
 unit:
+	$(CARGO) test --workspace --no-fail-fast --lib --bins $(addprefix --test ,$(UNIT_TESTS))
+
+# Every test: the quick tier and everything that runs against a real
+# registry, Git server, sshd, kube-apiserver, moto or a stand-in.
+suite:
 	$(CARGO) test --workspace --no-fail-fast
 
 demo: demo-deps build

@@ -427,3 +427,30 @@ fn the_demo_applies_the_flux_kinds_the_tests_use() {
         path.display()
     );
 }
+
+/// The binary's tests live in plugin/tests, which cargo does not look in
+/// (the manifest sits at the root for `cargo install --path .`): each file
+/// there must be named in Cargo.toml, or it would never run.
+#[test]
+fn every_test_file_of_the_binary_is_in_the_manifest() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let mut missing = Vec::new();
+    for e in std::fs::read_dir(root.join("plugin/tests")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            let file = p.file_name().unwrap().to_string_lossy().into_owned();
+            if !manifest.contains(&format!("path = \"plugin/tests/{file}\"")) {
+                let name = file.trim_end_matches(".rs");
+                missing.push(format!(
+                    "[[test]]\nname = \"{name}\"\npath = \"plugin/tests/{file}\"\n"
+                ));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "add to Cargo.toml, or these tests never run:\n\n{}",
+        missing.join("\n")
+    );
+}
