@@ -3,8 +3,8 @@
 //! the original, so a file is either old or new, never half written).
 
 use crate::api::ImageRef;
-use crate::setters::{Rewrite, rewrite};
 pub use crate::setters::{FileChanges, is_manifest_name};
+use crate::setters::{Rewrite, rewrite};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
