@@ -28,7 +28,9 @@ use std::fmt;
 /// The comment that exempts an image from `missing-marker`.
 pub const IGNORE: &str = "imageauto:ignore";
 
-const WORKLOADS: &[&str] = &[
+/// The workload kinds whose images the markers, the lint and the webhook
+/// judge.
+pub const WORKLOAD_KINDS: [&str; 7] = [
     "Pod",
     "Deployment",
     "StatefulSet",
@@ -338,7 +340,7 @@ fn check_object(
     let label = id
         .as_ref()
         .map_or_else(|| file_name.to_string(), ToString::to_string);
-    if WORKLOADS.contains(&kind) {
+    if WORKLOAD_KINDS.contains(&kind) {
         for list in pod_specs(kind, obj) {
             for c in items(list) {
                 let Some(image) = c.get("image") else {
@@ -439,7 +441,7 @@ pub fn marker_index(text: &str) -> Vec<IndexedContainer> {
     for doc in &docs {
         for obj in objects(&doc.root) {
             let Some(id) = object_of(obj) else { continue };
-            if !WORKLOADS.contains(&id.kind.as_str()) {
+            if !WORKLOAD_KINDS.contains(&id.kind.as_str()) {
                 continue;
             }
             let Some(namespace) = id.namespace.clone().filter(|n| !n.is_empty()) else {

@@ -155,20 +155,11 @@ impl Receivers {
             return Ok(data.clone());
         }
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        let s = api.get(name).await.map_err(|e| match e {
+        let mut s = api.get(name).await.map_err(|e| match e {
             kube::Error::Api(s) => s.message,
             other => other.to_string(),
         })?;
-        let mut data: BTreeMap<String, Vec<u8>> = s
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
-        for (k, v) in s.string_data.unwrap_or_default() {
-            data.entry(k).or_insert_with(|| v.into_bytes());
-        }
-        let data = Arc::new(data);
+        let data = Arc::new(automation::controller::secrets::data_of(&mut s));
         if let Some(v) = s.metadata.resource_version {
             lock(&self.secrets).insert(id, (v, data.clone()));
         }

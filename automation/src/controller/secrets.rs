@@ -17,6 +17,21 @@ use kube::{Api, Client};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// A Secret's `data` with the `stringData` keys it lacks, taken out of it.
+pub fn data_of(s: &mut Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = s
+        .data
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in s.string_data.take().unwrap_or_default() {
+        data.entry(k).or_insert_with(|| v.into_bytes());
+    }
+    data
+}
+
 /// A Secret's data (values decoded), or why it cannot be read.
 pub async fn secret_data(
     client: &Client,
@@ -25,18 +40,7 @@ pub async fn secret_data(
 ) -> Result<BTreeMap<String, Vec<u8>>, EngineError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(name).await {
-        Ok(Some(s)) => {
-            let mut data: BTreeMap<String, Vec<u8>> = s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            for (k, v) in s.string_data.unwrap_or_default() {
-                data.entry(k).or_insert_with(|| v.into_bytes());
-            }
-            Ok(data)
-        }
+        Ok(Some(mut s)) => Ok(data_of(&mut s)),
         Ok(None) => Err(EngineError::Source(format!(
             "Secret {namespace}/{name} not found"
         ))),

@@ -437,15 +437,6 @@ pub struct GetArgs {
     kube: KubeArgs,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    automation::registry::tls::install_crypto_provider();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow!("cannot start the runtime: {e}"))
-}
-
 /// The kinds and the name `get` asks for.
 fn get_target(words: &Words) -> Result<(Vec<Kind>, Option<String>)> {
     let p = words.prefix();
@@ -500,7 +491,7 @@ pub fn get(args: GetArgs) -> Result<Outcome> {
     let several = kinds.len() > 1;
     let wide = args.output == GetOutput::Wide;
     let structured = matches!(args.output, GetOutput::Json | GetOutput::Yaml);
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let k = args.kube.connect().await?;
         let mut items_all: Vec<Value> = Vec::new();
         // What was shown, by kind, namespace and name: its resourceVersion
@@ -772,7 +763,7 @@ async fn handled(
 
 pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> {
     let kind = Kind::parse(kind)?;
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let k = t.kube.connect().await?;
         let api = kind.api(&k, false);
         let what = format!("{} {}/{name}", kind.name(), k.namespace);
@@ -898,7 +889,7 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
             "policies are suspended through their repository or automation: {command} repository NAME or {command} update NAME"
         );
     }
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let k = args.kube.connect().await?;
         let api = kind.api(&k, false);
         let names: Vec<String> = match &name {
@@ -1068,7 +1059,7 @@ fn event_row(e: &k8s_openapi::api::core::v1::Event, all_namespaces: bool) -> (St
 pub fn events(args: EventsArgs) -> Result<Outcome> {
     use k8s_openapi::api::core::v1::Event;
     let filter = EventFilter::of(&args);
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let k = args.kube.connect().await?;
         let api: Api<Event> = if args.all_namespaces {
             Api::all(k.client.clone())
@@ -1243,7 +1234,7 @@ pub fn tree(args: TreeArgs) -> Result<Outcome> {
     if Kind::parse(&kind)? != Kind::Update {
         bail!("tree shows an automation: tree update NAME");
     }
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let k = args.kube.connect().await?;
         let ns = k.namespace.clone();
         let autos: Api<ImageUpdateAutomation> = Api::namespaced(k.client.clone(), &ns);

@@ -526,15 +526,6 @@ fn foreign(crd: &CustomResourceDefinition) -> bool {
         .any(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    automation::registry::tls::install_crypto_provider();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")
-}
-
 const FLUX_CONTROLLERS: [&str; 2] = ["image-reflector-controller", "image-automation-controller"];
 
 /// Adds `--events-addr=URL` to the controller's arguments.
@@ -665,7 +656,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
         }
         return Ok(Outcome::Ok);
     }
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let k = args.conn.connect(None).await?;
         let started = Instant::now();
         let namespaces: Api<Namespace> = Api::all(k.client.clone());
@@ -991,7 +982,7 @@ async fn restore_taken_over(k: &Kube) -> Result<()> {
 
 pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
     let ns = install_namespace(&args.install_namespace);
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let k = args.conn.connect(None).await?;
         // The webhook configuration first: the cluster must never be left
         // refusing workloads with no server to answer.
@@ -1287,7 +1278,7 @@ pub fn version(args: VersionArgs) -> Result<Outcome> {
         outln!("client: kubectl-imageauto {client}");
     }
     let ns = install_namespace(&args.install_namespace);
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         let k = args.conn.connect(None).await?;
         let deployments: Api<Deployment> = Api::namespaced(k.client.clone(), &ns);
         let image = deployments

@@ -107,16 +107,8 @@ pub const KUSTOMIZE_NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespa
 /// namespace).
 pub const SYSTEM_NAMESPACE: &str = "kube-system";
 
-/// The kinds judged.
-pub const WORKLOAD_KINDS: [&str; 7] = [
-    "Pod",
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "Job",
-    "CronJob",
-];
+/// The kinds judged: those the lint judges in files.
+pub use automation::lint::WORKLOAD_KINDS;
 
 /// What an opted-in namespace does with findings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -40,18 +40,7 @@ pub async fn secret(
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     match api.get(name).await {
-        Ok(s) => {
-            let mut data: BTreeMap<String, Vec<u8>> = s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            for (k, v) in s.string_data.unwrap_or_default() {
-                data.entry(k).or_insert_with(|| v.into_bytes());
-            }
-            Ok(data)
-        }
+        Ok(mut s) => Ok(crate::controller::secrets::data_of(&mut s)),
         Err(kube::Error::Api(s)) => Err(s.message),
         Err(e) => Err(e.to_string()),
     }
