@@ -25,11 +25,12 @@ pub mod listen;
 pub mod review;
 pub mod rules;
 pub mod server;
+mod verdict;
 pub mod view;
 
 pub use review::{AdmissionRequest, DecodeError, Operation, Review, ReviewVersion, UserInfo};
-pub use rules::Verdict;
 pub use server::{Limits, Server, ServerConfig, ServerError, router, serve};
+pub use verdict::Verdict;
 pub use view::{
     ClusterView, MarkerLookup, MemoryView, ObjectKey, OwnerIndex, SharedView, TrackingPolicy,
     WorkloadContainer, WorkloadOwner,

@@ -7,7 +7,7 @@
 //! rule reads a few paths of any workload kind, the image-kind rule decodes
 //! them into automation's typed API.
 
-use crate::rules::Verdict;
+use crate::verdict::Verdict;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
