@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use automation::policy::testdata::mixed_tags;
-use automation::policy::{Order, Ordering, Policy, TagFilter};
+use automation::policy::{CompiledFilter, Order, Ordering, Policy};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -14,11 +14,11 @@ fn selection(c: &mut Criterion) {
     let semver = Policy::new(Policy::semver(">=1.0.0 <2.0.0").unwrap(), None);
     let alphabetical = Policy::new(
         Ordering::Alphabetical(Order::Asc),
-        Some(TagFilter::new(r"^main-[a-f0-9]+-(?P<ts>\d+)$", "$ts").unwrap()),
+        Some(CompiledFilter::new(r"^main-[a-f0-9]+-(?P<ts>\d+)$", "$ts").unwrap()),
     );
     let numerical = Policy::new(
         Ordering::Numerical(Order::Asc),
-        Some(TagFilter::new(r"^branch-dev-(?P<ts>\d+)-[a-f0-9]+$", "$ts").unwrap()),
+        Some(CompiledFilter::new(r"^branch-dev-(?P<ts>\d+)-[a-f0-9]+$", "$ts").unwrap()),
     );
     let mut g = c.benchmark_group("select_100k_tags");
     g.sample_size(20);

@@ -59,7 +59,7 @@ const RATE: f64 = 20.0;
 
 /// How the receiver serves.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub struct ReceiverOptions {
     /// `--no-cross-namespace-refs` turns it off.
     pub cross_namespace_refs: bool,
     /// The JWKS of gcr's tokens (`--receiver-gcr-jwks-url`).
@@ -75,15 +75,16 @@ struct Bucket {
 type Key = (String, String);
 /// A Secret's data.
 type Data = Arc<BTreeMap<String, Vec<u8>>>;
-type Outcome = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
+/// The answer of an annotation under way, for every request waiting on it.
+type Annotated = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
 
 struct Receivers {
     client: Client,
     caches: Arc<Caches>,
-    options: Options,
+    options: ReceiverOptions,
     keys: automation::controller::receiver::jwt::KeySets,
     buckets: Mutex<HashMap<Key, Bucket>>,
-    pending: Mutex<HashMap<Key, Outcome>>,
+    pending: Mutex<HashMap<Key, Annotated>>,
     /// Secrets' data by resourceVersion (the metadata watch says when one
     /// changed): one read per version, not one per request.
     secrets: Mutex<HashMap<Key, (String, Data)>>,
@@ -449,7 +450,7 @@ pub async fn start(
     client: Client,
     caches: Arc<Caches>,
     metrics: Arc<Metrics>,
-    options: Options,
+    options: ReceiverOptions,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = listen::bind(addr)

@@ -12,7 +12,7 @@ use super::{
     DigestReflectionPolicy, ImagePolicy, ImagePolicySpec, ImageRepository, ImageUpdateAutomation,
     MAX_EXCLUSION_LIST, Object, Severity,
 };
-use crate::policy::{Exclusions, Ordering, Policy, PolicyError, TagFilter};
+use crate::policy::{CompiledFilter, Exclusions, Ordering, Policy, PolicyError};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -274,7 +274,7 @@ pub fn compile_policy(spec: &ImagePolicySpec) -> Result<Policy, Vec<FieldError>>
         }
     };
     let filter = match &spec.filter_tags {
-        Some(f) => match TagFilter::new(&f.pattern, &f.extract) {
+        Some(f) => match CompiledFilter::new(&f.pattern, &f.extract) {
             Ok(f) => Some(f),
             Err(e) => {
                 push_policy_error(e, &mut errors);

@@ -17,7 +17,7 @@ pub use error::EngineError;
 
 use crate::api::{DigestReflectionPolicy, ImagePolicySpec, ImageRef, compile_policy};
 use crate::policy::{Exclusions, PolicyError};
-use crate::registry::{Client, ClientOptions, Keychain, Reference, ScanResult};
+use crate::registry::{Client, ClientOptions, Keychain, Reference, TagScan};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -231,7 +231,7 @@ impl Engine {
         image: &str,
         exclusion_list: &[String],
         access: &RegistryAccess,
-    ) -> Result<ScanResult, EngineError> {
+    ) -> Result<TagScan, EngineError> {
         self.scan_with(image, exclusion_list, access, Slot::Wait)
             .await
     }
@@ -243,14 +243,14 @@ impl Engine {
         exclusion_list: &[String],
         access: &RegistryAccess,
         slot: Slot,
-    ) -> Result<ScanResult, EngineError> {
+    ) -> Result<TagScan, EngineError> {
         let reference = Reference::parse(image)?;
         let exclusions = Exclusions::new(exclusion_list)
             .map_err(|e| EngineError::InvalidPolicy(e.to_string()))?;
         let client = self.client(access)?;
         let _permit = self.host_slot(&reference.registry, slot).await?;
         let tags = client.list_tags(&reference, &access.keychain).await?;
-        Ok(ScanResult::new(tags, &exclusions))
+        Ok(TagScan::new(tags, &exclusions))
     }
 
     /// The manifest digest of `image:tag`.

@@ -176,7 +176,7 @@ pub fn message(
 
 /// What [`commit_and_push`] did.
 #[derive(Clone, Debug, Default)]
-pub struct Outcome {
+pub struct CommitOutcome {
     /// The changes committed (empty: nothing to change, no commit).
     pub prepared: Prepared,
     pub commit: Option<Oid>,
@@ -238,9 +238,9 @@ pub fn commit_and_push(
     branch: &str,
     push: Option<&PushRequest>,
     steps: &mut dyn Steps,
-) -> Result<Outcome, EngineError> {
+) -> Result<CommitOutcome, EngineError> {
     let local_ref = format!("refs/heads/{branch}");
-    let mut outcome = Outcome::default();
+    let mut outcome = CommitOutcome::default();
     for attempt in 0..=PUSH_RETRIES {
         let base = steps.base(repo, attempt)?;
         let prepared = prepare(repo, base, &req.path, images)?;

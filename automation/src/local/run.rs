@@ -15,7 +15,7 @@ use crate::engine::{Engine, EngineError, EngineOptions, RegistryAccess};
 use crate::git::forge::{self, ForgeKind, PullRequest};
 use crate::git::{GitAuth, KeyFormat, Signer, github, sign};
 use crate::registry::cloud::CloudLogins;
-use crate::registry::{ClientOptions, Keychain, ScanResult};
+use crate::registry::{ClientOptions, Keychain, TagScan};
 use crate::setters::Change;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -93,7 +93,7 @@ pub struct PullRequestOptions {
 pub struct ScanOutcome {
     pub repository: String,
     pub image: String,
-    pub result: Result<ScanResult, EngineError>,
+    pub result: Result<TagScan, EngineError>,
 }
 
 /// One ImagePolicy's result.

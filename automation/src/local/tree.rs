@@ -387,41 +387,46 @@ fn strip_path(message: &str, path: &Path) -> String {
     message.strip_prefix(&p).unwrap_or(message).to_string()
 }
 
-enum Outcome {
+enum Processed {
     NoMarkers,
     Unchanged(Vec<String>),
     Changed(FileChanges, Vec<String>),
     Skipped(Skipped),
 }
 
-fn process(root: &Path, path: &Path, images: &BTreeMap<String, ImageRef>, write: bool) -> Outcome {
+fn process(
+    root: &Path,
+    path: &Path,
+    images: &BTreeMap<String, ImageRef>,
+    write: bool,
+) -> Processed {
     let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
     let bytes = match read_regular(path, MAX_FILE_BYTES) {
         Ok(b) => b,
         Err(e) => {
-            return Outcome::Skipped(Skipped {
+            return Processed::Skipped(Skipped {
                 path: rel,
                 reason: format!("cannot read: {}", strip_path(&e.to_string(), path)),
             });
         }
     };
     let (applied, text) = match rewrite(&bytes, images) {
-        Rewrite::NoMarkers => return Outcome::NoMarkers,
-        Rewrite::Refused(reason) => return Outcome::Skipped(Skipped { path: rel, reason }),
-        Rewrite::Unchanged(matched) => return Outcome::Unchanged(matched),
+        Rewrite::NoMarkers => return Processed::NoMarkers,
+        Rewrite::Refused(reason) => return Processed::Skipped(Skipped { path: rel, reason }),
+        Rewrite::Unchanged(matched) => return Processed::Unchanged(matched),
         Rewrite::Changed(a, text) => (a, text),
     };
     let matched = applied.matched.iter().map(|m| m.policy()).collect();
     let Some(after) = applied.text else {
-        return Outcome::Unchanged(matched);
+        return Processed::Unchanged(matched);
     };
     if write && let Err(e) = write_atomically(path, &after) {
-        return Outcome::Skipped(Skipped {
+        return Processed::Skipped(Skipped {
             path: rel,
             reason: format!("cannot write: {e}"),
         });
     }
-    Outcome::Changed(
+    Processed::Changed(
         FileChanges {
             path: rel,
             changes: applied.changes,
@@ -446,7 +451,7 @@ pub fn update_tree(
         path: root.display().to_string(),
         error,
     })?;
-    let results: Vec<Outcome> = listing
+    let results: Vec<Processed> = listing
         .files
         .par_iter()
         .map(|path| process(&root, path, images, write))
@@ -468,17 +473,17 @@ pub fn update_tree(
     };
     for o in results {
         match o {
-            Outcome::NoMarkers => {}
-            Outcome::Unchanged(m) => {
+            Processed::NoMarkers => {}
+            Processed::Unchanged(m) => {
                 report.files_with_markers += 1;
                 report.matched.extend(m);
             }
-            Outcome::Changed(f, m) => {
+            Processed::Changed(f, m) => {
                 report.files_with_markers += 1;
                 report.matched.extend(m);
                 report.files.push(f);
             }
-            Outcome::Skipped(s) => {
+            Processed::Skipped(s) => {
                 report.files_with_markers += 1;
                 report.skipped.push(s);
             }

@@ -37,7 +37,7 @@ pub enum Ordering {
 /// `filterTags`: keep the tags the pattern matches (anywhere in the tag); with
 /// an `extract` template, order by its expansion against the first match.
 #[derive(Clone, Debug)]
-pub struct TagFilter {
+pub struct CompiledFilter {
     regex: Regex,
     extract: Option<String>,
 }
@@ -189,7 +189,7 @@ fn template_references(template: &str) -> Vec<&str> {
     refs
 }
 
-impl TagFilter {
+impl CompiledFilter {
     pub fn new(pattern: &str, extract: &str) -> Result<Self, PolicyError> {
         let regex = compile_regex(pattern).map_err(|reason| PolicyError::Pattern {
             pattern: pattern.to_string(),
@@ -248,13 +248,13 @@ impl TagFilter {
 /// A compiled ImagePolicy: optional filter, then an ordering.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    pub filter: Option<TagFilter>,
+    pub filter: Option<CompiledFilter>,
     pub ordering: Ordering,
 }
 
 /// The candidates the ordering sees: (value to order by, index of the tag).
 /// When two tags give the same value, the later tag takes the value's place.
-fn candidates<'t>(filter: Option<&TagFilter>, tags: &[&'t str]) -> Vec<(Cow<'t, str>, usize)> {
+fn candidates<'t>(filter: Option<&CompiledFilter>, tags: &[&'t str]) -> Vec<(Cow<'t, str>, usize)> {
     let Some(filter) = filter else {
         return tags
             .iter()
@@ -361,7 +361,7 @@ fn range_text(range: &Range) -> String {
 impl Policy {
     /// Compiles the ordering and filter. `range`, `alphabetical` and
     /// `numerical` are the three choices; exactly one must be set.
-    pub fn new(ordering: Ordering, filter: Option<TagFilter>) -> Self {
+    pub fn new(ordering: Ordering, filter: Option<CompiledFilter>) -> Self {
         Self { filter, ordering }
     }
 
@@ -495,7 +495,7 @@ impl Policy {
         let (latest, error) = if kept.is_empty() {
             (None, Some(PolicyError::NoTags.to_string()))
         } else if cands.is_empty() {
-            let pattern = self.filter.as_ref().map_or("", TagFilter::pattern);
+            let pattern = self.filter.as_ref().map_or("", CompiledFilter::pattern);
             (
                 None,
                 Some(
@@ -606,7 +606,7 @@ mod tests {
             "feature-x-1800000000",
             "main-0000000-99",
         ]);
-        let filter = TagFilter::new(r"^main-[a-f0-9]+-(?P<ts>[0-9]+)", "$ts").unwrap();
+        let filter = CompiledFilter::new(r"^main-[a-f0-9]+-(?P<ts>[0-9]+)", "$ts").unwrap();
         let p = Policy::new(Ordering::Numerical(Order::Asc), Some(filter.clone()));
         assert_eq!(p.select(&tags).unwrap(), "main-def5678-1700000500");
         let p = Policy::new(Ordering::Numerical(Order::Desc), Some(filter));
@@ -633,7 +633,7 @@ mod tests {
     #[test]
     fn extract_duplicates_later_wins() {
         let tags = vec!["b-1".to_string(), "a-1".to_string()];
-        let filter = TagFilter::new(r"-(\d+)$", "$1").unwrap();
+        let filter = CompiledFilter::new(r"-(\d+)$", "$1").unwrap();
         let p = Policy::new(Ordering::Numerical(Order::Asc), Some(filter));
         assert_eq!(p.select(&tags).unwrap(), "a-1");
     }
@@ -641,20 +641,20 @@ mod tests {
     #[test]
     fn filter_is_unanchored() {
         let tags = sorted(&["prod-1.0.0", "1.1.0", "dev-2.0.0"]);
-        let filter = TagFilter::new("prod", "").unwrap();
+        let filter = CompiledFilter::new("prod", "").unwrap();
         let p = Policy::new(Ordering::Alphabetical(Order::Asc), Some(filter));
         assert_eq!(p.select(&tags).unwrap(), "prod-1.0.0");
     }
 
     #[test]
     fn extract_templates() {
-        let f = TagFilter::new(r"^(?P<a>\w+)-(\d+)$", "${a}:$2:$$").unwrap();
+        let f = CompiledFilter::new(r"^(?P<a>\w+)-(\d+)$", "${a}:$2:$$").unwrap();
         assert_eq!(f.apply("x-12").unwrap(), "x:12:$");
-        let err = TagFilter::new(r"^(\d+)$", "$2").unwrap_err();
+        let err = CompiledFilter::new(r"^(\d+)$", "$2").unwrap_err();
         assert!(matches!(err, PolicyError::ExtractGroup { .. }));
-        let err = TagFilter::new(r"^(\d+)x$", "$1x").unwrap_err();
+        let err = CompiledFilter::new(r"^(\d+)x$", "$1x").unwrap_err();
         assert!(err.to_string().contains("${1}x"), "{err}");
-        assert!(TagFilter::new("(", "").is_err());
+        assert!(CompiledFilter::new("(", "").is_err());
     }
 
     #[test]
@@ -662,7 +662,7 @@ mod tests {
         let tags = sorted(&["a", "b"]);
         let p = Policy::new(
             Ordering::Alphabetical(Order::Asc),
-            Some(TagFilter::new("^z", "").unwrap()),
+            Some(CompiledFilter::new("^z", "").unwrap()),
         );
         assert!(matches!(
             p.select(&tags),
@@ -675,7 +675,7 @@ mod tests {
         let ex = Exclusions::new(&["^.*\\.sig$"]).unwrap();
         let p = Policy::new(
             Policy::semver(">=1.0.0").unwrap(),
-            Some(TagFilter::new(r"^v?(\d+\.\d+\.\d+.*)$", "$1").unwrap()),
+            Some(CompiledFilter::new(r"^v?(\d+\.\d+\.\d+.*)$", "$1").unwrap()),
         );
         let e = p.explain(
             &ex,

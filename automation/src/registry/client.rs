@@ -304,7 +304,7 @@ struct TagsPage {
 
 /// Decodes one page of a tag list (`{"name": ..., "tags": [...]}`; `tags`
 /// may be null). The tags are not checked here: the scan drops those outside
-/// the tag grammar ([`super::ScanResult`]).
+/// the tag grammar ([`super::TagScan`]).
 pub fn decode_tags_page(body: &[u8]) -> Result<Vec<String>, String> {
     let page: TagsPage = serde_json::from_slice(body)
         .map_err(|e| format!("the tag list is not JSON of the distribution API ({e})"))?;

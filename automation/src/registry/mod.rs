@@ -11,4 +11,4 @@ pub mod tls;
 pub use client::{Client, ClientOptions, RegistryError};
 pub use credentials::{Credentials, CredentialsError, Keychain};
 pub use reference::{Reference, ReferenceError, normalized_repository};
-pub use scan::ScanResult;
+pub use scan::TagScan;

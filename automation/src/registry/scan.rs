@@ -31,7 +31,7 @@ pub const LATEST_TAGS: usize = 10;
 
 /// Tags after the exclusion list, sorted as Flux stores them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScanResult {
+pub struct TagScan {
     /// Descending by bytes, without duplicates.
     pub tags: Vec<String>,
     /// The first [`LATEST_TAGS`] of `tags`.
@@ -45,7 +45,7 @@ pub struct ScanResult {
     pub invalid: usize,
 }
 
-impl ScanResult {
+impl TagScan {
     pub fn new(mut tags: Vec<String>, exclusions: &Exclusions) -> Self {
         let before = tags.len();
         tags.retain(|t| super::reference::valid_tag(t));
@@ -98,16 +98,16 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let r = ScanResult::new(tags.clone(), &ex);
+        let r = TagScan::new(tags.clone(), &ex);
         assert_eq!(r.tags, ["b", "a", "10.0.0", "1.0.0"]);
         assert_eq!(r.count(), 4);
         let mut shuffled = tags;
         shuffled.reverse();
-        assert_eq!(ScanResult::new(shuffled, &ex).revision, r.revision);
-        let more = ScanResult::new(vec!["b".into(), "a".into(), "c".into()], &ex);
+        assert_eq!(TagScan::new(shuffled, &ex).revision, r.revision);
+        let more = TagScan::new(vec!["b".into(), "a".into(), "c".into()], &ex);
         assert_ne!(more.revision, r.revision);
         let many: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
-        assert_eq!(ScanResult::new(many, &ex).latest_tags.len(), LATEST_TAGS);
+        assert_eq!(TagScan::new(many, &ex).latest_tags.len(), LATEST_TAGS);
     }
 
     #[test]
@@ -128,12 +128,9 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let r = ScanResult::new(tags, &ex);
+        let r = TagScan::new(tags, &ex);
         assert_eq!(r.tags, ["1.0.0"]);
         assert_eq!(r.invalid, 8);
-        assert_eq!(
-            r.revision,
-            ScanResult::new(vec!["1.0.0".into()], &ex).revision
-        );
+        assert_eq!(r.revision, TagScan::new(vec!["1.0.0".into()], &ex).revision);
     }
 }

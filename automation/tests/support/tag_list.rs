@@ -3,7 +3,7 @@
 //! the scan only tags of the distribution grammar remain.
 
 use automation::policy::Exclusions;
-use automation::registry::ScanResult;
+use automation::registry::TagScan;
 use automation::registry::client::decode_tags_page;
 use automation::registry::reference::valid_tag;
 
@@ -15,7 +15,7 @@ pub fn check(body: &[u8]) {
     let Ok(ex) = Exclusions::new(&["^.*\\.sig$"]) else {
         return;
     };
-    let scan = ScanResult::new(tags, &ex);
+    let scan = TagScan::new(tags, &ex);
     assert!(scan.tags.len() + scan.invalid <= n);
     for t in &scan.tags {
         assert!(valid_tag(t), "{t:?} passed the scan");

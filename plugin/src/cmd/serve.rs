@@ -354,7 +354,7 @@ async fn serve(args: Args) -> Result<()> {
             client.clone(),
             caches.clone(),
             metrics.clone(),
-            crate::receiver::Options {
+            crate::receiver::ReceiverOptions {
                 cross_namespace_refs: options.cross_namespace_refs,
                 gcr_jwks_url: args.receiver_gcr_jwks_url.clone(),
             },

@@ -6,7 +6,7 @@ use crate::output::TextOrJson;
 use crate::output::outln;
 use anyhow::{Context, Result};
 use automation::policy::Exclusions;
-use automation::registry::{Client, ClientOptions, Keychain, Reference, ScanResult};
+use automation::registry::{Client, ClientOptions, Keychain, Reference, TagScan};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -186,7 +186,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         count.store(n, Ordering::Relaxed);
     }));
     drop(spinner);
-    let scan = ScanResult::new(tags?, &exclusions);
+    let scan = TagScan::new(tags?, &exclusions);
     if scan.invalid > 0 {
         eprintln!(
             "note: {} tag(s) from the registry are not valid tags ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}) and were dropped",
