@@ -395,8 +395,18 @@ fn killed_mid_run_it_converges_without_a_duplicate_commit() {
         &storage.path().join("s"),
         None,
     );
-    // Killed while it scans, resolves and pushes.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed as soon as a policy has resolved: the automation's run is
+    // starting or under way.
+    wait_for(
+        Duration::from_secs(60),
+        "a resolved policy",
+        || {
+            status(c, &w.ns, "imagepolicy", "web")["latestRef"]["tag"]
+                .as_str()
+                .map(|_| ())
+        },
+        || s.logs(),
+    );
     s.kill();
     let s = Serve::start_with_storage(
         bin(),

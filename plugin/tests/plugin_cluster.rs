@@ -591,14 +591,42 @@ spec:
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    let mut read_until = |want: &dyn Fn(&str) -> bool, what: &str| loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => {
+                let hit = want(&l);
+                lines.push(l);
+                if hit {
+                    return lines.clone();
+                }
+            }
+            Err(_) => panic!("get --watch printed no {what}: {lines:?}"),
+        }
+    };
+    // The listing first, then the change.
+    read_until(&|l| l.starts_with("web "), "row of web");
     ok(plugin(c, &["suspend", "repository", "web", "-n", &b]));
-    std::thread::sleep(Duration::from_secs(2));
+    let lines = read_until(
+        &|l| l.starts_with("web ") && l.contains("true"),
+        "suspended row",
+    );
     let _ = watch.kill();
-    let watched = watch.wait_with_output().unwrap();
-    let lines: Vec<String> = text(&watched.stdout).lines().map(str::to_string).collect();
+    let _ = watch.wait();
     assert!(lines.len() >= 3, "{lines:?}");
-    assert!(lines.last().unwrap().contains("true"), "{lines:?}");
     // suspend / resume.
     let susp = c.get_json(&["-n", &b, "imagerepository", "web"]);
     assert_eq!(susp["spec"]["suspend"], true);
