@@ -6,6 +6,7 @@
 pub mod api;
 pub mod controller;
 pub mod engine;
+pub mod errors;
 pub mod git;
 pub mod lint;
 pub mod local;

@@ -337,12 +337,7 @@ impl Call<'_> {
         }
         let resp = r.send().await.map_err(|e| {
             let e = e.without_url();
-            let mut chain = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                chain = format!("{chain}: {s}");
-                src = s.source();
-            }
+            let chain = crate::errors::with_causes(e.to_string(), std::error::Error::source(&e));
             self.fail(&format!("{method} {url} cannot be reached: {chain}"))
         })?;
         let status = resp.status().as_u16();

@@ -482,12 +482,7 @@ async fn exchange(app: &App) -> Result<InstallationToken, AppError> {
     };
     let unreachable = |url: &str, e: reqwest::Error| {
         let e = e.without_url();
-        let mut chain = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            chain = format!("{chain}: {s}");
-            src = s.source();
-        }
+        let chain = crate::errors::with_causes(e.to_string(), std::error::Error::source(&e));
         AppError::Exchange(format!(
             "{what} {}: {url} cannot be reached: {chain}",
             app.id

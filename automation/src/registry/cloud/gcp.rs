@@ -498,17 +498,7 @@ pub(super) fn http_error(url: &str, e: &reqwest::Error) -> String {
             .replace(u.as_str(), base),
         None => text,
     };
-    let mut out = format!("{base}: {text}");
-    let mut cur = std::error::Error::source(e);
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
+    crate::errors::with_causes(format!("{base}: {text}"), std::error::Error::source(e))
 }
 
 #[cfg(test)]
