@@ -9,7 +9,7 @@
 
 use base64::Engine;
 use imageauto_tests::cloud::{Front, Moto, isolated, tls_for};
-use imageauto_tests::forge::{AppKey, AppSide, StandIn, leaks, pem_body_lines};
+use imageauto_tests::forge::{AppKey, StandIn, leaks, pem_body_lines};
 use imageauto_tests::git::{HttpsGit, Repos, git, git_text};
 use imageauto_tests::registry::{Auth, FakeServer, Pusher, Registry, Reply, Request};
 use std::path::Path;
@@ -54,6 +54,55 @@ fn push(reg: &Registry, user: &str, password: &str, repo: &str, tags: &[&str]) {
         .block_on(Pusher::new(&reg.url(), None, Some(auth)).push(repo, &tags, false));
 }
 
+/// What moto's ECR hands the account of the role.
+const ECR_PASSWORD: &str = "123456789012-auth-token";
+
+/// ECR as IRSA's environment reaches it: moto's STS and ECR, a registry
+/// that takes moto's password for `team/app` (with `tags`), behind a TLS
+/// front at the ECR host name; `env` is what the binary needs.
+struct Ecr {
+    env: Vec<(&'static str, String)>,
+    _moto: Moto,
+    _reg: Registry,
+    _front: Front,
+}
+
+impl Ecr {
+    fn start(home: &Path, tags: &[&str]) -> Ecr {
+        let token_file = home.join("token");
+        std::fs::write(
+            &token_file,
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6aW1hZ2VhdXRvIn0.c2ln",
+        )
+        .unwrap();
+        let moto = Moto::start();
+        let reg = Registry::start(Auth::Users(vec![("AWS".into(), ECR_PASSWORD.into())]), None);
+        push(&reg, "AWS", ECR_PASSWORD, "team/app", tags);
+        let tls = tls_for(NAMES);
+        let ca = home.join("ca.pem");
+        std::fs::write(&ca, &tls.ca_pem).unwrap();
+        let front = Front::start(&tls, &[], reg.port);
+        let env = vec![
+            (
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/imageauto".to_string(),
+            ),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
+            ("AWS_ENDPOINT_URL", moto.url()),
+            ("SSL_CERT_FILE", ca.display().to_string()),
+        ];
+        Ecr {
+            env,
+            _moto: moto,
+            _reg: reg,
+            _front: front,
+        }
+    }
+}
+
 fn reply(status: u16, body: &str) -> Reply {
     (
         status,
@@ -93,42 +142,11 @@ fn field(form: &[(String, String)], k: &str) -> String {
 #[test]
 fn ecr_with_irsa_environment() {
     let home = tempfile::tempdir().unwrap();
-    let token_file = home.path().join("token");
     if !isolated("ecr_with_irsa_environment", NAMES, &[]) {
         return;
     }
-    std::fs::write(
-        &token_file,
-        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6aW1hZ2VhdXRvIn0.c2ln",
-    )
-    .unwrap();
-    let moto = Moto::start();
-    // What moto's ECR hands the account of the role.
-    let password = "123456789012-auth-token";
-    let reg = Registry::start(Auth::Users(vec![("AWS".into(), password.into())]), None);
-    push(
-        &reg,
-        "AWS",
-        password,
-        "team/app",
-        &["1.0.0", "1.2.0", "1.10.0"],
-    );
-    let tls = tls_for(NAMES);
-    let ca = home.path().join("ca.pem");
-    std::fs::write(&ca, &tls.ca_pem).unwrap();
-    let _front = Front::start(&tls, &[], reg.port);
-    let env = vec![
-        (
-            "AWS_ROLE_ARN",
-            "arn:aws:iam::123456789012:role/imageauto".to_string(),
-        ),
-        (
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            token_file.display().to_string(),
-        ),
-        ("AWS_ENDPOINT_URL", moto.url()),
-        ("SSL_CERT_FILE", ca.display().to_string()),
-    ];
+    let ecr = Ecr::start(home.path(), &["1.0.0", "1.2.0", "1.10.0"]);
+    let (env, password) = (ecr.env.clone(), ECR_PASSWORD);
     let image = format!("{ECR}/team/app");
     let out = run(home.path(), &env, &["tags", &image, "--provider", "aws"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -174,26 +192,8 @@ fn the_seed_setup_from_a_checkout() {
     if !isolated("the_seed_setup_from_a_checkout", NAMES, &[]) {
         return;
     }
-    let token_file = home.path().join("token");
-    std::fs::write(
-        &token_file,
-        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6aW1hZ2VhdXRvIn0.c2ln",
-    )
-    .unwrap();
-    let moto = Moto::start();
-    let password = "123456789012-auth-token";
-    let reg = Registry::start(Auth::Users(vec![("AWS".into(), password.into())]), None);
-    push(
-        &reg,
-        "AWS",
-        password,
-        "team/app",
-        &["1.0.0", "1.1.0", "2.0.0"],
-    );
-    let tls = tls_for(NAMES);
-    let ca = home.path().join("ca.pem");
-    std::fs::write(&ca, &tls.ca_pem).unwrap();
-    let _front = Front::start(&tls, &[], reg.port);
+    let ecr = Ecr::start(home.path(), &["1.0.0", "1.1.0", "2.0.0"]);
+    let password = ECR_PASSWORD;
 
     let manifests = format!(
         r#"apiVersion: image.toolkit.fluxcd.io/v1
@@ -243,18 +243,7 @@ spec:
     std::fs::write(&git_ca, &git_tls.ca_pem).unwrap();
     let gitd = HttpsGit::start(repos.dir.path(), "nobody", "not-a-token", &git_tls);
     let key = AppKey::new();
-    let app = StandIn::start(
-        Some(AppSide {
-            id: 4242,
-            installation_id: 99,
-            owner: "git".into(),
-            public_der: key.public_der.clone(),
-            token_lifetime: Duration::from_secs(3600),
-            refuse: false,
-            users_file: Some(gitd.users.clone()),
-        }),
-        None,
-    );
+    let app = StandIn::app(&key, &gitd.users, Duration::from_secs(3600));
     let checkout = tempfile::tempdir().unwrap();
     git(
         checkout.path(),
@@ -264,19 +253,8 @@ spec:
         checkout.path(),
         &["remote", "set-url", "origin", &gitd.url("fleet")],
     );
-    let env = vec![
-        (
-            "AWS_ROLE_ARN",
-            "arn:aws:iam::123456789012:role/imageauto".to_string(),
-        ),
-        (
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            token_file.display().to_string(),
-        ),
-        ("AWS_ENDPOINT_URL", moto.url()),
-        ("SSL_CERT_FILE", ca.display().to_string()),
-        ("GIT_CONFIG_NOSYSTEM", "1".to_string()),
-    ];
+    let mut env = ecr.env.clone();
+    env.push(("GIT_CONFIG_NOSYSTEM", "1".to_string()));
     let dir = checkout.path().to_str().unwrap().to_string();
     let out = run(
         home.path(),

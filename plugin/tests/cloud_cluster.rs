@@ -14,7 +14,7 @@
 
 use base64::Engine;
 use imageauto_tests::cloud::{Front, Moto, isolated, tls_for};
-use imageauto_tests::forge::{AppKey, AppSide, StandIn, leaks, pem_body_lines};
+use imageauto_tests::forge::{AppKey, StandIn, leaks, pem_body_lines};
 use imageauto_tests::git::{HttpsGit, Repos, git_text};
 use imageauto_tests::kube::Cluster;
 use imageauto_tests::registry::{Auth, Pusher, Registry, Tls};
@@ -108,33 +108,11 @@ fn ecr_repositories_scan_with_the_clouds_identity() {
     // Git takes no password: only the App's newest installation token.
     let gitd = HttpsGit::start(repos.dir.path(), "nobody", "not-a-token", &git_tls);
     let key = AppKey::new();
-    let app = StandIn::start(
-        Some(AppSide {
-            id: 4242,
-            installation_id: 99,
-            owner: "git".into(),
-            public_der: key.public_der.clone(),
-            token_lifetime: Duration::from_secs(3600),
-            refuse: false,
-            users_file: Some(gitd.users.clone()),
-        }),
-        None,
-    );
-    // The seed's Secret, as `flux create secret githubapp --app-id
-    // --app-installation-owner --app-private-key` writes it (with the
-    // stand-in's API root and the Git server's CA).
+    let app = StandIn::app(&key, &gitd.users, Duration::from_secs(3600));
+    // The seed's Secret, as `flux create secret githubapp` writes it.
+    c.apply(&app.app_secret(&ns, &key, &git_tls.ca_pem));
     c.apply(&format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: github-app, namespace: {ns}}}
-data:
-  githubAppID: {id}
-  githubAppInstallationOwner: {owner}
-  githubAppPrivateKey: {key}
-  githubAppBaseURL: {base}
-  ca.crt: {gca}
----
-apiVersion: source.toolkit.fluxcd.io/v1
+        r#"apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository
 metadata: {{name: fleet, namespace: {ns}}}
 spec: {{interval: 1m, url: '{url}', ref: {{branch: main}}, provider: github, secretRef: {{name: github-app}}}}
@@ -197,11 +175,6 @@ kind: ImageRepository
 metadata: {{name: not-ecr, namespace: {ns}}}
 spec: {{image: ghcr.io/org/app, interval: 5m, provider: aws}}
 "#,
-        id = b64("4242"),
-        owner = b64("git"),
-        key = b64(&key.private_pem),
-        base = b64(&app.url()),
-        gca = b64(&git_tls.ca_pem),
         url = gitd.url("fleet"),
     ));
 

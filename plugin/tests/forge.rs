@@ -6,7 +6,7 @@
 //! its public key, each forge's token header; every request is asserted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use imageauto_tests::forge::{AppKey, AppSide, StandIn, leaks, pem_body_lines};
+use imageauto_tests::forge::{AppKey, StandIn, leaks, pem_body_lines};
 use imageauto_tests::git::{HttpsGit, Repos, git, git_text};
 use imageauto_tests::registry::{Auth, Pusher, Registry, Tls};
 use std::path::PathBuf;
@@ -160,18 +160,7 @@ fn a_github_app_pushes_then_one_pull_request_is_opened_and_updated() {
     let key = AppKey::new();
     // Git takes only the App's newest token once the App issued one.
     let w0 = World::new("nobody", "not-the-token", None);
-    let app = StandIn::start(
-        Some(AppSide {
-            id: 4242,
-            installation_id: 99,
-            owner: "git".into(),
-            public_der: key.public_der.clone(),
-            token_lifetime: Duration::from_secs(3600),
-            refuse: false,
-            users_file: Some(w0.git.users.clone()),
-        }),
-        None,
-    );
+    let app = StandIn::app(&key, &w0.git.users, Duration::from_secs(3600));
     let w = w0;
     let base = app.url();
     let flags = [

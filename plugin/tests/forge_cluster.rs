@@ -9,7 +9,7 @@
 //! text reaches a status, an event, a log or the plugin's output.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use imageauto_tests::forge::{AppKey, AppSide, StandIn, leaks, pem_body_lines};
+use imageauto_tests::forge::{AppKey, StandIn, leaks, pem_body_lines};
 use imageauto_tests::git::{HttpsGit, Repos, git_text};
 use imageauto_tests::kube::Cluster;
 use imageauto_tests::registry::{Auth, Pusher, Registry, Tls};
@@ -20,11 +20,6 @@ use std::time::Duration;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kubectl-imageauto")
-}
-
-fn b64(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 fn push_tags(reg: &Registry, repo: &str, tags: &[&str]) {
@@ -74,31 +69,11 @@ fn a_github_app_pushes_renews_its_token_and_one_pull_request_is_opened_and_updat
     let tls = Tls::new("git CA");
     let gitd = HttpsGit::start(repos.dir.path(), "nobody", "not-a-token", &tls);
     let key = AppKey::new();
-    let app = StandIn::start(
-        Some(AppSide {
-            id: 4242,
-            installation_id: 99,
-            owner: "git".into(),
-            public_der: key.public_der.clone(),
-            // Short: the second run must renew it.
-            token_lifetime: Duration::from_secs(5),
-            refuse: false,
-            users_file: Some(gitd.users.clone()),
-        }),
-        None,
-    );
+    // Short tokens: the second run must renew one.
+    let app = StandIn::app(&key, &gitd.users, Duration::from_secs(5));
+    c.apply(&app.app_secret(&ns, &key, &tls.ca_pem));
     c.apply(&format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: github-app, namespace: {ns}}}
-data:
-  githubAppID: {id}
-  githubAppInstallationOwner: {owner}
-  githubAppPrivateKey: {key}
-  githubAppBaseURL: {base}
-  ca.crt: {ca}
----
-apiVersion: source.toolkit.fluxcd.io/v1
+        r#"apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository
 metadata: {{name: fleet, namespace: {ns}}}
 spec: {{interval: 1m, url: '{url}', ref: {{branch: main}}, provider: github, secretRef: {{name: github-app}}}}
@@ -131,11 +106,6 @@ spec:
     push: {{branch: image-updates}}
   update: {{path: ./apps, strategy: Setters}}
 "#,
-        id = b64("4242"),
-        owner = b64("git"),
-        key = b64(&key.private_pem),
-        base = b64(&app.url()),
-        ca = b64(&tls.ca_pem),
         url = gitd.url("fleet"),
     ));
     let serve = Serve::start(bin(), c, &["-n", &ns, "--leader-elect=false"]);

@@ -195,6 +195,40 @@ impl StandIn {
         }
     }
 
+    /// The stand-in for App 4242, installed on the owner `git`
+    /// (installation 99), whose tokens last `token_lifetime` and are the
+    /// only password of the Git server whose user file is `users_file`.
+    pub fn app(key: &AppKey, users_file: &Path, token_lifetime: Duration) -> StandIn {
+        StandIn::start(
+            Some(AppSide {
+                id: 4242,
+                installation_id: 99,
+                owner: "git".into(),
+                public_der: key.public_der.clone(),
+                token_lifetime,
+                refuse: false,
+                users_file: Some(users_file.to_path_buf()),
+            }),
+            None,
+        )
+    }
+
+    /// The Secret `github-app` of [`StandIn::app`]'s App, as `flux create
+    /// secret githubapp --app-id --app-installation-owner
+    /// --app-private-key` writes it, with this stand-in's API root
+    /// (`githubAppBaseURL`) and the Git server's CA.
+    pub fn app_secret(&self, ns: &str, key: &AppKey, git_ca_pem: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: github-app, namespace: {ns}}}\ndata:\n  githubAppID: {}\n  githubAppInstallationOwner: {}\n  githubAppPrivateKey: {}\n  githubAppBaseURL: {}\n  ca.crt: {}\n",
+            b64("4242"),
+            b64("git"),
+            b64(&key.private_pem),
+            b64(&self.url()),
+            b64(git_ca_pem),
+        )
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
