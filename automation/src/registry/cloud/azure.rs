@@ -97,13 +97,7 @@ pub(super) async fn login(
         ("service", registry),
         ("access_token", token.as_str()),
     ];
-    let resp = http
-        .post(&url)
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| CloudError::login("azure", step, http_error(&url, &e), HINT))?;
-    let exchanged: Exchanged = answer(resp, &url, step, HINT).await?;
+    let exchanged: Exchanged = post_form(http, &url, &form, step).await?;
     let expires = jwt_expiry(&exchanged.refresh_token);
     Ok(Login {
         username: USER.to_string(),
@@ -171,15 +165,26 @@ async fn client_assertion(
             ),
             ("client_assertion", assertion.trim()),
         ];
-        let resp = http
-            .post(&url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| CloudError::login("azure", step, http_error(&url, &e), HINT))?;
-        let t: EntraToken = answer(resp, &url, step, HINT).await?;
+        let t: EntraToken = post_form(http, &url, &form, step).await?;
         Ok(t.access_token)
     }
+}
+
+/// Posts `form` to `url` and reads its JSON answer; `step` names the call
+/// in errors.
+async fn post_form<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+    step: &'static str,
+) -> Result<T, CloudError> {
+    let resp = http
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .map_err(|e| CloudError::login("azure", step, http_error(url, &e), HINT))?;
+    answer(resp, url, step, HINT).await
 }
 
 /// The `exp` claim of a JWT, read without verifying it (only to know when

@@ -258,22 +258,16 @@ struct Impersonated {
 
 async fn federated(http: &reqwest::Client, path: &str) -> Result<Login, CloudError> {
     let hint = HINT_FEDERATION;
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let unreadable = |e: &dyn std::fmt::Display| {
         CloudError::login(
             "gcp",
             "reading GOOGLE_APPLICATION_CREDENTIALS",
             format!("{path}: {e}"),
             hint,
         )
-    })?;
-    let account: ExternalAccount = serde_json::from_str(&text).map_err(|e| {
-        CloudError::login(
-            "gcp",
-            "reading GOOGLE_APPLICATION_CREDENTIALS",
-            format!("{path}: {e}"),
-            hint,
-        )
-    })?;
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(&e))?;
+    let account: ExternalAccount = serde_json::from_str(&text).map_err(|e| unreadable(&e))?;
     if account.kind != "external_account" {
         return Err(CloudError::login(
             "gcp",
