@@ -34,10 +34,10 @@ all: build
 build:
 	$(CARGO) build --release -p kubectl-imageauto
 
-# Regenerates manifests/crds from the Rust types of automation::api (the
-# automation crate's `crds` test fails while the checked-in files differ).
+# Regenerates manifests/crds from the Rust types of imageauto_core::api (the
+# core crate's `crds` test fails while the checked-in files differ).
 crds:
-	$(CARGO) run -q -p automation --example gen-crds -- manifests/crds
+	$(CARGO) run -q -p imageauto-core --example gen-crds -- manifests/crds
 
 # Regenerates manifests/install (what `kubectl imageauto install` applies,
 # for GitOps users; the plugin_cluster test fails while it differs).
@@ -92,10 +92,10 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The quick tier: tests that need no server outside the test process (the
-# libraries' own tests, automation's and the webhook's test files, the
-# command line), with no package installed. A new file under
-# automation/tests or webhook/tests joins it by itself.
-UNIT_TESTS := cli $(basename $(notdir $(wildcard automation/tests/*.rs webhook/tests/*.rs)))
+# libraries' own tests, the core's, automation's and the webhook's test
+# files, the command line), with no server installed. A new file under
+# core/tests, automation/tests or webhook/tests joins it by itself.
+UNIT_TESTS := cli layers $(basename $(notdir $(wildcard core/tests/*.rs automation/tests/*.rs webhook/tests/*.rs)))
 unit:
 	$(CARGO) test --workspace --no-fail-fast --lib --bins $(addprefix --test ,$(UNIT_TESTS))
 
@@ -124,7 +124,7 @@ demo-check:
 	  echo "demo-check: ok"; else rc=$$?; cat "$$log"; rm -f "$$log"; echo "demo-check: failed" >&2; exit $$rc; fi
 
 bench: deps
-	$(CARGO) bench -p automation --bench policy
+	$(CARGO) bench -p imageauto-core --bench policy
 	bench/semver-vs-masterminds.sh
 	bench/set-vs-grep.sh
 	bench/tags-vs-skopeo.sh

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 out=${BENCH_DIR:-target/bench}
 mkdir -p "$out"
 command -v hyperfine >/dev/null || { echo "hyperfine is missing: make deps" >&2; exit 1; }
-cargo build --quiet --release -p automation --example semver_select
+cargo build --quiet --release -p imageauto-core --example semver_select
 GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$PWD/$out/go-cache" \
   go build -o "$out/semver-oracle" tests/oracles/semver/main.go
 target/release/examples/semver_select gen 100000 > "$out/semver-100k.in"

@@ -1,17 +1,13 @@
-//! The core of imageauto: the Flux-compatible API types, tag policies, the
-//! marker setters, the registry and Git clients, commit templates and the
-//! local automation loop. No HTTP server and no command line here.
+//! imageauto's engine: the registry and Git clients, commit signing, the
+//! engine that runs an automation, the local loop over a checkout, and the
+//! controllers of `serve`. The API and pure logic are `imageauto_core`'s,
+//! re-exported here under their usual paths.
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod controller;
+pub use imageauto_core::{api, lint, policy, setters, template, yaml};
+
 pub mod engine;
 pub mod errors;
 pub mod git;
-pub mod lint;
 pub mod local;
-pub mod policy;
 pub mod registry;
-pub mod setters;
-pub mod template;
-pub mod yaml;

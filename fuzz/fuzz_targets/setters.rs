@@ -1,9 +1,9 @@
 //! Marker parsing and rewriting never panic on any input, and the line lexer,
 //! where it answers, agrees with the full parser. The checks are shared with
-//! automation's `fuzz_regressions` test, which replays past failures.
+//! the core's `fuzz_regressions` test, which replays past failures.
 #![no_main]
 
-#[path = "../../automation/tests/support/setters_check.rs"]
+#[path = "../../core/tests/support/setters_check.rs"]
 mod setters_check;
 
 use libfuzzer_sys::fuzz_target;

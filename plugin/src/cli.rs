@@ -1,94 +1,10 @@
-//! The command line: kubectl's conventions (`-o`, exit 0 ok, 1 failed or
-//! findings, 2 usage).
+//! The command line's run: kubectl's conventions (`-o`, exit 0 ok, 1
+//! failed or findings, 2 usage); the commands and their flags are
+//! [`cmd`]'s.
 
-use crate::cmd;
-use clap::{Parser, Subcommand};
+use crate::cmd::{self, Cli, Command, Outcome};
+use clap::Parser;
 use std::process::ExitCode;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "kubectl-imageauto",
-    bin_name = "kubectl imageauto",
-    version,
-    about = "Keep container image tags in GitOps repositories current (Flux image automation API)",
-    propagate_version = true
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Show, for every tag, why an ImagePolicy picks it or not
-    Explain(cmd::explain::Args),
-    /// Write known images into the marked fields of a folder, without a registry
-    Set(cmd::set::Args),
-    /// Run the automation: scan, select, rewrite markers, commit, push
-    Reconcile(cmd::reconcile::Args),
-    /// List the tags of an image repository, newest-looking first
-    Tags(cmd::tags::Args),
-    /// Check markers and image manifests (for pre-commit and CI)
-    Lint(cmd::lint::Args),
-    /// The in-cluster process: the controllers, /metrics, /healthz, /readyz
-    Serve(cmd::serve::Args),
-    /// List ImageRepositories, ImagePolicies or ImageUpdateAutomations, as Flux shows them
-    Get(cmd::cluster::GetArgs),
-    /// Stop reconciling a repository or an update (spec.suspend)
-    Suspend(cmd::cluster::SuspendArgs),
-    /// Reconcile a suspended repository or update again, and wait for it
-    Resume(cmd::cluster::SuspendArgs),
-    /// The events of the image kinds, newest last
-    Events(cmd::cluster::EventsArgs),
-    /// An automation, its GitRepository, its policies and their repositories, with their state
-    Tree(cmd::cluster::TreeArgs),
-    /// Install the CRDs, RBAC, the controller, the webhook and its certificate
-    Install(cmd::install::InstallArgs),
-    /// Remove what install applied (the CRDs and your objects stay, unless --delete-crds)
-    Uninstall(cmd::install::UninstallArgs),
-    /// Print the version of the plugin, and of the controller in the cluster
-    Version(cmd::install::VersionArgs),
-    /// Print a shell completion script (bash, zsh, fish, powershell)
-    Completion(cmd::completion::Args),
-    /// Completion candidates for kubectl's plugin completion (kubectl_complete-imageauto)
-    #[command(name = "__complete", hide = true)]
-    Complete(cmd::completion::CompleteArgs),
-    /// Runs one network Git operation for this program's own processes
-    #[command(name = cmd::git_network::NAME, hide = true)]
-    GitNetwork,
-}
-
-/// Exits with a usage error (status 2) of the subcommand `sub`, printed as
-/// clap prints its own (with that subcommand's usage line).
-pub fn usage_error(sub: &str, msg: String) -> ! {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    cmd.build();
-    match cmd.find_subcommand_mut(sub) {
-        Some(s) => s.error(clap::error::ErrorKind::InvalidValue, msg).exit(),
-        None => cmd.error(clap::error::ErrorKind::InvalidValue, msg).exit(),
-    }
-}
-
-/// A command-line duration (Go syntax: `30s`, `2m`, `1h30m`), between 1
-/// second and 24 hours; anything else is a usage error (exit 2).
-pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    let d = automation::api::parse_duration(s)
-        .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 2m or 1h30m"))?;
-    if d < std::time::Duration::from_secs(1) {
-        return Err(format!("{s:?} is too short: at least 1s"));
-    }
-    if d > std::time::Duration::from_secs(24 * 3600) {
-        return Err(format!("{s:?} is too long: at most 24h"));
-    }
-    Ok(d)
-}
-
-/// What a command reports back: success, or failure/findings (exit 1).
-pub enum Outcome {
-    Ok,
-    Failed,
-}
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();

@@ -1,14 +1,11 @@
 //! `kubectl imageauto`: keeps container image tags in GitOps repositories current.
 #![forbid(unsafe_code)]
 
-mod admission;
 mod cli;
 mod cmd;
 mod connect;
-mod http;
 mod logging;
 mod output;
-mod receiver;
 
 use std::process::ExitCode;
 

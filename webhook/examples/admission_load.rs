@@ -12,7 +12,7 @@
 //!                                            namespace, two containers)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use automation::api::{ImagePolicy, ImageRepository};
+use imageauto_core::api::{ImagePolicy, ImageRepository};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,11 +4,11 @@
 //! [`OwnerIndex`]) and from the automation controller's checkouts (the
 //! marker index), and never calls the apiserver per request.
 
-use automation::api::{
+use imageauto_core::api::{
     AccessFrom, ImagePolicy, ImageRepository, ResourceExt,
     plan::{access_allowed, repository_of},
 };
-use automation::registry::normalized_repository;
+use imageauto_core::reference::normalized_repository;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -511,7 +511,7 @@ impl ClusterView for SharedView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use automation::api::{
+    use imageauto_core::api::{
         ImagePolicySpec, ImageRepositorySpec, NamespaceSelector, NamespacedObjectReference,
     };
 

@@ -10,6 +10,7 @@ pub mod known_hosts;
 pub mod sign;
 
 use crate::api::GitRepositoryRef;
+pub use crate::api::display_url;
 use crate::policy::{Range, Version};
 use base64::Engine;
 pub use child::{serve_network_request, set_network_runner, terminate_children};
@@ -1198,42 +1199,6 @@ fn push_local(
         });
     }
     Ok(())
-}
-
-/// A URL for messages: the whole user-info part (a password, and a user
-/// name, which often is a token: `https://TOKEN@host/repo`) is replaced by
-/// `***`. The scp-like form keeps only the usual `git@`.
-pub fn display_url(url: &str) -> String {
-    if !url.contains("://") {
-        // scp-like `user@host:path`: the user is before the host's colon.
-        let host_part = url.split(':').next().unwrap_or(url);
-        return match host_part.rsplit_once('@') {
-            Some(("git", _)) | None => url.to_string(),
-            Some((user, _)) => format!("***{}", &url[user.len()..]),
-        };
-    }
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let had_user = !u.username().is_empty() || u.password().is_some();
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            let s = u.to_string();
-            if had_user {
-                // Show that credentials were there, not what they were.
-                match s.split_once("://") {
-                    Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
-                    None => s,
-                }
-            } else {
-                s
-            }
-        }
-        // Unparsable: it may hold anything, so show only the scheme.
-        Err(_) => format!(
-            "{}://<unparsable URL>",
-            url.split("://").next().unwrap_or("")
-        ),
-    }
 }
 
 /// Decodes a base64 value of a Kubernetes Secret's `data`.

@@ -32,6 +32,15 @@ pub enum KeyFormat {
     Ssh,
 }
 
+impl From<crate::api::SigningKeyType> for KeyFormat {
+    fn from(t: crate::api::SigningKeyType) -> Self {
+        match t {
+            crate::api::SigningKeyType::Gpg => KeyFormat::OpenPgp,
+            crate::api::SigningKeyType::Ssh => KeyFormat::Ssh,
+        }
+    }
+}
+
 impl fmt::Display for KeyFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -4,7 +4,7 @@
 pub mod client;
 pub mod cloud;
 pub mod credentials;
-pub mod reference;
+pub use imageauto_core::reference;
 pub mod scan;
 pub mod tls;
 

@@ -3,7 +3,7 @@
 //! `flux get image ...`, and work the same when Flux's own controllers write
 //! the status.
 
-use crate::cli::Outcome;
+use super::Outcome;
 use crate::connect::{Kube, KubeArgs, age, explain};
 use crate::output::{out, outln};
 use crate::output::{printable, table, wide_table};
@@ -206,18 +206,18 @@ impl Words {
     pub fn kind_and_name(&self, command: &str, kinds: &str) -> (String, String) {
         let p = self.prefix();
         let Some(kind) = &self.kind else {
-            crate::cli::usage_error(
+            super::usage_error(
                 command,
                 format!("give a kind and a name: {command} {p}{kinds} NAME"),
             );
         };
         match self.names.as_slice() {
             [name] => (kind.clone(), name.clone()),
-            [] => crate::cli::usage_error(
+            [] => super::usage_error(
                 command,
                 format!("give the name of the object: {command} {p}{kind} NAME"),
             ),
-            [name, more @ ..] => crate::cli::usage_error(
+            [name, more @ ..] => super::usage_error(
                 command,
                 format!(
                     "one name at a time: {command} {p}{kind} {name} (then {command} {p}{kind} {})",
@@ -270,7 +270,7 @@ impl StatusSelector {
                 condition: c.trim().to_string(),
                 status: st.trim().to_string(),
             },
-            _ => crate::cli::usage_error(
+            _ => super::usage_error(
                 "get",
                 format!("--status-selector {s:?}: give CONDITION=STATUS, such as ready=false"),
             ),
@@ -446,12 +446,12 @@ fn get_target(words: &Words) -> Result<(Vec<Kind>, Option<String>)> {
         "get repositories|policies|updates|all [NAME]"
     };
     let Some(kind) = &words.kind else {
-        crate::cli::usage_error("get", format!("give a kind: {form}"));
+        super::usage_error("get", format!("give a kind: {form}"));
     };
     let name = match words.names.as_slice() {
         [] => None,
         [name] => Some(name.clone()),
-        [name, more @ ..] => crate::cli::usage_error(
+        [name, more @ ..] => super::usage_error(
             "get",
             format!(
                 "one name at a time: get {p}{kind} {name} (then get {p}{kind} {}), or get {p}{kind} to list them all",
@@ -461,7 +461,7 @@ fn get_target(words: &Words) -> Result<(Vec<Kind>, Option<String>)> {
     };
     if kind.eq_ignore_ascii_case("all") {
         if let Some(n) = name {
-            crate::cli::usage_error(
+            super::usage_error(
                 "get",
                 format!(
                     "a name goes with one kind: get {p}repository {n}, get {p}policy {n} or get {p}update {n}"
@@ -713,7 +713,7 @@ where
 #[derive(clap::Args, Debug)]
 pub struct ReconcileTarget {
     /// How long to wait for the controller
-    #[arg(long, default_value = "2m", value_parser = crate::cli::duration_arg)]
+    #[arg(long, default_value = "2m", value_parser = super::duration_arg)]
     pub timeout: Duration,
     /// Reconcile the update's GitRepository first (requested of Flux's source controller)
     #[arg(long)]
@@ -846,7 +846,7 @@ pub struct SuspendArgs {
     #[arg(long)]
     all: bool,
     /// How long resume waits for the next reconciliation
-    #[arg(long, default_value = "2m", value_parser = crate::cli::duration_arg)]
+    #[arg(long, default_value = "2m", value_parser = super::duration_arg)]
     timeout: Duration,
     #[command(flatten)]
     kube: KubeArgs,
@@ -857,7 +857,7 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
     let words = Words::of(&args.words);
     let p = words.prefix();
     let Some(kind_word) = words.kind.clone() else {
-        crate::cli::usage_error(
+        super::usage_error(
             command,
             format!("give a kind and a name: {command} {p}repository|update NAME (or --all)"),
         );
@@ -865,17 +865,17 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
     let name = match (words.names.as_slice(), args.all) {
         ([], true) => None,
         ([name], false) => Some(name.clone()),
-        ([], false) => crate::cli::usage_error(
+        ([], false) => super::usage_error(
             command,
             format!(
                 "give the name of the object: {command} {p}{kind_word} NAME, or {command} {p}{kind_word} --all"
             ),
         ),
-        (_, true) => crate::cli::usage_error(
+        (_, true) => super::usage_error(
             command,
             format!("--all goes without a name: {command} {p}{kind_word} --all"),
         ),
-        ([name, more @ ..], false) => crate::cli::usage_error(
+        ([name, more @ ..], false) => super::usage_error(
             command,
             format!(
                 "one name at a time: {command} {p}{kind_word} {name} (then {command} {p}{kind_word} {}), or {command} {p}{kind_word} --all",
@@ -980,14 +980,14 @@ impl EventFilter {
                     .split_once('/')
                     .filter(|(k, n)| !k.is_empty() && !n.is_empty())
                 else {
-                    crate::cli::usage_error(
+                    super::usage_error(
                         "events",
                         format!("--for {f:?}: give KIND/NAME, such as ImagePolicy/web"),
                     );
                 };
                 match Kind::parse(k) {
                     Ok(kind) => (Some(kind), Some(n.to_string())),
-                    Err(e) => crate::cli::usage_error("events", format!("--for {f:?}: {e}")),
+                    Err(e) => super::usage_error("events", format!("--for {f:?}: {e}")),
                 }
             }
             None => (None, args.name.clone()),
@@ -998,7 +998,7 @@ impl EventFilter {
             .map(|t| match t.to_ascii_lowercase().as_str() {
                 "normal" => "Normal".to_string(),
                 "warning" => "Warning".to_string(),
-                _ => crate::cli::usage_error(
+                _ => super::usage_error(
                     "events",
                     format!("--types {t:?}: the types are Normal and Warning"),
                 ),

@@ -6,7 +6,7 @@
 //! (on PATH) answers kubectl's own plugin completion through the same
 //! `__complete`.
 
-use crate::cli::{Cli, Outcome};
+use super::{Cli, Outcome};
 use crate::output::outln;
 use anyhow::Result;
 use clap::CommandFactory;

@@ -1,6 +1,6 @@
 //! `kubectl imageauto explain -f POLICY.yaml --tags FILE|-`
 
-use crate::cli::Outcome;
+use super::Outcome;
 use crate::output::{TextOrJson, table};
 use crate::output::{out, outln};
 use anyhow::{Context, Result, bail};

@@ -2,7 +2,7 @@
 //! is applied with server-side apply under one field manager, so a second
 //! install changes nothing and a newer one upgrades in place.
 
-use crate::cli::Outcome;
+use super::Outcome;
 use crate::connect::{ConnArgs, Kube, explain};
 use crate::output::{out, outln};
 use anyhow::{Context, Result, anyhow, bail};
@@ -78,7 +78,7 @@ pub struct InstallArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     wait: bool,
     /// How long to wait
-    #[arg(long, default_value = "5m", value_parser = crate::cli::duration_arg)]
+    #[arg(long, default_value = "5m", value_parser = super::duration_arg)]
     timeout: Duration,
     /// Scale Flux's image-reflector-controller and image-automation-controller to 0 when they run
     #[arg(long)]
@@ -755,7 +755,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             _ => String::new(),
         };
         if let Some(url) = &events_addr {
-            automation::controller::events::check_url(url).map_err(anyhow::Error::msg)?;
+            imageauto_server::controller::events::check_url(url).map_err(anyhow::Error::msg)?;
         }
         let base = objects(&ns, &image, args.webhook, args.webhook_url.as_deref(), "", args.webhook_failure_policy);
         for v in with_events_addr(base, events_addr.as_deref()) {

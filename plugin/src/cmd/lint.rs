@@ -1,6 +1,6 @@
 //! `kubectl imageauto lint [PATH...]`: the marker lint, for pre-commit and CI.
 
-use crate::cli::Outcome;
+use super::Outcome;
 use crate::output::TextOrJson;
 use crate::output::outln;
 use crate::output::printable;

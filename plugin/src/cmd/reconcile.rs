@@ -1,6 +1,6 @@
 //! `kubectl imageauto reconcile --local [DIR] [--dry-run|--commit|--push]`
 
-use crate::cli::Outcome;
+use super::Outcome;
 use crate::cmd::tags::keychain;
 use crate::output::{TextOrJson, printable, table};
 use crate::output::{out, outln};
@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(value_name = "KIND NAME | DIR")]
     targets: Vec<String>,
     /// In a cluster: how long to wait for the controller
-    #[arg(long, default_value = "2m", value_parser = crate::cli::duration_arg)]
+    #[arg(long, default_value = "2m", value_parser = super::duration_arg)]
     timeout: std::time::Duration,
     /// In a cluster: reconcile an update's GitRepository first
     #[arg(long)]
@@ -115,7 +115,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     github_app_secret: Option<PathBuf>,
     /// Abandon a Git fetch or push that makes no progress for this long (1s to 24h)
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::cli::duration_arg)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = super::duration_arg)]
     git_timeout: std::time::Duration,
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
@@ -217,7 +217,7 @@ fn github_app(args: &Args, default_namespace: &str) -> Result<Option<App>> {
 pub fn run_cmd(args: Args) -> Result<Outcome> {
     if !args.local {
         if args.targets.is_empty() {
-            crate::cli::usage_error(
+            super::usage_error(
                 "reconcile",
                 "give KIND NAME (reconcile repository|policy|update NAME), or --local [DIR] to run on a checkout".into(),
             );
@@ -225,7 +225,7 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         if let [dir] = args.targets.as_slice()
             && Path::new(dir).is_dir()
         {
-            crate::cli::usage_error(
+            super::usage_error(
                 "reconcile",
                 format!(
                     "{dir} is a folder: reconcile --local {dir} runs on a checkout; in a cluster, give KIND NAME"
@@ -252,7 +252,7 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         );
     }
     if args.targets.len() > 1 {
-        crate::cli::usage_error(
+        super::usage_error(
             "reconcile",
             format!("--local takes one folder, not {}", args.targets.join(" ")),
         );

@@ -8,15 +8,15 @@
 //! (`automation::git::terminate_children`: they run in child processes),
 //! and the controllers finish or drop the rest within `--shutdown-grace`.
 
-use crate::cli::Outcome;
-use crate::http::Health;
+use super::Outcome;
 use anyhow::{Context as _, Result, bail};
-use automation::controller::lease::{Elector, LeaseConfig};
-use automation::controller::metrics::Metrics;
-use automation::controller::watches::{CacheScope, Caches};
-use automation::controller::{self, Options};
 use automation::engine::{Engine, EngineOptions, Fence};
 use clap::ValueEnum;
+use imageauto_server::controller::lease::{Elector, LeaseConfig};
+use imageauto_server::controller::metrics::Metrics;
+use imageauto_server::controller::watches::{CacheScope, Caches};
+use imageauto_server::controller::{self, Options};
+use imageauto_server::health::Health;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     receiver_addr: Option<SocketAddr>,
     /// The JWKS that verifies the tokens of gcr Receivers (Google's Pub/Sub push tokens)
-    #[arg(long, value_name = "URL", default_value = automation::controller::receiver::verify::GOOGLE_JWKS_URL)]
+    #[arg(long, value_name = "URL", default_value = imageauto_server::controller::receiver::verify::GOOGLE_JWKS_URL)]
     receiver_gcr_jwks_url: String,
     /// Policy changes reaching an automation within this window make one commit
     #[arg(long, default_value = "500ms", value_parser = window_arg)]
@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrent: u16,
     /// The longest a scan or a digest lookup may take, whatever an object's spec.timeout or interval say
-    #[arg(long, default_value = "2m", value_parser = crate::cli::duration_arg)]
+    #[arg(long, default_value = "2m", value_parser = super::duration_arg)]
     max_scan_timeout: Duration,
     /// Also post every event to notification-controller's event server at this URL (Flux's flag)
     #[arg(long, value_name = "URL")]
@@ -101,10 +101,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
     /// Retry after this long when a dependency is not ready
-    #[arg(long, default_value = "30s", value_parser = crate::cli::duration_arg)]
+    #[arg(long, default_value = "30s", value_parser = super::duration_arg)]
     requeue_dependency: Duration,
     /// Time allowed to finish the work under way after SIGTERM
-    #[arg(long, default_value = "25s", value_parser = crate::cli::duration_arg)]
+    #[arg(long, default_value = "25s", value_parser = super::duration_arg)]
     shutdown_grace: Duration,
 }
 
@@ -284,7 +284,7 @@ async fn serve(args: Args) -> Result<()> {
     // Turns true on SIGTERM: the listeners stop accepting, the controllers
     // finish.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let servers = crate::http::start(
+    let servers = imageauto_server::health::start(
         args.metrics_addr,
         args.health_addr,
         metrics.clone(),
@@ -315,10 +315,10 @@ async fn serve(args: Args) -> Result<()> {
                 "--webhook-addr needs --cert-dir DIR (tls.crt and tls.key, or an empty folder for a generated certificate)"
             );
         };
-        let (view, complete) = crate::admission::keep_view(
+        let (view, complete) = imageauto_server::admission::keep_view(
             client.clone(),
             caches.clone(),
-            crate::admission::ViewOptions {
+            imageauto_server::admission::ViewOptions {
                 cross_namespace_refs: options.cross_namespace_refs,
                 controller_namespace: own_namespace.clone(),
                 namespace: namespace.clone(),
@@ -339,7 +339,9 @@ async fn serve(args: Args) -> Result<()> {
         let server = webhook::Server::bind(
             config,
             view,
-            Arc::new(crate::admission::MetricsObserver(metrics.clone())),
+            Arc::new(imageauto_server::admission::MetricsObserver(
+                metrics.clone(),
+            )),
         )
         .await?;
         tracing::info!(webhook = %server.local_addr(), "admission webhook serving");
@@ -349,12 +351,12 @@ async fn serve(args: Args) -> Result<()> {
         }));
     }
     if let Some(addr) = args.receiver_addr {
-        let local = crate::receiver::start(
+        let local = imageauto_server::controller::receiver::http::start(
             addr,
             client.clone(),
             caches.clone(),
             metrics.clone(),
-            crate::receiver::ReceiverOptions {
+            imageauto_server::controller::receiver::http::ReceiverOptions {
                 cross_namespace_refs: options.cross_namespace_refs,
                 gcr_jwks_url: args.receiver_gcr_jwks_url.clone(),
             },

@@ -1,7 +1,7 @@
 //! `kubectl imageauto set NS:POLICY=IMAGE[:TAG][@DIGEST] ... [PATH]`: write
 //! known results into the marked fields, without asking a registry.
 
-use crate::cli::Outcome;
+use super::Outcome;
 use crate::output::{TextOrJson, printable, table};
 use crate::output::{out, outln};
 use anyhow::Result;
@@ -65,7 +65,7 @@ pub fn parse_assignment(s: &str) -> Result<(String, ImageRef), String> {
 }
 
 fn usage_error(msg: String) -> ! {
-    crate::cli::usage_error("set", msg)
+    super::usage_error("set", msg)
 }
 
 pub fn run(args: Args) -> Result<Outcome> {

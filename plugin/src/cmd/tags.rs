@@ -1,7 +1,7 @@
 //! `kubectl imageauto tags IMAGE`: list a repository's tags, newest-looking
 //! first (descending bytes), as Flux stores them.
 
-use crate::cli::Outcome;
+use super::Outcome;
 use crate::output::TextOrJson;
 use crate::output::outln;
 use anyhow::{Context, Result};
@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "PROVIDER")]
     provider: Option<CloudProvider>,
     /// Time allowed for the whole listing (retries and waits included), as a Go duration (1s to 24h)
-    #[arg(long, default_value = "60s", value_parser = crate::cli::duration_arg)]
+    #[arg(long, default_value = "60s", value_parser = super::duration_arg)]
     timeout: Duration,
     /// Drop tags matching this regular expression (repeatable), as an ImageRepository's exclusionList
     #[arg(long = "exclude", value_name = "REGEX")]

@@ -1,6 +1,6 @@
 //! `/validate/image-kinds`: refuse broken ImageRepositories, ImagePolicies
 //! and ImageUpdateAutomations at apply time, in every namespace, with the
-//! validation `kubectl imageauto lint` runs ([`automation::api::validate`]):
+//! validation `kubectl imageauto lint` runs ([`imageauto_core::api::validate`]):
 //! regular expressions that do not compile (`exclusionList`,
 //! `filterTags.pattern`), an `extract` naming a group the pattern lacks, a
 //! semver range that does not parse, an order other than asc or desc, a
@@ -21,7 +21,7 @@
 use super::{Verdict, printable};
 use crate::review::{AdmissionRequest, Operation};
 use crate::view::ClusterView;
-use automation::api::{
+use imageauto_core::api::{
     GROUP, ImagePolicy, ImageRepository, ImageUpdateAutomation, Object, ResourceExt, Severity,
     served_versions,
     validate::{FieldError, check_repository_access, validate as validate_object},
@@ -150,7 +150,7 @@ pub fn validate(request: &AdmissionRequest, view: &dyn ClusterView) -> Verdict {
 }
 
 fn repository_access(policy: &ImagePolicy, view: &dyn ClusterView) -> Option<FieldError> {
-    let (repo_ns, repo_name) = automation::api::plan::repository_of(policy);
+    let (repo_ns, repo_name) = imageauto_core::api::plan::repository_of(policy);
     let repository = view.repository(&repo_ns, &repo_name)?;
     let labels = policy.namespace().and_then(|ns| view.namespace_labels(&ns));
     check_repository_access(

@@ -90,7 +90,7 @@ use crate::view::{
     ClusterView, MarkerLookup, ObjectKey, POLICIES_CLUSTER, POLICIES_LABEL, TrackingPolicy,
     WorkloadContainer,
 };
-use automation::registry::Reference;
+use imageauto_core::reference::Reference;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
@@ -108,7 +108,7 @@ pub const KUSTOMIZE_NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespa
 pub const SYSTEM_NAMESPACE: &str = "kube-system";
 
 /// The kinds judged: those the lint judges in files.
-pub use automation::lint::WORKLOAD_KINDS;
+pub use imageauto_core::lint::WORKLOAD_KINDS;
 
 /// What an opted-in namespace does with findings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

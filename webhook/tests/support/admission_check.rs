@@ -22,14 +22,14 @@ use webhook::{
 fn populated() -> &'static MemoryView {
     static VIEW: OnceLock<MemoryView> = OnceLock::new();
     VIEW.get_or_init(|| {
-        let repo: automation::api::ImageRepository = serde_json::from_value(json!({
+        let repo: imageauto_core::api::ImageRepository = serde_json::from_value(json!({
             "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImageRepository",
             "metadata": {"name": "nginx", "namespace": "flux-system"},
             "spec": {"image": "nginx", "interval": "5m",
                      "accessFrom": {"namespaceSelectors": [{"matchLabels": {}}]}},
         }))
         .expect("an ImageRepository");
-        let policy: automation::api::ImagePolicy = serde_json::from_value(json!({
+        let policy: imageauto_core::api::ImagePolicy = serde_json::from_value(json!({
             "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImagePolicy",
             "metadata": {"name": "nginx", "namespace": "flux-system"},
             "spec": {"imageRepositoryRef": {"name": "nginx"}, "policy": {"semver": {"range": "1.x"}}},
