@@ -571,11 +571,11 @@ pub enum Difference {
 /// last change are read twice.
 ///
 /// Within a document, the reading stops right after the last wanted scalar
-/// when every wanted scalar [`settles`], both texts hold the same bytes
+/// when every wanted scalar [`reads_alike_after`], both texts hold the same bytes
 /// before each wanted scalar (from the end of the one before it, or from
 /// their start), and the same bytes from the end of the last one to their
 /// end. The reader is then in the same state in both texts but for offsets
-/// (see [`settles`] for why), so those bytes read as the same events in
+/// (see [`reads_alike_after`] for why), so those bytes read as the same events in
 /// both, as after a `---`: a marked tag near the top of a long file costs
 /// the lines down to it, not the file.
 pub fn compare(
@@ -645,7 +645,7 @@ fn compare_inner(
     // Open flow collections: a flow collection holds only flow ones, so a
     // count tells whether an end closes one.
     let mut flow = 0usize;
-    // Whether every wanted scalar seen so far settles.
+    // Whether every wanted scalar seen so far reads_alike_after.
     let mut settled = shortcuts;
     // Where the bytes of both texts are next compared: after the last
     // wanted scalar seen (offsets in `before` and `after`).
@@ -744,8 +744,8 @@ fn compare_inner(
                         settled = settled
                             && flow == 0
                             && agree(before.get(same.0..start), after.get(same.1..a_start))
-                            && settles(before, start, end, s1)
-                            && settles(after, a_start, a_end, s2);
+                            && reads_alike_after(before, start, end, s1)
+                            && reads_alike_after(after, a_start, a_end, s2);
                         same = (end, a_end);
                         if settled && seen == wanted && agree(before.get(end..), after.get(a_end..))
                         {
@@ -801,7 +801,7 @@ fn agree(x: Option<&str>, y: Option<&str>) -> bool {
 /// scalar's event in both when it was required. From the next line on,
 /// lines and columns are the same in both texts; offsets differ by the same
 /// amount everywhere, and they only name positions.
-fn settles(text: &str, start: usize, end: usize, style: ScalarStyle) -> bool {
+fn reads_alike_after(text: &str, start: usize, end: usize, style: ScalarStyle) -> bool {
     const BREAKS: [char; 5] = ['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'];
     if !matches!(
         style,

@@ -2,7 +2,7 @@
 //! failed or findings, 2 usage); the commands and their flags are
 //! [`cmd`]'s.
 
-use crate::cmd::{self, Cli, Command, Outcome};
+use crate::cmd::{self, Cli, Command, Exit};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -38,8 +38,8 @@ pub fn run() -> ExitCode {
         Command::GitNetwork => cmd::git_network::run(),
     };
     match result {
-        Ok(Outcome::Ok) => ExitCode::SUCCESS,
-        Ok(Outcome::Failed) => ExitCode::from(1),
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(Exit::Failed) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {}", crate::output::printable(&error_text(&e)));
             ExitCode::from(1)

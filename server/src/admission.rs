@@ -30,15 +30,7 @@ pub struct MetricsObserver(pub Arc<Metrics>);
 
 impl Observer for MetricsObserver {
     fn observe(&self, rule: webhook::Rule, outcome: webhook::Outcome, elapsed: Duration) {
-        self.0.inc(
-            "imageauto_admission_total",
-            &[("rule", rule.name()), ("result", outcome.name())],
-        );
-        self.0.observe(
-            "imageauto_admission_duration_seconds",
-            &[("rule", rule.name())],
-            elapsed,
-        );
+        self.0.admitted(rule.name(), outcome.name(), elapsed);
     }
 }
 

@@ -38,7 +38,10 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
             "/metrics",
             get(|State(m): State<Arc<Metrics>>| async move {
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     m.render(),
                 )
             }),
@@ -148,7 +151,7 @@ mod tests {
         let (_, v) = get_text(health_router(health), "/version").await;
         assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");
         let m = Arc::new(Metrics::default());
-        m.inc("imageauto_scan_total", &[("result", "success")]);
+        m.scanned("success", std::time::Duration::from_millis(5));
         let (s, b) = get_text(metrics_router(m), "/metrics").await;
         assert_eq!(s, StatusCode::OK);
         assert!(

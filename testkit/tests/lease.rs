@@ -130,7 +130,7 @@ fn look(replicas: &[&Replica]) -> Vec<Look> {
         .iter()
         .map(|r| {
             let leads = r.leads();
-            let holds = r.fence.holds();
+            let holds = r.fence.leads();
             Look { leads, holds }
         })
         .collect()
@@ -235,8 +235,8 @@ fn lease_one_leader_among_two() {
     sample_for(&both, DURATION + Duration::from_secs(1), |l| {
         assert_eq!(l.iter().filter(|l| l.leads).count(), 1, "{l:?}");
     });
-    assert!(leader.leads() && leader.fence.holds());
-    assert!(!follower.leads() && !follower.fence.holds());
+    assert!(leader.leads() && leader.fence.leads());
+    assert!(!follower.leads() && !follower.fence.leads());
     let later = lease(&rt, &admin, &ns);
     assert_eq!(holder(&later).as_deref(), Some(leader.name));
     assert!(renew_time(&later) > renew_time(&first), "renewed");
@@ -357,7 +357,7 @@ fn lease_foreign_holder_is_never_overwritten() {
         }
     });
     let stepped_down = sample_until(&[&a], RETRY * 3, "a stops leading", |_, l| !l[0].leads);
-    assert!(!a.fence.holds());
+    assert!(!a.fence.leads());
     eprintln!(
         "a stopped leading {:?} after the write",
         stepped_down - written
@@ -430,7 +430,7 @@ fn lease_released_on_stop_is_taken_at_once() {
 
     let stopped = Instant::now();
     a.stop(&rt).unwrap();
-    assert!(!a.leads() && !a.fence.holds());
+    assert!(!a.leads() && !a.fence.leads());
     let released = Instant::now() - stopped;
     let took_over = sample_until(&[&a, &b], DURATION, "b leads", |_, l| l[1].leads) - stopped;
     eprintln!("a returned {released:?} after stop, b leads {took_over:?} after");
@@ -455,7 +455,7 @@ fn lease_aborted_leader_stops_leading_without_release() {
     let task = a.task.take().unwrap();
     task.abort();
     let _ = rt.block_on(task);
-    assert!(!a.leads() && !a.fence.holds());
+    assert!(!a.leads() && !a.fence.leads());
     assert_eq!(holder(&lease(&rt, &admin, &ns)).as_deref(), Some("a"));
 }
 

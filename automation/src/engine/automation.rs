@@ -95,20 +95,20 @@ fn index_markers(
 
 /// The cache's side of the loop: build on the push branch when the remote
 /// has it (Flux builds upon it), else on the checkout reference.
-struct Cache<'a> {
+struct CachedCheckout<'a> {
     branch: String,
     checkout: Oid,
     before_push: &'a mut dyn FnMut(usize),
     fence: super::Fence,
 }
 
-impl Steps for Cache<'_> {
+impl Steps for CachedCheckout<'_> {
     fn before_push(&mut self, attempt: usize) {
         (self.before_push)(attempt);
     }
 
     fn may_push(&mut self) -> Result<(), EngineError> {
-        if self.fence.holds() {
+        if self.fence.is_open() {
             Ok(())
         } else {
             Err(EngineError::Internal(
@@ -216,7 +216,7 @@ pub fn run_staged(
         switched,
         ..AutomationResult::default()
     };
-    let mut steps = Cache {
+    let mut steps = CachedCheckout {
         branch: job.target.branch.clone(),
         checkout: checkout.commit,
         before_push,

@@ -127,7 +127,7 @@ impl EngineError {
     /// user fixes without touching the object (a Secret's contents, a file
     /// in Git): such a failure is looked at again at the object's interval,
     /// as Flux does, instead of waiting for the object to change.
-    pub fn lies_elsewhere(&self) -> bool {
+    pub fn is_outside_the_spec(&self) -> bool {
         match self {
             EngineError::SigningKey(_)
             | EngineError::FilesNotUpdated(_)
@@ -187,14 +187,14 @@ mod tests {
     /// for the spec to change.
     #[test]
     fn what_lies_elsewhere_is_retried_at_the_interval() {
-        assert!(EngineError::SigningKey("wrong passphrase".into()).lies_elsewhere());
-        assert!(EngineError::FilesNotUpdated(2).lies_elsewhere());
-        assert!(!EngineError::InvalidPolicy("range".into()).lies_elsewhere());
-        assert!(!EngineError::Template("parse".into()).lies_elsewhere());
+        assert!(EngineError::SigningKey("wrong passphrase".into()).is_outside_the_spec());
+        assert!(EngineError::FilesNotUpdated(2).is_outside_the_spec());
+        assert!(!EngineError::InvalidPolicy("range".into()).is_outside_the_spec());
+        assert!(!EngineError::Template("parse".into()).is_outside_the_spec());
         let plan = EngineError::Plan(PlanError::Update {
             field: "spec.update.path",
             message: "out".into(),
         });
-        assert!(!plan.lies_elsewhere());
+        assert!(!plan.is_outside_the_spec());
     }
 }

@@ -59,7 +59,7 @@ impl Fence {
         Fence::new(|| true)
     }
 
-    pub fn holds(&self) -> bool {
+    pub fn is_open(&self) -> bool {
         (self.0)()
     }
 }
@@ -72,7 +72,7 @@ impl Default for Fence {
 
 impl std::fmt::Debug for Fence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Fence").field(&self.holds()).finish()
+        f.debug_tuple("Fence").field(&self.is_open()).finish()
     }
 }
 

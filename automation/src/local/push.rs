@@ -378,7 +378,7 @@ pub fn execute_with(
         notes.push(format!("signed with {}", s.description()));
     }
     if on_current && done.commit.is_some() {
-        follow(&repo, plan, &done.prepared)?;
+        update_worktree_and_index(&repo, plan, &done.prepared)?;
     }
     Ok(PushOutcome {
         files: done.prepared.files,
@@ -393,7 +393,11 @@ pub fn execute_with(
 /// the files are replaced atomically (in parallel: the kernel's work
 /// overlaps), then recorded in the index with their stat data so that Git
 /// sees them unchanged without hashing them again.
-fn follow(repo: &Repository, plan: &Plan, prepared: &Prepared) -> Result<(), EngineError> {
+fn update_worktree_and_index(
+    repo: &Repository,
+    plan: &Plan,
+    prepared: &Prepared,
+) -> Result<(), EngineError> {
     let write = || -> Vec<Result<git2::IndexEntry, EngineError>> {
         prepared
             .files

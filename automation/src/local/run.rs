@@ -48,7 +48,7 @@ pub enum Progress {
     },
 }
 
-pub struct Options {
+pub struct RunOptions {
     pub dir: PathBuf,
     pub mode: Mode,
     /// Namespace of objects that name none.
@@ -301,10 +301,11 @@ fn read_candidates(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
 /// `--provider` or its `spec.provider` names a cloud (the process's own
 /// identity: there is no cluster to ask for a ServiceAccount's), else with
 /// the Docker config's credentials.
-async fn access(repo: &ImageRepository, opts: &Options) -> Result<RegistryAccess, EngineError> {
+async fn access(repo: &ImageRepository, opts: &RunOptions) -> Result<RegistryAccess, EngineError> {
     let mut access = RegistryAccess {
         insecure: repo.spec.insecure,
-        timeout: scan_timeout(repo),
+        // The loader refused files whose durations do not parse.
+        timeout: repo.spec.scan_timeout().ok(),
         ca_pem: opts.registry.ca_pem.clone(),
         client_cert_pem: opts.registry.client_cert_pem.clone(),
         client_key_pem: opts.registry.client_key_pem.clone(),
@@ -334,7 +335,7 @@ async fn access(repo: &ImageRepository, opts: &Options) -> Result<RegistryAccess
 async fn scan_all(
     engine: &Arc<Engine>,
     config: &Config,
-    opts: &Options,
+    opts: &RunOptions,
     needed: &[(String, String)],
 ) -> Vec<ScanOutcome> {
     let total = needed.len();
@@ -392,16 +393,6 @@ fn find_repository<'c>(config: &'c Config, ns: &str, name: &str) -> Option<&'c I
         .find(|r| r.namespace().as_deref() == Some(ns) && r.name_any() == name)
 }
 
-/// A scan's timeout: `spec.timeout`, else the interval (as Flux does).
-fn scan_timeout(repo: &ImageRepository) -> Option<std::time::Duration> {
-    repo.spec
-        .timeout
-        .as_deref()
-        .and_then(crate::api::parse_duration)
-        .or_else(|| crate::api::parse_duration(&repo.spec.interval))
-        .map(|t| t.max(std::time::Duration::from_secs(1)))
-}
-
 /// The repository `policy` refers to, when access is allowed.
 fn repository_of<'c>(
     config: &'c Config,
@@ -431,7 +422,7 @@ async fn evaluate_policies(
     engine: &Engine,
     config: &Config,
     scans: &[ScanOutcome],
-    opts: &Options,
+    opts: &RunOptions,
     notes: &mut Vec<String>,
 ) -> Vec<PolicyOutcome> {
     let mut out = Vec::new();
@@ -489,7 +480,7 @@ async fn evaluate_policies(
 
 /// Runs everything: scans, policies, then each automation (or, with none,
 /// every marker under the folder), through a new [`Engine`].
-pub async fn run(opts: &Options) -> Result<Report, RunError> {
+pub async fn run(opts: &RunOptions) -> Result<Report, RunError> {
     let engine = Arc::new(Engine::new(EngineOptions {
         per_host: opts.per_host.max(1),
         blocking: 4,
@@ -499,7 +490,7 @@ pub async fn run(opts: &Options) -> Result<Report, RunError> {
 }
 
 /// [`run`] on an engine of the caller's.
-pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, RunError> {
+pub async fn run_with(engine: &Arc<Engine>, opts: &RunOptions) -> Result<Report, RunError> {
     let mut report = Report::default();
     let (dir, ns) = (opts.dir.clone(), opts.default_namespace.clone());
     let (config, problems) = engine
@@ -570,7 +561,7 @@ pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, Ru
                         for f in &mut t.skipped {
                             f.path = under.join(&f.path);
                         }
-                        absorb(&mut outcome, t)
+                        add_tree_report(&mut outcome, t)
                     }
                     Ok(Err(e)) => outcome.error = Some(EngineError::Source(e.to_string())),
                     Err(e) => outcome.error = Some(e),
@@ -633,7 +624,7 @@ pub async fn run_with(engine: &Arc<Engine>, opts: &Options) -> Result<Report, Ru
                     .blocking(move || update_tree(&root, &target, &images, write))
                     .await
                 {
-                    Ok(Ok(t)) => absorb(&mut outcome, t),
+                    Ok(Ok(t)) => add_tree_report(&mut outcome, t),
                     Ok(Err(e)) => outcome.error = Some(EngineError::Source(e.to_string())),
                     Err(e) => outcome.error = Some(e),
                 }
@@ -734,7 +725,7 @@ async fn signer_for(
     engine: &Engine,
     a: &ImageUpdateAutomation,
     ns: &str,
-    opts: &Options,
+    opts: &RunOptions,
     cache: &mut Signers,
 ) -> Result<Option<Arc<Signer>>, EngineError> {
     if let Some(s) = &opts.signer {
@@ -773,7 +764,7 @@ async fn signer_for(
         .map_err(|e| EngineError::SigningKey(format!("spec.git.commit.signingKey: {e}")))
 }
 
-fn absorb(outcome: &mut AutomationOutcome, t: TreeReport) {
+fn add_tree_report(outcome: &mut AutomationOutcome, t: TreeReport) {
     for s in &t.skipped {
         outcome
             .notes
@@ -790,7 +781,7 @@ async fn apply_plan(
     outcome: &mut AutomationOutcome,
     plan: push::Plan,
     images: BTreeMap<String, ImageRef>,
-    opts: &Options,
+    opts: &RunOptions,
     automation: Option<&ImageUpdateAutomation>,
 ) {
     let mut auth = opts.git_auth.clone();
@@ -856,7 +847,7 @@ static TOKENS: std::sync::LazyLock<github::Tokens> =
 /// The base branch and forge of the pull request a push opens: from
 /// `--pull-request` and `--forge`, else the automation's annotations.
 fn pull_request_wanted(
-    opts: &Options,
+    opts: &RunOptions,
     automation: Option<&ImageUpdateAutomation>,
 ) -> Result<Option<(String, Option<ForgeKind>)>, EngineError> {
     let note = |k: &str| automation.and_then(|a| a.annotations().get(k).cloned());
@@ -920,7 +911,7 @@ async fn open_pull_request(
     kind: Option<ForgeKind>,
     images: &BTreeMap<String, ImageRef>,
     auth: &GitAuth,
-    opts: &Options,
+    opts: &RunOptions,
 ) -> Result<PullRequest, String> {
     let (root, remote, path) = (
         plan.repo_root.clone(),

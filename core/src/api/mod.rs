@@ -8,6 +8,7 @@
 
 mod automation;
 mod crds;
+pub mod duration;
 mod load;
 pub mod plan;
 mod policy;
@@ -19,6 +20,7 @@ pub mod validate;
 pub use crate::reference::ImageRef;
 pub use automation::*;
 pub use crds::*;
+pub use duration::{BadDuration, parse_duration};
 pub use kube::{CustomResourceExt, ResourceExt};
 pub use load::*;
 pub use plan::display_url;
@@ -26,7 +28,7 @@ pub use policy::*;
 pub use receiver::*;
 pub use repository::*;
 pub use source::*;
-pub use validate::{FieldError, compile_policy, parse_duration};
+pub use validate::{FieldError, compile_policy};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;

@@ -7,6 +7,7 @@
 //! get the answer the schema gives. Used by the loader, the lint and the
 //! admission webhook.
 
+use super::duration::parse_duration;
 use super::plan::check_update_path;
 use super::{
     DigestReflectionPolicy, ImagePolicy, ImagePolicySpec, ImageRepository, ImageUpdateAutomation,
@@ -42,51 +43,6 @@ impl FieldError {
         self.hint = Some(hint.into());
         self
     }
-}
-
-/// Parses a Go duration as Flux's CRDs allow it: `([0-9]+(\.[0-9]+)?(ms|s|m|h))+`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    if s.is_empty() {
-        return None;
-    }
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut total = 0f64;
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        if i < b.len() && b[i] == b'.' {
-            i += 1;
-            let frac = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i == frac {
-                return None;
-            }
-        }
-        let number: f64 = s[start..i].parse().ok()?;
-        let unit = if s[i..].starts_with("ms") {
-            i += 2;
-            0.001
-        } else {
-            let u = match b.get(i) {
-                Some(b's') => 1.0,
-                Some(b'm') => 60.0,
-                Some(b'h') => 3600.0,
-                _ => return None,
-            };
-            i += 1;
-            u
-        };
-        total += number * unit;
-    }
-    Duration::try_from_secs_f64(total).ok()
 }
 
 /// The longest `spec.serviceAccountName` Flux's schema takes.

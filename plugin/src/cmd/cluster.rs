@@ -3,7 +3,7 @@
 //! `flux get image ...`, and work the same when Flux's own controllers write
 //! the status.
 
-use super::Outcome;
+use super::Exit;
 use crate::connect::{Kube, KubeArgs, age, explain};
 use crate::output::{out, outln};
 use crate::output::{printable, table, wide_table};
@@ -484,7 +484,7 @@ fn get_row(kind: Kind, v: &Value, wide: bool, all_namespaces: bool, prefixed: bo
     r
 }
 
-pub fn get(args: GetArgs) -> Result<Outcome> {
+pub fn get(args: GetArgs) -> Result<Exit> {
     let words = Words::of(&args.words);
     let (kinds, name) = get_target(&words)?;
     let selector = args.status_selector.as_deref().map(StatusSelector::parse);
@@ -580,7 +580,7 @@ pub fn get(args: GetArgs) -> Result<Outcome> {
             }
         }
         if !args.watch {
-            return Ok(Outcome::Ok);
+            return Ok(Exit::Ok);
         }
         // Every kind's changes, as they come; each row in its kind's
         // columns, named KIND/NAME when several kinds are watched.
@@ -629,7 +629,7 @@ pub fn get(args: GetArgs) -> Result<Outcome> {
                 }
             }
         }
-        Ok(Outcome::Ok)
+        Ok(Exit::Ok)
     })
 }
 
@@ -761,7 +761,7 @@ async fn handled(
     }
 }
 
-pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> {
+pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Exit> {
     let kind = Kind::parse(kind)?;
     super::runtime()?.block_on(async {
         let k = t.kube.connect().await?;
@@ -778,7 +778,7 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
                 Kind::Policy => "set its spec.suspend to false".into(),
             };
             eprintln!("✗ {what} is suspended: {resume} to reconcile it");
-            return Ok(Outcome::Failed);
+            return Ok(Exit::Failed);
         }
         if t.with_source && kind == Kind::Update {
             let src = v["spec"]["sourceRef"]["name"]
@@ -829,10 +829,10 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Outcome> 
         };
         if ready != "True" {
             eprintln!("✗ {what} is not ready: {}", printable(&message));
-            return Ok(Outcome::Failed);
+            return Ok(Exit::Failed);
         }
         outln!("{}", printable(&result));
-        Ok(Outcome::Ok)
+        Ok(Exit::Ok)
     })
 }
 
@@ -852,7 +852,7 @@ pub struct SuspendArgs {
     kube: KubeArgs,
 }
 
-pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
+pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Exit> {
     let command = if suspend { "suspend" } else { "resume" };
     let words = Words::of(&args.words);
     let p = words.prefix();
@@ -940,7 +940,7 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Outcome> {
                 }
             }
         }
-        Ok(if failed { Outcome::Failed } else { Outcome::Ok })
+        Ok(if failed { Exit::Failed } else { Exit::Ok })
     })
 }
 
@@ -1056,7 +1056,7 @@ fn event_row(e: &k8s_openapi::api::core::v1::Event, all_namespaces: bool) -> (St
     (when, row)
 }
 
-pub fn events(args: EventsArgs) -> Result<Outcome> {
+pub fn events(args: EventsArgs) -> Result<Exit> {
     use k8s_openapi::api::core::v1::Event;
     let filter = EventFilter::of(&args);
     super::runtime()?.block_on(async {
@@ -1097,7 +1097,7 @@ pub fn events(args: EventsArgs) -> Result<Outcome> {
             out!("{}", table(&header, &rows));
         }
         if !args.watch {
-            return Ok(Outcome::Ok);
+            return Ok(Exit::Ok);
         }
         let mut stream = kube::runtime::watcher(api, kube::runtime::watcher::Config::default())
             .applied_objects_events()
@@ -1122,7 +1122,7 @@ pub fn events(args: EventsArgs) -> Result<Outcome> {
                 outln!("{line}");
             }
         }
-        Ok(Outcome::Ok)
+        Ok(Exit::Ok)
     })
 }
 
@@ -1228,7 +1228,7 @@ impl Node {
 const IMAGE_GROUP: &str = "image.toolkit.fluxcd.io";
 const SOURCE_GROUP: &str = "source.toolkit.fluxcd.io";
 
-pub fn tree(args: TreeArgs) -> Result<Outcome> {
+pub fn tree(args: TreeArgs) -> Result<Exit> {
     let words = Words::of(&args.words);
     let (kind, name) = words.kind_and_name("tree", "update");
     if Kind::parse(&kind)? != Kind::Update {
@@ -1305,7 +1305,7 @@ pub fn tree(args: TreeArgs) -> Result<Outcome> {
         }
         if args.output == crate::output::TextOrJson::Json {
             outln!("{}", serde_json::to_string_pretty(&root.json())?);
-            return Ok(Outcome::Ok);
+            return Ok(Exit::Ok);
         }
         let mut text = format!("{}\n", root.line());
         let n = root.children.len();
@@ -1330,7 +1330,7 @@ pub fn tree(args: TreeArgs) -> Result<Outcome> {
             text.push_str(&format!("└── (no ImagePolicy of {ns} is selected)\n"));
         }
         out!("{text}");
-        Ok(Outcome::Ok)
+        Ok(Exit::Ok)
     })
 }
 

@@ -6,7 +6,7 @@
 //! (on PATH) answers kubectl's own plugin completion through the same
 //! `__complete`.
 
-use super::{Cli, Outcome};
+use super::{Cli, Exit};
 use crate::output::outln;
 use anyhow::Result;
 use clap::CommandFactory;
@@ -100,7 +100,7 @@ end
 complete -c kubectl-imageauto -f -a '(__kubectl_imageauto_complete)'
 "#;
 
-pub fn run(args: Args) -> Result<Outcome> {
+pub fn run(args: Args) -> Result<Exit> {
     let script = match args.shell {
         Shell::Bash => BASH.as_bytes().to_vec(),
         Shell::Zsh => ZSH.as_bytes().to_vec(),
@@ -118,7 +118,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         }
     };
     crate::output::write_stdout_bytes(&script);
-    Ok(Outcome::Ok)
+    Ok(Exit::Ok)
 }
 
 #[derive(clap::Args, Debug)]
@@ -285,7 +285,7 @@ fn flag_values(arg: &clap::Arg, typed: &Typed) -> (Vec<String>, bool) {
     (Vec::new(), file)
 }
 
-pub fn complete(args: CompleteArgs) -> Result<Outcome> {
+pub fn complete(args: CompleteArgs) -> Result<Exit> {
     let words = args.words;
     let (current, before) = match words.split_last() {
         Some((c, b)) => (c.clone(), b.to_vec()),
@@ -364,5 +364,5 @@ pub fn complete(args: CompleteArgs) -> Result<Outcome> {
     }
     crate::output::write_stdout(format_args!("{text}"));
     outln!("{}", if files { FILES } else { NO_FILES });
-    Ok(Outcome::Ok)
+    Ok(Exit::Ok)
 }

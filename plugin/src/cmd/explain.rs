@@ -1,6 +1,6 @@
 //! `kubectl imageauto explain -f POLICY.yaml --tags FILE|-`
 
-use super::Outcome;
+use super::Exit;
 use crate::output::{TextOrJson, table};
 use crate::output::{out, outln};
 use anyhow::{Context, Result, bail};
@@ -120,7 +120,7 @@ fn describe(o: &Object) -> String {
     }
 }
 
-pub fn run(args: Args) -> Result<Outcome> {
+pub fn run(args: Args) -> Result<Exit> {
     let path = args.file.display().to_string();
     let bytes = read_regular(&args.file, MAX_FILE_BYTES).map_err(|e| anyhow::anyhow!("{e}"))?;
     let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{path}: not UTF-8 text"))?;
@@ -216,9 +216,9 @@ pub fn run(args: Args) -> Result<Outcome> {
         ),
     }
     Ok(if explanation.latest.is_some() {
-        Outcome::Ok
+        Exit::Ok
     } else {
-        Outcome::Failed
+        Exit::Failed
     })
 }
 

@@ -2,7 +2,7 @@
 //! is applied with server-side apply under one field manager, so a second
 //! install changes nothing and a newer one upgrades in place.
 
-use super::Outcome;
+use super::Exit;
 use crate::connect::{ConnArgs, Kube, explain};
 use crate::output::{out, outln};
 use anyhow::{Context, Result, anyhow, bail};
@@ -614,7 +614,7 @@ fn install_namespace(given: &Option<String>) -> String {
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
 }
 
-pub fn install(args: InstallArgs) -> Result<Outcome> {
+pub fn install(args: InstallArgs) -> Result<Exit> {
     let image = args.image.clone().unwrap_or_else(default_image);
     let ns = install_namespace(&args.install_namespace);
     // What the command line says is checked before anything is applied.
@@ -654,7 +654,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
                 "note: install also creates Secret {ns}/{CERT_SECRET} (a CA and the webhook's certificate) and puts its CA in the webhook configuration's caBundle"
             );
         }
-        return Ok(Outcome::Ok);
+        return Ok(Exit::Ok);
     }
     super::runtime()?.block_on(async {
         let k = args.conn.connect(None).await?;
@@ -818,7 +818,7 @@ pub fn install(args: InstallArgs) -> Result<Outcome> {
             }
         }
         outln!("✔ imageauto installed in {ns}");
-        Ok(Outcome::Ok)
+        Ok(Exit::Ok)
     })
 }
 
@@ -980,7 +980,7 @@ async fn restore_taken_over(k: &Kube) -> Result<()> {
     Ok(())
 }
 
-pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
+pub fn uninstall(args: UninstallArgs) -> Result<Exit> {
     let ns = install_namespace(&args.install_namespace);
     super::runtime()?.block_on(async {
         let k = args.conn.connect(None).await?;
@@ -1055,7 +1055,7 @@ pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
         if !args.delete_crds {
             outln!("✔ CRDs and your objects kept (--delete-crds removes the CRDs install applied, and their objects)");
             outln!("✔ imageauto uninstalled");
-            return Ok(Outcome::Ok);
+            return Ok(Exit::Ok);
         }
         // Only the CRDs install applied: someone else's (Flux's) stay, and
         // their objects with them.
@@ -1074,7 +1074,7 @@ pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
         if ours.is_empty() {
             outln!("✔ no CRD to delete: kubectl imageauto install applied none of them");
             outln!("✔ imageauto uninstalled");
-            return Ok(Outcome::Ok);
+            return Ok(Exit::Ok);
         }
         let kinds: Vec<ApiResource> = all_kinds()
             .into_iter()
@@ -1101,7 +1101,7 @@ pub fn uninstall(args: UninstallArgs) -> Result<Outcome> {
         }
         outln!("✔ CRDs deleted ({lost} object(s) with them)");
         outln!("✔ imageauto uninstalled");
-        Ok(Outcome::Ok)
+        Ok(Exit::Ok)
     })
 }
 
@@ -1260,7 +1260,7 @@ pub struct VersionArgs {
     conn: ConnArgs,
 }
 
-pub fn version(args: VersionArgs) -> Result<Outcome> {
+pub fn version(args: VersionArgs) -> Result<Exit> {
     let json = args.output == crate::output::TextOrJson::Json;
     let client = env!("CARGO_PKG_VERSION");
     if args.client {
@@ -1272,7 +1272,7 @@ pub fn version(args: VersionArgs) -> Result<Outcome> {
         } else {
             outln!("client: kubectl-imageauto {client}");
         }
-        return Ok(Outcome::Ok);
+        return Ok(Exit::Ok);
     }
     if !json {
         outln!("client: kubectl-imageauto {client}");
@@ -1298,7 +1298,7 @@ pub fn version(args: VersionArgs) -> Result<Outcome> {
             } else {
                 outln!("server: not installed in {ns} (kubectl imageauto install)");
             }
-            return Ok(Outcome::Failed);
+            return Ok(Exit::Failed);
         };
         if !json {
             outln!("server: Deployment {ns}/{NAME} runs {image}");
@@ -1331,6 +1331,6 @@ pub fn version(args: VersionArgs) -> Result<Outcome> {
                 }
             }
         }
-        Ok(Outcome::Ok)
+        Ok(Exit::Ok)
     })
 }

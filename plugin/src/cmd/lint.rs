@@ -1,6 +1,6 @@
 //! `kubectl imageauto lint [PATH...]`: the marker lint, for pre-commit and CI.
 
-use super::Outcome;
+use super::Exit;
 use crate::output::TextOrJson;
 use crate::output::outln;
 use crate::output::printable;
@@ -77,7 +77,7 @@ fn display_path(given: &Path, file: &Path, is_dir: bool) -> String {
     }
 }
 
-pub fn run(args: Args) -> Result<Outcome> {
+pub fn run(args: Args) -> Result<Exit> {
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -108,9 +108,5 @@ pub fn run(args: Args) -> Result<Outcome> {
             }
         }
     }
-    Ok(if errors > 0 {
-        Outcome::Failed
-    } else {
-        Outcome::Ok
-    })
+    Ok(if errors > 0 { Exit::Failed } else { Exit::Ok })
 }

@@ -94,7 +94,7 @@ pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// What a command reports back: success, or failure/findings (exit 1).
-pub enum Outcome {
+pub enum Exit {
     Ok,
     Failed,
 }

@@ -1,6 +1,6 @@
 //! `kubectl imageauto reconcile --local [DIR] [--dry-run|--commit|--push]`
 
-use super::Outcome;
+use super::Exit;
 use crate::cmd::tags::keychain;
 use crate::output::{TextOrJson, printable, table};
 use crate::output::{out, outln};
@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use automation::git::forge::ForgeKind;
 use automation::git::github::{self, App, AppKeyNames, AppSettings};
 use automation::git::{GitAuth, SignError, Signer};
-use automation::local::run::{Mode, Options, Progress, PullRequestOptions, Report, run};
+use automation::local::run::{Mode, Progress, PullRequestOptions, Report, RunOptions, run};
 use automation::registry::ClientOptions;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -214,7 +214,7 @@ fn github_app(args: &Args, default_namespace: &str) -> Result<Option<App>> {
     Ok(Some(App::new(&settings, &APP_FLAGS, &origin)?))
 }
 
-pub fn run_cmd(args: Args) -> Result<Outcome> {
+pub fn run_cmd(args: Args) -> Result<Exit> {
     if !args.local {
         if args.targets.is_empty() {
             super::usage_error(
@@ -334,7 +334,7 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
             }
         }) as Arc<dyn Fn(Progress) + Send + Sync>
     });
-    let opts = Options {
+    let opts = RunOptions {
         dir,
         mode,
         default_namespace,
@@ -363,9 +363,9 @@ pub fn run_cmd(args: Args) -> Result<Outcome> {
         TextOrJson::Text => print_text(&report, mode),
     }
     Ok(if report.failed() {
-        Outcome::Failed
+        Exit::Failed
     } else {
-        Outcome::Ok
+        Exit::Ok
     })
 }
 

@@ -8,14 +8,14 @@
 //! (`automation::git::terminate_children`: they run in child processes),
 //! and the controllers finish or drop the rest within `--shutdown-grace`.
 
-use super::Outcome;
+use super::Exit;
 use anyhow::{Context as _, Result, bail};
 use automation::engine::{Engine, EngineOptions, Fence};
 use clap::ValueEnum;
 use imageauto_server::controller::lease::{Elector, LeaseConfig};
 use imageauto_server::controller::metrics::Metrics;
 use imageauto_server::controller::watches::{CacheScope, Caches};
-use imageauto_server::controller::{self, Options};
+use imageauto_server::controller::{self, ControllerOptions};
 use imageauto_server::health::Health;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -195,7 +195,7 @@ async fn client(args: &Args) -> Result<kube::Client> {
     kube::Client::try_from(config).context("cannot make a Kubernetes client")
 }
 
-pub fn run(args: Args) -> Result<Outcome> {
+pub fn run(args: Args) -> Result<Exit> {
     crate::logging::init_server(args.log_format == LogFormat::Json);
     automation::registry::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -207,7 +207,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     // one stuck in I/O past the grace is left to the process's exit.
     rt.shutdown_timeout(Duration::from_secs(1));
     served?;
-    Ok(Outcome::Ok)
+    Ok(Exit::Ok)
 }
 
 /// The controller's own namespace: where its Lease and the marker index
@@ -254,7 +254,7 @@ async fn serve(args: Args) -> Result<()> {
         .unwrap_or_else(|| "imageauto".into());
     let own_namespace = controller_namespace(&args);
     let markers_namespace = args.webhook_addr.is_some().then(|| own_namespace.clone());
-    let options = Options {
+    let options = ControllerOptions {
         label_selector: args.watch_label_selector.clone(),
         storage: args.storage_path.clone(),
         concurrency: args.concurrent,
@@ -428,7 +428,7 @@ async fn serve(args: Args) -> Result<()> {
 struct Work {
     client: kube::Client,
     engine: Arc<Engine>,
-    options: Options,
+    options: ControllerOptions,
     metrics: Arc<Metrics>,
     caches: Arc<Caches>,
 }
@@ -506,12 +506,12 @@ async fn lead(
     let mut leading = elector.leading();
     let fence = {
         let f = elector.fence();
-        Fence::new(move || f.holds())
+        Fence::new(move || f.leads())
     };
     let (lease_stop_tx, lease_stop_rx) = tokio::sync::watch::channel(false);
     let mut election = tokio::spawn(elector.run(lease_stop_rx));
     // A follower says so from the start.
-    work.metrics.set("imageauto_leader", &[], 0.0);
+    work.metrics.leading(false);
     tokio::pin!(terminate);
     let mut running: Option<tokio::task::JoinHandle<Result<(), controller::Error>>> = None;
     let mut held = false;
@@ -528,7 +528,7 @@ async fn lead(
                     break;
                 }
                 let is_leader = *leading.borrow_and_update();
-                work.metrics.set("imageauto_leader", &[], if is_leader { 1.0 } else { 0.0 });
+                work.metrics.leading(is_leader);
                 if is_leader && running.is_none() {
                     held = true;
                     tracing::info!(%identity, "leader: starting the controllers");
@@ -553,7 +553,7 @@ async fn lead(
             Err(_) => tracing::warn!("the work under way did not finish in time: abandoned"),
         }
     }
-    work.metrics.set("imageauto_leader", &[], 0.0);
+    work.metrics.leading(false);
     let outcome = match ended {
         Some(r) => r,
         None => {

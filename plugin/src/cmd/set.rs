@@ -1,7 +1,7 @@
 //! `kubectl imageauto set NS:POLICY=IMAGE[:TAG][@DIGEST] ... [PATH]`: write
 //! known results into the marked fields, without asking a registry.
 
-use super::Outcome;
+use super::Exit;
 use crate::output::{TextOrJson, printable, table};
 use crate::output::{out, outln};
 use anyhow::Result;
@@ -68,7 +68,7 @@ fn usage_error(msg: String) -> ! {
     super::usage_error("set", msg)
 }
 
-pub fn run(args: Args) -> Result<Outcome> {
+pub fn run(args: Args) -> Result<Exit> {
     let mut images = BTreeMap::new();
     let mut path: Option<PathBuf> = None;
     let count = args.args.len();
@@ -162,9 +162,9 @@ pub fn run(args: Args) -> Result<Outcome> {
         );
     }
     Ok(if report.skipped.is_empty() && unmatched.is_empty() {
-        Outcome::Ok
+        Exit::Ok
     } else {
-        Outcome::Failed
+        Exit::Failed
     })
 }
 

@@ -1,7 +1,7 @@
 //! `kubectl imageauto tags IMAGE`: list a repository's tags, newest-looking
 //! first (descending bytes), as Flux stores them.
 
-use super::Outcome;
+use super::Exit;
 use crate::output::TextOrJson;
 use crate::output::outln;
 use anyhow::{Context, Result};
@@ -138,7 +138,7 @@ impl Drop for Spinner {
     }
 }
 
-pub fn run(args: Args) -> Result<Outcome> {
+pub fn run(args: Args) -> Result<Exit> {
     let reference = Reference::parse(&args.image)?;
     let timeout = args.timeout;
     let options = ClientOptions {
@@ -215,5 +215,5 @@ pub fn run(args: Args) -> Result<Outcome> {
             outln!("{}", serde_json::to_string_pretty(&v)?);
         }
     }
-    Ok(Outcome::Ok)
+    Ok(Exit::Ok)
 }

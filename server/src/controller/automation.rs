@@ -10,8 +10,8 @@ use super::decision::{Decision, Requeue, Step, notify};
 use super::shell::{Kind, elapsed, requested_at};
 use crate::api::plan::{self, PushTarget};
 use crate::api::{
-    GitRepository, ImagePolicy, ImageRef, ImageUpdateAutomation, ImageUpdateAutomationStatus,
-    ResourceExt,
+    BadDuration, GitRepository, ImagePolicy, ImageRef, ImageUpdateAutomation,
+    ImageUpdateAutomationStatus, ResourceExt,
 };
 use crate::engine::EngineError;
 use crate::engine::automation::AutomationJob;
@@ -160,12 +160,6 @@ fn pull_request_of(
         forge,
         pending,
     }))
-}
-
-/// The automation's interval (10 minutes when it does not parse; zero:
-/// no periodic run).
-fn interval(a: &ImageUpdateAutomation) -> Duration {
-    crate::api::parse_duration(&a.spec.interval).unwrap_or(Duration::from_secs(600))
 }
 
 /// The next run after `interval`: none for zero, as Flux's
@@ -340,7 +334,7 @@ pub fn decide(
     let ns = a.namespace().unwrap_or_default();
     let generation = a.meta().generation.unwrap_or(0);
     let requested = requested_at(a);
-    let interval = interval(a);
+    let interval = a.spec.interval();
     let mut status = before.clone();
     let c = &mut status.conditions;
     conditions::progress(c, conditions::IN_PROGRESS, false, generation, now);
@@ -402,6 +396,10 @@ pub fn decide(
             None,
             "",
         ),
+    };
+    let interval = match interval {
+        Ok(d) => d,
+        Err(e) => return short(status, Short::Stalled(BadDuration::REASON, e.to_string())),
     };
     // The selected policies with a latest image, by name.
     let selected =
@@ -605,6 +603,7 @@ fn static_reason(r: &str) -> &'static str {
         "UpdateFailed" => "UpdateFailed",
         "InvalidPullRequest" => "InvalidPullRequest",
         "AuthenticationFailed" => "AuthenticationFailed",
+        BadDuration::REASON => BadDuration::REASON,
         _ => "ReconciliationFailed",
     }
 }
@@ -668,11 +667,10 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
         stage: Stage::SourceManager,
         error,
     };
-    let timeout = source
-        .spec
-        .timeout
-        .as_deref()
-        .and_then(crate::api::parse_duration);
+    let timeout = source.spec.timeout().map_err(|e| RunFailure {
+        stage: Stage::InvalidSource,
+        error: EngineError::Source(e.to_string()),
+    })?;
     let super::secrets::SourceAuth { auth, app } =
         super::secrets::git_auth(&ctx.client, source, timeout, &ctx.github_tokens)
             .await
@@ -715,12 +713,8 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
     };
     let result = ctx.engine.update_staged(job).await;
     match &result {
-        Ok(r) if r.pushed => ctx
-            .metrics
-            .inc("imageauto_git_push_total", &[("result", "pushed")]),
-        Err(e) if e.stage == crate::engine::automation::Stage::Update => ctx
-            .metrics
-            .inc("imageauto_git_push_total", &[("result", "failed")]),
+        Ok(r) if r.pushed => ctx.metrics.pushed(true),
+        Err(e) if e.stage == crate::engine::automation::Stage::Update => ctx.metrics.pushed(false),
         _ => {}
     }
     let result = result.map_err(|e| RunFailure {

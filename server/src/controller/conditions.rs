@@ -253,7 +253,7 @@ pub fn ready_condition(conditions: &[Condition]) -> Option<(&str, &str)> {
 
 /// Conditions equal but for their transition times (to tell whether a
 /// status patch would change anything).
-pub fn same(a: &[Condition], b: &[Condition]) -> bool {
+pub fn equal_but_for_times(a: &[Condition], b: &[Condition]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
             x.type_ == y.type_

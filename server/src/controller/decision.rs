@@ -184,7 +184,7 @@ impl Requeue {
     pub fn after_failure(e: &EngineError, interval: Option<Duration>) -> Requeue {
         match interval {
             _ if e.is_transient() => Requeue::Backoff,
-            Some(i) if e.lies_elsewhere() => Requeue::BackoffAtLeast(i),
+            Some(i) if e.is_outside_the_spec() => Requeue::BackoffAtLeast(i),
             _ => Requeue::Never,
         }
     }

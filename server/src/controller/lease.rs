@@ -327,7 +327,7 @@ impl Fence {
 
     /// True only while this replica leads and its last successful renewal
     /// started less than the renew deadline ago.
-    pub fn holds(&self) -> bool {
+    pub fn leads(&self) -> bool {
         still_holds(*self.lock(), Instant::now(), self.inner.renew_deadline)
     }
 
@@ -344,7 +344,7 @@ impl Fence {
 impl fmt::Debug for Fence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fence")
-            .field("holds", &self.holds())
+            .field("holds", &self.leads())
             .finish()
     }
 }
@@ -1115,14 +1115,14 @@ mod tests {
         assert!(!still_holds(None, t, d));
 
         let fence = Fence::new(d);
-        assert!(!fence.holds());
+        assert!(!fence.leads());
         assert_eq!(fence.remaining(), None);
         fence.set(Some(Instant::now()));
-        assert!(fence.holds());
+        assert!(fence.leads());
         assert!(fence.remaining().is_some_and(|r| r <= d));
         let copy = fence.clone();
         fence.set(Some(Instant::now() - d));
-        assert!(!copy.holds());
+        assert!(!copy.leads());
         assert_eq!(copy.remaining(), None);
     }
 

@@ -1,282 +1,284 @@
-//! Prometheus metrics in the text exposition format: reconciliations,
-//! their durations and errors per kind, scans, Git pushes, admission
-//! answers, and the process's own figures (from /proc). A small registry of
-//! counters and histograms; no global state.
+//! Prometheus metrics: reconciliations, their durations and errors per
+//! kind, scans, Git pushes, admission answers, Receiver requests, the
+//! leader gauge, and the process's own figures. Typed families of
+//! `prometheus-client` (a metric or label misspelt does not compile); the
+//! process figures are read with `procfs`. No global state.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::time::Duration;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::{Duration, SystemTime};
 
 /// Histogram buckets, in seconds.
-const BUCKETS: &[f64] = &[
+const BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS.len()];
-        }
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if seconds <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += seconds;
-        self.count += 1;
-    }
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindResult {
+    kind: &'static str,
+    result: &'static str,
 }
 
-type Labels = Vec<(&'static str, String)>;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindReason {
+    kind: &'static str,
+    reason: String,
+}
 
-#[derive(Default)]
-struct Inner {
-    counters: BTreeMap<(&'static str, Labels), u64>,
-    histograms: BTreeMap<(&'static str, Labels), Histogram>,
-    gauges: BTreeMap<(&'static str, Labels), f64>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleResult {
+    rule: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: &'static str,
 }
 
 /// The process's metrics.
 pub struct Metrics {
-    inner: Mutex<Inner>,
-    started: std::time::SystemTime,
+    registry: Registry,
+    reconcile: Family<KindResult, Counter>,
+    reconcile_errors: Family<KindReason, Counter>,
+    reconcile_duration: Histograms<KindLabel>,
+    scans: Family<ResultLabel, Counter>,
+    scan_duration: Histogram,
+    pushes: Family<ResultLabel, Counter>,
+    admission: Family<RuleResult, Counter>,
+    admission_duration: Histograms<RuleLabel>,
+    receiver_events: Family<ResultLabel, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconcile = Family::default();
+        let reconcile_errors = Family::default();
+        let reconcile_duration = Histograms::new_with_constructor(histogram as fn() -> Histogram);
+        let scans = Family::default();
+        let scan_duration = histogram();
+        let pushes = Family::default();
+        let admission = Family::default();
+        let admission_duration = Histograms::new_with_constructor(histogram as fn() -> Histogram);
+        let receiver_events = Family::default();
+        let leader = Gauge::default();
+        let r = &mut registry;
+        r.register(
+            "imageauto_reconcile",
+            "Reconciliations by kind and result",
+            reconcile.clone(),
+        );
+        r.register(
+            "imageauto_reconcile_errors",
+            "Failed reconciliations by kind and reason",
+            reconcile_errors.clone(),
+        );
+        r.register(
+            "imageauto_reconcile_duration_seconds",
+            "Reconciliation time by kind",
+            reconcile_duration.clone(),
+        );
+        r.register("imageauto_scan", "Registry scans by result.", scans.clone());
+        r.register(
+            "imageauto_scan_duration_seconds",
+            "Registry scan time",
+            scan_duration.clone(),
+        );
+        r.register("imageauto_git_push", "Git pushes by result", pushes.clone());
+        r.register(
+            "imageauto_admission",
+            "Admission answers by rule and result",
+            admission.clone(),
+        );
+        r.register(
+            "imageauto_admission_duration_seconds",
+            "Admission answer time by rule",
+            admission_duration.clone(),
+        );
+        r.register(
+            "imageauto_receiver_events",
+            "Receiver requests by result",
+            receiver_events.clone(),
+        );
+        r.register(
+            "imageauto_leader",
+            "1 while this process holds the leader lease",
+            leader.clone(),
+        );
+        r.register_collector(Box::new(Process {
+            started: SystemTime::now(),
+        }));
         Self {
-            inner: Mutex::new(Inner::default()),
-            started: std::time::SystemTime::now(),
+            registry,
+            reconcile,
+            reconcile_errors,
+            reconcile_duration,
+            scans,
+            scan_duration,
+            pushes,
+            admission,
+            admission_duration,
+            receiver_events,
+            leader,
         }
     }
 }
 
-const HELP: &[(&str, &str, &str)] = &[
-    (
-        "imageauto_reconcile_total",
-        "counter",
-        "Reconciliations by kind and result.",
-    ),
-    (
-        "imageauto_reconcile_errors_total",
-        "counter",
-        "Failed reconciliations by kind and reason.",
-    ),
-    (
-        "imageauto_reconcile_duration_seconds",
-        "histogram",
-        "Reconciliation time by kind.",
-    ),
-    (
-        "imageauto_scan_total",
-        "counter",
-        "Registry scans by result.",
-    ),
-    (
-        "imageauto_scan_duration_seconds",
-        "histogram",
-        "Registry scan time.",
-    ),
-    (
-        "imageauto_git_push_total",
-        "counter",
-        "Git pushes by result.",
-    ),
-    (
-        "imageauto_admission_total",
-        "counter",
-        "Admission answers by rule and result.",
-    ),
-    (
-        "imageauto_admission_duration_seconds",
-        "histogram",
-        "Admission answer time by rule.",
-    ),
-    (
-        "imageauto_receiver_events_total",
-        "counter",
-        "Receiver requests by result.",
-    ),
-    (
-        "imageauto_leader",
-        "gauge",
-        "1 while this process holds the leader lease.",
-    ),
-];
-
 impl Metrics {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
+    /// A reconciliation's outcome: count, duration, and its error reason.
+    pub fn reconciled(&self, kind: &'static str, d: Duration, error: Option<&str>) {
+        let result = if error.is_some() { "error" } else { "success" };
+        self.reconcile
+            .get_or_create(&KindResult { kind, result })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&KindLabel { kind })
+            .observe(d.as_secs_f64());
+        if let Some(reason) = error {
+            self.reconcile_errors
+                .get_or_create(&KindReason {
+                    kind,
+                    reason: reason.to_string(),
+                })
+                .inc();
         }
     }
 
-    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
-        *self.lock().counters.entry(key).or_default() += 1;
+    /// A registry scan: `success`, or the reason of its failure.
+    pub fn scanned(&self, result: &str, d: Duration) {
+        self.scan_duration.observe(d.as_secs_f64());
+        self.scans
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
-    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], d: Duration) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
-        self.lock()
-            .histograms
-            .entry(key)
-            .or_default()
+    /// A push to Git, done or failed.
+    pub fn pushed(&self, done: bool) {
+        let result = if done { "pushed" } else { "failed" };
+        self.pushes
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// An admission answer of `rule`.
+    pub fn admitted(&self, rule: &'static str, result: &'static str, d: Duration) {
+        self.admission
+            .get_or_create(&RuleResult { rule, result })
+            .inc();
+        self.admission_duration
+            .get_or_create(&RuleLabel { rule })
             .observe(d.as_secs_f64());
     }
 
-    pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], v: f64) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
-        self.lock().gauges.insert(key, v);
+    /// A request to a Receiver's path, by what was answered.
+    pub fn receiver_event(&self, result: &str) {
+        self.receiver_events
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
-    /// A reconciliation's outcome: count, duration, and its error reason.
-    pub fn reconciled(&self, kind: &str, d: Duration, error: Option<&str>) {
-        let result = if error.is_some() { "error" } else { "success" };
-        self.inc(
-            "imageauto_reconcile_total",
-            &[("kind", kind), ("result", result)],
-        );
-        self.observe("imageauto_reconcile_duration_seconds", &[("kind", kind)], d);
-        if let Some(reason) = error {
-            self.inc(
-                "imageauto_reconcile_errors_total",
-                &[("kind", kind), ("reason", reason)],
-            );
-        }
+    /// Whether this process leads.
+    pub fn leading(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        let inner = self.lock();
         let mut out = String::new();
-        let labels = |l: &Labels, extra: Option<(&str, String)>| {
-            let mut parts: Vec<String> = l
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
-            if let Some((k, v)) = extra {
-                parts.push(format!("{k}=\"{v}\""));
-            }
-            if parts.is_empty() {
-                String::new()
-            } else {
-                format!("{{{}}}", parts.join(","))
-            }
-        };
-        for (name, kind, help) in HELP {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for ((n, l), v) in &inner.counters {
-                if n == name {
-                    let _ = writeln!(out, "{name}{} {v}", labels(l, None));
-                }
-            }
-            for ((n, l), v) in &inner.gauges {
-                if n == name {
-                    let _ = writeln!(out, "{name}{} {v}", labels(l, None));
-                }
-            }
-            for ((n, l), h) in &inner.histograms {
-                if n != name {
-                    continue;
-                }
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let c = h.counts.get(i).copied().unwrap_or(0);
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{} {c}",
-                        labels(l, Some(("le", b.to_string())))
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{} {}",
-                    labels(l, Some(("le", "+Inf".into()))),
-                    h.count
-                );
-                let _ = writeln!(out, "{name}_sum{} {}", labels(l, None), h.sum);
-                let _ = writeln!(out, "{name}_count{} {}", labels(l, None), h.count);
-            }
-        }
-        drop(inner);
-        process(&mut out, self.started);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The process's own figures, as Prometheus clients name them, read at
+/// each scrape.
+#[derive(Debug)]
+struct Process {
+    started: SystemTime,
 }
 
-/// process_* metrics from /proc/self (Linux), as Prometheus clients name them.
-fn process(out: &mut String, started: std::time::SystemTime) {
-    let page = 4096.0;
-    let ticks = 100.0;
-    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
-        let f: Vec<f64> = statm
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if f.len() >= 2 {
-            let _ = writeln!(
-                out,
-                "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes {}",
-                f[0] * page
-            );
-            let _ = writeln!(
-                out,
-                "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
-                f[1] * page
-            );
+impl prometheus_client::collector::Collector for Process {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        fn gauge(
+            encoder: &mut DescriptorEncoder,
+            name: &str,
+            help: &str,
+            value: f64,
+        ) -> Result<(), std::fmt::Error> {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
         }
-    }
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
-        && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
-    {
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields after the command: utime is the 12th, stime the 13th.
-        if f.len() > 13 {
-            let cpu =
-                (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / ticks;
-            let _ = writeln!(
-                out,
-                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
-            );
+        use procfs::WithCurrentSystemInfo as _;
+        if let Ok(me) = procfs::process::Process::myself() {
+            if let Ok(stat) = me.stat() {
+                let ticks = procfs::ticks_per_second() as f64;
+                let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+                cpu.encode(encoder.encode_descriptor(
+                    "process_cpu_seconds",
+                    "Total user and system CPU time spent in seconds",
+                    None,
+                    cpu.metric_type(),
+                )?)?;
+                gauge(
+                    &mut encoder,
+                    "process_virtual_memory_bytes",
+                    "Virtual memory size in bytes",
+                    stat.vsize as f64,
+                )?;
+                gauge(
+                    &mut encoder,
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes",
+                    stat.rss_bytes().get() as f64,
+                )?;
+            }
+            if let Ok(n) = me.fd_count() {
+                gauge(
+                    &mut encoder,
+                    "process_open_fds",
+                    "Number of open file descriptors",
+                    n as f64,
+                )?;
+            }
         }
-    }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        let _ = writeln!(
-            out,
-            "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
-            fds.count()
-        );
-    }
-    if let Ok(d) = started.duration_since(std::time::UNIX_EPOCH) {
-        let _ = writeln!(
-            out,
-            "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
-            d.as_secs()
-        );
+        if let Ok(d) = self.started.duration_since(SystemTime::UNIX_EPOCH) {
+            gauge(
+                &mut encoder,
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                d.as_secs() as f64,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -293,7 +295,9 @@ mod tests {
             Duration::from_millis(30),
             Some("InvalidPolicy"),
         );
-        m.inc("imageauto_git_push_total", &[("result", "pushed")]);
+        m.pushed(true);
+        m.leading(true);
+        m.scanned("success", Duration::from_millis(40));
         let t = m.render();
         assert!(
             t.contains("imageauto_reconcile_total{kind=\"ImagePolicy\",result=\"success\"} 1"),
@@ -302,12 +306,27 @@ mod tests {
         assert!(t.contains(
             "imageauto_reconcile_errors_total{kind=\"ImagePolicy\",reason=\"InvalidPolicy\"} 1"
         ));
-        assert!(t.contains(
-            "imageauto_reconcile_duration_seconds_bucket{kind=\"ImagePolicy\",le=\"0.005\"} 1"
-        ));
+        assert!(
+            t.contains(
+                "imageauto_reconcile_duration_seconds_bucket{le=\"0.005\",kind=\"ImagePolicy\"} 1"
+            ),
+            "{t}"
+        );
         assert!(t.contains("imageauto_reconcile_duration_seconds_count{kind=\"ImagePolicy\"} 2"));
         assert!(t.contains("imageauto_git_push_total{result=\"pushed\"} 1"));
-        assert!(t.contains("process_resident_memory_bytes "));
-        assert!(t.contains("# TYPE imageauto_scan_total counter"));
+        assert!(t.contains("imageauto_leader 1"), "{t}");
+        let rss = t
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(rss.is_some_and(|b| b > 1e6), "{t}");
+        assert!(t.contains("process_cpu_seconds_total "), "{t}");
+        assert!(t.contains("# TYPE imageauto_scan counter"), "{t}");
+        assert!(
+            t.contains("imageauto_scan_total{result=\"success\"} 1"),
+            "{t}"
+        );
+        assert!(t.contains("imageauto_scan_duration_seconds_count 1"), "{t}");
+        assert!(t.ends_with("# EOF\n"), "{t}");
     }
 }

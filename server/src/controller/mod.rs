@@ -58,7 +58,7 @@ pub const FIELD_MANAGER: &str = "imageauto";
 
 /// How the controllers run.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub struct ControllerOptions {
     /// Reconcile only objects with these labels (sharding across instances).
     pub label_selector: Option<String>,
     /// Scanned tags and Git caches live here.
@@ -110,7 +110,7 @@ pub enum Error {
 pub struct Context {
     pub client: Client,
     pub engine: Arc<Engine>,
-    pub options: Options,
+    pub options: ControllerOptions,
     pub metrics: Arc<Metrics>,
     pub tags: TagStore,
     pub recorder: Recorder,
@@ -278,7 +278,7 @@ fn repository_secrets(r: &ImageRepository) -> impl Iterator<Item = &str> {
 pub async fn run(
     client: Client,
     engine: Arc<Engine>,
-    options: Options,
+    options: ControllerOptions,
     metrics: Arc<Metrics>,
     caches: Arc<Caches>,
     fence: Fence,

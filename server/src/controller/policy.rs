@@ -9,8 +9,8 @@ use super::decision::{Decision, Requeue, Step, go_duration, notify};
 use super::shell::{Kind, requested_at};
 use crate::api::plan;
 use crate::api::{
-    DigestReflectionPolicy, ImagePolicy, ImagePolicyStatus, ImageRef, ImageRepository, ResourceExt,
-    compile_policy,
+    BadDuration, DigestReflectionPolicy, ImagePolicy, ImagePolicyStatus, ImageRef, ImageRepository,
+    ResourceExt, compile_policy,
 };
 use crate::engine::{EngineError, RegistryAccess};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -198,13 +198,9 @@ fn ready_message(status: &ImagePolicyStatus) -> String {
 
 /// The policy's requeue interval: with `Always`, its interval (10 minutes
 /// when unset or zero, as Flux's `GetInterval`); none otherwise.
-fn interval(policy: &ImagePolicy) -> Option<Duration> {
+fn requeue_interval(policy: &ImagePolicy, interval: Option<Duration>) -> Option<Duration> {
     (policy.spec.digest_reflection_policy == DigestReflectionPolicy::Always).then(|| {
-        policy
-            .spec
-            .interval
-            .as_deref()
-            .and_then(crate::api::parse_duration)
+        interval
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(600))
     })
@@ -264,6 +260,17 @@ pub fn decide(
             Some("IntervalNotConfigured"),
         );
     }
+    let interval = match policy.spec.interval() {
+        Ok(i) => i,
+        Err(e) => {
+            return finish(
+                status,
+                conditions::End::Stalled(BadDuration::REASON, &e.to_string()),
+                Requeue::Never,
+                Some(BadDuration::REASON),
+            );
+        }
+    };
     let c = &mut status.conditions;
     conditions::progress(c, conditions::IN_PROGRESS, false, generation, now);
     let mut persist = false;
@@ -306,7 +313,7 @@ pub fn decide(
                 status.latest_ref = Some(latest);
             }
             let message = ready_message(&status);
-            let requeue = interval(policy).map_or(Requeue::Never, Requeue::every);
+            let requeue = requeue_interval(policy, interval).map_or(Requeue::Never, Requeue::every);
             finish(status, conditions::End::Ready(&message), requeue, None)
         }
     }
@@ -374,7 +381,13 @@ impl Kind for ImagePolicy {
 }
 
 async fn digest(ctx: &Context, repo: &ImageRepository, tag: &str) -> Result<String, EngineError> {
-    let timeout = super::repository::timeout(repo, Some(ctx.options.max_scan_timeout));
+    // A repository whose durations do not parse has stalled: no scan, no
+    // tags, no policy reaching this lookup.
+    let timeout = repo
+        .spec
+        .scan_timeout()
+        .ok()
+        .map(|t| super::repository::bounded(t, Some(ctx.options.max_scan_timeout)));
     let access: RegistryAccess =
         super::secrets::registry_access(&ctx.client, &ctx.cloud, repo, timeout).await?;
     ctx.engine

@@ -8,7 +8,7 @@ use super::conditions;
 use super::decision::{Decision, Requeue, Step, go_duration, notify};
 use super::shell::{Kind, elapsed, requested_at};
 use super::store::StoredScan;
-use crate::api::{ImageRepository, ImageRepositoryStatus, ResourceExt, ScanResult};
+use crate::api::{BadDuration, ImageRepository, ImageRepositoryStatus, ResourceExt, ScanResult};
 use crate::engine::EngineError;
 use crate::registry::Reference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -78,21 +78,12 @@ pub fn exclusion_list(repo: &ImageRepository) -> Vec<String> {
     }
 }
 
-/// The scan's timeout: `spec.timeout`, else the interval, at least 1 s
-/// and at most `max`.
-pub fn timeout(repo: &ImageRepository, max: Option<Duration>) -> Option<Duration> {
-    let t = repo
-        .spec
-        .timeout
-        .as_deref()
-        .and_then(crate::api::parse_duration)
-        .or_else(|| crate::api::parse_duration(&repo.spec.interval))
-        .map(|t| t.max(Duration::from_secs(1)));
-    match (t, max) {
-        (Some(t), Some(m)) => Some(t.min(m)),
-        (None, m) => m,
-        (t, None) => t,
-    }
+/// The scan's timeout ([`ImageRepositorySpec::scan_timeout`]), at most
+/// `max`.
+///
+/// [`ImageRepositorySpec::scan_timeout`]: crate::api::ImageRepositorySpec::scan_timeout
+pub fn bounded(timeout: Duration, max: Option<Duration>) -> Duration {
+    max.map_or(timeout, |m| timeout.min(m))
 }
 
 /// How long a scan waits for a slot of its registry's host.
@@ -213,14 +204,20 @@ pub fn decide(
             );
         }
     };
-    let Some(interval) = crate::api::parse_duration(&repo.spec.interval) else {
-        let m = format!("spec.interval {:?} is not a duration", repo.spec.interval);
-        return finish(
-            status,
-            conditions::End::Stalled("InvalidPolicy", &m),
-            Requeue::Never,
-            "",
-        );
+    let durations = repo
+        .spec
+        .interval()
+        .and_then(|i| Ok((i, repo.spec.scan_timeout()?)));
+    let (interval, scan_timeout) = match durations {
+        Ok(d) => d,
+        Err(e) => {
+            return finish(
+                status,
+                conditions::End::Stalled(BadDuration::REASON, &e.to_string()),
+                Requeue::Never,
+                "",
+            );
+        }
     };
     let canonical = reference.canonical_name();
     let Some(scan) = &snap.scan else {
@@ -239,7 +236,7 @@ pub fn decide(
                 Step::Persist(
                     status,
                     ScanWork {
-                        timeout: timeout(repo, snap.max_timeout),
+                        timeout: Some(bounded(scan_timeout, snap.max_timeout)),
                     },
                 )
             }
@@ -323,7 +320,7 @@ pub fn decide(
 fn static_reason(r: &str) -> &'static str {
     match r {
         "ImageURLInvalid" => "ImageURLInvalid",
-        "InvalidPolicy" => "InvalidPolicy",
+        BadDuration::REASON => BadDuration::REASON,
         "AuthenticationFailed" => "AuthenticationFailed",
         "ReadOperationFailed" => "ReadOperationFailed",
         _ => "ReconciliationFailed",
@@ -411,17 +408,12 @@ async fn scan(
     if matches!(result, Err(EngineError::Busy(_))) {
         return Err(ScanFailure::Busy);
     }
-    ctx.metrics
-        .observe("imageauto_scan_duration_seconds", &[], started.elapsed());
-    ctx.metrics.inc(
-        "imageauto_scan_total",
-        &[(
-            "result",
-            match &result {
-                Ok(_) => "success",
-                Err(e) => e.reason(),
-            },
-        )],
+    ctx.metrics.scanned(
+        match &result {
+            Ok(_) => "success",
+            Err(e) => e.reason(),
+        },
+        started.elapsed(),
     );
     let result = result.map_err(ScanFailure::Scan)?;
     let (ns, name) = (repo.namespace().unwrap_or_default(), repo.name_any());
@@ -744,9 +736,10 @@ mod tests {
         assert_eq!(w.timeout, Some(Duration::from_secs(120)));
         let mut short = repo.clone();
         short.spec.timeout = Some("30s".into());
+        let t = short.spec.scan_timeout().unwrap();
         assert_eq!(
-            timeout(&short, Some(Duration::from_secs(120))),
-            Some(Duration::from_secs(30))
+            bounded(t, Some(Duration::from_secs(120))),
+            Duration::from_secs(30)
         );
         let busy = RepositorySnapshot {
             scan: Some(Err(ScanFailure::Busy)),

@@ -123,8 +123,7 @@ impl Receivers {
     }
 
     fn count(&self, result: &str) {
-        self.metrics
-            .inc("imageauto_receiver_events_total", &[("result", result)]);
+        self.metrics.receiver_event(result);
     }
 
     /// The Receiver that shows `uri` as its `status.webhookPath` (Flux's

@@ -9,7 +9,7 @@
 
 use super::cel::{ClaimsProcessor, Expression, Output};
 use super::{filter_variables, is_ours, webhook_path};
-use crate::api::{Receiver, ReceiverStatus, ReceiverType, ResourceExt};
+use crate::api::{BadDuration, Receiver, ReceiverStatus, ReceiverType, ResourceExt};
 use crate::controller::Context;
 use crate::controller::conditions::{self, End};
 use crate::controller::decision::{Decision, Note, Requeue, Step, go_duration};
@@ -70,7 +70,11 @@ pub async fn token(client: &kube::Client, r: &Receiver) -> Result<Vec<u8>, Strin
 /// The configuration checks Flux makes before the token, each a terminal
 /// failure: the CEL filters, the generic-oidc invariants of its CRD, the
 /// providers (`receiver_claims.go`). `(reason, message)`.
-pub fn check_spec(r: &Receiver) -> Result<(), (&'static str, String)> {
+pub fn check_spec(r: &Receiver) -> Result<Duration, (&'static str, String)> {
+    let interval = r
+        .spec
+        .interval()
+        .map_err(|e| (BadDuration::REASON, e.to_string()))?;
     let vars = filter_variables(r);
     if !r.spec.resource_filter.is_empty() {
         Expression::compile(&r.spec.resource_filter, vars, Output::Bool).map_err(|e| {
@@ -169,12 +173,7 @@ pub fn check_spec(r: &Receiver) -> Result<(), (&'static str, String)> {
             )
         })?;
     }
-    Ok(())
-}
-
-/// The Receiver's interval (Flux's `GetInterval`, 10m by default).
-pub fn interval(r: &Receiver) -> Duration {
-    crate::api::parse_duration(&r.spec.interval).unwrap_or(Duration::from_secs(600))
+    Ok(interval)
 }
 
 /// What [`decide`] reads besides the object: the token, once read.
@@ -215,23 +214,26 @@ pub fn decide(
         patch(r, &mut status);
         return Step::Done(Decision::unchanged(status));
     }
-    if let Err((reason, e)) = check_spec(r) {
-        let message = format!("{TERMINAL}: {e}");
-        conditions::finish(
-            &mut status.conditions,
-            End::Stalled(reason, &message),
-            generation,
-            now,
-        );
-        status.observed_generation = generation;
-        patch(r, &mut status);
-        return Step::Done(Decision {
-            status,
-            notes: vec![Note::warning(reason, message, "Reconcile")],
-            requeue: Requeue::Never,
-            failure: Some(reason),
-        });
-    }
+    let every = match check_spec(r) {
+        Ok(interval) => interval,
+        Err((reason, e)) => {
+            let message = format!("{TERMINAL}: {e}");
+            conditions::finish(
+                &mut status.conditions,
+                End::Stalled(reason, &message),
+                generation,
+                now,
+            );
+            status.observed_generation = generation;
+            patch(r, &mut status);
+            return Step::Done(Decision {
+                status,
+                notes: vec![Note::warning(reason, message, "Reconcile")],
+                requeue: Requeue::Never,
+                failure: Some(reason),
+            });
+        }
+    };
     let token = match (&snap.token, &r.spec.secret_ref) {
         (Some(t), _) => t.clone(),
         (None, None) => Ok(Vec::new()),
@@ -259,7 +261,6 @@ pub fn decide(
             );
             status.webhook_path = Some(path);
             patch(r, &mut status);
-            let every = interval(r);
             Step::Done(Decision {
                 status,
                 notes: vec![Note::normal(

@@ -57,7 +57,7 @@ pub struct Keys<'a> {
 }
 
 /// Equality in time that depends on the lengths only.
-fn same(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -373,7 +373,7 @@ pub async fn validate(
             Ok(plain(&payload))
         }
         ReceiverType::Gitlab => {
-            if !same(request.header("X-Gitlab-Token").as_bytes(), token) {
+            if !constant_time_eq(request.header("X-Gitlab-Token").as_bytes(), token) {
                 return Err(refused(
                     "the X-Gitlab-Token header value does not match the receiver token",
                 ));
@@ -405,7 +405,7 @@ pub async fn validate(
             Ok(plain(body))
         }
         ReceiverType::Harbor => {
-            if !same(request.header("Authorization").as_bytes(), token) {
+            if !constant_time_eq(request.header("Authorization").as_bytes(), token) {
                 return Err(refused(
                     "the Harbor Authorization header value does not match the receiver token",
                 ));
@@ -430,7 +430,7 @@ pub async fn validate(
                 &ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, token),
                 body,
             );
-            if !same(signature.as_bytes(), hex(mac.as_ref()).as_bytes()) {
+            if !constant_time_eq(signature.as_bytes(), hex(mac.as_ref()).as_bytes()) {
                 return Err(refused("invalid Nexus signature"));
             }
             unmarshal(body, &NEXUS)
