@@ -3,10 +3,12 @@
 //! condition reason and decides between a retry with backoff (transient) and
 //! Stalled (permanent: nothing changes until the object does).
 
+use crate::api::FieldError;
 use crate::api::plan::PlanError;
-use crate::git::GitError;
+use crate::git::{GitError, SignError};
 use crate::policy::PolicyError;
-use crate::registry::{ReferenceError, RegistryError};
+use crate::registry::{ReferenceError, RegistryError, RegistryErrorKind};
+use crate::template::TemplateError;
 
 /// An engine failure. Messages never carry a credential: the registry and
 /// Git errors redact theirs, and nothing else here sees one.
@@ -19,8 +21,8 @@ pub enum EngineError {
     Registry(#[from] RegistryError),
     /// A policy that can never work as written (a range or a regular
     /// expression that does not compile, an extract naming a missing group).
-    #[error("{0}")]
-    InvalidPolicy(String),
+    #[error(transparent)]
+    InvalidPolicy(PolicyProblem),
     /// `digestReflectionPolicy: Always` without the `interval` it needs.
     #[error("{0}")]
     IntervalNotConfigured(String),
@@ -39,7 +41,7 @@ pub enum EngineError {
     Git(#[from] GitError),
     /// The commit message template does not render.
     #[error("spec.git.commit.messageTemplate: {0}")]
-    Template(String),
+    Template(#[from] TemplateError),
     /// A file could not be updated: the setters refused it, or the rewrite
     /// did not read back as intended (never written, never committed).
     #[error("{path}: {message}")]
@@ -47,6 +49,10 @@ pub enum EngineError {
     /// A Secret, a ServiceAccount or the source object cannot be read.
     #[error("{0}")]
     Source(String),
+    /// As [`EngineError::Source`], with the error that says why kept (a
+    /// Secret's credentials that do not parse, a cloud login refused).
+    #[error("{0}")]
+    Unreadable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Files that could not be updated (each is named in the run's notes).
     #[error("{0} file(s) could not be updated")]
     FilesNotUpdated(usize),
@@ -58,6 +64,9 @@ pub enum EngineError {
     /// or it may not sign. Nothing is committed or pushed unsigned.
     #[error("{0}")]
     SigningKey(String),
+    /// The key the Secret holds cannot sign, and why.
+    #[error("spec.git.commit.signingKey: {0}")]
+    UnusableSigningKey(#[source] SignError),
     /// Every slot of this registry host is taken (by scans of it that may
     /// hang): tried again shortly, without waiting on it.
     #[error("every connection slot to {0} is in use: tried again shortly")]
@@ -71,15 +80,37 @@ pub enum EngineError {
     Internal(String),
 }
 
+/// Why a policy can never work as written.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyProblem {
+    /// An exclusion pattern that does not compile.
+    #[error(transparent)]
+    Exclusions(PolicyError),
+    /// Fields of the spec that do not compile (a range, a pattern, an
+    /// extract), each with its message.
+    #[error("{}", fields(.0))]
+    Fields(Vec<FieldError>),
+}
+
+fn fields(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl EngineError {
     /// Flux's condition reason for this failure.
     pub fn reason(&self) -> &'static str {
         match self {
             EngineError::Reference(_) => "ImageURLInvalid",
             EngineError::Registry(e) => match e.kind() {
-                "AuthenticationFailed" => "AuthenticationFailed",
-                "InvalidConfiguration" => "InvalidConfiguration",
-                _ => "ReadOperationFailed",
+                RegistryErrorKind::AuthenticationFailed => "AuthenticationFailed",
+                RegistryErrorKind::InvalidConfiguration => "InvalidConfiguration",
+                RegistryErrorKind::NotFound | RegistryErrorKind::ReadOperationFailed => {
+                    "ReadOperationFailed"
+                }
             },
             EngineError::InvalidPolicy(_) => "InvalidPolicy",
             EngineError::IntervalNotConfigured(_) => "IntervalNotConfigured",
@@ -87,15 +118,15 @@ impl EngineError {
             EngineError::DependencyNotReady(_) => "DependencyNotReady",
             EngineError::AccessDenied(_) => "AccessDenied",
             EngineError::Plan(p) => p.reason(),
-            EngineError::SigningKey(_) | EngineError::Git(GitError::Signing(_)) => {
-                "InvalidSigningKey"
-            }
+            EngineError::SigningKey(_)
+            | EngineError::UnusableSigningKey(_)
+            | EngineError::Git(GitError::Signing(_)) => "InvalidSigningKey",
             EngineError::Git(_) => "GitOperationFailed",
             EngineError::Template(_)
             | EngineError::Update { .. }
             | EngineError::FilesNotUpdated(_) => "UpdateFailed",
             EngineError::Invalid(_) => "ValidationFailed",
-            EngineError::Source(_) => "SourceManagerFailed",
+            EngineError::Source(_) | EngineError::Unreadable(_) => "SourceManagerFailed",
             EngineError::Internal(_) => "ReconciliationFailed",
             EngineError::Busy(_) => "RegistryBusy",
             EngineError::Authentication(_) => "AuthenticationFailed",
@@ -116,8 +147,9 @@ impl EngineError {
             | EngineError::Invalid(_)
             | EngineError::FilesNotUpdated(_)
             | EngineError::Update { .. }
-            | EngineError::SigningKey(_) => false,
-            EngineError::Registry(e) => e.kind() != "InvalidConfiguration",
+            | EngineError::SigningKey(_)
+            | EngineError::UnusableSigningKey(_) => false,
+            EngineError::Registry(e) => e.kind() != RegistryErrorKind::InvalidConfiguration,
             EngineError::Git(GitError::Secret(_) | GitError::Signing(_)) => false,
             _ => true,
         }
@@ -130,10 +162,11 @@ impl EngineError {
     pub fn is_outside_the_spec(&self) -> bool {
         match self {
             EngineError::SigningKey(_)
+            | EngineError::UnusableSigningKey(_)
             | EngineError::FilesNotUpdated(_)
             | EngineError::Update { .. }
             | EngineError::Git(GitError::Secret(_) | GitError::Signing(_)) => true,
-            EngineError::Registry(e) => e.kind() == "InvalidConfiguration",
+            EngineError::Registry(e) => e.kind() == RegistryErrorKind::InvalidConfiguration,
             _ => false,
         }
     }
@@ -156,7 +189,7 @@ mod tests {
             (e.reason(), e.is_transient()),
             ("AuthenticationFailed", true)
         );
-        let e = EngineError::InvalidPolicy("spec.policy.semver.range: bad".into());
+        let e = EngineError::InvalidPolicy(PolicyProblem::Exclusions(PolicyError::EmptyRange));
         assert_eq!((e.reason(), e.is_transient()), ("InvalidPolicy", false));
         let e = EngineError::Git(GitError::NonFastForward {
             url: "u".into(),
@@ -189,8 +222,14 @@ mod tests {
     fn what_lies_elsewhere_is_retried_at_the_interval() {
         assert!(EngineError::SigningKey("wrong passphrase".into()).is_outside_the_spec());
         assert!(EngineError::FilesNotUpdated(2).is_outside_the_spec());
-        assert!(!EngineError::InvalidPolicy("range".into()).is_outside_the_spec());
-        assert!(!EngineError::Template("parse".into()).is_outside_the_spec());
+        let policy = PolicyProblem::Exclusions(PolicyError::EmptyRange);
+        assert!(!EngineError::InvalidPolicy(policy).is_outside_the_spec());
+        let template = TemplateError::Parse {
+            line: 1,
+            column: 3,
+            message: "unexpected".into(),
+        };
+        assert!(!EngineError::Template(template).is_outside_the_spec());
         let plan = EngineError::Plan(PlanError::Update {
             field: "spec.update.path",
             message: "out".into(),

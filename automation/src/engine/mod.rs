@@ -13,7 +13,7 @@ pub mod automation;
 mod error;
 pub mod update;
 
-pub use error::EngineError;
+pub use error::{EngineError, PolicyProblem};
 
 use crate::api::{DigestReflectionPolicy, ImagePolicySpec, ImageRef, compile_policy};
 use crate::policy::{Exclusions, PolicyError};
@@ -246,7 +246,7 @@ impl Engine {
     ) -> Result<TagScan, EngineError> {
         let reference = Reference::parse(image)?;
         let exclusions = Exclusions::new(exclusion_list)
-            .map_err(|e| EngineError::InvalidPolicy(e.to_string()))?;
+            .map_err(|e| EngineError::InvalidPolicy(PolicyProblem::Exclusions(e)))?;
         let client = self.client(access)?;
         let _permit = self.host_slot(&reference.registry, slot).await?;
         let tags = client.list_tags(&reference, &access.keychain).await?;
@@ -358,14 +358,8 @@ impl Engine {
 /// [`EngineError::InvalidPolicy`]; one that selects nothing now is
 /// [`EngineError::Selection`].
 pub fn select(policy: &ImagePolicySpec, tags: &[String]) -> Result<String, EngineError> {
-    let compiled = compile_policy(policy).map_err(|errs| {
-        EngineError::InvalidPolicy(
-            errs.iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let compiled = compile_policy(policy)
+        .map_err(|errs| EngineError::InvalidPolicy(PolicyProblem::Fields(errs)))?;
     match compiled.select(tags) {
         Ok(t) => Ok(t.to_string()),
         Err(e @ PolicyError::NoTags) => Err(EngineError::DependencyNotReady(format!(

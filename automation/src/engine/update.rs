@@ -170,8 +170,10 @@ pub fn message(
         images.clone(),
         req.values.clone(),
     );
-    crate::template::render(req.template.as_deref().unwrap_or(""), &input)
-        .map_err(|e| EngineError::Template(e.to_string()))
+    Ok(crate::template::render(
+        req.template.as_deref().unwrap_or(""),
+        &input,
+    )?)
 }
 
 /// What [`commit_and_push`] did.

@@ -13,7 +13,7 @@ use crate::api::{
 };
 use crate::engine::{Engine, EngineError, EngineOptions, RegistryAccess};
 use crate::git::forge::{self, ForgeKind, PullRequest};
-use crate::git::{GitAuth, KeyFormat, Signer, github, sign};
+use crate::git::{GitAuth, KeyFormat, SignError, Signer, github, sign};
 use crate::registry::cloud::CloudLogins;
 use crate::registry::{ClientOptions, Keychain, TagScan};
 use crate::setters::Change;
@@ -315,14 +315,14 @@ async fn access(repo: &ImageRepository, opts: &RunOptions) -> Result<RegistryAcc
     let provider = opts.provider.unwrap_or(repo.spec.provider);
     if provider != Provider::Generic {
         let reference = crate::registry::Reference::parse(&repo.spec.image)
-            .map_err(|e| EngineError::Source(e.to_string()))?;
+            .map_err(|e| EngineError::Unreadable(e.into()))?;
         let creds = opts
             .cloud
             .credentials(provider, &reference.registry, None, |_| async {
                 Err::<String, String>("no cluster".to_string())
             })
             .await
-            .map_err(|e| EngineError::Source(e.to_string()))?;
+            .map_err(|e| EngineError::Unreadable(e.into()))?;
         let mut keychain = Keychain::default();
         if let Some(c) = creds {
             keychain.insert(reference.api_host(), c);
@@ -715,7 +715,7 @@ pub fn secrets_from_manifest(
 }
 
 /// The Secrets' signers already read in this run, by namespace and name.
-type Signers = HashMap<(String, String), Result<Arc<Signer>, String>>;
+type Signers = HashMap<(String, String), Result<Arc<Signer>, SignError>>;
 
 /// What signs an automation's commits: `--signing-key` when given, else the
 /// Secret its `spec.git.commit.signingKey` names, from the Secrets given as
@@ -754,14 +754,12 @@ async fn signer_for(
             let r = engine
                 .blocking(move || sign::from_secret_data(&data, wanted, &shown))
                 .await?
-                .map(Arc::new)
-                .map_err(|e| e.to_string());
+                .map(Arc::new);
             cache.insert(id, r.clone());
             r
         }
     };
-    read.map(Some)
-        .map_err(|e| EngineError::SigningKey(format!("spec.git.commit.signingKey: {e}")))
+    read.map(Some).map_err(EngineError::UnusableSigningKey)
 }
 
 fn add_tree_report(outcome: &mut AutomationOutcome, t: TreeReport) {

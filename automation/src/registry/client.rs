@@ -177,16 +177,32 @@ pub enum RegistryError {
     Setup(String),
 }
 
+/// What kind of failure a [`RegistryError`] is, for status reasons and
+/// retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryErrorKind {
+    /// The registry refused the credentials, or asked for some.
+    AuthenticationFailed,
+    /// No such repository or tag.
+    NotFound,
+    /// A setting of this side is wrong (TLS, a proxy): retrying alone does
+    /// not help.
+    InvalidConfiguration,
+    /// Anything else on the way (network, the registry's answer).
+    ReadOperationFailed,
+}
+
 impl RegistryError {
-    /// A short label, for metrics and status reasons.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> RegistryErrorKind {
         match self {
-            RegistryError::Unauthorized { .. } => "AuthenticationFailed",
-            RegistryError::NotFound { .. } | RegistryError::TagNotFound { .. } => "NotFound",
-            RegistryError::TlsConfig(_) | RegistryError::Proxy(_) | RegistryError::Setup(_) => {
-                "InvalidConfiguration"
+            RegistryError::Unauthorized { .. } => RegistryErrorKind::AuthenticationFailed,
+            RegistryError::NotFound { .. } | RegistryError::TagNotFound { .. } => {
+                RegistryErrorKind::NotFound
             }
-            _ => "ReadOperationFailed",
+            RegistryError::TlsConfig(_) | RegistryError::Proxy(_) | RegistryError::Setup(_) => {
+                RegistryErrorKind::InvalidConfiguration
+            }
+            _ => RegistryErrorKind::ReadOperationFailed,
         }
     }
 }

@@ -8,7 +8,7 @@ pub use imageauto_core::reference;
 pub mod scan;
 pub mod tls;
 
-pub use client::{Client, ClientOptions, RegistryError};
+pub use client::{Client, ClientOptions, RegistryError, RegistryErrorKind};
 pub use credentials::{Credentials, CredentialsError, Keychain};
 pub use reference::{Reference, ReferenceError, normalized_repository};
 pub use scan::TagScan;

@@ -669,7 +669,7 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
     };
     let timeout = source.spec.timeout().map_err(|e| RunFailure {
         stage: Stage::InvalidSource,
-        error: EngineError::Source(e.to_string()),
+        error: EngineError::Unreadable(e.into()),
     })?;
     let super::secrets::SourceAuth { auth, app } =
         super::secrets::git_auth(&ctx.client, source, timeout, &ctx.github_tokens)

@@ -93,15 +93,46 @@ pub struct ControllerOptions {
 }
 
 /// Why a reconciliation failed in a way its status cannot say (the API
-/// refused a status write, say): retried with backoff.
+/// refused a status write, say): retried with backoff. Or why the
+/// controllers cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{kind} {object}: {message}")]
+    /// The apiserver refused a call; `source` tells a 404 from a 409.
+    #[error("{kind} {object}: cannot {action}: {}", secrets::api_error(source))]
     Kube {
         kind: &'static str,
         object: String,
-        message: String,
+        action: &'static str,
+        #[source]
+        source: kube::Error,
     },
+    /// kube's finalizer helper refused the object (no name, say).
+    #[error("{kind} {object}: {source}")]
+    Finalizer {
+        kind: &'static str,
+        object: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A decision that kept asking for more work.
+    #[error("{kind} {object}: the reconciliation asked for work again and again")]
+    Endless { kind: &'static str, object: String },
+    /// A status that does not serialise.
+    #[error("{kind} {object}: the status cannot be written as JSON")]
+    Encode {
+        kind: &'static str,
+        object: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the storage folder {path} cannot be used")]
+    Storage {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--watch-label-selector: {0}")]
+    Selector(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -284,18 +315,12 @@ pub async fn run(
     fence: Fence,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let tags = TagStore::open(&options.storage).map_err(|e| {
-        Error::Engine(EngineError::Internal(format!(
-            "the storage folder {} cannot be used: {e}",
-            options.storage.display()
-        )))
+    let tags = TagStore::open(&options.storage).map_err(|source| Error::Storage {
+        path: options.storage.clone(),
+        source,
     })?;
     let selector = match &options.label_selector {
-        Some(s) => Some(LabelSelector::parse(s).map_err(|e| {
-            Error::Engine(EngineError::Internal(format!(
-                "--watch-label-selector: {e}"
-            )))
-        })?),
+        Some(s) => Some(LabelSelector::parse(s).map_err(Error::Selector)?),
         None => None,
     };
     caches.wait_synced().await;

@@ -85,7 +85,7 @@ pub async fn registry_access(
     } else if let Some(r) = &spec.secret_ref {
         let data = secret_data(client, &ns, &r.name).await?;
         keychain = Keychain::from_secret_data(&data, &format!("Secret {ns}/{}", r.name))
-            .map_err(|e| EngineError::Source(e.to_string()))?;
+            .map_err(|e| EngineError::Unreadable(e.into()))?;
     }
     if let Some(sa) = spec
         .service_account_name
@@ -106,7 +106,7 @@ pub async fn registry_access(
         for s in account.image_pull_secrets.unwrap_or_default() {
             let data = secret_data(client, &ns, &s.name).await?;
             let k = Keychain::from_secret_data(&data, &format!("Secret {ns}/{}", s.name))
-                .map_err(|e| EngineError::Source(e.to_string()))?;
+                .map_err(|e| EngineError::Unreadable(e.into()))?;
             keychain.merge(k);
         }
     }
@@ -145,7 +145,7 @@ async fn cloud_keychain(
 ) -> Result<Keychain, EngineError> {
     let ns = repo.namespace().unwrap_or_default();
     let reference = crate::registry::Reference::parse(&repo.spec.image)
-        .map_err(|e| EngineError::Source(e.to_string()))?;
+        .map_err(|e| EngineError::Unreadable(e.into()))?;
     let registry = reference.registry.clone();
     let mut identity = None;
     if let Some(sa) = repo
@@ -207,7 +207,7 @@ async fn cloud_keychain(
     let creds = cloud
         .credentials(repo.spec.provider, &registry, identity.as_ref(), token)
         .await
-        .map_err(|e| EngineError::Source(e.to_string()))?;
+        .map_err(|e| EngineError::Unreadable(e.into()))?;
     let mut keychain = Keychain::default();
     if let Some(c) = creds {
         keychain.insert(reference.api_host(), c);
@@ -364,5 +364,5 @@ pub async fn signer(
         .blocking(move || sign::from_secret_data(&data, wanted, &shown))
         .await?
         .map(Arc::new)
-        .map_err(|e| EngineError::SigningKey(format!("spec.git.commit.signingKey: {e}")))
+        .map_err(EngineError::UnusableSigningKey)
 }

@@ -131,26 +131,22 @@ pub async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action
         .map_err(|e| match e {
             kube::runtime::finalizer::Error::ApplyFailed(e)
             | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-            kube::runtime::finalizer::Error::AddFinalizer(e) => Error::Kube {
+            kube::runtime::finalizer::Error::AddFinalizer(source) => Error::Kube {
                 kind: K::KIND,
                 object: key(obj.as_ref()),
-                message: format!(
-                    "cannot add the finalizer: {}",
-                    super::secrets::api_error(&e)
-                ),
+                action: "add the finalizer",
+                source,
             },
-            kube::runtime::finalizer::Error::RemoveFinalizer(e) => Error::Kube {
+            kube::runtime::finalizer::Error::RemoveFinalizer(source) => Error::Kube {
                 kind: K::KIND,
                 object: key(obj.as_ref()),
-                message: format!(
-                    "cannot remove the finalizer: {}",
-                    super::secrets::api_error(&e)
-                ),
+                action: "remove the finalizer",
+                source,
             },
-            other => Error::Kube {
+            other => Error::Finalizer {
                 kind: K::KIND,
                 object: key(obj.as_ref()),
-                message: other.to_string(),
+                source: Box::new(other),
             },
         })
         .map(|a| (a, failed.lock().ok().and_then(|f| *f)))
@@ -183,10 +179,9 @@ async fn apply<K: Kind>(
             Step::Persist(p, w) => (Some(p), w),
         };
         if steps >= MAX_STEPS {
-            return Err(Error::Kube {
+            return Err(Error::Endless {
                 kind: K::KIND,
                 object: key(obj.as_ref()),
-                message: "the reconciliation asked for work again and again".into(),
             });
         }
         steps += 1;
@@ -276,15 +271,16 @@ pub async fn write_status<K: Kind>(
     status: &K::Status,
 ) -> Result<(), Error> {
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let fail = |what: &str, e: &kube::Error| Error::Kube {
+    let fail = |action, source| Error::Kube {
         kind: K::KIND,
         object: format!("{ns}/{name}"),
-        message: format!("cannot {what} the status: {}", super::secrets::api_error(e)),
+        action,
+        source,
     };
-    let want = serde_json::to_value(status).map_err(|e| Error::Kube {
+    let want = serde_json::to_value(status).map_err(|source| Error::Encode {
         kind: K::KIND,
         object: format!("{ns}/{name}"),
-        message: e.to_string(),
+        source,
     })?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let body = serde_json::json!({
@@ -303,7 +299,7 @@ pub async fn write_status<K: Kind>(
         Ok(o) => o,
         // Deleted meanwhile: nothing to write to.
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-        Err(e) => return Err(fail("apply", &e)),
+        Err(e) => return Err(fail("apply the status", e)),
     };
     let got = serde_json::to_value(&applied)
         .ok()
@@ -320,7 +316,7 @@ pub async fn write_status<K: Kind>(
             &Patch::Merge(serde_json::json!({ "status": patch })),
         )
         .await
-        .map_err(|e| fail("clear", &e))?;
+        .map_err(|e| fail("clear the status", e))?;
     }
     Ok(())
 }
