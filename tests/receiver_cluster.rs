@@ -248,7 +248,6 @@ fn requested_at(c: &Cluster, ns: &str, name: &str) -> serde_json::Value {
 fn every_sender_type_proves_itself_or_is_refused() {
     let c = cluster();
     let ns = c.namespace("senders");
-    let rport = imageauto_tests::free_port();
     let types = [
         "generic-hmac",
         "github",
@@ -281,9 +280,13 @@ fn every_sender_type_proves_itself_or_is_refused() {
             &ns,
             "--leader-elect=false",
             "--receiver-addr",
-            &format!("127.0.0.1:{rport}"),
+            "127.0.0.1:0",
         ],
     );
+    let rport = s
+        .logged_addr("receiver")
+        .expect("the receiver's address")
+        .port();
     let p = |t: &str| path(&format!("tok-{t}"), t, &ns);
     for t in types {
         wait_served(c, &s, &ns, t, &p(t));
@@ -441,7 +444,6 @@ fn answers_as_fluxs_handle_payload() {
     let c = cluster();
     let ns = c.namespace("answers");
     let other = c.namespace("answers-other");
-    let rport = imageauto_tests::free_port();
     let receiver = |name: &str, t: &str, extra: &str, resources: &str| {
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ndata: {{token: {}}}\n---\napiVersion: notification.toolkit.fluxcd.io/v1\nkind: Receiver\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  type: {t}\n  secretRef: {{name: {name}}}\n{extra}  resources: {resources}\n---\n",
@@ -510,9 +512,13 @@ fn answers_as_fluxs_handle_payload() {
             "--leader-elect=false",
             "--no-cross-namespace-refs",
             "--receiver-addr",
-            &format!("127.0.0.1:{rport}"),
+            "127.0.0.1:0",
         ],
     );
+    let rport = s
+        .logged_addr("receiver")
+        .expect("the receiver's address")
+        .port();
     let p = |name: &str| path(&format!("tok-{name}"), name, &ns);
     for name in ["ok", "paused", "gh", "missing", "cross", "wild", "flooded"] {
         wait_served(c, &s, &ns, name, &p(name));
@@ -619,7 +625,6 @@ fn answers_as_fluxs_handle_payload() {
 fn status_as_fluxs_receiver_controller() {
     let c = cluster();
     let ns = c.namespace("rstatus");
-    let rport = imageauto_tests::free_port();
     c.apply(&format!(
         "apiVersion: notification.toolkit.fluxcd.io/v1\nkind: Receiver\nmetadata: {{name: hook, namespace: {ns}}}\nspec:\n  type: generic\n  interval: 2s\n  secretRef: {{name: tok}}\n  resources: [{{kind: ImageRepository, name: web}}]\n---\napiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageRepository\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{image: 127.0.0.1:1/team/web, interval: 1h, insecure: true}}\n"
     ));
@@ -631,9 +636,13 @@ fn status_as_fluxs_receiver_controller() {
             &ns,
             "--leader-elect=false",
             "--receiver-addr",
-            &format!("127.0.0.1:{rport}"),
+            "127.0.0.1:0",
         ],
     );
+    let rport = s
+        .logged_addr("receiver")
+        .expect("the receiver's address")
+        .port();
     let conditions = || {
         let st = c.get_json(&["-n", &ns, "receiver", "hook"])["status"].clone();
         let conds: Vec<(String, String, String, String)> = st["conditions"]
@@ -776,7 +785,6 @@ fn filters_and_resources_as_flux_annotates_them() {
     let c = cluster();
     let ns = c.namespace("filters");
     let other = c.namespace("filters-other");
-    let rport = imageauto_tests::free_port();
     let mut yaml = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: tok, namespace: {ns}}}\ndata: {{token: {}}}\n---\napiVersion: notification.toolkit.fluxcd.io/v1\nkind: Receiver\nmetadata: {{name: hook, namespace: {ns}}}\nspec:\n  type: generic\n  secretRef: {{name: tok}}\n  resourceFilter: \"req.action == 'go'\"\n  resources:\n    - {{kind: ImageRepository, name: '*', matchLabels: {{team: alpha}}, filter: \"res.metadata.name != 'b'\"}}\n    - {{kind: ImageRepository, name: d, namespace: {other}}}\n---\n",
         b64("tok-filters")
@@ -800,9 +808,13 @@ fn filters_and_resources_as_flux_annotates_them() {
             &ns,
             "--leader-elect=false",
             "--receiver-addr",
-            &format!("127.0.0.1:{rport}"),
+            "127.0.0.1:0",
         ],
     );
+    let rport = s
+        .logged_addr("receiver")
+        .expect("the receiver's address")
+        .port();
     let hook = path("tok-filters", "hook", &ns);
     wait_served(c, &s, &ns, "hook", &hook);
     let json = [("Content-Type", "application/json".to_string())];
@@ -927,7 +939,6 @@ fn now() -> u64 {
 fn oidc_and_gcr_tokens_are_verified() {
     let c = cluster();
     let ns = c.namespace("tokens");
-    let rport = imageauto_tests::free_port();
     let issuer = Issuer::start();
     let iss = issuer.url.clone();
     c.apply(&format!(
@@ -980,11 +991,15 @@ spec: {{image: 127.0.0.1:1/team/gcr, interval: 1h, insecure: true}}
             &ns,
             "--leader-elect=false",
             "--receiver-addr",
-            &format!("127.0.0.1:{rport}"),
+            "127.0.0.1:0",
             "--receiver-gcr-jwks-url",
             &format!("{iss}/certs"),
         ],
     );
+    let rport = s
+        .logged_addr("receiver")
+        .expect("the receiver's address")
+        .port();
     // generic-oidc has no Secret: its path is that of an empty token.
     let oidc = path("", "oidc", &ns);
     wait_served(c, &s, &ns, "oidc", &oidc);
@@ -1094,7 +1109,6 @@ fn a_receiver_kind_installed_later_is_served() {
     c.apply(&crds_manifest(&others[..1]));
     c.wait_established(&["gitrepositories.source.toolkit.fluxcd.io"]);
     let ns = c.namespace("later");
-    let rport = imageauto_tests::free_port();
     c.apply(&format!(
         "apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageRepository\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{image: 127.0.0.1:1/team/web, interval: 1h, insecure: true}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: tok, namespace: {ns}}}\ndata: {{token: {}}}\n",
         b64("tok-later")
@@ -1107,9 +1121,13 @@ fn a_receiver_kind_installed_later_is_served() {
             &ns,
             "--leader-elect=false",
             "--receiver-addr",
-            &format!("127.0.0.1:{rport}"),
+            "127.0.0.1:0",
         ],
     );
+    let rport = s
+        .logged_addr("receiver")
+        .expect("the receiver's address")
+        .port();
     let hook = path("tok-later", "hook", &ns);
     assert_eq!(post(rport, &hook, &[], "{}"), 404);
     c.apply(&crds_manifest(&others[1..]));
@@ -1160,8 +1178,19 @@ fn a_hundred_policies_changing_at_once_make_one_commit() {
         },
         || s.logs(),
     );
-    // Let the automation settle (nothing to change yet).
-    std::thread::sleep(Duration::from_secs(2));
+    // The automation has run with every policy at 1.0.0 (nothing to
+    // change yet).
+    wait_for(
+        Duration::from_secs(120),
+        "the automation's run over all 100 policies",
+        || {
+            let st = c.get_json(&["-n", &ns, "imageupdateautomation", "fleet"])["status"].clone();
+            let observed = st["observedPolicies"].as_object()?;
+            let all = observed.len() == n && observed.values().all(|p| p["tag"] == "1.0.0");
+            all.then_some(())
+        },
+        || s.logs(),
+    );
     let before = git_text(&bare, &["rev-list", "--count", "--all"]);
     for i in 0..n {
         push(&reg, &format!("team/app-{i}"), &["1.1.0"]);
@@ -1246,7 +1275,6 @@ fn half_sent_requests_cannot_starve_the_process() {
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: tok, namespace: {ns}}}\ndata: {{token: {}}}\n---\napiVersion: notification.toolkit.fluxcd.io/v1\nkind: Receiver\nmetadata: {{name: hook, namespace: {ns}}}\nspec:\n  type: generic\n  secretRef: {{name: tok}}\n  resources: [{{kind: ImageRepository, name: web}}]\n---\napiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageRepository\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{image: 127.0.0.1:1/team/web, interval: 1h, insecure: true}}\n",
         b64("tok-flood")
     ));
-    let (rport, wport) = (imageauto_tests::free_port(), imageauto_tests::free_port());
     let certs = tempfile::tempdir().unwrap();
     let s = Serve::start(
         bin(),
@@ -1256,13 +1284,21 @@ fn half_sent_requests_cannot_starve_the_process() {
             &ns,
             "--leader-elect=false",
             "--receiver-addr",
-            &format!("127.0.0.1:{rport}"),
+            "127.0.0.1:0",
             "--webhook-addr",
-            &format!("127.0.0.1:{wport}"),
+            "127.0.0.1:0",
             "--cert-dir",
             certs.path().to_str().unwrap(),
         ],
     );
+    let rport = s
+        .logged_addr("receiver")
+        .expect("the receiver's address")
+        .port();
+    let wport = s
+        .logged_addr("webhook")
+        .expect("the webhook's address")
+        .port();
     let hook = path("tok-flood", "hook", &ns);
     wait_for(
         Duration::from_secs(30),

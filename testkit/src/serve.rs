@@ -1,9 +1,11 @@
-//! `kubectl-imageauto serve` as a process beside a test cluster: free ports
-//! for its listeners, a storage folder, logs kept in a file for failures;
-//! stopped (SIGTERM, then SIGKILL) when dropped.
+//! `kubectl-imageauto serve` as a process beside a test cluster: its
+//! listeners on port 0 (the addresses it bound are read from its log), a
+//! storage folder, logs kept in a file for failures; stopped (SIGTERM,
+//! then SIGKILL) when dropped.
 
+use crate::Sentinel;
 use crate::kube::Cluster;
-use crate::{Sentinel, free_port};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,9 +60,15 @@ impl Serve {
         how: &Launch<'_>,
         dir: Option<tempfile::TempDir>,
     ) -> Serve {
-        let (metrics_port, health_port) = how.ports.unwrap_or_else(|| (free_port(), free_port()));
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static LOGS: AtomicUsize = AtomicUsize::new(0);
+        let (metrics_port, health_port) = how.ports.unwrap_or((0, 0));
         let storage = how.storage;
-        let log = storage.with_extension(format!("log-{health_port}"));
+        let log = storage.with_extension(format!(
+            "log-{}-{}",
+            std::process::id(),
+            LOGS.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(storage).unwrap();
         let child = Command::new(bin)
             .arg("serve")
@@ -85,7 +93,7 @@ impl Serve {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("serve starts");
-        Serve {
+        let mut s = Serve {
             metrics_port,
             health_port,
             storage: storage.to_path_buf(),
@@ -93,7 +101,40 @@ impl Serve {
             sentinel: Some(Sentinel::watch(child.id())),
             child: Some(child),
             _dir: dir,
+        };
+        if how.ports.is_none() {
+            // Bound before anything slow (the first call to the cluster);
+            // one that stops first has no listener to tell.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let (Some(m), Some(h)) = (s.logged_addr("metrics"), s.logged_addr("health")) {
+                    (s.metrics_port, s.health_port) = (m.port(), h.port());
+                    break;
+                }
+                if !s.running() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
+        s
+    }
+
+    /// The address a listener was bound to, as the log says it
+    /// (`metrics=`, `health=`, `webhook=`, `receiver=`).
+    pub fn logged_addr(&self, listener: &str) -> Option<SocketAddr> {
+        let key = format!(" {listener}=");
+        self.logs().lines().find_map(|l| {
+            let (_, rest) = l.split_once(&key)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The process id, while it runs.
@@ -204,7 +245,8 @@ pub struct Launch<'a> {
     pub kubeconfig: Option<&'a Path>,
     /// `RUST_LOG` (default: `$IMAGEAUTO_TEST_RUST_LOG`, else `info`).
     pub rust_log: Option<&'a str>,
-    /// The metrics and health ports (default: free ones).
+    /// The metrics and health ports (default: port 0, the ones bound read
+    /// from the log).
     pub ports: Option<(u16, u16)>,
     /// More environment (a cloud identity's, say).
     pub env: &'a [(&'a str, String)],
