@@ -1,0 +1,306 @@
+//! Two texts read side by side by the full parser, for the setters'
+//! read-back: the same documents, structure and scalars but for the values
+//! meant to change.
+
+use super::*;
+
+/// Where two texts [`compare`]d read differently.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Difference {
+    #[error("the text does not parse: {0}")]
+    Before(SyntaxError),
+    #[error("the rewritten text does not parse ({0})")]
+    After(SyntaxError),
+    #[error("line {line}:{column}: {what}")]
+    At {
+        line: usize,
+        column: usize,
+        what: String,
+    },
+}
+
+/// Reads `before` and `after` side by side with the full parser, event by
+/// event, without building trees: they must hold the same documents, the
+/// same collections and the same scalars, except where `expected(offset)`
+/// (the byte offset in `before` where a scalar's text starts, after its
+/// anchor and tag) gives `(old, new)`: there the scalar must read `old`
+/// before and `new` after (its style may change). Returns how many such
+/// scalars were seen. Never panics.
+///
+/// Once `wanted` such scalars have been seen, the reading stops at the next
+/// explicit document start (`---`) from which both texts hold the same
+/// bytes to their end: there the reader starts afresh (no open collection,
+/// no pending key, the previous document's directives dropped; a `---`
+/// inside a flow collection is an error), so the same bytes read as the
+/// same events in both. In a file of many documents, only those up to the
+/// last change are read twice.
+///
+/// Within a document, the reading stops right after the last wanted scalar
+/// when every wanted scalar [`reads_alike_after`], both texts hold the same bytes
+/// before each wanted scalar (from the end of the one before it, or from
+/// their start), and the same bytes from the end of the last one to their
+/// end. The reader is then in the same state in both texts but for offsets
+/// (see [`reads_alike_after`] for why), so those bytes read as the same events in
+/// both, as after a `---`: a marked tag near the top of a long file costs
+/// the lines down to it, not the file.
+pub fn compare(
+    before: &str,
+    after: &str,
+    expected: &dyn Fn(usize) -> Option<(String, String)>,
+    wanted: usize,
+) -> Result<usize, Difference> {
+    compare_reading(before, after, expected, wanted, true)
+}
+
+/// [`compare`] or [`compare_whole`], for callers that take either.
+pub type Comparison =
+    fn(&str, &str, &dyn Fn(usize) -> Option<(String, String)>, usize) -> Result<usize, Difference>;
+
+/// [`compare`] reading both texts to their end, whatever their bytes: for
+/// tests that check the shortcuts against the whole reading. The two answer
+/// alike whenever `before` parses; where it does not after the last change,
+/// [`compare`] may not read that far.
+#[doc(hidden)]
+pub fn compare_whole(
+    before: &str,
+    after: &str,
+    expected: &dyn Fn(usize) -> Option<(String, String)>,
+    wanted: usize,
+) -> Result<usize, Difference> {
+    compare_reading(before, after, expected, wanted, false)
+}
+
+pub(super) fn compare_reading(
+    before: &str,
+    after: &str,
+    expected: &dyn Fn(usize) -> Option<(String, String)>,
+    wanted: usize,
+    shortcuts: bool,
+) -> Result<usize, Difference> {
+    READING.with(|r| {
+        let was = r.replace(true);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            compare_inner(before, after, expected, wanted, shortcuts)
+        }));
+        r.set(was);
+        out.unwrap_or_else(|_| {
+            Err(Difference::Before(SyntaxError {
+                line: 1,
+                column: 1,
+                message: "the YAML reader cannot read this text".into(),
+            }))
+        })
+    })
+}
+
+pub(super) fn compare_inner(
+    before: &str,
+    after: &str,
+    expected: &dyn Fn(usize) -> Option<(String, String)>,
+    wanted: usize,
+    shortcuts: bool,
+) -> Result<usize, Difference> {
+    let (b, a) = (Input::new(before), Input::new(after));
+    let (mut bb, mut ab) = (Chunks::new(b.bytes()), Chunks::new(a.bytes()));
+    let mut pb = Parser::new();
+    pb.set_input(&mut bb);
+    let mut pa = Parser::new();
+    pa.set_input(&mut ab);
+    let mut depth = 0usize;
+    // Open flow collections: a flow collection holds only flow ones, so a
+    // count tells whether an end closes one.
+    let mut flow = 0usize;
+    // Whether every wanted scalar seen so far reads_alike_after.
+    let mut settled = shortcuts;
+    // Where the bytes of both texts are next compared: after the last
+    // wanted scalar seen (offsets in `before` and `after`).
+    let mut same = (0usize, 0usize);
+    let mut seen = 0;
+    loop {
+        let (eb, start, end) = b.next_raw(&mut pb).map_err(Difference::Before)?;
+        let (ea, a_start, a_end) = a.next_raw(&mut pa).map_err(Difference::After)?;
+        if shortcuts
+            && seen == wanted
+            && matches!(
+                eb,
+                EventData::DocumentStart {
+                    implicit: false,
+                    ..
+                }
+            )
+            && eb == ea
+            && agree(before.get(start..), after.get(a_start..))
+        {
+            return Ok(seen);
+        }
+        // Positions are computed only for a difference.
+        let at = |what: String| {
+            let (line, column) = b.lines().position(start);
+            Difference::At { line, column, what }
+        };
+        match (&eb, &ea) {
+            (EventData::StreamEnd, EventData::StreamEnd) => return Ok(seen),
+            (EventData::SequenceStart { .. } | EventData::MappingStart { .. }, _) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Difference::Before(too_deep(b.lines().span_at(start, end))));
+                }
+                if matches!(
+                    eb,
+                    EventData::SequenceStart {
+                        style: SequenceStyle::Flow,
+                        ..
+                    } | EventData::MappingStart {
+                        style: MappingStyle::Flow,
+                        ..
+                    }
+                ) {
+                    flow += 1;
+                }
+            }
+            (EventData::SequenceEnd | EventData::MappingEnd, _) => {
+                depth = depth.saturating_sub(1);
+                flow = flow.saturating_sub(1);
+            }
+            _ => {}
+        }
+        match (eb, ea) {
+            (
+                EventData::Scalar {
+                    anchor: an1,
+                    tag: t1,
+                    value: v1,
+                    style: s1,
+                    ..
+                },
+                EventData::Scalar {
+                    anchor: an2,
+                    tag: t2,
+                    value: v2,
+                    style: s2,
+                    ..
+                },
+            ) => {
+                if an1 != an2 || t1 != t2 {
+                    return Err(at("a scalar's anchor or tag changed".into()));
+                }
+                // A scalar with an anchor or tag starts at its properties.
+                let value_at = if an1.is_some() || t1.is_some() {
+                    skip_properties(before, start, end)
+                } else {
+                    start
+                };
+                match expected(value_at) {
+                    Some((old, new)) => {
+                        seen += 1;
+                        if v1 != old {
+                            return Err(at(format!("the value was {v1:?}, not {old:?}")));
+                        }
+                        if v2 != new {
+                            return Err(at(format!(
+                                "the rewritten value reads as {v2:?}, not {new:?}"
+                            )));
+                        }
+                        // The bytes since the previous wanted scalar (or
+                        // the start) must be the same: events do not show
+                        // every column the reader keeps (a block mapping
+                        // indented by 3 spaces in one text and 2 in the
+                        // other reads the same until it is closed).
+                        settled = settled
+                            && flow == 0
+                            && agree(before.get(same.0..start), after.get(same.1..a_start))
+                            && reads_alike_after(before, start, end, s1)
+                            && reads_alike_after(after, a_start, a_end, s2);
+                        same = (end, a_end);
+                        if settled && seen == wanted && agree(before.get(end..), after.get(a_end..))
+                        {
+                            return Ok(seen);
+                        }
+                    }
+                    None if v1 != v2 || s1 != s2 => {
+                        return Err(at(format!(
+                            "a value that was not to change reads as {v2:?} instead of {v1:?}"
+                        )));
+                    }
+                    None => {}
+                }
+            }
+            (x, y) if x == y => {}
+            (x, y) => {
+                return Err(at(format!(
+                    "the rewritten text has another structure ({} where the file has {})",
+                    event_name(&y),
+                    event_name(&x)
+                )));
+            }
+        }
+    }
+}
+
+/// Whether two slices exist and hold the same bytes.
+pub(super) fn agree(x: Option<&str>, y: Option<&str>) -> bool {
+    matches!((x, y), (Some(x), Some(y)) if x == y)
+}
+
+/// Whether the scalar at `start..end` of `text`, outside any flow
+/// collection, leaves the reader where the same following bytes read the
+/// same whatever the scalar held: a plain or quoted scalar on one line with
+/// nothing after it on that line but blanks and a comment.
+///
+/// Why the state is then the same in two texts that hold the same bytes
+/// before the scalar (but for earlier such scalars) and after it (libyaml's
+/// scanner and parser, of which libyaml-safer is a line-by-line port): the
+/// parser's state is made of the events so far, which [`compare`] found
+/// equal, and it never looks at positions. The scanner's state is its
+/// indentation stack (columns of block collections opened on earlier lines
+/// or left of the scalar: the same), its flow level (0), its queue of
+/// tokens read ahead and the characters it has buffered (read from the same
+/// bytes), and the simple key it may still be waiting on. The scalar's
+/// length shows only in the current column and offset until the line ends:
+/// nothing on the line after the scalar is a token whose column is looked
+/// at (blanks and a comment are skipped; the scalar cannot end on a column
+/// left of where it started, so the plain scalar's indentation check passes
+/// in both), and a simple key pending from this line is dropped in both
+/// before the next token, on a later line, is taken: by line, or by the
+/// 1,024-character limit at the scalar's end, or as an error before the
+/// scalar's event in both when it was required. From the next line on,
+/// lines and columns are the same in both texts; offsets differ by the same
+/// amount everywhere, and they only name positions.
+pub(super) fn reads_alike_after(text: &str, start: usize, end: usize, style: ScalarStyle) -> bool {
+    const BREAKS: [char; 5] = ['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'];
+    if !matches!(
+        style,
+        ScalarStyle::Plain | ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted
+    ) {
+        return false;
+    }
+    let (Some(scalar), Some(rest)) = (text.get(start..end), text.get(end..)) else {
+        return false;
+    };
+    if start == end || scalar.contains(BREAKS) {
+        return false;
+    }
+    let after_blanks = rest.trim_start_matches([' ', '\t']);
+    let line = match after_blanks.find('\n') {
+        Some(i) => &after_blanks[..i],
+        None => after_blanks,
+    };
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let comment = line.starts_with('#') && after_blanks.len() < rest.len();
+    (line.is_empty() || comment) && !line.contains(BREAKS)
+}
+
+pub(super) fn event_name(e: &EventData) -> &'static str {
+    match e {
+        EventData::StreamStart { .. } => "the start of the stream",
+        EventData::StreamEnd => "the end of the stream",
+        EventData::DocumentStart { .. } => "a document start",
+        EventData::DocumentEnd { .. } => "a document end",
+        EventData::Alias { .. } => "an alias",
+        EventData::Scalar { .. } => "a scalar",
+        EventData::SequenceStart { .. } => "a sequence",
+        EventData::SequenceEnd => "the end of a sequence",
+        EventData::MappingStart { .. } => "a mapping",
+        EventData::MappingEnd => "the end of a mapping",
+    }
+}
