@@ -6,7 +6,7 @@ use crate::api::ImageRef;
 pub use crate::setters::{FileChanges, is_manifest_name};
 use crate::setters::{Rewrite, rewrite};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -46,23 +46,22 @@ fn file_kind(ft: &std::fs::FileType) -> &'static str {
 }
 
 /// Reads a regular file of at most `cap` bytes. A FIFO, a device or a socket
-/// is refused before it is opened (opening a FIFO would block, reading a
-/// device may never end), and the file is checked again once open.
+/// is refused before anything is read from it: the file is opened without
+/// blocking (the open of a FIFO would wait for a writer; a socket cannot be
+/// opened), then looked at.
 pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, TreeError> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let shown = || path.display().to_string();
     let io = |error| TreeError::Io {
         path: shown(),
         error,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if !meta.is_file() {
-        return Err(TreeError::NotRegular {
-            path: shown(),
-            what: file_kind(&meta.file_type()),
-        });
-    }
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(TreeError::NotRegular {
@@ -145,7 +144,6 @@ pub fn manifest_files(root: &Path, dir: &Path) -> Result<Listing, TreeError> {
         });
     }
     let mut listing = Listing::default();
-    let mut seen = HashSet::new();
     let meta = std::fs::metadata(&start).map_err(io(dir))?;
     if !meta.is_dir() {
         if !meta.is_file() {
@@ -157,62 +155,73 @@ pub fn manifest_files(root: &Path, dir: &Path) -> Result<Listing, TreeError> {
         listing.files.push(start);
         return Ok(listing);
     }
-    let mut stack = vec![start];
-    while let Some(d) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&d)
-            .map_err(io(&d))?
+    // A folder's entries, sorted by name, and how many were taken: walked
+    // depth first in that order, the files come out sorted as paths are.
+    let sorted = |d: &Path| -> Result<Vec<(std::ffi::OsString, std::fs::DirEntry)>, TreeError> {
+        let mut entries: Vec<_> = std::fs::read_dir(d)
+            .map_err(io(d))?
             .filter_map(Result::ok)
+            .map(|e| (e.file_name(), e))
             .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries.into_iter().rev() {
-            let path = e.path();
-            let Ok(ft) = e.file_type() else { continue };
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if ft.is_dir() {
-                if name != ".git" {
-                    stack.push(path);
-                }
-            } else if ft.is_symlink() {
-                if !is_manifest_name(&name) {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    };
+    let mut stack = vec![(sorted(&start)?, 0usize)];
+    // Files reached through a link, which may be listed twice.
+    let mut linked = false;
+    while let Some((entries, next)) = stack.last_mut() {
+        let Some((name, e)) = entries.get(*next) else {
+            stack.pop();
+            continue;
+        };
+        *next += 1;
+        let path = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        let name = name.to_string_lossy();
+        if ft.is_dir() {
+            if name != ".git" {
+                let inner = sorted(&path)?;
+                stack.push((inner, 0));
+            }
+        } else if ft.is_symlink() {
+            if !is_manifest_name(&name) {
+                continue;
+            }
+            let reason = match (path.canonicalize(), std::fs::metadata(&path)) {
+                (Ok(target), Ok(m)) if m.is_file() && target.starts_with(&root) => {
+                    listing.files.push(target);
+                    linked = true;
                     continue;
                 }
-                let reason = match (path.canonicalize(), std::fs::metadata(&path)) {
-                    (Ok(target), Ok(m)) if m.is_file() && target.starts_with(&root) => {
-                        if seen.insert(target.clone()) {
-                            listing.files.push(target);
-                        }
-                        continue;
-                    }
-                    (Err(_), _) | (_, Err(_)) => {
-                        "symbolic link to nothing (its target does not exist), not followed".into()
-                    }
-                    (Ok(_), Ok(m)) if m.is_dir() => {
-                        "symbolic link to a folder, not followed".into()
-                    }
-                    (Ok(target), Ok(_)) if !target.starts_with(&root) => format!(
-                        "symbolic link leads out of {}, not followed",
-                        root.display()
-                    ),
-                    (Ok(_), Ok(m)) => format!(
-                        "symbolic link to {}, not followed",
-                        file_kind(&m.file_type())
-                    ),
-                };
-                listing.not_read.push(NotRead { path, reason });
-            } else if ft.is_file() {
-                if is_manifest_name(&name) && seen.insert(path.clone()) {
-                    listing.files.push(path);
+                (Err(_), _) | (_, Err(_)) => {
+                    "symbolic link to nothing (its target does not exist), not followed".into()
                 }
-            } else if is_manifest_name(&name) {
-                listing.not_read.push(NotRead {
-                    path,
-                    reason: format!("{}, not read", file_kind(&ft)),
-                });
+                (Ok(_), Ok(m)) if m.is_dir() => "symbolic link to a folder, not followed".into(),
+                (Ok(target), Ok(_)) if !target.starts_with(&root) => format!(
+                    "symbolic link leads out of {}, not followed",
+                    root.display()
+                ),
+                (Ok(_), Ok(m)) => format!(
+                    "symbolic link to {}, not followed",
+                    file_kind(&m.file_type())
+                ),
+            };
+            listing.not_read.push(NotRead { path, reason });
+        } else if ft.is_file() {
+            if is_manifest_name(&name) {
+                listing.files.push(path);
             }
+        } else if is_manifest_name(&name) {
+            listing.not_read.push(NotRead {
+                path,
+                reason: format!("{}, not read", file_kind(&ft)),
+            });
         }
     }
-    listing.files.sort();
+    if linked {
+        listing.files.sort();
+        listing.files.dedup();
+    }
     listing.not_read.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(listing)
 }
@@ -342,20 +351,17 @@ pub fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
                     "the file is read-only (no write permission): left as it is; make it writable to let it be updated",
                 ));
             }
-            // Opening for writing (without truncating) asks the kernel
-            // whether this user may write it.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| {
-                    std::io::Error::new(
-                        e.kind(),
-                        format!(
-                            "this user may not write the file ({}): left as it is",
-                            io_text(&e)
-                        ),
-                    )
-                })?;
+            // Asks the kernel whether this user may write it.
+            rustix::fs::access(path, rustix::fs::Access::WRITE_OK).map_err(|e| {
+                let e = std::io::Error::from(e);
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "this user may not write the file ({}): left as it is",
+                        io_text(&e)
+                    ),
+                )
+            })?;
             Some(m.permissions())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
