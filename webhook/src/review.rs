@@ -5,7 +5,9 @@
 //! Only the fields the rules read are decoded; the rest (options, ...) is
 //! skipped. The object and oldObject stay JSON values: the workload
 //! rule reads a few paths of any workload kind, the image-kind rule decodes
-//! them into automation's typed API.
+//! them into the core's typed API. Kept instead of `kube::core::admission`
+//! for that, for the 400 that says what a body lacks, and for a lenient
+//! `userInfo` (the README's admission section says so).
 
 use crate::verdict::Verdict;
 use serde::{Deserialize, Serialize};
