@@ -4,7 +4,7 @@
 //! re-exported here under their usual paths.
 #![forbid(unsafe_code)]
 
-pub use imageauto_core::{api, lint, policy, setters, template, yaml};
+pub use imageauto_core::{api, lint, policy, setters, template, workloads, yaml};
 
 pub mod engine;
 pub mod errors;

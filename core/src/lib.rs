@@ -10,4 +10,5 @@ pub mod policy;
 pub mod reference;
 pub mod setters;
 pub mod template;
+pub mod workloads;
 pub mod yaml;

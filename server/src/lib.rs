@@ -9,7 +9,7 @@ pub mod controller;
 pub mod health;
 
 // The engine's modules under the paths the controllers use.
-pub(crate) use automation::{api, engine, git, lint, registry};
+pub(crate) use automation::{api, engine, git, registry, workloads};
 
 use std::net::SocketAddr;
 

@@ -54,7 +54,7 @@ pub struct AutomationResult {
     /// With `index_markers`: each workload container's image field under
     /// the update path (file relative to the repository root), as the
     /// branch holds them after the run.
-    pub markers: Vec<(String, crate::lint::IndexedContainer)>,
+    pub markers: Vec<(String, crate::workloads::IndexedContainer)>,
 }
 
 /// The image fields of the workloads under `path` in `commit`'s tree.
@@ -62,7 +62,7 @@ fn index_markers(
     repo: &Repository,
     commit: Oid,
     path: &str,
-) -> Result<Vec<(String, crate::lint::IndexedContainer)>, EngineError> {
+) -> Result<Vec<(String, crate::workloads::IndexedContainer)>, EngineError> {
     use rayon::prelude::*;
     let entries = git::tree_entries(repo, commit, path, &crate::setters::is_manifest_name)?;
     let git_dir = repo.path().to_path_buf();
@@ -83,7 +83,7 @@ fn index_markers(
                 if !text.contains("image") {
                     return Vec::new();
                 }
-                crate::lint::marker_index(text)
+                crate::workloads::marker_index(text)
                     .into_iter()
                     .map(|c| (e.path.clone(), c))
                     .collect()

@@ -10,7 +10,7 @@
 
 use super::watches::Shared;
 use crate::api::{ImageUpdateAutomation, ResourceExt};
-use crate::lint::IndexedContainer;
+use crate::workloads::IndexedContainer;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, Patch, PatchParams};

@@ -108,7 +108,7 @@ pub const KUSTOMIZE_NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespa
 pub const SYSTEM_NAMESPACE: &str = "kube-system";
 
 /// The kinds judged: those the lint judges in files.
-pub use imageauto_core::lint::WORKLOAD_KINDS;
+pub use imageauto_core::workloads::WORKLOAD_KINDS;
 
 /// What an opted-in namespace does with findings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
