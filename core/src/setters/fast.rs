@@ -113,110 +113,113 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
     if has_unicode_break(text) || has_lone_cr(text) || has_non_printable(text) {
         return None;
     }
-    let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
-    let mut out: Vec<Marked> = Vec::new();
-    let mut doc = Doc::default();
-    // Inside a block scalar whose parent node has this indent.
-    let mut block: Option<usize> = None;
-    // The previous line ended in a scalar of a node with this indent: a more
-    // indented line would continue it (not modelled).
-    let mut scalar_parent: Option<usize> = None;
-    let mut offset = bom;
-    let mut line_no = 0;
     if !text.contains("$imagepolicy") {
-        return Some(out);
+        return Some(Vec::new());
     }
-    // Inside a block scalar: the indent of its first content line.
-    let mut block_indent: Option<usize> = None;
-    // Inside a block scalar, before its first content line: the most spaces
-    // on a blank line so far.
-    let mut leading_blank = 0;
-    // Open block collections (indent, kind), and the node the previous line
-    // left open for nested content (its indent, and whether it is a key).
-    let mut levels: Vec<(usize, Level)> = Vec::new();
-    let mut opener: Option<(usize, bool)> = None;
-    let mut doc_started = false;
-    // After `...` the next document must open with `---` (not modelled).
-    let mut after_end = false;
-    // `...` before any document is an error for YAML readers.
-    let mut stream_start = true;
+    let mut lexer = Lexer::new(text);
+    let mut offset = if text.starts_with('\u{feff}') { 3 } else { 0 };
+    let mut number = 0;
     while offset < text.len() {
-        line_no += 1;
-        let line_end =
+        number += 1;
+        let end =
             memchr::memchr(b'\n', &text.as_bytes()[offset..]).map_or(text.len(), |i| offset + i);
-        let raw = &text[offset..line_end];
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let start = offset;
-        offset = line_end + 1;
+        let raw = &text[offset..end];
+        lexer.line(Line {
+            start: offset,
+            number,
+            text: raw.strip_suffix('\r').unwrap_or(raw),
+        })?;
+        offset = end + 1;
+    }
+    lexer.doc.finish(&mut lexer.out);
+    Some(lexer.out)
+}
 
-        let indent = line.len() - line.trim_start_matches(' ').len();
-        let rest = &line[indent..];
-        if let Some(p) = block {
-            // A tab where a block scalar's indentation is read: readers
-            // refuse it before the indentation is known and below it, and
-            // take it as content past it; not modelled.
-            if rest.starts_with('\t') {
-                return None;
-            }
-            if rest.trim_start_matches([' ', '\t']).is_empty() {
-                if block_indent.is_none() {
-                    leading_blank = leading_blank.max(indent);
-                }
-                continue;
-            }
-            if indent > p {
-                match block_indent {
-                    // A leading blank line with more spaces than the first
-                    // content line sets the indentation for readers: the
-                    // scalar ends there (not modelled).
-                    None if indent < leading_blank => return None,
-                    None => block_indent = Some(indent),
-                    // Less indented than the first line: not modelled.
-                    Some(b) if indent < b => return None,
-                    Some(_) => {}
-                }
-                continue;
-            }
-            block = None;
-            block_indent = None;
+/// A line of the text: where it starts, its number, its text without the
+/// line break.
+struct Line<'t> {
+    start: usize,
+    number: usize,
+    text: &'t str,
+}
+
+/// The lexer's state between lines. Each method reads one kind of line, or
+/// one part of a line, and answers `None` where the full parser is needed.
+struct Lexer<'t> {
+    text: &'t str,
+    out: Vec<Marked>,
+    doc: Doc,
+    /// Inside a block scalar whose parent node has this indent.
+    block: Option<usize>,
+    /// Inside a block scalar: the indent of its first content line.
+    block_indent: Option<usize>,
+    /// Inside a block scalar, before its first content line: the most spaces
+    /// on a blank line so far.
+    leading_blank: usize,
+    /// The previous line ended in a scalar of a node with this indent: a
+    /// more indented line would continue it (not modelled).
+    scalar_parent: Option<usize>,
+    /// Open block collections (indent, kind).
+    levels: Vec<(usize, Level)>,
+    /// The node the previous line left open for nested content (its indent,
+    /// and whether it is a key).
+    opener: Option<(usize, bool)>,
+    doc_started: bool,
+    /// After `...` the next document must open with `---` (not modelled).
+    after_end: bool,
+    /// `...` before any document is an error for YAML readers.
+    stream_start: bool,
+}
+
+/// The sequence entries a line opens with (`- `, possibly several): the
+/// column after them, how many, the column of the last, and the rest.
+struct Entries<'t> {
+    col: usize,
+    dashes: usize,
+    last_dash: usize,
+    rest: &'t str,
+}
+
+impl<'t> Lexer<'t> {
+    fn new(text: &'t str) -> Self {
+        Lexer {
+            text,
+            out: Vec::new(),
+            doc: Doc::default(),
+            block: None,
+            block_indent: None,
+            leading_blank: 0,
+            scalar_parent: None,
+            levels: Vec::new(),
+            opener: None,
+            doc_started: false,
+            after_end: false,
+            stream_start: true,
+        }
+    }
+
+    fn line(&mut self, line: Line<'t>) -> Option<()> {
+        let indent = line.text.len() - line.text.trim_start_matches(' ').len();
+        let rest = &line.text[indent..];
+        if self.block_scalar_line(indent, rest)? {
+            return Some(());
         }
         if rest.trim_start_matches([' ', '\t']).is_empty() || rest.starts_with('#') {
             // A blank line with a tab: whether YAML readers take it depends on
             // the token before it (after `key:` they refuse it); not modelled.
-            if rest.starts_with('\t') {
-                return None;
-            }
-            continue;
+            return (!rest.starts_with('\t')).then_some(());
         }
         if rest.starts_with('\t') {
             return None;
         }
         if indent == 0 && (rest.starts_with("---") || rest.starts_with("...")) {
-            let after = rest[3..].trim_start_matches([' ', '\t']);
-            if !(rest.len() == 3 || rest[3..].starts_with([' ', '\t'])) {
-                // `---x` is a plain scalar.
-                return None;
-            }
-            if !after.is_empty() && !after.starts_with('#') {
-                return None;
-            }
-            if stream_start && rest.starts_with("...") {
-                return None;
-            }
-            stream_start = false;
-            std::mem::take(&mut doc).finish(&mut out);
-            scalar_parent = None;
-            levels.clear();
-            opener = None;
-            doc_started = false;
-            after_end = rest.starts_with("...");
-            continue;
+            return self.document_marker(rest);
         }
-        if after_end {
+        if self.after_end {
             return None;
         }
-        stream_start = false;
-        if let Some(p) = scalar_parent.take()
+        self.stream_start = false;
+        if let Some(p) = self.scalar_parent.take()
             && indent > p
         {
             return None;
@@ -224,221 +227,341 @@ pub fn lex(text: &str) -> Option<Vec<Marked>> {
         if rest.starts_with(['%', '?', '\t']) {
             return None;
         }
-        // Sequence entries: `- `, possibly several on one line.
-        let mut col = indent;
-        let mut dashes = 0;
-        let mut last_dash = indent;
-        let mut s = rest;
-        while s == "-" || s.starts_with("- ") || s.starts_with("-\t") {
-            // A tab after `-` is an error for YAML readers.
-            if s[1..].trim_start_matches(' ').starts_with('\t') {
-                return None;
-            }
-            dashes += 1;
-            last_dash = col;
-            let skipped = 1 + s[1..].len() - s[1..].trim_start_matches(' ').len();
-            col += skipped;
-            s = &s[skipped..];
-        }
-        // An explicit key (`- ? k`), an empty key or a directive-like
-        // character after the dashes: not modelled.
-        if dashes > 0 && s.starts_with(['%', '?', ':']) {
-            return None;
-        }
-        let (key, value_at, parent) = match lex_key(s)? {
+        let entries = sequence_entries(indent, rest)?;
+        let Entries {
+            col,
+            dashes,
+            last_dash,
+            ..
+        } = entries;
+        let (key, value_at, parent) = match lex_key(entries.rest)? {
             Some((key, after)) => (Some(key), col + after, col),
             None if dashes > 0 => (None, col, last_dash),
             // A bare scalar line: a multi-line scalar (not modelled).
             None => return None,
         };
-        if !doc_started && dashes > 0 {
+        self.place(indent, rest, &entries, key.is_some())?;
+        let value_text = &line.text[value_at..];
+        let lead = value_text.len() - value_text.trim_start_matches([' ', '\t']).len();
+        let value_at = value_at + lead;
+        let value_text = &line.text[value_at..];
+        let value = lex_value(value_text);
+        if let Some(k) = key {
+            self.identity_field(k, indent, dashes, &value, value_text)?;
+        }
+        let has_marker_text = line.text.contains("$imagepolicy");
+        match value {
+            Value::Unknown => None,
+            Value::Empty => {
+                if has_marker_text {
+                    return None;
+                }
+                self.opener = Some(match key {
+                    Some(_) => (parent, true),
+                    None => (last_dash, false),
+                });
+                Some(())
+            }
+            Value::Other => {
+                if value_text.starts_with(['|', '>']) {
+                    if has_marker_text {
+                        return None;
+                    }
+                    self.block = Some(parent);
+                    self.leading_blank = 0;
+                } else {
+                    self.scalar_parent = Some(parent);
+                }
+                Some(())
+            }
+            Value::Scalar(end, style) => {
+                self.scalar_parent = Some(parent);
+                if has_marker_text {
+                    self.marked_scalar(&line, value_at, end, style)?;
+                } else {
+                    scalar_ends_line(&value_text[end..])?;
+                }
+                Some(())
+            }
+        }
+    }
+
+    /// A line inside a block scalar: `Some(true)` when it belongs to the
+    /// scalar, `Some(false)` when the scalar ended before it.
+    fn block_scalar_line(&mut self, indent: usize, rest: &str) -> Option<bool> {
+        let Some(p) = self.block else {
+            return Some(false);
+        };
+        // A tab where a block scalar's indentation is read: readers refuse
+        // it before the indentation is known and below it, and take it as
+        // content past it; not modelled.
+        if rest.starts_with('\t') {
+            return None;
+        }
+        if rest.trim_start_matches([' ', '\t']).is_empty() {
+            if self.block_indent.is_none() {
+                self.leading_blank = self.leading_blank.max(indent);
+            }
+            return Some(true);
+        }
+        if indent > p {
+            match self.block_indent {
+                // A leading blank line with more spaces than the first
+                // content line sets the indentation for readers: the
+                // scalar ends there (not modelled).
+                None if indent < self.leading_blank => return None,
+                None => self.block_indent = Some(indent),
+                // Less indented than the first line: not modelled.
+                Some(b) if indent < b => return None,
+                Some(_) => {}
+            }
+            return Some(true);
+        }
+        self.block = None;
+        self.block_indent = None;
+        Some(false)
+    }
+
+    /// `---` or `...` at the start of a line: the document ends.
+    fn document_marker(&mut self, rest: &str) -> Option<()> {
+        let after = rest[3..].trim_start_matches([' ', '\t']);
+        if !(rest.len() == 3 || rest[3..].starts_with([' ', '\t'])) {
+            // `---x` is a plain scalar.
+            return None;
+        }
+        if !after.is_empty() && !after.starts_with('#') {
+            return None;
+        }
+        if self.stream_start && rest.starts_with("...") {
+            return None;
+        }
+        self.stream_start = false;
+        std::mem::take(&mut self.doc).finish(&mut self.out);
+        self.scalar_parent = None;
+        self.levels.clear();
+        self.opener = None;
+        self.doc_started = false;
+        self.after_end = rest.starts_with("...");
+        Some(())
+    }
+
+    /// The line must continue an open collection, or open a nested one
+    /// where the previous line left room for it; the collections it opens
+    /// itself (`- - x`, `- key: v`) are recorded.
+    fn place(
+        &mut self,
+        indent: usize,
+        rest: &str,
+        entries: &Entries<'_>,
+        keyed: bool,
+    ) -> Option<()> {
+        let dashes = entries.dashes;
+        if !self.doc_started && dashes > 0 {
             // A top-level sequence: objects are items (not modelled).
             return None;
         }
-        // The line must continue an open collection, or open a nested one
-        // where the previous line left room for it.
         let kind = if dashes > 0 { Level::Seq } else { Level::Map };
-        while levels.last().is_some_and(|(c, _)| *c > indent) {
-            levels.pop();
+        while self.levels.last().is_some_and(|(c, _)| *c > indent) {
+            self.levels.pop();
         }
-        let nested = match opener.take() {
+        let nested = match self.opener.take() {
             Some((p, _)) if indent > p => true,
-            Some((p, true)) if indent == p && dashes > 0 => levels.last() == Some(&(p, Level::Map)),
+            Some((p, true)) if indent == p && dashes > 0 => {
+                self.levels.last() == Some(&(p, Level::Map))
+            }
             _ => false,
         };
         if nested {
-            let k = if dashes > 0 && levels.last().is_some_and(|(c, _)| *c == indent) {
+            let k = if dashes > 0 && self.levels.last().is_some_and(|(c, _)| *c == indent) {
                 Level::IndentlessSeq
             } else {
                 kind
             };
-            levels.push((indent, k));
-        } else if !doc_started {
-            levels.push((indent, kind));
+            self.levels.push((indent, k));
+        } else if !self.doc_started {
+            self.levels.push((indent, kind));
         } else {
-            if dashes == 0 && levels.last() == Some(&(indent, Level::IndentlessSeq)) {
-                levels.pop();
+            if dashes == 0 && self.levels.last() == Some(&(indent, Level::IndentlessSeq)) {
+                self.levels.pop();
             }
-            match levels.last() {
+            match self.levels.last() {
                 Some(&(c, k))
                     if c == indent && (k == kind || (k == Level::IndentlessSeq && dashes > 0)) => {}
                 _ => return None,
             }
         }
-        doc_started = true;
+        self.doc_started = true;
         // Deep nesting is the parser's to judge (it refuses text nested
         // deeper than its limit); real manifests stay far below this.
-        if levels.len() > MAX_LEXED_DEPTH {
+        if self.levels.len() > MAX_LEXED_DEPTH {
             return None;
         }
-        // Collections opened inside the line: `- - x`, `- key: v`.
-        {
-            let mut c = indent;
-            let mut t = rest;
-            let mut first = true;
-            while t == "-" || t.starts_with("- ") {
-                if !first {
-                    levels.push((c, Level::Seq));
-                }
-                first = false;
-                let skipped = 1 + t[1..].len() - t[1..].trim_start_matches(' ').len();
-                c += skipped;
-                t = &t[skipped..];
+        let mut c = indent;
+        let mut t = rest;
+        let mut first = true;
+        while t == "-" || t.starts_with("- ") {
+            if !first {
+                self.levels.push((c, Level::Seq));
             }
-            if dashes > 0 && key.is_some() {
-                levels.push((col, Level::Map));
-            }
+            first = false;
+            let skipped = 1 + t[1..].len() - t[1..].trim_start_matches(' ').len();
+            c += skipped;
+            t = &t[skipped..];
         }
-        let value_text = &line[value_at..];
-        let lead = value_text.len() - value_text.trim_start_matches([' ', '\t']).len();
-        let value_at = value_at + lead;
-        let value_text = &line[value_at..];
-        let value = lex_value(value_text);
+        if dashes > 0 && keyed {
+            self.levels.push((entries.col, Level::Map));
+        }
+        Some(())
+    }
+
+    /// A key of the object's identity (`apiVersion`, `kind`, and `name` and
+    /// `namespace` under the top-level `metadata`).
+    fn identity_field(
+        &mut self,
+        key: &str,
+        indent: usize,
+        dashes: usize,
+        value: &Value,
+        value_text: &str,
+    ) -> Option<()> {
         let scalar = |value: &Value| match value {
             Value::Scalar(end, style) => decode(&value_text[..*end], *style),
             _ => None,
         };
-        // Top-level fields of the object.
-        if let Some(k) = key {
-            let k = match k.as_bytes().first() {
-                Some(b'"') => decode(k, Style::DoubleQuoted)?,
-                Some(b'\'') => decode(k, Style::SingleQuoted)?,
-                _ => k.to_string(),
-            };
-            // An object nested in another (or a List item): not modelled.
-            if (indent > 0 || dashes > 0) && k == "apiVersion" {
+        let k = match key.as_bytes().first() {
+            Some(b'"') => decode(key, Style::DoubleQuoted)?,
+            Some(b'\'') => decode(key, Style::SingleQuoted)?,
+            _ => key.to_string(),
+        };
+        // An object nested in another (or a List item): not modelled.
+        if (indent > 0 || dashes > 0) && k == "apiVersion" {
+            return None;
+        }
+        // An identity field with nothing on its line is a null (or a
+        // collection on the lines below): left to the parser.
+        let empty = matches!(value, Value::Empty);
+        let doc = &mut self.doc;
+        if indent == 0 && dashes == 0 {
+            doc.metadata = None;
+            if empty && matches!(k.as_str(), "apiVersion" | "kind") {
                 return None;
             }
-            // An identity field with nothing on its line is a null (or a
-            // collection on the lines below): left to the parser.
-            let empty = matches!(value, Value::Empty);
-            if indent == 0 && dashes == 0 {
-                doc.metadata = None;
-                if empty && matches!(k.as_str(), "apiVersion" | "kind") {
+            let v = scalar(value);
+            match k.as_str() {
+                "apiVersion" if doc.api_version.is_none() => doc.api_version = Some(v),
+                "kind" if doc.kind.is_none() => doc.kind = Some(v),
+                "metadata" if !doc.metadata_seen => {
+                    doc.metadata_seen = true;
+                    match value {
+                        Value::Empty => doc.metadata = Some(None),
+                        _ => return None,
+                    }
+                }
+                _ => {}
+            }
+        } else if let Some(mut child) = doc.metadata {
+            let child = *child.get_or_insert(indent);
+            doc.metadata = Some(Some(child));
+            if indent == child && dashes == 0 {
+                if empty && matches!(k.as_str(), "name" | "namespace") {
                     return None;
                 }
-                let v = scalar(&value);
+                let v = scalar(value);
                 match k.as_str() {
-                    "apiVersion" if doc.api_version.is_none() => doc.api_version = Some(v),
-                    "kind" if doc.kind.is_none() => doc.kind = Some(v),
-                    "metadata" if !doc.metadata_seen => {
-                        doc.metadata_seen = true;
-                        match value {
-                            Value::Empty => doc.metadata = Some(None),
-                            _ => return None,
-                        }
-                    }
+                    "name" if doc.name.is_none() => doc.name = Some(v),
+                    "namespace" if doc.namespace.is_none() => doc.namespace = Some(v),
                     _ => {}
                 }
-            } else if let Some(mut child) = doc.metadata {
-                let child = *child.get_or_insert(indent);
-                doc.metadata = Some(Some(child));
-                if indent == child && dashes == 0 {
-                    if empty && matches!(k.as_str(), "name" | "namespace") {
-                        return None;
-                    }
-                    let v = scalar(&value);
-                    match k.as_str() {
-                        "name" if doc.name.is_none() => doc.name = Some(v),
-                        "namespace" if doc.namespace.is_none() => doc.namespace = Some(v),
-                        _ => {}
-                    }
-                }
             }
         }
-        let has_marker_text = line.contains("$imagepolicy");
-        match value {
-            Value::Unknown => return None,
-            Value::Empty => {
-                if has_marker_text {
-                    return None;
-                }
-                opener = Some(match key {
-                    Some(_) => (parent, true),
-                    None => (last_dash, false),
-                });
-            }
-            Value::Other => {
-                if line[value_at..].starts_with(['|', '>']) {
-                    if has_marker_text {
-                        return None;
-                    }
-                    block = Some(parent);
-                    leading_blank = 0;
-                } else {
-                    scalar_parent = Some(parent);
-                }
-            }
-            Value::Scalar(ve, style) => {
-                scalar_parent = Some(parent);
-                let after = &line[value_at + ve..];
-                let trimmed = after.trim_start_matches([' ', '\t']);
-                if !trimmed.is_empty() && !trimmed.starts_with('#') {
-                    return None;
-                }
-                if trimmed.starts_with('#') && trimmed.len() == after.len() {
-                    // `"x"#` — not a comment.
-                    return None;
-                }
-                if !has_marker_text {
-                    continue;
-                }
-                if !trimmed.starts_with('#') {
-                    // The marker text is inside the value itself.
-                    return None;
-                }
-                let comment = &trimmed[1..];
-                let marker = parse_comment(comment);
-                if marker == CommentKind::NotAMarker {
-                    continue;
-                }
-                let decoded = decode(&value_text[..ve], style)?;
-                let abs_start = start + value_at;
-                let abs_end = start + value_at + ve;
-                let hash = start + line.len() - trimmed.len();
-                let column = |at: usize| text[start..at].chars().count() + 1;
-                doc.markers.push(out.len());
-                out.push(Marked {
-                    marker,
-                    span: Span {
-                        start: abs_start,
-                        end: abs_end,
-                        line: line_no,
-                        column: column(abs_start),
-                    },
-                    value: decoded,
-                    style,
-                    in_flow: false,
-                    object: None,
-                    path: Vec::new(),
-                    comment_line: line_no,
-                    comment_column: column(hash),
-                });
-            }
-        }
+        Some(())
     }
-    doc.finish(&mut out);
-    Some(out)
+
+    /// A one-line scalar on a line that mentions `$imagepolicy`: recorded
+    /// when its comment is a marker.
+    fn marked_scalar(
+        &mut self,
+        line: &Line<'_>,
+        value_at: usize,
+        end: usize,
+        style: Style,
+    ) -> Option<()> {
+        let after = &line.text[value_at + end..];
+        let trimmed = scalar_ends_line(after)?;
+        if !trimmed.starts_with('#') {
+            // The marker text is inside the value itself.
+            return None;
+        }
+        let marker = parse_comment(&trimmed[1..]);
+        if marker == CommentKind::NotAMarker {
+            return Some(());
+        }
+        let decoded = decode(&line.text[value_at..value_at + end], style)?;
+        let start = line.start;
+        let abs_start = start + value_at;
+        let abs_end = start + value_at + end;
+        let hash = start + line.text.len() - trimmed.len();
+        let column = |at: usize| self.text[start..at].chars().count() + 1;
+        let span = Span {
+            start: abs_start,
+            end: abs_end,
+            line: line.number,
+            column: column(abs_start),
+        };
+        let comment_column = column(hash);
+        self.doc.markers.push(self.out.len());
+        self.out.push(Marked {
+            marker,
+            span,
+            value: decoded,
+            style,
+            in_flow: false,
+            object: None,
+            path: Vec::new(),
+            comment_line: line.number,
+            comment_column,
+        });
+        Some(())
+    }
+}
+
+/// The sequence entries a line opens with; `None` where a tab follows a
+/// `-` (an error for YAML readers) or where an explicit key, an empty key
+/// or a directive-like character follows them (not modelled).
+fn sequence_entries(indent: usize, rest: &str) -> Option<Entries<'_>> {
+    let mut e = Entries {
+        col: indent,
+        dashes: 0,
+        last_dash: indent,
+        rest,
+    };
+    while e.rest == "-" || e.rest.starts_with("- ") || e.rest.starts_with("-\t") {
+        if e.rest[1..].trim_start_matches(' ').starts_with('\t') {
+            return None;
+        }
+        e.dashes += 1;
+        e.last_dash = e.col;
+        let skipped = 1 + e.rest[1..].len() - e.rest[1..].trim_start_matches(' ').len();
+        e.col += skipped;
+        e.rest = &e.rest[skipped..];
+    }
+    if e.dashes > 0 && e.rest.starts_with(['%', '?', ':']) {
+        return None;
+    }
+    Some(e)
+}
+
+/// What follows a one-line scalar on its line, blanks skipped: nothing or a
+/// comment, else `None` (`"x"#` is not a comment either).
+fn scalar_ends_line(after: &str) -> Option<&str> {
+    let trimmed = after.trim_start_matches([' ', '\t']);
+    if !trimmed.is_empty() && !trimmed.starts_with('#') {
+        return None;
+    }
+    if trimmed.starts_with('#') && trimmed.len() == after.len() {
+        return None;
+    }
+    Some(trimmed)
 }
 
 fn has_lone_cr(text: &str) -> bool {
