@@ -268,9 +268,13 @@ fn images_by_object(entries: Vec<(Value, Value)>, nil: bool) -> Value {
 }
 
 /// The data given to the template.
+/// The changes of a run: file -> object -> changes, in the order they were
+/// made.
+type ByFile<'c> = BTreeMap<&'c str, BTreeMap<ObjectKey, Vec<&'c Change>>>;
+
+/// The data a commit message template reads, as Flux's `TemplateData`.
 pub(crate) fn template_data(input: &TemplateInput) -> Value {
-    // file -> object -> changes, in the order they were made.
-    let mut files: BTreeMap<&str, BTreeMap<ObjectKey, Vec<&Change>>> = BTreeMap::new();
+    let mut files: ByFile<'_> = BTreeMap::new();
     for fc in &input.changes {
         files
             .entry(fc.file.as_str())
@@ -279,6 +283,25 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
             .or_default()
             .push(&fc.change);
     }
+    Value::Struct(Rc::new(Struct {
+        ty: "source.TemplateData",
+        fields: vec![
+            field(
+                "AutomationObject",
+                namespaced_name(&input.namespace, &input.name),
+            ),
+            field("Updated", updated(&files, &input.images)),
+            field("Changed", changed(&files)),
+            field("Values", values(&input.values)),
+        ],
+        methods: Vec::new(),
+        string: None,
+        comparable: false,
+    }))
+}
+
+/// `.Changed`: Flux's `update.Result` of the changes, by file and object.
+fn changed(files: &ByFile<'_>) -> Value {
     let chg = |c: &Change| (c.old_value.clone(), c.new_value.clone(), c.setter.clone());
 
     // .Changed
@@ -326,7 +349,7 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
         string: Some(file_string),
         nil,
     }));
-    let changed = Value::Struct(Rc::new(Struct {
+    Value::Struct(Rc::new(Struct {
         ty: "update.Result",
         fields: vec![field("FileChanges", file_changes)],
         methods: vec![
@@ -335,20 +358,22 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
         ],
         string: None,
         comparable: false,
-    }));
+    }))
+}
 
-    // .Updated: per file and object, each policy's image once, in the order
-    // of its first change there.
+/// `.Updated`: per file and object, each policy's image once, in the order
+/// of its first change there.
+fn updated(files: &ByFile<'_>, images: &BTreeMap<String, ImageRef>) -> Value {
     let mut updated_files = Vec::new();
     let mut by_object: BTreeMap<ObjectKey, Vec<Value>> = BTreeMap::new();
-    let mut images: Vec<Value> = Vec::new();
+    let mut listed: Vec<Value> = Vec::new();
     let mut seen_policies: Vec<&str> = Vec::new();
-    for (file, objs) in &files {
+    for (file, objs) in files {
         let mut entries = Vec::new();
         for (key, changes) in objs {
             let mut policies: Vec<&str> = Vec::new();
             for c in changes {
-                if !policies.contains(&c.policy.as_str()) && input.images.contains_key(&c.policy) {
+                if !policies.contains(&c.policy.as_str()) && images.contains_key(&c.policy) {
                     policies.push(&c.policy);
                 }
             }
@@ -357,7 +382,7 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
             }
             let mut list = Vec::new();
             for policy in policies {
-                let Some(image) = input.images.get(policy) else {
+                let Some(image) = images.get(policy) else {
                     continue;
                 };
                 let old_tag = changes
@@ -376,7 +401,7 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
                 let v = image_value(policy, image, old_tag);
                 if !seen_policies.contains(&policy) {
                     seen_policies.push(policy);
-                    images.push(v.clone());
+                    listed.push(v.clone());
                 }
                 list.push(v);
             }
@@ -395,7 +420,7 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
         );
         updated_files.push((Value::str(file), file_result));
     }
-    let updated = Value::Struct(Rc::new(Struct {
+    Value::Struct(Rc::new(Struct {
         ty: "update.Result",
         fields: vec![field(
             "Files",
@@ -412,7 +437,7 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
             })),
         )],
         methods: vec![
-            ("Images", image_list(images)),
+            ("Images", image_list(listed)),
             (
                 "Objects",
                 images_by_object(
@@ -426,36 +451,22 @@ pub(crate) fn template_data(input: &TemplateInput) -> Value {
         ],
         string: None,
         comparable: false,
-    }));
+    }))
+}
 
-    let values = Value::Map(Rc::new(Map {
+/// `.Values`: `spec.git.commit.messageTemplateValues`.
+fn values(values: &BTreeMap<String, String>) -> Value {
+    Value::Map(Rc::new(Map {
         ty: "map[string]string",
         key_ty: "string",
-        entries: input
-            .values
+        entries: values
             .iter()
             .map(|(k, v)| (Value::str(k), Value::str(v)))
             .collect(),
         zero: Value::str(""),
         string: None,
         // Flux passes the spec's map: nil when there are no values.
-        nil: input.values.is_empty(),
-    }));
-
-    Value::Struct(Rc::new(Struct {
-        ty: "source.TemplateData",
-        fields: vec![
-            field(
-                "AutomationObject",
-                namespaced_name(&input.namespace, &input.name),
-            ),
-            field("Updated", updated),
-            field("Changed", changed),
-            field("Values", values),
-        ],
-        methods: Vec::new(),
-        string: None,
-        comparable: false,
+        nil: values.is_empty(),
     }))
 }
 
