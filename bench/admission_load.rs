@@ -21,8 +21,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use imageauto_tests::kube::Cluster;
+use imageauto_tests::serve::{Launch, Serve};
 use imageauto_tests::slow::{Plan, SlowClients, memory_kib, open_files};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -209,25 +210,35 @@ fn main() {
     std::fs::write(body_file, body(&ns)).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let (health, webhook) = (imageauto_tests::free_port(), imageauto_tests::free_port());
-    let mut serve = Command::new(bin)
-        .args(["serve", "--leader-elect=false", "--log-format", "text"])
-        .args(["--requeue-dependency", "1h"])
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .arg("--storage-path")
-        .arg(dir.path().join("storage"))
-        .arg("--cert-dir")
-        .arg(dir.path().join("certs"))
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .args(["--health-addr", &format!("127.0.0.1:{health}")])
-        .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = serve.id();
+    let certs = dir.path().join("certs");
+    let mut serve = Serve::launch(
+        bin,
+        &cluster,
+        &Launch {
+            extra: &[
+                "--leader-elect=false",
+                "--requeue-dependency",
+                "1h",
+                "--cert-dir",
+                &certs.display().to_string(),
+                "--webhook-addr",
+                "127.0.0.1:0",
+            ],
+            storage: &dir.path().join("storage"),
+            // Quiet but for where it listens.
+            rust_log: Some("warn,kubectl_imageauto=info"),
+            ..Launch::default()
+        },
+        None,
+    );
+    let pid = serve.pid().expect("serve runs");
+    let webhook = loop {
+        if let Some(a) = serve.logged_addr("webhook") {
+            break a.port();
+        }
+        assert!(serve.running(), "serve stopped:\n{}", serve.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
     // Ready, and the view holds every policy: the review is admitted.
     let ca = loop {
         if let Ok(ca) = std::fs::read(dir.path().join("certs/ca.crt")) {
@@ -334,6 +345,5 @@ fn main() {
         verdict(&attacked[0].1.run),
         verdict(&attacked[1].1.run)
     );
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
 }

@@ -11,6 +11,7 @@
 use imageauto_tests::git::{HttpsGit, Repos};
 use imageauto_tests::kube::Cluster;
 use imageauto_tests::registry::{Auth, Pusher, Registry, Tls};
+use imageauto_tests::serve::{Launch, Serve};
 use sha2::Digest;
 use std::time::{Duration, Instant};
 
@@ -137,31 +138,25 @@ spec:
         url = git.url("fleet"),
     ));
     let storage = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(bin)
-        .args([
-            "serve",
-            "--leader-elect=false",
-            "--log-format",
-            "text",
-            "-n",
-            &ns,
-        ])
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .arg("--storage-path")
-        .arg(storage.path())
-        .args([
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--health-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--receiver-addr", &format!("127.0.0.1:{rport}")])
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let receiver_addr = format!("127.0.0.1:{rport}");
+    let serve = Serve::launch(
+        bin,
+        &c,
+        &Launch {
+            extra: &[
+                "--leader-elect=false",
+                "-n",
+                &ns,
+                "--receiver-addr",
+                &receiver_addr,
+            ],
+            storage: &storage.path().join("storage"),
+            rust_log: Some("warn,kubectl_imageauto=info"),
+            ..Launch::default()
+        },
+        None,
+    );
+    let pid = serve.pid().expect("serve runs");
     // Settled: the Receiver served, the first scan done.
     let deadline = Instant::now() + Duration::from_secs(60);
     while c.get_json(&["-n", &ns, "receiver", "registry"])["status"]["webhookPath"] != hook.as_str()
@@ -250,6 +245,5 @@ spec:
         total as f64 / flood as f64,
         peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use imageauto_tests::kube::Cluster;
+use imageauto_tests::serve::{Launch, Serve};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -109,30 +110,18 @@ fn main() {
     let storage = tempfile::tempdir().unwrap();
     let applied = Instant::now();
     cluster.apply(&list);
-    let mut child = std::process::Command::new(bin)
-        .args([
-            "serve",
-            "--leader-elect=false",
-            "--log-format",
-            "text",
-            "-n",
-            &ns,
-        ])
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .arg("--storage-path")
-        .arg(storage.path())
-        .args([
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--health-addr",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let serve = Serve::launch(
+        bin,
+        &cluster,
+        &Launch {
+            extra: &["--leader-elect=false", "-n", &ns],
+            storage: storage.path(),
+            rust_log: Some("warn,kubectl_imageauto=info"),
+            ..Launch::default()
+        },
+        None,
+    );
+    let pid = serve.pid().expect("serve runs");
     let resolved = loop {
         let v = cluster.get_json(&["-n", &ns, "imagepolicies"]);
         let done = v["items"]
@@ -169,8 +158,7 @@ RSS {:.1} MiB steady ({:.1} MiB after the idle window, peak {:.1} MiB); idle CPU
         ticks as f64 / (idle as f64 * 100.0) * 100.0,
         stored as f64 / (1 << 20) as f64,
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
 }
 
 fn walk_size(dir: &std::path::Path) -> u64 {
