@@ -363,9 +363,7 @@ pub fn decide(
         }
         let failure = match end {
             conditions::End::Ready(_) => None,
-            conditions::End::Stalled(r, _) | conditions::End::Retried(r, _) => {
-                Some(static_reason(r))
-            }
+            conditions::End::Stalled(r, _) | conditions::End::Retried(r, _) => Some(r),
         };
         let note = notify(
             &before.conditions,
@@ -589,22 +587,6 @@ fn pull_request_outcome(
                 "PullRequest",
             ))
         }
-    }
-}
-
-/// A reason as the `&'static str` metrics take (the ones this module sets).
-fn static_reason(r: &str) -> &'static str {
-    match r {
-        "InvalidPolicySelector" => "InvalidPolicySelector",
-        "InvalidSourceConfiguration" => "InvalidSourceConfiguration",
-        "AccessDenied" => "AccessDenied",
-        "SourceManagerFailed" => "SourceManagerFailed",
-        "GitOperationFailed" => "GitOperationFailed",
-        "UpdateFailed" => "UpdateFailed",
-        "InvalidPullRequest" => "InvalidPullRequest",
-        "AuthenticationFailed" => "AuthenticationFailed",
-        BadDuration::REASON => BadDuration::REASON,
-        _ => "ReconciliationFailed",
     }
 }
 

@@ -157,10 +157,10 @@ pub enum End<'a> {
     Ready(&'a str),
     /// Nothing changes until the object does: Stalled=True and
     /// Ready=False with this reason and message.
-    Stalled(&'a str, &'a str),
+    Stalled(&'static str, &'a str),
     /// Retried: Ready=False with this reason and message, Reconciling=True
     /// (ProgressingWithRetry) with the progress message it had.
-    Retried(&'a str, &'a str),
+    Retried(&'static str, &'a str),
 }
 
 /// Flux's `ResultFinalizer`: the conditions at the end of a
@@ -209,7 +209,7 @@ pub fn ready(conditions: &mut Vec<Condition>, message: &str, generation: i64, no
 /// Stalled=True (nothing changes until the object does).
 pub fn failed(
     conditions: &mut Vec<Condition>,
-    reason: &str,
+    reason: &'static str,
     message: &str,
     transient: bool,
     generation: i64,

@@ -174,9 +174,7 @@ pub fn decide(
         }
         let failure = match end {
             conditions::End::Ready(_) => None,
-            conditions::End::Stalled(r, _) | conditions::End::Retried(r, _) => {
-                Some(static_reason(r))
-            }
+            conditions::End::Stalled(r, _) | conditions::End::Retried(r, _) => Some(r),
         };
         let note = notify(&before.conditions, &status.conditions, None, quiet, "Scan");
         Step::Done(Decision {
@@ -313,17 +311,6 @@ pub fn decide(
                 &quiet,
             )
         }
-    }
-}
-
-/// A reason as the `&'static str` metrics take (the ones this module sets).
-fn static_reason(r: &str) -> &'static str {
-    match r {
-        "ImageURLInvalid" => "ImageURLInvalid",
-        BadDuration::REASON => BadDuration::REASON,
-        "AuthenticationFailed" => "AuthenticationFailed",
-        "ReadOperationFailed" => "ReadOperationFailed",
-        _ => "ReconciliationFailed",
     }
 }
 
