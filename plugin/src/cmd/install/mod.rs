@@ -52,14 +52,8 @@ pub enum DryRunOutput {
 
 #[derive(clap::Args, Debug)]
 pub struct InstallArgs {
-    /// The namespace of the controller (default imageauto-system; -n and --namespace mean the same, as for flux install)
-    #[arg(
-        short = 'n',
-        long = "install-namespace",
-        alias = "namespace",
-        value_name = "NAMESPACE"
-    )]
-    install_namespace: Option<String>,
+    #[command(flatten)]
+    namespace: ControllerNamespace,
     /// Print what would be applied; apply nothing
     #[arg(long)]
     dry_run: bool,
@@ -212,16 +206,32 @@ fn read_ca_file(path: &std::path::Path) -> Result<String> {
     Ok(text)
 }
 
-/// `-n`/`--namespace`/`--install-namespace`, else imageauto-system.
-fn install_namespace(given: &Option<String>) -> String {
-    given
-        .clone()
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+/// `-n`: the namespace of the controller, for install, uninstall and
+/// version alike.
+#[derive(clap::Args, Debug)]
+pub struct ControllerNamespace {
+    /// The namespace of the controller (default imageauto-system; -n and --namespace mean the same, as for flux install)
+    #[arg(
+        short = 'n',
+        long = "install-namespace",
+        alias = "namespace",
+        value_name = "NAMESPACE"
+    )]
+    install_namespace: Option<String>,
+}
+
+impl ControllerNamespace {
+    /// `-n`/`--namespace`/`--install-namespace`, else imageauto-system.
+    fn resolved(&self) -> String {
+        self.install_namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+    }
 }
 
 pub fn install(args: InstallArgs) -> Result<Exit> {
     let image = args.image.clone().unwrap_or_else(default_image);
-    let ns = install_namespace(&args.install_namespace);
+    let ns = args.namespace.resolved();
     // What the command line says is checked before anything is applied.
     if let Some(url) = &args.webhook_url {
         check_webhook_url(url)?;

@@ -5,14 +5,8 @@ use super::*;
 
 #[derive(clap::Args, Debug)]
 pub struct UninstallArgs {
-    /// The namespace of the controller (default imageauto-system; -n and --namespace mean the same)
-    #[arg(
-        short = 'n',
-        long = "install-namespace",
-        alias = "namespace",
-        value_name = "NAMESPACE"
-    )]
-    install_namespace: Option<String>,
+    #[command(flatten)]
+    namespace: ControllerNamespace,
     /// Also delete the CRDs install applied, and with them every ImageRepository, ImagePolicy and ImageUpdateAutomation (CRDs someone else installed, such as Flux's, are kept)
     #[arg(long)]
     delete_crds: bool,
@@ -84,7 +78,7 @@ pub(super) async fn restore_taken_over(k: &Kube) -> Result<()> {
 }
 
 pub fn uninstall(args: UninstallArgs) -> Result<Exit> {
-    let ns = install_namespace(&args.install_namespace);
+    let ns = args.namespace.resolved();
     crate::cmd::runtime()?.block_on(async {
         let k = args.conn.connect(None).await?;
         // The webhook configuration first: the cluster must never be left

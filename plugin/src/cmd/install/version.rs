@@ -7,14 +7,8 @@ pub struct VersionArgs {
     /// Only the plugin's version; do not ask the cluster
     #[arg(long)]
     client: bool,
-    /// The namespace of the controller (default imageauto-system; -n and --namespace mean the same)
-    #[arg(
-        short = 'n',
-        long = "install-namespace",
-        alias = "namespace",
-        value_name = "NAMESPACE"
-    )]
-    install_namespace: Option<String>,
+    #[command(flatten)]
+    namespace: ControllerNamespace,
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     output: crate::output::TextOrJson,
@@ -39,7 +33,7 @@ pub fn version(args: VersionArgs) -> Result<Exit> {
     if !json {
         outln!("client: kubectl-imageauto {client}");
     }
-    let ns = install_namespace(&args.install_namespace);
+    let ns = args.namespace.resolved();
     crate::cmd::runtime()?.block_on(async {
         let k = args.conn.connect(None).await?;
         let deployments: Api<Deployment> = Api::namespaced(k.client.clone(), &ns);
