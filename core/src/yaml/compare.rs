@@ -27,22 +27,12 @@ pub enum Difference {
 /// before and `new` after (its style may change). Returns how many such
 /// scalars were seen. Never panics.
 ///
-/// Once `wanted` such scalars have been seen, the reading stops at the next
-/// explicit document start (`---`) from which both texts hold the same
-/// bytes to their end: there the reader starts afresh (no open collection,
-/// no pending key, the previous document's directives dropped; a `---`
-/// inside a flow collection is an error), so the same bytes read as the
-/// same events in both. In a file of many documents, only those up to the
-/// last change are read twice.
-///
-/// Within a document, the reading stops right after the last wanted scalar
-/// when every wanted scalar [`reads_alike_after`], both texts hold the same bytes
-/// before each wanted scalar (from the end of the one before it, or from
-/// their start), and the same bytes from the end of the last one to their
-/// end. The reader is then in the same state in both texts but for offsets
-/// (see [`reads_alike_after`] for why), so those bytes read as the same events in
-/// both, as after a `---`: a marked tag near the top of a long file costs
-/// the lines down to it, not the file.
+/// Once `wanted` such scalars have been seen, the reading may stop early:
+/// at a `---` from which both texts hold the same bytes to their end, or
+/// right after the last wanted scalar when every one [`reads_alike_after`]
+/// and the bytes between and after them are the same. The test
+/// `stopping_early_answers_as_the_whole_reading` says why that answers as
+/// the whole reading, and checks it.
 pub fn compare(
     before: &str,
     after: &str,
@@ -246,26 +236,6 @@ pub(super) fn agree(x: Option<&str>, y: Option<&str>) -> bool {
 /// collection, leaves the reader where the same following bytes read the
 /// same whatever the scalar held: a plain or quoted scalar on one line with
 /// nothing after it on that line but blanks and a comment.
-///
-/// Why the state is then the same in two texts that hold the same bytes
-/// before the scalar (but for earlier such scalars) and after it (libyaml's
-/// scanner and parser, of which libyaml-safer is a line-by-line port): the
-/// parser's state is made of the events so far, which [`compare`] found
-/// equal, and it never looks at positions. The scanner's state is its
-/// indentation stack (columns of block collections opened on earlier lines
-/// or left of the scalar: the same), its flow level (0), its queue of
-/// tokens read ahead and the characters it has buffered (read from the same
-/// bytes), and the simple key it may still be waiting on. The scalar's
-/// length shows only in the current column and offset until the line ends:
-/// nothing on the line after the scalar is a token whose column is looked
-/// at (blanks and a comment are skipped; the scalar cannot end on a column
-/// left of where it started, so the plain scalar's indentation check passes
-/// in both), and a simple key pending from this line is dropped in both
-/// before the next token, on a later line, is taken: by line, or by the
-/// 1,024-character limit at the scalar's end, or as an error before the
-/// scalar's event in both when it was required. From the next line on,
-/// lines and columns are the same in both texts; offsets differ by the same
-/// amount everywhere, and they only name positions.
 pub(super) fn reads_alike_after(text: &str, start: usize, end: usize, style: ScalarStyle) -> bool {
     const BREAKS: [char; 5] = ['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'];
     if !matches!(

@@ -808,6 +808,45 @@ mod tests {
     /// on every text here that parses, each of its scalars changed in turn
     /// (and with the next one): keys and values, flow and block, quoted,
     /// with comments or without.
+    ///
+    /// Why it may stop early ([`compare`]):
+    ///
+    /// Once `wanted` such scalars have been seen, the reading stops at the next
+    /// explicit document start (`---`) from which both texts hold the same
+    /// bytes to their end: there the reader starts afresh (no open collection,
+    /// no pending key, the previous document's directives dropped; a `---`
+    /// inside a flow collection is an error), so the same bytes read as the
+    /// same events in both. In a file of many documents, only those up to the
+    /// last change are read twice.
+    ///
+    /// Within a document, the reading stops right after the last wanted scalar
+    /// when every wanted scalar [`reads_alike_after`], both texts hold the same bytes
+    /// before each wanted scalar (from the end of the one before it, or from
+    /// their start), and the same bytes from the end of the last one to their
+    /// end. The reader is then in the same state in both texts but for offsets
+    /// (see below), so those bytes read as the same events in
+    /// both, as after a `---`: a marked tag near the top of a long file costs
+    /// the lines down to it, not the file.
+    ///
+    /// Why the state is then the same in two texts that hold the same bytes
+    /// before the scalar (but for earlier such scalars) and after it (libyaml's
+    /// scanner and parser, of which libyaml-safer is a line-by-line port): the
+    /// parser's state is made of the events so far, which [`compare`] found
+    /// equal, and it never looks at positions. The scanner's state is its
+    /// indentation stack (columns of block collections opened on earlier lines
+    /// or left of the scalar: the same), its flow level (0), its queue of
+    /// tokens read ahead and the characters it has buffered (read from the same
+    /// bytes), and the simple key it may still be waiting on. The scalar's
+    /// length shows only in the current column and offset until the line ends:
+    /// nothing on the line after the scalar is a token whose column is looked
+    /// at (blanks and a comment are skipped; the scalar cannot end on a column
+    /// left of where it started, so the plain scalar's indentation check passes
+    /// in both), and a simple key pending from this line is dropped in both
+    /// before the next token, on a later line, is taken: by line, or by the
+    /// 1,024-character limit at the scalar's end, or as an error before the
+    /// scalar's event in both when it was required. From the next line on,
+    /// lines and columns are the same in both texts; offsets differ by the same
+    /// amount everywhere, and they only name positions.
     #[test]
     fn stopping_early_answers_as_the_whole_reading() {
         fn scalars(n: &Node, out: &mut Vec<(usize, usize, String, Style)>) {
