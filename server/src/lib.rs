@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod controller;
 pub mod health;
+pub mod leadership;
 
 // The engine's modules under the paths the controllers use.
 pub(crate) use automation::{api, engine, git, registry, workloads};

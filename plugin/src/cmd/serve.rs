@@ -12,11 +12,11 @@ use super::Exit;
 use anyhow::{Context as _, Result, bail};
 use automation::engine::{Engine, EngineOptions, Fence};
 use clap::ValueEnum;
-use imageauto_server::controller::lease::{Elector, LeaseConfig};
 use imageauto_server::controller::metrics::Metrics;
 use imageauto_server::controller::watches::{CacheScope, Caches};
 use imageauto_server::controller::{self, ControllerOptions};
 use imageauto_server::health::Health;
+use imageauto_server::leadership::{Work, lead, lease_name, shut_down};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -399,6 +399,7 @@ async fn serve(args: Args) -> Result<()> {
             args.shutdown_grace,
         )
         .await
+        .map_err(anyhow::Error::from)
     } else {
         let work = tokio::spawn(controller::run(
             client,
@@ -424,28 +425,6 @@ async fn serve(args: Args) -> Result<()> {
     result
 }
 
-/// What the controllers run with, once this replica leads.
-struct Work {
-    client: kube::Client,
-    engine: Arc<Engine>,
-    options: ControllerOptions,
-    metrics: Arc<Metrics>,
-    caches: Arc<Caches>,
-}
-
-/// The start of the shutdown: the listeners stop accepting (their ports
-/// are free at once), the controllers are told to finish, and the Git
-/// operations under way are killed (a run stuck on a server that stopped
-/// answering ends now, not at its timeout).
-fn shut_down(stop_tx: &tokio::sync::watch::Sender<bool>) {
-    tracing::info!("terminating: listeners closed, finishing the work under way");
-    let _ = stop_tx.send(true);
-    let killed = automation::git::terminate_children();
-    if killed > 0 {
-        tracing::info!(killed, "Git operations under way cancelled");
-    }
-}
-
 /// SIGTERM or SIGINT.
 async fn terminate_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -458,145 +437,5 @@ async fn terminate_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-    }
-}
-
-/// The Lease's name: one per shard, so that instances started with
-/// different `--watch-label-selector`s each elect their own leader, and the
-/// replicas of one shard share one (as Flux derives its leader election ID
-/// from the selector).
-fn lease_name(selector: Option<&str>) -> String {
-    use sha2::Digest;
-    match selector.map(str::trim).filter(|s| !s.is_empty()) {
-        None => "imageauto-controller".into(),
-        Some(s) => {
-            let digest = sha2::Sha256::digest(s.as_bytes());
-            let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-            format!("imageauto-controller-{hex}")
-        }
-    }
-}
-
-/// Runs the controllers only while this instance holds the Lease: they
-/// start when it is won and stop at once when it is lost; a push checks
-/// the Lease right before it goes out (the fence). On SIGTERM they finish
-/// the work under way, then the Lease is released.
-#[allow(clippy::too_many_arguments)]
-async fn lead(
-    work: Work,
-    lease_namespace: &str,
-    lease_name: &str,
-    identity: &str,
-    stop_rx: tokio::sync::watch::Receiver<bool>,
-    stop_tx: tokio::sync::watch::Sender<bool>,
-    terminate: impl std::future::Future<Output = ()>,
-    grace: Duration,
-) -> Result<()> {
-    let identity = format!(
-        "{identity}_{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
-    let config = LeaseConfig::new(lease_namespace, lease_name, &identity);
-    config
-        .check()
-        .with_context(|| format!("leader election: the Lease {}", config.lease()))?;
-    let elector = Elector::new(work.client.clone(), config);
-    let mut leading = elector.leading();
-    let fence = {
-        let f = elector.fence();
-        Fence::new(move || f.leads())
-    };
-    let (lease_stop_tx, lease_stop_rx) = tokio::sync::watch::channel(false);
-    let mut election = tokio::spawn(elector.run(lease_stop_rx));
-    // A follower says so from the start.
-    work.metrics.leading(false);
-    tokio::pin!(terminate);
-    let mut running: Option<tokio::task::JoinHandle<Result<(), controller::Error>>> = None;
-    let mut held = false;
-    let mut ended = None;
-    loop {
-        tokio::select! {
-            _ = &mut terminate => break,
-            r = &mut election => {
-                ended = Some(r);
-                break;
-            }
-            changed = leading.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let is_leader = *leading.borrow_and_update();
-                work.metrics.leading(is_leader);
-                if is_leader && running.is_none() {
-                    held = true;
-                    tracing::info!(%identity, "leader: starting the controllers");
-                    running = Some(tokio::spawn(controller::run(
-                        work.client.clone(), work.engine.clone(), work.options.clone(),
-                        work.metrics.clone(), work.caches.clone(), fence.clone(), stop_rx.clone(),
-                    )));
-                } else if !is_leader && let Some(w) = running.take() {
-                    // The fence already refuses pushes; the reconciliations
-                    // under way stop here.
-                    tracing::warn!("lost the lease: stopping the controllers now");
-                    w.abort();
-                }
-            }
-        }
-    }
-    shut_down(&stop_tx);
-    if let Some(w) = running.take() {
-        match tokio::time::timeout(grace, w).await {
-            Ok(Ok(Err(e))) => tracing::warn!("{e}"),
-            Ok(_) => {}
-            Err(_) => tracing::warn!("the work under way did not finish in time: abandoned"),
-        }
-    }
-    work.metrics.leading(false);
-    let outcome = match ended {
-        Some(r) => r,
-        None => {
-            // The elector releases the Lease when it leads, then returns.
-            let _ = lease_stop_tx.send(true);
-            match tokio::time::timeout(Duration::from_secs(5), &mut election).await {
-                Ok(r) => {
-                    if held && matches!(r, Ok(Ok(()))) {
-                        tracing::info!("released the lease");
-                    }
-                    r
-                }
-                Err(_) => {
-                    tracing::warn!("the lease was not released in time");
-                    election.abort();
-                    Ok(Ok(()))
-                }
-            }
-        }
-    };
-    match outcome {
-        Ok(Ok(())) => Ok(()),
-        // The error says "leader election:" itself.
-        Ok(Err(e)) => Err(anyhow::Error::new(e)),
-        Err(e) => Err(anyhow::anyhow!("leader election stopped: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_lease_per_shard() {
-        assert_eq!(lease_name(None), "imageauto-controller");
-        assert_eq!(lease_name(Some(" ")), "imageauto-controller");
-        let a = lease_name(Some("sharding.fluxcd.io/key=shard1"));
-        let b = lease_name(Some("sharding.fluxcd.io/key=shard2"));
-        assert_ne!(a, b);
-        assert_eq!(a, lease_name(Some("sharding.fluxcd.io/key=shard1")));
-        assert!(
-            a.starts_with("imageauto-controller-") && a.len() == 29,
-            "{a}"
-        );
     }
 }
