@@ -315,28 +315,12 @@ impl MemoryView {
         namespaces: impl IntoIterator<Item = (String, BTreeMap<String, String>)>,
         markers: impl IntoIterator<Item = (WorkloadContainer, MarkerLookup)>,
     ) -> Self {
-        Self::build(policies, repositories, namespaces, markers, true)
+        Self::with_cross_namespace_refs(policies, repositories, namespaces, markers, true)
     }
 
     /// As [`MemoryView::new`], with cross-namespace references switched on
     /// or off (`serve --no-cross-namespace-refs`).
     pub fn with_cross_namespace_refs(
-        policies: impl IntoIterator<Item = ImagePolicy>,
-        repositories: impl IntoIterator<Item = ImageRepository>,
-        namespaces: impl IntoIterator<Item = (String, BTreeMap<String, String>)>,
-        markers: impl IntoIterator<Item = (WorkloadContainer, MarkerLookup)>,
-        cross_namespace_refs: bool,
-    ) -> Self {
-        Self::build(
-            policies,
-            repositories,
-            namespaces,
-            markers,
-            cross_namespace_refs,
-        )
-    }
-
-    fn build(
         policies: impl IntoIterator<Item = ImagePolicy>,
         repositories: impl IntoIterator<Item = ImageRepository>,
         namespaces: impl IntoIterator<Item = (String, BTreeMap<String, String>)>,

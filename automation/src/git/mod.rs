@@ -117,8 +117,10 @@ impl GitAuth {
     }
 }
 
-/// What went wrong with Git. Never carries a credential.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong with Git. Never carries a credential. Crosses the pipe
+/// from a network runner as JSON (the variants a fetch or a push can end
+/// with; see `child::sendable`).
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum GitError {
     #[error("{url}: {message}")]
     Remote { url: String, message: String },
@@ -141,6 +143,7 @@ pub enum GitError {
     /// [`terminate_children`] ended the operation (or it would have started
     /// after it): the process is shutting down.
     #[error("{url}: cancelled: the process is shutting down")]
+    #[serde(skip)]
     Cancelled { url: String },
     #[error("{0}")]
     Repo(String),
@@ -150,6 +153,7 @@ pub enum GitError {
     Secret(String),
     /// The commit could not be signed: nothing was committed.
     #[error("cannot sign the commit with the signing key: {0}")]
+    #[serde(skip)]
     Signing(#[from] SignError),
 }
 
