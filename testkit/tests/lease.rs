@@ -8,7 +8,7 @@
 //! state every 50 ms.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use imageauto_server::controller::lease::{Elector, Fence, LeaseConfig, LeaseError};
+use imageauto_server::controller::lease::{Elector, LeaseConfig, LeaseError, LeaseFence};
 use imageauto_tests::kube::Cluster;
 use imageauto_tests::proxy::Proxy;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -82,7 +82,7 @@ fn apiserver(cluster: &Cluster) -> SocketAddr {
 struct Replica {
     name: &'static str,
     leading: watch::Receiver<bool>,
-    fence: Fence,
+    fence: LeaseFence,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<(), LeaseError>>>,
 }

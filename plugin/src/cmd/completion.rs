@@ -194,7 +194,7 @@ impl Typed {
 }
 
 fn object_names(kind: &str, typed: &Typed) -> Vec<String> {
-    let Ok(kind) = crate::cmd::cluster::Kind::parse(kind) else {
+    let Ok(kind) = crate::cmd::cluster::ImageKind::parse(kind) else {
         return Vec::new();
     };
     typed.ask(|k| async move { crate::cmd::cluster::names(&k, kind).await })

@@ -58,7 +58,7 @@ pub struct Ran {
 /// Where a run failed, in Flux's terms
 /// (image-automation-controller `internal/controller/imageupdateautomation_controller.go`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
+pub enum FailedAt {
     /// The source manager: credentials, the signing key (Flux's
     /// `SourceManagerFailed`, `failed configuring source manager: …`).
     SourceManager,
@@ -82,7 +82,7 @@ pub enum Stage {
 /// A run that failed.
 #[derive(Debug)]
 pub struct RunFailure {
-    pub stage: Stage,
+    pub stage: FailedAt,
     pub error: EngineError,
 }
 
@@ -451,17 +451,17 @@ pub fn decide(
     match run {
         Err(f) => {
             let (reason, prefix) = match f.stage {
-                Stage::SourceManager => {
+                FailedAt::SourceManager => {
                     ("SourceManagerFailed", "failed configuring source manager")
                 }
-                Stage::Checkout => ("GitOperationFailed", "failed to checkout source"),
-                Stage::Apply => ("UpdateFailed", "failed to apply policies"),
-                Stage::Update => ("GitOperationFailed", "failed to update source"),
-                Stage::Authentication => (
+                FailedAt::Checkout => ("GitOperationFailed", "failed to checkout source"),
+                FailedAt::Apply => ("UpdateFailed", "failed to apply policies"),
+                FailedAt::Update => ("GitOperationFailed", "failed to update source"),
+                FailedAt::Authentication => (
                     "AuthenticationFailed",
                     "failed configuring source manager: failed to configure authentication options",
                 ),
-                Stage::InvalidSource => {
+                FailedAt::InvalidSource => {
                     let m = f.error.to_string();
                     return finish(
                         status,
@@ -646,11 +646,11 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
     let ns = a.namespace().unwrap_or_default();
     let source = &work.source;
     let source_manager = |error| RunFailure {
-        stage: Stage::SourceManager,
+        stage: FailedAt::SourceManager,
         error,
     };
     let timeout = source.spec.timeout().map_err(|e| RunFailure {
-        stage: Stage::InvalidSource,
+        stage: FailedAt::InvalidSource,
         error: EngineError::Unreadable(e.into()),
     })?;
     let super::secrets::SourceAuth { auth, app } =
@@ -658,11 +658,11 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
             .await
             .map_err(|e| match e {
                 super::secrets::GitAuthError::Invalid(m) => RunFailure {
-                    stage: Stage::InvalidSource,
+                    stage: FailedAt::InvalidSource,
                     error: EngineError::Source(m),
                 },
                 super::secrets::GitAuthError::Authentication(m) => RunFailure {
-                    stage: Stage::Authentication,
+                    stage: FailedAt::Authentication,
                     error: EngineError::Source(m),
                 },
                 super::secrets::GitAuthError::Source(e) => source_manager(e),
@@ -701,9 +701,9 @@ async fn run(ctx: &Context, a: &ImageUpdateAutomation, work: RunWork) -> Result<
     }
     let result = result.map_err(|e| RunFailure {
         stage: match e.stage {
-            crate::engine::automation::Stage::Checkout => Stage::Checkout,
-            crate::engine::automation::Stage::Apply => Stage::Apply,
-            crate::engine::automation::Stage::Update => Stage::Update,
+            crate::engine::automation::Stage::Checkout => FailedAt::Checkout,
+            crate::engine::automation::Stage::Apply => FailedAt::Apply,
+            crate::engine::automation::Stage::Update => FailedAt::Update,
         },
         error: e.error,
     })?;
@@ -1076,18 +1076,22 @@ mod tests {
         // Each stage of the run with its reason and prefix, all retried.
         let stages = [
             (
-                Stage::SourceManager,
+                FailedAt::SourceManager,
                 "SourceManagerFailed",
                 "failed configuring source manager: ",
             ),
             (
-                Stage::Checkout,
+                FailedAt::Checkout,
                 "GitOperationFailed",
                 "failed to checkout source: ",
             ),
-            (Stage::Apply, "UpdateFailed", "failed to apply policies: "),
             (
-                Stage::Update,
+                FailedAt::Apply,
+                "UpdateFailed",
+                "failed to apply policies: ",
+            ),
+            (
+                FailedAt::Update,
                 "GitOperationFailed",
                 "failed to update source: ",
             ),
@@ -1301,7 +1305,7 @@ mod tests {
         // stalls; a refused exchange is AuthenticationFailed, retried.
         let mut snap = snapshot(vec![]);
         snap.run = Some(Err(RunFailure {
-            stage: Stage::InvalidSource,
+            stage: FailedAt::InvalidSource,
             error: EngineError::Source(
                 "secretRef 'apps/app' has github app data but provider is not set to github: invalid source configuration".into(),
             ),
@@ -1312,7 +1316,7 @@ mod tests {
             (Some("InvalidSourceConfiguration"), Requeue::Never)
         );
         snap.run = Some(Err(RunFailure {
-            stage: Stage::Authentication,
+            stage: FailedAt::Authentication,
             error: EngineError::Source("provider github: the GitHub App 1: refused".into()),
         }));
         let d = done(decide(&a, &snap, &at(0)));

@@ -15,7 +15,7 @@
 //!   written, and waits the (longer) lease duration from then, so the leader
 //!   has stopped before anyone else may take over.
 //!
-//! [`Fence::holds`] tells whether the last successful renewal started less
+//! [`LeaseFence::leads`] tells whether the last successful renewal started less
 //! than the renew deadline ago, from the clock alone: checked right before
 //! an irreversible write (a Git push), it is false as soon as the Lease may
 //! have been lost, whatever the election loop is doing at that moment.
@@ -173,7 +173,7 @@ pub enum LeaseError {
 
 /// What a replica does with the record it read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub enum LeaseStep {
     /// The Lease is free (no holder, or its holder let it expire): take it,
     /// a change of holder.
     Acquire,
@@ -195,10 +195,10 @@ pub fn decide(
     observed_at: Instant,
     now: Instant,
     default_duration: Duration,
-) -> Decision {
+) -> LeaseStep {
     match holder(record) {
-        None => Decision::Acquire,
-        Some(h) if h == identity => Decision::Renew,
+        None => LeaseStep::Acquire,
+        Some(h) if h == identity => LeaseStep::Renew,
         Some(_) => {
             let duration = record
                 .and_then(|s| s.lease_duration_seconds)
@@ -206,10 +206,10 @@ pub fn decide(
                 .filter(|s| *s > 0)
                 .map_or(default_duration, Duration::from_secs);
             match observed_at.checked_add(duration) {
-                Some(expiry) if now < expiry => Decision::Wait(expiry - now),
-                Some(_) => Decision::Acquire,
+                Some(expiry) if now < expiry => LeaseStep::Wait(expiry - now),
+                Some(_) => LeaseStep::Acquire,
                 // Beyond what the clock can count: never expires.
-                None => Decision::Wait(duration),
+                None => LeaseStep::Wait(duration),
             }
         }
     }
@@ -293,7 +293,7 @@ pub fn observe(previous: Option<Observed>, lease: Lease, now: Instant) -> Observ
 /// Whether this replica may still act as the leader: cheap to clone, and
 /// to check right before an irreversible write.
 #[derive(Clone)]
-pub struct Fence {
+pub struct LeaseFence {
     inner: Arc<FenceState>,
 }
 
@@ -304,7 +304,7 @@ struct FenceState {
     renew_deadline: Duration,
 }
 
-impl Fence {
+impl LeaseFence {
     fn new(renew_deadline: Duration) -> Self {
         Self {
             inner: Arc::new(FenceState {
@@ -331,7 +331,7 @@ impl Fence {
         still_holds(*self.lock(), Instant::now(), self.inner.renew_deadline)
     }
 
-    /// How much longer [`Fence::holds`] stays true without another renewal;
+    /// How much longer [`LeaseFence::leads`] stays true without another renewal;
     /// none when it is false.
     pub fn remaining(&self) -> Option<Duration> {
         let renewed = (*self.lock())?;
@@ -341,9 +341,9 @@ impl Fence {
     }
 }
 
-impl fmt::Debug for Fence {
+impl fmt::Debug for LeaseFence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fence")
+        f.debug_struct("LeaseFence")
             .field("holds", &self.leads())
             .finish()
     }
@@ -506,7 +506,7 @@ pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
     leading: watch::Sender<bool>,
-    fence: Fence,
+    fence: LeaseFence,
 }
 
 impl fmt::Debug for Elector {
@@ -531,20 +531,20 @@ impl Elector {
         let (leading, _) = watch::channel(false);
         Self {
             api: Api::namespaced(client, &config.namespace),
-            fence: Fence::new(config.renew_deadline),
+            fence: LeaseFence::new(config.renew_deadline),
             config,
             leading,
         }
     }
 
-    /// True while this replica leads. It turns false after the [`Fence`]
+    /// True while this replica leads. It turns false after the [`LeaseFence`]
     /// does.
     pub fn leading(&self) -> watch::Receiver<bool> {
         self.leading.subscribe()
     }
 
-    /// See [`Fence::holds`].
-    pub fn fence(&self) -> Fence {
+    /// See [`LeaseFence::leads`].
+    pub fn fence(&self) -> LeaseFence {
         self.fence.clone()
     }
 
@@ -650,7 +650,7 @@ impl Elector {
         );
         let mut lease = observed.lease.clone();
         progress.observed = Some(observed);
-        if let Decision::Wait(left) = decision {
+        if let LeaseStep::Wait(left) = decision {
             tracing::debug!(
                 lease = lease_name,
                 holder = holder(lease.spec.as_ref()).unwrap_or_default(),
@@ -969,21 +969,21 @@ mod tests {
     #[test]
     fn lease_free_is_acquired() {
         let t = Instant::now();
-        assert_eq!(decide(None, ME, t, t, DEFAULT), Decision::Acquire);
+        assert_eq!(decide(None, ME, t, t, DEFAULT), LeaseStep::Acquire);
         let s = spec(None, Some(15));
-        assert_eq!(decide(Some(&s), ME, t, t, DEFAULT), Decision::Acquire);
+        assert_eq!(decide(Some(&s), ME, t, t, DEFAULT), LeaseStep::Acquire);
         let s = spec(Some(""), Some(15));
-        assert_eq!(decide(Some(&s), ME, t, t, DEFAULT), Decision::Acquire);
+        assert_eq!(decide(Some(&s), ME, t, t, DEFAULT), LeaseStep::Acquire);
     }
 
     #[test]
     fn lease_of_ours_is_renewed() {
         let t = Instant::now();
         let s = spec(Some(ME), Some(15));
-        assert_eq!(decide(Some(&s), ME, t, t, DEFAULT), Decision::Renew);
+        assert_eq!(decide(Some(&s), ME, t, t, DEFAULT), LeaseStep::Renew);
         // Even long after it was seen: it names us.
         let later = t + Duration::from_secs(100);
-        assert_eq!(decide(Some(&s), ME, t, later, DEFAULT), Decision::Renew);
+        assert_eq!(decide(Some(&s), ME, t, later, DEFAULT), LeaseStep::Renew);
     }
 
     #[test]
@@ -992,15 +992,15 @@ mod tests {
         let s = spec(Some("other"), Some(4));
         assert_eq!(
             decide(Some(&s), ME, t, t, DEFAULT),
-            Decision::Wait(Duration::from_secs(4))
+            LeaseStep::Wait(Duration::from_secs(4))
         );
         assert_eq!(
             decide(Some(&s), ME, t, t + Duration::from_millis(3999), DEFAULT),
-            Decision::Wait(Duration::from_millis(1))
+            LeaseStep::Wait(Duration::from_millis(1))
         );
         assert_eq!(
             decide(Some(&s), ME, t, t + Duration::from_secs(4), DEFAULT),
-            Decision::Acquire
+            LeaseStep::Acquire
         );
     }
 
@@ -1011,12 +1011,12 @@ mod tests {
             let s = spec(Some("other"), seconds);
             assert_eq!(
                 decide(Some(&s), ME, t, t + Duration::from_secs(14), DEFAULT),
-                Decision::Wait(Duration::from_secs(1)),
+                LeaseStep::Wait(Duration::from_secs(1)),
                 "{seconds:?}"
             );
             assert_eq!(
                 decide(Some(&s), ME, t, t + DEFAULT, DEFAULT),
-                Decision::Acquire
+                LeaseStep::Acquire
             );
         }
     }
@@ -1033,11 +1033,11 @@ mod tests {
         for s in [&past, &future] {
             assert_eq!(
                 decide(Some(s), ME, t, t + Duration::from_secs(9), DEFAULT),
-                Decision::Wait(Duration::from_secs(1))
+                LeaseStep::Wait(Duration::from_secs(1))
             );
             assert_eq!(
                 decide(Some(s), ME, t, t + Duration::from_secs(10), DEFAULT),
-                Decision::Acquire
+                LeaseStep::Acquire
             );
         }
     }
@@ -1114,7 +1114,7 @@ mod tests {
         assert!(!still_holds(Some(t), t + d, d));
         assert!(!still_holds(None, t, d));
 
-        let fence = Fence::new(d);
+        let fence = LeaseFence::new(d);
         assert!(!fence.leads());
         assert_eq!(fence.remaining(), None);
         fence.set(Some(Instant::now()));

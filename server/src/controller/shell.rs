@@ -6,7 +6,7 @@
 //! the requeue with backoff.
 
 use super::decision::{Decision, Requeue, Step};
-use super::watches::{Change, Shared};
+use super::watches::{CacheChange, Shared};
 use super::{Context, Error, FIELD_MANAGER};
 use crate::api::{FINALIZER, RECONCILE_REQUEST_ANNOTATION, ResourceExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -243,10 +243,12 @@ async fn deletion<K: Kind>(cache: Option<Arc<Shared<K>>>, obj: &K) {
     }
     loop {
         match changes.recv().await {
-            Ok(Change::Applied(o)) if o.uid() == uid && o.meta().deletion_timestamp.is_some() => {
+            Ok(CacheChange::Applied(o))
+                if o.uid() == uid && o.meta().deletion_timestamp.is_some() =>
+            {
                 return;
             }
-            Ok(Change::Deleted(o)) if o.uid() == uid => return,
+            Ok(CacheChange::Deleted(o)) if o.uid() == uid => return,
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 if going(cache.get(&ns, &name)) {

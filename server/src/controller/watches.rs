@@ -26,18 +26,18 @@ pub const INDEX_LABEL_SELECTOR: &str = "imageauto.dev/marker-index=true";
 
 /// What a subscriber hears of a kind.
 #[derive(Debug)]
-pub enum Change<K> {
+pub enum CacheChange<K> {
     /// Added or changed (also each object of a new listing).
     Applied(Arc<K>),
     /// Gone from the cluster.
     Deleted(Arc<K>),
 }
 
-impl<K> Clone for Change<K> {
+impl<K> Clone for CacheChange<K> {
     fn clone(&self) -> Self {
         match self {
-            Change::Applied(o) => Change::Applied(o.clone()),
-            Change::Deleted(o) => Change::Deleted(o.clone()),
+            CacheChange::Applied(o) => CacheChange::Applied(o.clone()),
+            CacheChange::Deleted(o) => CacheChange::Deleted(o.clone()),
         }
     }
 }
@@ -53,7 +53,7 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     pub store: Store<K>,
-    changes: broadcast::Sender<Change<K>>,
+    changes: broadcast::Sender<CacheChange<K>>,
     synced: watch::Receiver<bool>,
 }
 
@@ -78,10 +78,10 @@ where
             while let Some(ev) = stream.next().await {
                 match ev {
                     Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                        let _ = tx.send(Change::Applied(Arc::new(o)));
+                        let _ = tx.send(CacheChange::Applied(Arc::new(o)));
                     }
                     Ok(watcher::Event::Delete(o)) => {
-                        let _ = tx.send(Change::Deleted(Arc::new(o)));
+                        let _ = tx.send(CacheChange::Deleted(Arc::new(o)));
                     }
                     Ok(watcher::Event::InitDone) => {
                         warned = false;
@@ -118,7 +118,7 @@ where
     }
 
     /// The changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Change<K>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<CacheChange<K>> {
         self.changes.subscribe()
     }
 
@@ -160,7 +160,7 @@ where
 {
     struct State<K: Resource<DynamicType = ()> + Clone + 'static, P, F> {
         shared: Arc<Shared<K>>,
-        rx: broadcast::Receiver<Change<K>>,
+        rx: broadcast::Receiver<CacheChange<K>>,
         seen: HashMap<(String, String), u64>,
         pending: std::collections::VecDeque<Arc<K>>,
         started: bool,
@@ -218,10 +218,10 @@ where
                 continue;
             }
             match st.rx.recv().await {
-                Ok(Change::Applied(o)) => st.offer(o),
+                Ok(CacheChange::Applied(o)) => st.offer(o),
                 // A deletion passes too: whoever depends on the object
                 // (an automation on a policy) looks again.
-                Ok(Change::Deleted(o)) => {
+                Ok(CacheChange::Deleted(o)) => {
                     let key = (o.namespace().unwrap_or_default(), o.name_any());
                     if st.seen.remove(&key).is_some() {
                         st.pending.push_back(o);

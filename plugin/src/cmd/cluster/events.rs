@@ -25,7 +25,7 @@ pub struct EventsArgs {
 
 /// Which events `events` shows.
 struct EventFilter {
-    kind: Option<Kind>,
+    kind: Option<ImageKind>,
     name: Option<String>,
     types: Vec<String>,
 }
@@ -43,7 +43,7 @@ impl EventFilter {
                         format!("--for {f:?}: give KIND/NAME, such as ImagePolicy/web"),
                     );
                 };
-                match Kind::parse(k) {
+                match ImageKind::parse(k) {
                     Ok(kind) => (Some(kind), Some(n.to_string())),
                     Err(e) => crate::cmd::usage_error("events", format!("--for {f:?}: {e}")),
                 }
@@ -67,7 +67,7 @@ impl EventFilter {
 
     fn matches(&self, e: &k8s_openapi::api::core::v1::Event) -> bool {
         let kind = e.involved_object.kind.as_deref().unwrap_or("");
-        let kinds = [Kind::Repository, Kind::Policy, Kind::Update];
+        let kinds = [ImageKind::Repository, ImageKind::Policy, ImageKind::Update];
         kinds.iter().any(|k| k.name() == kind)
             && self.kind.is_none_or(|k| k.name() == kind)
             && self

@@ -37,7 +37,7 @@ pub struct GetArgs {
 }
 
 /// The kinds and the name `get` asks for.
-fn get_target(words: &Words) -> Result<(Vec<Kind>, Option<String>)> {
+fn get_target(words: &Words) -> Result<(Vec<ImageKind>, Option<String>)> {
     let p = words.prefix();
     let form = if words.image {
         "get image repository|policy|update [NAME], or get images all"
@@ -67,14 +67,23 @@ fn get_target(words: &Words) -> Result<(Vec<Kind>, Option<String>)> {
                 ),
             );
         }
-        return Ok((vec![Kind::Repository, Kind::Policy, Kind::Update], None));
+        return Ok((
+            vec![ImageKind::Repository, ImageKind::Policy, ImageKind::Update],
+            None,
+        ));
     }
-    Ok((vec![Kind::parse(kind)?], name))
+    Ok((vec![ImageKind::parse(kind)?], name))
 }
 
 /// One row of `get`, as a table shows it; `KIND/NAME` in the first column
 /// when several kinds are shown (Flux's `get images all`).
-fn get_row(kind: Kind, v: &Value, wide: bool, all_namespaces: bool, prefixed: bool) -> Vec<String> {
+fn get_row(
+    kind: ImageKind,
+    v: &Value,
+    wide: bool,
+    all_namespaces: bool,
+    prefixed: bool,
+) -> Vec<String> {
     let mut r = row(kind, v, wide, all_namespaces);
     if prefixed {
         let i = usize::from(all_namespaces);
@@ -95,7 +104,7 @@ pub fn get(args: GetArgs) -> Result<Exit> {
         let mut items_all: Vec<Value> = Vec::new();
         // What was shown, by kind, namespace and name: its resourceVersion
         // (a watch prints only what changed since).
-        let mut shown: HashMap<(Kind, String, String), String> = HashMap::new();
+        let mut shown: HashMap<(ImageKind, String, String), String> = HashMap::new();
         let mut tables = 0;
         for kind in &kinds {
             let kind = *kind;
@@ -235,7 +244,7 @@ pub fn get(args: GetArgs) -> Result<Exit> {
 }
 
 /// An object's kind, namespace and name.
-fn key(kind: Kind, v: &Value) -> (Kind, String, String) {
+fn key(kind: ImageKind, v: &Value) -> (ImageKind, String, String) {
     (
         kind,
         v["metadata"]["namespace"]

@@ -34,7 +34,7 @@ pub use tree::{TreeArgs, tree};
 
 /// The kinds the plugin works with, by the names users type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub enum ImageKind {
     Repository,
     Policy,
     Update,
@@ -42,34 +42,34 @@ pub enum Kind {
 
 /// Every word that names a kind (compared without case), as `kubectl`
 /// and `flux` users type them.
-const KIND_WORDS: &[(&str, Kind)] = &[
-    ("repository", Kind::Repository),
-    ("repositories", Kind::Repository),
-    ("repo", Kind::Repository),
-    ("repos", Kind::Repository),
-    ("imagerepository", Kind::Repository),
-    ("imagerepositories", Kind::Repository),
-    ("imgrepo", Kind::Repository),
-    ("imagerepo", Kind::Repository),
-    ("policy", Kind::Policy),
-    ("policies", Kind::Policy),
-    ("imagepolicy", Kind::Policy),
-    ("imagepolicies", Kind::Policy),
-    ("imgpol", Kind::Policy),
-    ("imagepol", Kind::Policy),
-    ("update", Kind::Update),
-    ("updates", Kind::Update),
-    ("imageupdateautomation", Kind::Update),
-    ("imageupdateautomations", Kind::Update),
-    ("automation", Kind::Update),
-    ("automations", Kind::Update),
-    ("iua", Kind::Update),
-    ("imgupd", Kind::Update),
-    ("imgauto", Kind::Update),
+const KIND_WORDS: &[(&str, ImageKind)] = &[
+    ("repository", ImageKind::Repository),
+    ("repositories", ImageKind::Repository),
+    ("repo", ImageKind::Repository),
+    ("repos", ImageKind::Repository),
+    ("imagerepository", ImageKind::Repository),
+    ("imagerepositories", ImageKind::Repository),
+    ("imgrepo", ImageKind::Repository),
+    ("imagerepo", ImageKind::Repository),
+    ("policy", ImageKind::Policy),
+    ("policies", ImageKind::Policy),
+    ("imagepolicy", ImageKind::Policy),
+    ("imagepolicies", ImageKind::Policy),
+    ("imgpol", ImageKind::Policy),
+    ("imagepol", ImageKind::Policy),
+    ("update", ImageKind::Update),
+    ("updates", ImageKind::Update),
+    ("imageupdateautomation", ImageKind::Update),
+    ("imageupdateautomations", ImageKind::Update),
+    ("automation", ImageKind::Update),
+    ("automations", ImageKind::Update),
+    ("iua", ImageKind::Update),
+    ("imgupd", ImageKind::Update),
+    ("imgauto", ImageKind::Update),
 ];
 
-impl Kind {
-    pub fn parse(s: &str) -> Result<Kind> {
+impl ImageKind {
+    pub fn parse(s: &str) -> Result<ImageKind> {
         let lower = s.to_ascii_lowercase();
         if let Some((_, k)) = KIND_WORDS.iter().find(|(w, _)| *w == lower) {
             return Ok(*k);
@@ -84,35 +84,35 @@ impl Kind {
 
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Repository => "ImageRepository",
-            Kind::Policy => "ImagePolicy",
-            Kind::Update => "ImageUpdateAutomation",
+            ImageKind::Repository => "ImageRepository",
+            ImageKind::Policy => "ImagePolicy",
+            ImageKind::Update => "ImageUpdateAutomation",
         }
     }
 
     /// The kind's plural, as messages say it.
     pub fn plural(self) -> &'static str {
         match self {
-            Kind::Repository => "ImageRepositories",
-            Kind::Policy => "ImagePolicies",
-            Kind::Update => "ImageUpdateAutomations",
+            ImageKind::Repository => "ImageRepositories",
+            ImageKind::Policy => "ImagePolicies",
+            ImageKind::Update => "ImageUpdateAutomations",
         }
     }
 
     /// The word of the kind in `KIND/NAME` (Flux's `get images all` rows).
     fn lower(self) -> &'static str {
         match self {
-            Kind::Repository => "imagerepository",
-            Kind::Policy => "imagepolicy",
-            Kind::Update => "imageupdateautomation",
+            ImageKind::Repository => "imagerepository",
+            ImageKind::Policy => "imagepolicy",
+            ImageKind::Update => "imageupdateautomation",
         }
     }
 
     pub fn resource(self) -> ApiResource {
         match self {
-            Kind::Repository => ApiResource::erase::<ImageRepository>(&()),
-            Kind::Policy => ApiResource::erase::<ImagePolicy>(&()),
-            Kind::Update => ApiResource::erase::<ImageUpdateAutomation>(&()),
+            ImageKind::Repository => ApiResource::erase::<ImageRepository>(&()),
+            ImageKind::Policy => ApiResource::erase::<ImagePolicy>(&()),
+            ImageKind::Update => ApiResource::erase::<ImageUpdateAutomation>(&()),
         }
     }
 
@@ -127,9 +127,11 @@ impl Kind {
 
     fn header(self, wide: bool) -> Vec<&'static str> {
         let mut h = match self {
-            Kind::Repository => vec!["NAME", "LAST SCAN", "TAGS", "SUSPENDED", "READY", "MESSAGE"],
-            Kind::Policy => vec!["NAME", "LATEST IMAGE", "READY", "MESSAGE"],
-            Kind::Update => vec![
+            ImageKind::Repository => {
+                vec!["NAME", "LAST SCAN", "TAGS", "SUSPENDED", "READY", "MESSAGE"]
+            }
+            ImageKind::Policy => vec!["NAME", "LATEST IMAGE", "READY", "MESSAGE"],
+            ImageKind::Update => vec![
                 "NAME",
                 "LAST RUN",
                 "LAST PUSH",
@@ -140,9 +142,9 @@ impl Kind {
         };
         if wide {
             match self {
-                Kind::Repository => h.insert(1, "IMAGE"),
-                Kind::Policy => h.insert(1, "REPOSITORY"),
-                Kind::Update => {
+                ImageKind::Repository => h.insert(1, "IMAGE"),
+                ImageKind::Policy => h.insert(1, "REPOSITORY"),
+                ImageKind::Update => {
                     h.insert(1, "SOURCE");
                     h.push("PULL REQUEST");
                 }
@@ -194,7 +196,7 @@ impl Words {
         };
         let mut rest = rest.to_vec();
         if let Some((k, n)) = rest.first().and_then(|w| w.split_once('/'))
-            && Kind::parse(k).is_ok()
+            && ImageKind::parse(k).is_ok()
             && !n.is_empty()
         {
             let (k, n) = (k.to_string(), n.to_string());
@@ -242,7 +244,7 @@ impl Words {
 
 /// A named object of `kind` in `k`'s namespace. When it is not there, the
 /// error says so and where an object of that name exists instead.
-async fn get_named(k: &Kube, kind: Kind, name: &str) -> Result<DynamicObject> {
+async fn get_named(k: &Kube, kind: ImageKind, name: &str) -> Result<DynamicObject> {
     match kind.api(k, false).get(name).await {
         Ok(o) => Ok(o),
         Err(e) => Err(not_found(k, &kind.resource(), kind.name(), name, e).await),
@@ -349,14 +351,14 @@ fn pull_request_of(o: &Value) -> String {
     }
 }
 
-fn row(kind: Kind, o: &Value, wide: bool, namespaced: bool) -> Vec<String> {
+fn row(kind: ImageKind, o: &Value, wide: bool, namespaced: bool) -> Vec<String> {
     let s = &o["status"];
     let spec = &o["spec"];
     let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
     let (ready, message) = ready_of(o);
     let suspended = spec["suspend"].as_bool().unwrap_or(false).to_string();
     let mut r = match kind {
-        Kind::Repository => vec![
+        ImageKind::Repository => vec![
             name,
             age(s["lastScanResult"]["scanTime"].as_str()),
             s["lastScanResult"]["tagCount"]
@@ -366,7 +368,7 @@ fn row(kind: Kind, o: &Value, wide: bool, namespaced: bool) -> Vec<String> {
             ready,
             message,
         ],
-        Kind::Policy => vec![
+        ImageKind::Policy => vec![
             name,
             match (
                 s["latestRef"]["name"].as_str(),
@@ -378,7 +380,7 @@ fn row(kind: Kind, o: &Value, wide: bool, namespaced: bool) -> Vec<String> {
             ready,
             message,
         ],
-        Kind::Update => vec![
+        ImageKind::Update => vec![
             name,
             age(s["lastAutomationRunTime"].as_str()),
             s["lastPushCommit"]
@@ -391,15 +393,15 @@ fn row(kind: Kind, o: &Value, wide: bool, namespaced: bool) -> Vec<String> {
     };
     if wide {
         let extra = match kind {
-            Kind::Repository => spec["image"].as_str().unwrap_or("").to_string(),
-            Kind::Policy => spec["imageRepositoryRef"]["name"]
+            ImageKind::Repository => spec["image"].as_str().unwrap_or("").to_string(),
+            ImageKind::Policy => spec["imageRepositoryRef"]["name"]
                 .as_str()
                 .unwrap_or("")
                 .to_string(),
-            Kind::Update => spec["sourceRef"]["name"].as_str().unwrap_or("").to_string(),
+            ImageKind::Update => spec["sourceRef"]["name"].as_str().unwrap_or("").to_string(),
         };
         r.insert(1, extra);
-        if kind == Kind::Update {
+        if kind == ImageKind::Update {
             r.push(pull_request_of(o));
         }
     }
@@ -468,7 +470,7 @@ async fn handled(
 
 /// The names of a kind's objects in the namespace (for completion); none
 /// when the cluster does not answer.
-pub async fn names(k: &Kube, kind: Kind) -> Vec<String> {
+pub async fn names(k: &Kube, kind: ImageKind) -> Vec<String> {
     kind.api(k, false)
         .list(&ListParams::default())
         .await
@@ -488,9 +490,9 @@ mod tests {
             "spec": {},
             "status": {"lastPushCommit": "0123456789aé€xyz"}
         });
-        let r = row(Kind::Update, &o, false, false);
+        let r = row(ImageKind::Update, &o, false, false);
         assert_eq!(r[2], "0123456789aé");
         let o = serde_json::json!({"metadata": {"name": "fleet"}, "spec": {}});
-        assert_eq!(row(Kind::Update, &o, false, false)[2], "-");
+        assert_eq!(row(ImageKind::Update, &o, false, false)[2], "-");
     }
 }

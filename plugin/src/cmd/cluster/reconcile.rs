@@ -15,7 +15,7 @@ pub struct ReconcileTarget {
 }
 
 pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Exit> {
-    let kind = Kind::parse(kind)?;
+    let kind = ImageKind::parse(kind)?;
     crate::cmd::runtime()?.block_on(async {
         let k = t.kube.connect().await?;
         let api = kind.api(&k, false);
@@ -26,14 +26,14 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Exit> {
         // reconcile requests included: waiting for one would only time out.
         if v["spec"]["suspend"] == true {
             let resume = match kind {
-                Kind::Repository => format!("kubectl imageauto resume repository {name}"),
-                Kind::Update => format!("kubectl imageauto resume update {name}"),
-                Kind::Policy => "set its spec.suspend to false".into(),
+                ImageKind::Repository => format!("kubectl imageauto resume repository {name}"),
+                ImageKind::Update => format!("kubectl imageauto resume update {name}"),
+                ImageKind::Policy => "set its spec.suspend to false".into(),
             };
             eprintln!("✗ {what} is suspended: {resume} to reconcile it");
             return Ok(Exit::Failed);
         }
-        if t.with_source && kind == Kind::Update {
+        if t.with_source && kind == ImageKind::Update {
             let src = v["spec"]["sourceRef"]["name"]
                 .as_str()
                 .unwrap_or("")
@@ -65,16 +65,16 @@ pub fn reconcile(kind: &str, name: &str, t: ReconcileTarget) -> Result<Exit> {
         let (ready, message) = ready_of(&v);
         let s = &v["status"];
         let result = match kind {
-            Kind::Repository => format!(
+            ImageKind::Repository => format!(
                 "✔ scan fetched {} tags",
                 s["lastScanResult"]["tagCount"].as_i64().unwrap_or(0)
             ),
-            Kind::Policy => format!(
+            ImageKind::Policy => format!(
                 "✔ latest image {}:{}",
                 s["latestRef"]["name"].as_str().unwrap_or("?"),
                 s["latestRef"]["tag"].as_str().unwrap_or("?")
             ),
-            Kind::Update => match s["lastPushCommit"].as_str() {
+            ImageKind::Update => match s["lastPushCommit"].as_str() {
                 Some(c) if pushed_before.as_deref() != Some(c) => format!("✔ pushed commit {c}"),
                 Some(c) => format!("✔ nothing to do: {message} (last pushed commit {c})"),
                 None => format!("✔ nothing to do: {message}"),

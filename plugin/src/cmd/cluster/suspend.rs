@@ -49,8 +49,8 @@ pub fn suspend(args: SuspendArgs, suspend: bool) -> Result<Exit> {
             ),
         ),
     };
-    let kind = Kind::parse(&kind_word)?;
-    if kind == Kind::Policy {
+    let kind = ImageKind::parse(&kind_word)?;
+    if kind == ImageKind::Policy {
         bail!(
             "policies are suspended through their repository or automation: {command} repository NAME or {command} update NAME"
         );

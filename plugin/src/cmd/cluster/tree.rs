@@ -107,7 +107,7 @@ const SOURCE_GROUP: &str = "source.toolkit.fluxcd.io";
 pub fn tree(args: TreeArgs) -> Result<Exit> {
     let words = Words::of(&args.words);
     let (kind, name) = words.kind_and_name("tree", "update");
-    if Kind::parse(&kind)? != Kind::Update {
+    if ImageKind::parse(&kind)? != ImageKind::Update {
         bail!("tree shows an automation: tree update NAME");
     }
     crate::cmd::runtime()?.block_on(async {
@@ -118,9 +118,14 @@ pub fn tree(args: TreeArgs) -> Result<Exit> {
         let a = match autos.get(&name).await {
             Ok(a) => a,
             Err(e) => {
-                return Err(
-                    not_found(&k, &Kind::Update.resource(), Kind::Update.name(), &name, e).await,
-                );
+                return Err(not_found(
+                    &k,
+                    &ImageKind::Update.resource(),
+                    ImageKind::Update.name(),
+                    &name,
+                    e,
+                )
+                .await);
             }
         };
         let av = serde_json::to_value(&a)?;
