@@ -592,13 +592,8 @@ fn pull_request_outcome(
 
 impl Kind for ImageUpdateAutomation {
     const KIND: &'static str = "ImageUpdateAutomation";
-    type Status = ImageUpdateAutomationStatus;
     type Snapshot = AutomationSnapshot;
     type Work = RunWork;
-
-    fn status(&self) -> Option<&ImageUpdateAutomationStatus> {
-        self.status.as_ref()
-    }
 
     fn cache(ctx: &Context) -> Option<Arc<super::watches::Shared<Self>>> {
         Some(ctx.caches.automations.clone())

@@ -321,13 +321,8 @@ pub fn decide(
 
 impl Kind for ImagePolicy {
     const KIND: &'static str = "ImagePolicy";
-    type Status = ImagePolicyStatus;
     type Snapshot = PolicySnapshot;
     type Work = DigestWork;
-
-    fn status(&self) -> Option<&ImagePolicyStatus> {
-        self.status.as_ref()
-    }
 
     fn cache(ctx: &Context) -> Option<Arc<super::watches::Shared<Self>>> {
         Some(ctx.caches.policies.clone())

@@ -316,13 +316,8 @@ pub fn decide(
 
 impl Kind for ImageRepository {
     const KIND: &'static str = "ImageRepository";
-    type Status = ImageRepositoryStatus;
     type Snapshot = RepositorySnapshot;
     type Work = ScanWork;
-
-    fn status(&self) -> Option<&ImageRepositoryStatus> {
-        self.status.as_ref()
-    }
 
     fn cache(ctx: &Context) -> Option<Arc<super::watches::Shared<Self>>> {
         Some(ctx.caches.repositories.clone())

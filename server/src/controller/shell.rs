@@ -12,6 +12,7 @@ use crate::api::{FINALIZER, RECONCILE_REQUEST_ANNOTATION, ResourceExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
+use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
 use kube::{Api, Resource};
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 /// it.
 pub trait Kind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + HasStatus<Status: Serialize + Clone + PartialEq + Default + Debug + Send + Sync>
     + Clone
     + DeserializeOwned
     + Serialize
@@ -35,13 +37,10 @@ pub trait Kind:
     + 'static
 {
     const KIND: &'static str;
-    type Status: Serialize + Clone + PartialEq + Default + Debug + Send + Sync;
     /// What `decide` reads besides the object.
     type Snapshot: Send;
     /// What `decide` may ask the shell to do before it decides.
     type Work: Send;
-
-    fn status(&self) -> Option<&Self::Status>;
 
     /// The kind's shared cache (to notice a deletion during the work).
     fn cache(ctx: &Context) -> Option<Arc<Shared<Self>>>;

@@ -296,13 +296,8 @@ pub fn decide(
 
 impl Kind for Receiver {
     const KIND: &'static str = "Receiver";
-    type Status = ReceiverStatus;
     type Snapshot = ReceiverSnapshot;
     type Work = ReadToken;
-
-    fn status(&self) -> Option<&ReceiverStatus> {
-        self.status.as_ref()
-    }
 
     fn cache(ctx: &Context) -> Option<std::sync::Arc<crate::controller::watches::Shared<Self>>> {
         ctx.caches.receivers.get()
