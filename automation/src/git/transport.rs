@@ -338,15 +338,20 @@ pub(super) fn remote_error(url: &str, e: git2::Error, state: &RefCell<CallbackSt
         };
     }
     let message = e.message().to_string();
-    if e.class() == git2::ErrorClass::Ssh
-        && (message.contains("authentication") || message.contains("credentials"))
+    let refused = e.class() == git2::ErrorClass::Ssh
+        && mentions_any(&message, &["authentication", "credentials"])
         || e.code() == git2::ErrorCode::Auth
-        || message.contains("refused every credential")
-        || message.contains("refused the user name and password")
-        || message.contains("no credentials")
-        || message.contains("failed to acquire username/password")
-        || message.contains("401")
-    {
+        || mentions_any(
+            &message,
+            &[
+                "refused every credential",
+                "refused the user name and password",
+                "no credentials",
+                "failed to acquire username/password",
+                "401",
+            ],
+        );
+    if refused {
         return GitError::Auth {
             url: display_url(url),
             message,
@@ -496,10 +501,10 @@ pub(super) fn push_now(
     let dst = |spec: &str| spec.rsplit(':').next().unwrap_or(spec).to_string();
     if let Err(e) = remote.push(refspecs, Some(&mut opts)) {
         let msg = e.message().to_lowercase();
-        if msg.contains("fast-forward")
-            || msg.contains("fastforward")
-            || msg.contains("not present locally")
-        {
+        if mentions_any(
+            &msg,
+            &["fast-forward", "fastforward", "not present locally"],
+        ) {
             return Err(GitError::NonFastForward {
                 url: display_url(url),
                 refname: refspecs.first().map(|s| dst(s)).unwrap_or_default(),
@@ -532,25 +537,28 @@ pub(super) fn push_now(
 /// A rejected reference: a non-fast-forward (the branch moved), or a refusal
 /// (a hook, a protected branch).
 pub(super) fn rejection(url: &str, refname: String, message: String) -> GitError {
-    {
-        let m = message.to_lowercase();
-        if m.contains("non-fast-forward")
-            || m.contains("fetch first")
-            || m.contains("stale")
-            || m.contains("failed to update ref")
-            || m.contains("cannot lock ref")
-        {
-            return GitError::NonFastForward {
-                url: display_url(url),
-                refname,
-            };
-        }
+    let moved = [
+        "non-fast-forward",
+        "fetch first",
+        "stale",
+        "failed to update ref",
+        "cannot lock ref",
+    ];
+    let url = display_url(url);
+    if mentions_any(&message.to_lowercase(), &moved) {
+        GitError::NonFastForward { url, refname }
+    } else {
         GitError::Rejected {
-            url: display_url(url),
+            url,
             refname,
             message,
         }
     }
+}
+
+/// Whether `message` contains any of `phrases`.
+fn mentions_any(message: &str, phrases: &[&str]) -> bool {
+    phrases.iter().any(|p| message.contains(p))
 }
 
 /// Pushes to a repository on this machine with git itself, whose local
