@@ -10,26 +10,26 @@
 //! a comment): those bytes read the same in both (see [`yaml::compare`]).
 
 use super::Change;
-use crate::yaml::{self, Difference};
+use crate::yaml::{self, Difference, Reading};
 
 /// Checks that `after` is `before` with exactly `changes` applied, as the
 /// full YAML parser reads them. `Err` says what differs.
 pub fn verify(before: &str, after: &str, changes: &[Change]) -> Result<(), String> {
-    verify_with(before, after, changes, yaml::compare)
+    verify_with(before, after, changes, Reading::MayStopEarly)
 }
 
 /// [`verify`] reading both texts to their end: for tests that check that
 /// stopping early answers the same whenever `before` parses.
 #[doc(hidden)]
 pub fn verify_whole(before: &str, after: &str, changes: &[Change]) -> Result<(), String> {
-    verify_with(before, after, changes, yaml::compare_whole)
+    verify_with(before, after, changes, Reading::Whole)
 }
 
 fn verify_with(
     before: &str,
     after: &str,
     changes: &[Change],
-    compare: yaml::Comparison,
+    reading: Reading,
 ) -> Result<(), String> {
     // The changes by byte offset in `before`, for a lookup per scalar.
     let lines = yaml::LineIndex::new(before);
@@ -43,7 +43,7 @@ fn verify_with(
         let c = at[i].1;
         Some((c.old_value.clone(), c.new_value.clone()))
     };
-    match compare(before, after, &expected, changes.len()) {
+    match yaml::compare(before, after, &expected, changes.len(), reading) {
         Ok(seen) if seen == changes.len() => Ok(()),
         Ok(seen) => Err(format!(
             "{} of {} changed values were not found where they were: refusing to write it",

@@ -19,6 +19,19 @@ pub enum Difference {
     },
 }
 
+/// How far [`compare`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// It may stop once every wanted scalar has been seen and the rest is
+    /// known to read alike (see [`compare`]).
+    MayStopEarly,
+    /// Both texts to their end, whatever their bytes: for tests that check
+    /// the shortcuts against the whole reading. The two answer alike
+    /// whenever `before` parses; where it does not after the last change,
+    /// stopping early may not read that far.
+    Whole,
+}
+
 /// Reads `before` and `after` side by side with the full parser, event by
 /// event, without building trees: they must hold the same documents, the
 /// same collections and the same scalars, except where `expected(offset)`
@@ -38,39 +51,12 @@ pub fn compare(
     after: &str,
     expected: &dyn Fn(usize) -> Option<(String, String)>,
     wanted: usize,
-) -> Result<usize, Difference> {
-    compare_reading(before, after, expected, wanted, true)
-}
-
-/// [`compare`] or [`compare_whole`], for callers that take either.
-pub type Comparison =
-    fn(&str, &str, &dyn Fn(usize) -> Option<(String, String)>, usize) -> Result<usize, Difference>;
-
-/// [`compare`] reading both texts to their end, whatever their bytes: for
-/// tests that check the shortcuts against the whole reading. The two answer
-/// alike whenever `before` parses; where it does not after the last change,
-/// [`compare`] may not read that far.
-#[doc(hidden)]
-pub fn compare_whole(
-    before: &str,
-    after: &str,
-    expected: &dyn Fn(usize) -> Option<(String, String)>,
-    wanted: usize,
-) -> Result<usize, Difference> {
-    compare_reading(before, after, expected, wanted, false)
-}
-
-pub(super) fn compare_reading(
-    before: &str,
-    after: &str,
-    expected: &dyn Fn(usize) -> Option<(String, String)>,
-    wanted: usize,
-    shortcuts: bool,
+    reading: Reading,
 ) -> Result<usize, Difference> {
     READING.with(|r| {
         let was = r.replace(true);
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            compare_inner(before, after, expected, wanted, shortcuts)
+            compare_inner(before, after, expected, wanted, reading)
         }));
         r.set(was);
         out.unwrap_or_else(|_| {
@@ -83,13 +69,14 @@ pub(super) fn compare_reading(
     })
 }
 
-pub(super) fn compare_inner(
+fn compare_inner(
     before: &str,
     after: &str,
     expected: &dyn Fn(usize) -> Option<(String, String)>,
     wanted: usize,
-    shortcuts: bool,
+    reading: Reading,
 ) -> Result<usize, Difference> {
+    let shortcuts = reading == Reading::MayStopEarly;
     let (b, a) = (Input::new(before), Input::new(after));
     let (mut bb, mut ab) = (Chunks::new(b.bytes()), Chunks::new(a.bytes()));
     let mut pb = Parser::new();

@@ -13,7 +13,7 @@ use std::fmt;
 mod compare;
 mod json;
 
-pub use compare::{Comparison, Difference, compare, compare_whole};
+pub use compare::{Difference, Reading, compare};
 pub use json::scalar_value;
 
 /// Upper bound on the nodes produced when aliases are expanded into JSON, so a
@@ -694,10 +694,10 @@ mod tests {
         assert!(docs[0].root.to_json().is_err());
     }
 
-    /// `read` ([`compare`] or [`compare_whole`]) with one expected change,
+    /// [`compare`] reading as far as `read` says, with one expected change,
     /// of `old` to `new`, of the scalar that starts at `at` in `before`.
     fn one(
-        read: Comparison,
+        read: Reading,
         before: &str,
         after: &str,
         at: usize,
@@ -705,11 +705,12 @@ mod tests {
         new: &str,
     ) -> Result<usize, Difference> {
         let (old, new) = (old.to_string(), new.to_string());
-        read(
+        compare(
             before,
             after,
             &|o| (o == at).then(|| (old.clone(), new.clone())),
             1,
+            read,
         )
     }
 
@@ -725,7 +726,14 @@ mod tests {
     /// [`compare`] with one expected change, of `old` to `new`, at the
     /// first occurrence of `old` in `before`.
     fn compare_one(before: &str, after: &str, old: &str, new: &str) -> Result<usize, Difference> {
-        one(compare, before, after, value_at(before, old), old, new)
+        one(
+            Reading::MayStopEarly,
+            before,
+            after,
+            value_at(before, old),
+            old,
+            new,
+        )
     }
 
     #[test]
@@ -744,11 +752,11 @@ mod tests {
                 let after = before.replacen("1.0.0", "1.10.0", 1);
                 let (at, old, new) = (value_at(&before, "app:1.0.0"), "app:1.0.0", "app:1.10.0");
                 assert_eq!(
-                    one(compare, &before, &after, at, old, new),
+                    one(Reading::MayStopEarly, &before, &after, at, old, new),
                     Ok(1),
                     "{line:?}"
                 );
-                let whole = one(compare_whole, &before, &after, at, old, new);
+                let whole = one(Reading::Whole, &before, &after, at, old, new);
                 assert!(matches!(whole, Err(Difference::Before(_))), "{whole:?}");
             }
         }
@@ -780,7 +788,7 @@ mod tests {
             let new = old.replacen("1.0.0", "1.10.0", 1);
             let at = before.find(starts).unwrap();
             // The change is seen, and the tail is read: the reader refuses it.
-            let e = one(compare, before, &after, at, old, &new);
+            let e = one(Reading::MayStopEarly, before, &after, at, old, &new);
             assert!(matches!(e, Err(Difference::Before(_))), "{before:?}: {e:?}");
         }
         // A difference after the change is still seen: the bytes no longer agree.
@@ -796,11 +804,21 @@ mod tests {
         // the other.
         let before = "a:\n  image: app:1.0.0\n  b: [unclosed\n";
         let after = "a:\n   image: app:1.10.0\n  b: [unclosed\n";
-        assert!(one(compare, before, after, 12, "app:1.0.0", "app:1.10.0").is_err());
+        assert!(
+            one(
+                Reading::MayStopEarly,
+                before,
+                after,
+                12,
+                "app:1.0.0",
+                "app:1.10.0"
+            )
+            .is_err()
+        );
         let before = "a:\n  b:\n    image: app:1.0.0\n  c: 1\n";
         let after = "a:\n   b:\n    image: app:1.10.0\n  c: 1\n";
         let (at, old, new) = (value_at(before, "app:1.0.0"), "app:1.0.0", "app:1.10.0");
-        assert!(one(compare_whole, before, after, at, old, new).is_err());
+        assert!(one(Reading::Whole, before, after, at, old, new).is_err());
         assert!(compare_one(before, after, old, new).is_err());
     }
 
@@ -916,8 +934,9 @@ mod tests {
                             .find(|(s, _, _)| *s == o)
                             .map(|(_, a, b)| (a.clone(), b.clone()))
                     };
-                    let early = compare(text, &after, &expected, table.len());
-                    let whole = compare_whole(text, &after, &expected, table.len());
+                    let early =
+                        compare(text, &after, &expected, table.len(), Reading::MayStopEarly);
+                    let whole = compare(text, &after, &expected, table.len(), Reading::Whole);
                     assert_eq!(early, whole, "{text:?}\n->\n{after:?}");
                     checked += 1;
                     // And with a line above the first change indented by
@@ -932,8 +951,9 @@ mod tests {
                     for &line in starts.iter().rev().take(8) {
                         let mut moved = after.clone();
                         moved.insert(line, ' ');
-                        let early = compare(text, &moved, &expected, table.len());
-                        let whole = compare_whole(text, &moved, &expected, table.len());
+                        let early =
+                            compare(text, &moved, &expected, table.len(), Reading::MayStopEarly);
+                        let whole = compare(text, &moved, &expected, table.len(), Reading::Whole);
                         assert_eq!(early, whole, "{text:?}\n->\n{moved:?}");
                         checked += 1;
                     }
