@@ -38,16 +38,34 @@ pub async fn secret_data(
     namespace: &str,
     name: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, EngineError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut secret: Secret = get(client, namespace, name)
+        .await
+        .map_err(|why| EngineError::Source(format!("Secret {namespace}/{name} {why}")))?;
+    Ok(data_of(&mut secret))
+}
+
+/// Why an object could not be had.
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    #[error("not found")]
+    NotFound,
+    #[error("cannot be read: {0}")]
+    Unreadable(String),
+}
+
+/// One namespaced object, or why it could not be had.
+async fn get<K>(client: &Client, namespace: &str, name: &str) -> Result<K, Unavailable>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(name).await {
-        Ok(Some(mut s)) => Ok(data_of(&mut s)),
-        Ok(None) => Err(EngineError::Source(format!(
-            "Secret {namespace}/{name} not found"
-        ))),
-        Err(e) => Err(EngineError::Source(format!(
-            "Secret {namespace}/{name} cannot be read: {}",
-            api_error(&e)
-        ))),
+        Ok(Some(object)) => Ok(object),
+        Ok(None) => Err(Unavailable::NotFound),
+        Err(e) => Err(Unavailable::Unreadable(api_error(&e))),
     }
 }
 
@@ -92,17 +110,9 @@ pub async fn registry_access(
         .as_deref()
         .filter(|s| !s.is_empty() && spec.provider == Provider::Generic)
     {
-        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-        let account = api
-            .get_opt(sa)
+        let account: ServiceAccount = get(client, &ns, sa)
             .await
-            .map_err(|e| {
-                EngineError::Source(format!(
-                    "ServiceAccount {ns}/{sa} cannot be read: {}",
-                    api_error(&e)
-                ))
-            })?
-            .ok_or_else(|| EngineError::Source(format!("ServiceAccount {ns}/{sa} not found")))?;
+            .map_err(|why| EngineError::Source(format!("ServiceAccount {ns}/{sa} {why}")))?;
         for s in account.image_pull_secrets.unwrap_or_default() {
             let data = secret_data(client, &ns, &s.name).await?;
             let k = Keychain::from_secret_data(&data, &format!("Secret {ns}/{}", s.name))
@@ -161,21 +171,9 @@ async fn cloud_keychain(
                 provider_name(repo.spec.provider),
             )));
         }
-        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-        let account = api
-            .get_opt(sa)
-            .await
-            .map_err(|e| {
-                EngineError::Source(format!(
-                    "failed to get service account '{ns}/{sa}': {}",
-                    api_error(&e)
-                ))
-            })?
-            .ok_or_else(|| {
-                EngineError::Source(format!(
-                    "failed to get service account '{ns}/{sa}': not found"
-                ))
-            })?;
+        let account: ServiceAccount = get(client, &ns, sa).await.map_err(|why| {
+            EngineError::Source(format!("failed to get service account '{ns}/{sa}': {why}"))
+        })?;
         identity = Some(ServiceAccountIdentity {
             namespace: ns.clone(),
             name: sa.to_string(),
