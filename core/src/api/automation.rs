@@ -1,6 +1,7 @@
 use super::schema::DURATION_PATTERN;
 use super::source::GitRepositoryRef;
 use super::{ImageRef, LocalObjectReference, default_observed_generation, is_false};
+use educe::Educe;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -188,12 +189,14 @@ pub enum UpdateStrategyName {
 }
 
 /// What the last runs did: conditions, the last push, what they saw.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Educe)]
+#[educe(Default)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = super::schema::status)]
 pub struct ImageUpdateAutomationStatus {
     /// The generation the status describes; -1 before the first reconciliation.
     #[serde(default = "default_observed_generation")]
+    #[educe(Default(expression = -1))]
     pub observed_generation: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "super::schema::conditions")]
@@ -216,19 +219,4 @@ pub struct ImageUpdateAutomationStatus {
     /// The last `reconcile.fluxcd.io/requestedAt` value handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-}
-
-impl Default for ImageUpdateAutomationStatus {
-    fn default() -> Self {
-        Self {
-            observed_generation: -1,
-            conditions: Vec::new(),
-            last_automation_run_time: None,
-            last_push_commit: None,
-            last_push_time: None,
-            observed_policies: None,
-            observed_source_revision: None,
-            last_handled_reconcile_at: None,
-        }
-    }
 }

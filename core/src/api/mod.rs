@@ -193,3 +193,30 @@ pub(crate) mod schema {
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A status nobody has written yet says so as Flux's does: generation -1
+    /// and nothing else, whether it is made here or read from `{}`.
+    #[test]
+    fn an_unwritten_status_has_generation_minus_one_and_nothing_else() {
+        fn check<
+            S: Default + Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+        >() {
+            let made = S::default();
+            assert_eq!(
+                serde_json::to_value(&made).unwrap(),
+                json!({"observedGeneration": -1})
+            );
+            assert_eq!(serde_json::from_value::<S>(json!({})).unwrap(), made);
+        }
+        check::<ImageRepositoryStatus>();
+        check::<ImagePolicyStatus>();
+        check::<ImageUpdateAutomationStatus>();
+        check::<ReceiverStatus>();
+        check::<GitRepositoryStatus>();
+    }
+}

@@ -1,5 +1,6 @@
 use super::schema::DURATION_PATTERN;
 use super::{ImageRef, NamespacedObjectReference, default_observed_generation, is_false};
+use educe::Educe;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -122,12 +123,14 @@ pub enum DigestReflectionPolicy {
 }
 
 /// What the policy selected: conditions, the latest image, the one before.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Educe)]
+#[educe(Default)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = super::schema::status)]
 pub struct ImagePolicyStatus {
     /// The generation the status describes; -1 before the first reconciliation.
     #[serde(default = "default_observed_generation")]
+    #[educe(Default(expression = -1))]
     pub observed_generation: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "super::schema::conditions")]
@@ -141,16 +144,4 @@ pub struct ImagePolicyStatus {
     /// The last `reconcile.fluxcd.io/requestedAt` value handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-}
-
-impl Default for ImagePolicyStatus {
-    fn default() -> Self {
-        Self {
-            observed_generation: -1,
-            conditions: Vec::new(),
-            latest_ref: None,
-            observed_previous_ref: None,
-            last_handled_reconcile_at: None,
-        }
-    }
 }

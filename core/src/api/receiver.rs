@@ -7,6 +7,7 @@
 //! cluster tests, which need the kind to exist in a cluster without Flux.
 
 use super::{LocalObjectReference, default_observed_generation, is_false};
+use educe::Educe;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -163,11 +164,13 @@ pub struct OidcValidation {
     pub message: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Educe)]
+#[educe(Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ReceiverStatus {
     /// The generation the status describes; -1 before the first reconciliation.
     #[serde(default = "default_observed_generation")]
+    #[educe(Default(expression = -1))]
     pub observed_generation: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -177,15 +180,4 @@ pub struct ReceiverStatus {
     /// The last `reconcile.fluxcd.io/requestedAt` value handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-}
-
-impl Default for ReceiverStatus {
-    fn default() -> Self {
-        Self {
-            observed_generation: -1,
-            conditions: Vec::new(),
-            webhook_path: None,
-            last_handled_reconcile_at: None,
-        }
-    }
 }

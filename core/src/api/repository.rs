@@ -1,5 +1,6 @@
 use super::schema::{DURATION_PATTERN, TIMEOUT_PATTERN};
 use super::{AccessFrom, LocalObjectReference, default_observed_generation, is_false};
+use educe::Educe;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -113,12 +114,14 @@ pub struct ScanResult {
 }
 
 /// What the last scans found: conditions, the canonical name, the tags.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Educe)]
+#[educe(Default)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = super::schema::status)]
 pub struct ImageRepositoryStatus {
     /// The generation the status describes; -1 before the first reconciliation.
     #[serde(default = "default_observed_generation")]
+    #[educe(Default(expression = -1))]
     pub observed_generation: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "super::schema::conditions")]
@@ -135,17 +138,4 @@ pub struct ImageRepositoryStatus {
     /// The last `reconcile.fluxcd.io/requestedAt` value handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-}
-
-impl Default for ImageRepositoryStatus {
-    fn default() -> Self {
-        Self {
-            observed_generation: -1,
-            conditions: Vec::new(),
-            canonical_image_name: None,
-            last_scan_result: None,
-            observed_exclusion_list: Vec::new(),
-            last_handled_reconcile_at: None,
-        }
-    }
 }

@@ -7,6 +7,7 @@
 //! knows only the fields below: a cluster holding it prunes the others.
 
 use super::{LocalObjectReference, default_observed_generation};
+use educe::Educe;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -85,11 +86,13 @@ pub struct GitRepositoryRef {
 }
 
 /// What the source controller reports about a GitRepository.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Educe)]
+#[educe(Default)]
 #[serde(rename_all = "camelCase")]
 pub struct GitRepositoryStatus {
     /// The generation the status describes; -1 before the first reconciliation.
     #[serde(default = "default_observed_generation")]
+    #[educe(Default(expression = -1))]
     pub observed_generation: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -99,17 +102,6 @@ pub struct GitRepositoryStatus {
     /// The last `reconcile.fluxcd.io/requestedAt` value handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-}
-
-impl Default for GitRepositoryStatus {
-    fn default() -> Self {
-        Self {
-            observed_generation: -1,
-            conditions: Vec::new(),
-            artifact: None,
-            last_handled_reconcile_at: None,
-        }
-    }
 }
 
 /// A tarball of the repository at one revision, served by the source controller.
