@@ -1,89 +1,11 @@
-//! The admission server under load, for `bench/admission-load.sh`:
+//! The peer of `bench/admission-load.sh`: a bare axum + rustls server that
+//! answers every POST at once with an allowed AdmissionReview.
 //!
-//!     admission_load webhook ADDR CERT_DIR   the rules' server, with a view
-//!                                            of 500 ImagePolicies and 2,000
-//!                                            indexed markers
-//!     admission_load echo ADDR CERT_DIR      a bare axum + rustls server that
-//!                                            answers every POST at once with
-//!                                            an allowed AdmissionReview (the
-//!                                            peer)
-//!     admission_load body FILE               writes the request body (a
-//!                                            Deployment CREATE in a deny
-//!                                            namespace, two containers)
+//!     admission_load echo ADDR CERT_DIR
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use imageauto_core::api::{ImagePolicy, ImageRepository};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use webhook::{MarkerLookup, MemoryView, NoopObserver, ObjectKey, ServerConfig, WorkloadContainer};
-
-fn view() -> MemoryView {
-    let mut policies = Vec::new();
-    let mut repos = Vec::new();
-    for i in 0..500 {
-        let repo: ImageRepository = serde_json::from_value(serde_json::json!({
-            "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImageRepository",
-            "metadata": {"name": format!("app-{i}"), "namespace": "shop"},
-            "spec": {"image": format!("ghcr.io/acme/app-{i}"), "interval": "5m"}
-        }))
-        .unwrap();
-        let policy: ImagePolicy = serde_json::from_value(serde_json::json!({
-            "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImagePolicy",
-            "metadata": {"name": format!("app-{i}"), "namespace": "shop"},
-            "spec": {"imageRepositoryRef": {"name": format!("app-{i}")}, "policy": {"semver": {"range": "1.x"}}}
-        }))
-        .unwrap();
-        repos.push(repo);
-        policies.push(policy);
-    }
-    let markers = (0..2000).map(|i| {
-        (
-            WorkloadContainer {
-                kind: "Deployment".into(),
-                namespace: "shop".into(),
-                name: format!("svc-{i}"),
-                container: "app".into(),
-            },
-            MarkerLookup {
-                file: format!("apps/svc-{i}.yaml"),
-                line: 20,
-                policy: Some(format!("shop:app-{}", i % 500)),
-                automation: ObjectKey::new("shop", "fleet"),
-                kustomization: None,
-            },
-        )
-    });
-    let ns = [(
-        "shop".to_string(),
-        BTreeMap::from([("imageauto.dev/enforce".to_string(), "deny".to_string())]),
-    )];
-    MemoryView::new(policies, repos, ns, markers)
-}
-
-fn body() -> String {
-    serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-            "name": "svc-7", "namespace": "shop", "operation": "CREATE",
-            "userInfo": {"username": "admin"},
-            "object": {
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "svc-7", "namespace": "shop"},
-                "spec": {"selector": {"matchLabels": {"app": "svc"}}, "template": {
-                    "metadata": {"labels": {"app": "svc"}},
-                    "spec": {"containers": [
-                        {"name": "app", "image": "ghcr.io/acme/app-7:1.2.3"},
-                        {"name": "proxy", "image": "ghcr.io/acme/app-499:1.0.0"}]}}}
-            },
-            "dryRun": false
-        }
-    })
-    .to_string()
-}
 
 async fn echo(addr: SocketAddr, dir: &std::path::Path) {
     use axum::routing::post;
@@ -137,31 +59,16 @@ async fn echo(addr: SocketAddr, dir: &std::path::Path) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let (Some("echo"), Some(addr), Some(dir)) = (
+        args.get(1).map(String::as_str),
+        args.get(2).and_then(|a| a.parse::<SocketAddr>().ok()),
+        args.get(3),
+    ) else {
+        panic!("usage: admission_load echo ADDR CERT_DIR");
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    match args.get(1).map(String::as_str) {
-        Some("body") => std::fs::write(&args[2], body()).unwrap(),
-        Some("webhook") => {
-            let addr: SocketAddr = args[2].parse().unwrap();
-            let dir = std::path::PathBuf::from(&args[3]);
-            rt.block_on(async move {
-                let server = webhook::Server::bind(
-                    ServerConfig::new(addr, dir),
-                    Arc::new(view()),
-                    Arc::new(NoopObserver),
-                )
-                .await
-                .unwrap();
-                server.run(std::future::pending()).await;
-            });
-        }
-        Some("echo") => {
-            let addr: SocketAddr = args[2].parse().unwrap();
-            let dir = std::path::PathBuf::from(&args[3]);
-            rt.block_on(echo(addr, &dir));
-        }
-        _ => panic!("usage: admission_load webhook|echo ADDR CERT_DIR | body FILE"),
-    }
+    rt.block_on(echo(addr, std::path::Path::new(dir)));
 }
