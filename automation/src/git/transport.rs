@@ -410,6 +410,12 @@ pub(super) fn idle(auth: &GitAuth) -> Duration {
     auth.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
 }
 
+/// `url` as a remote of `repo` that is not saved in its configuration.
+fn anonymous_remote<'r>(repo: &'r Repository, url: &str) -> Result<git2::Remote<'r>, GitError> {
+    repo.remote_anonymous(url)
+        .map_err(|e| GitError::repo(&display_url(url), e))
+}
+
 pub(super) fn fetch_now(
     repo: &Repository,
     url: &str,
@@ -417,10 +423,8 @@ pub(super) fn fetch_now(
     specs: &[String],
     activity: &Activity,
 ) -> Result<(), GitError> {
+    let mut remote = anonymous_remote(repo, url)?;
     let state = RefCell::new(CallbackState::default());
-    let mut remote = repo
-        .remote_anonymous(url)
-        .map_err(|e| GitError::repo(&display_url(url), e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth, url, &state, activity));
     // Tags come only through the refspecs (a checkout by tag or semver asks
@@ -475,10 +479,8 @@ pub(super) fn push_now(
     options: &BTreeMap<String, String>,
     activity: &Activity,
 ) -> Result<(), GitError> {
+    let mut remote = anonymous_remote(repo, url)?;
     let state = RefCell::new(CallbackState::default());
-    let mut remote = repo
-        .remote_anonymous(url)
-        .map_err(|e| GitError::repo(&display_url(url), e))?;
     let mut opts = PushOptions::new();
     opts.remote_callbacks(callbacks(auth, url, &state, activity));
     let header = bearer_header(auth);

@@ -56,7 +56,12 @@ pub fn compare(
     READING.with(|r| {
         let was = r.replace(true);
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            compare_inner(before, after, expected, wanted, reading)
+            compare_inner(
+                [before, after],
+                expected,
+                wanted,
+                reading == Reading::MayStopEarly,
+            )
         }));
         r.set(was);
         out.unwrap_or_else(|_| {
@@ -69,14 +74,14 @@ pub fn compare(
     })
 }
 
+/// [`compare`], which catches a panic of the reader; `shortcuts` says
+/// whether it may stop early.
 fn compare_inner(
-    before: &str,
-    after: &str,
+    [before, after]: [&str; 2],
     expected: &dyn Fn(usize) -> Option<(String, String)>,
     wanted: usize,
-    reading: Reading,
+    shortcuts: bool,
 ) -> Result<usize, Difference> {
-    let shortcuts = reading == Reading::MayStopEarly;
     let (b, a) = (Input::new(before), Input::new(after));
     let (mut bb, mut ab) = (Chunks::new(b.bytes()), Chunks::new(a.bytes()));
     let mut pb = Parser::new();
