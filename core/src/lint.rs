@@ -21,7 +21,7 @@ use crate::api::{Object, ResourceExt, Severity, load_str};
 use crate::reference::normalized_repository;
 use crate::setters::{CommentKind, Field, Marked, comment_after, object_of, scan_documents};
 use crate::workloads::{WORKLOAD_KINDS, items, objects, pod_specs};
-use crate::yaml::{self, Kind, Node};
+use crate::yaml::{self, Node, NodeKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -349,7 +349,7 @@ fn check_object(
     };
     if let Some(images) = images {
         for entry in items(images) {
-            let Kind::Mapping(pairs) = &entry.kind else {
+            let NodeKind::Mapping(pairs) = &entry.kind else {
                 continue;
             };
             let marked = pairs

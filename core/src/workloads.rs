@@ -4,7 +4,7 @@
 //! lint, the engine (which publishes the index) and the webhook.
 
 use crate::setters::{CommentKind, object_of, scan_documents};
-use crate::yaml::{self, Kind, Node};
+use crate::yaml::{self, Node, NodeKind};
 use serde::Serialize;
 
 /// The workload kinds whose images the markers, the lint and the webhook
@@ -43,7 +43,7 @@ pub fn pod_specs<'n>(kind: &str, obj: &'n Node) -> Vec<&'n Node> {
 /// The items of a sequence; none for anything else.
 pub fn items(node: &Node) -> &[Node] {
     match &node.kind {
-        Kind::Sequence(items) => items,
+        NodeKind::Sequence(items) => items,
         _ => &[],
     }
 }
@@ -52,8 +52,8 @@ pub fn items(node: &Node) -> &[Node] {
 /// `items` of a `kind: List`.
 pub fn objects(root: &Node) -> Vec<&Node> {
     match &root.kind {
-        Kind::Sequence(items) => items.iter().collect(),
-        Kind::Mapping(_) => {
+        NodeKind::Sequence(items) => items.iter().collect(),
+        NodeKind::Mapping(_) => {
             let mut v = vec![root];
             if root.get("kind").and_then(Node::as_str) == Some("List") {
                 v.extend(root.get("items").map(items).unwrap_or_default());

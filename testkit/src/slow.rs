@@ -84,7 +84,7 @@ pub struct SlowClients {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+enum ClientKind {
     Silent,
     SilentAfterHandshake,
     SlowHead,
@@ -105,12 +105,12 @@ impl SlowClients {
         let mut kinds = Vec::new();
         for i in 0..plan.idle {
             kinds.push(if connector.is_some() && i % 2 == 1 {
-                Kind::SilentAfterHandshake
+                ClientKind::SilentAfterHandshake
             } else {
-                Kind::Silent
+                ClientKind::Silent
             });
         }
-        kinds.extend(std::iter::repeat_n(Kind::SlowHead, plan.slow_headers));
+        kinds.extend(std::iter::repeat_n(ClientKind::SlowHead, plan.slow_headers));
         for kind in kinds {
             let (plan, stats, connector, stopped) = (
                 plan.clone(),
@@ -187,7 +187,7 @@ fn connector(ca_pem: &[u8]) -> tokio_rustls::TlsConnector {
 }
 
 async fn client(
-    kind: Kind,
+    kind: ClientKind,
     plan: Arc<Plan>,
     stats: Arc<Stats>,
     connector: Option<tokio_rustls::TlsConnector>,
@@ -215,15 +215,15 @@ async fn client(
         stats.opened.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         let by_server = match (&connector, kind) {
-            (_, Kind::Silent) => hold(tcp, &mut stopped).await,
-            (None, Kind::SilentAfterHandshake) => hold(tcp, &mut stopped).await,
-            (None, Kind::SlowHead) => trickle(tcp, &plan, &mut stopped).await,
+            (_, ClientKind::Silent) => hold(tcp, &mut stopped).await,
+            (None, ClientKind::SilentAfterHandshake) => hold(tcp, &mut stopped).await,
+            (None, ClientKind::SlowHead) => trickle(tcp, &plan, &mut stopped).await,
             (Some(c), kind) => {
                 let name =
                     rustls_pki_types::ServerName::try_from("localhost").expect("a server name");
                 match tokio::time::timeout(Duration::from_secs(10), c.connect(name, tcp)).await {
                     Ok(Ok(tls)) => match kind {
-                        Kind::SlowHead => trickle(tls, &plan, &mut stopped).await,
+                        ClientKind::SlowHead => trickle(tls, &plan, &mut stopped).await,
                         _ => hold(tls, &mut stopped).await,
                     },
                     _ => true,

@@ -164,15 +164,15 @@ pub enum Stage {
 /// A run's failure, with its stage.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
-pub struct RunError {
+pub struct StageError {
     pub stage: Stage,
     #[source]
     pub error: EngineError,
 }
 
-impl RunError {
-    fn at(stage: Stage) -> impl Fn(EngineError) -> RunError {
-        move |error| RunError { stage, error }
+impl StageError {
+    fn at(stage: Stage) -> impl Fn(EngineError) -> StageError {
+        move |error| StageError { stage, error }
     }
 }
 
@@ -195,8 +195,8 @@ pub fn run_blocking_with(
 pub fn run_staged(
     job: &AutomationJob,
     before_push: &mut dyn FnMut(usize),
-) -> Result<AutomationResult, RunError> {
-    let checkout_failed = RunError::at(Stage::Checkout);
+) -> Result<AutomationResult, StageError> {
+    let checkout_failed = StageError::at(Stage::Checkout);
     let repo = git::open_cache(&job.cache_dir, &job.url).map_err(|e| checkout_failed(e.into()))?;
     git::fetch(&repo, &job.url, &job.auth, &fetch_specs(&job.target))
         .map_err(|e| checkout_failed(e.into()))?;
@@ -225,7 +225,7 @@ pub fn run_staged(
     if job.dry_run {
         let base = steps.base(&repo, 0).map_err(&checkout_failed)?;
         let prepared = update::prepare(&repo, base, &job.commit.path, &job.images)
-            .map_err(RunError::at(Stage::Apply))?;
+            .map_err(StageError::at(Stage::Apply))?;
         result.notes = prepared.notes;
         result.files = prepared.files;
         if job.index_markers {
@@ -257,7 +257,7 @@ pub fn run_staged(
             EngineError::Update { .. } | EngineError::FilesNotUpdated(_) => Stage::Apply,
             _ => Stage::Update,
         };
-        RunError { stage, error: e }
+        StageError { stage, error: e }
     })?;
     result.notes = done.notes;
     result.notes.extend(done.prepared.notes);
@@ -314,14 +314,14 @@ impl Engine {
     }
 
     /// [`Engine::update`], saying where a failure happened.
-    pub async fn update_staged(&self, job: AutomationJob) -> Result<AutomationResult, RunError> {
+    pub async fn update_staged(&self, job: AutomationJob) -> Result<AutomationResult, StageError> {
         let guard = self.lock_repository(&job.url).await;
         self.blocking(move || {
             let _guard = guard;
             run_staged(&job, &mut |_| {})
         })
         .await
-        .map_err(RunError::at(Stage::Update))?
+        .map_err(StageError::at(Stage::Update))?
     }
 }
 

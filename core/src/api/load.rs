@@ -5,7 +5,7 @@ use super::{
     GROUP, GitRepository, ImagePolicy, ImageRepository, ImageUpdateAutomation, SOURCE_GROUP,
     validate,
 };
-use crate::yaml::{self, Kind, Node};
+use crate::yaml::{self, Node, NodeKind};
 use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -364,7 +364,7 @@ fn locate_depth(root: &Node, path: &[&str]) -> usize {
     let mut node = root;
     for (i, key) in path.iter().enumerate() {
         let next = match &node.kind {
-            Kind::Sequence(items) => key.parse::<usize>().ok().and_then(|n| items.get(n)),
+            NodeKind::Sequence(items) => key.parse::<usize>().ok().and_then(|n| items.get(n)),
             _ => node.get(key),
         };
         match next {

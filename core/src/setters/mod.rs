@@ -9,7 +9,7 @@
 //! stay as they were. Pure functions: text in, text out.
 
 use crate::reference::ImageRef;
-use crate::yaml::{self, Kind, Node, Span, Style, SyntaxError};
+use crate::yaml::{self, Node, NodeKind, Span, Style, SyntaxError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -250,7 +250,7 @@ struct Walk<'t> {
 impl Walk<'_> {
     fn node(&mut self, node: &Node, object: Option<&ObjectId>, in_flow: bool) {
         match &node.kind {
-            Kind::Scalar { value, style, .. } => {
+            NodeKind::Scalar { value, style, .. } => {
                 let Some((comment, hash)) = comment_after(self.text, node.span.end) else {
                     return;
                 };
@@ -276,7 +276,7 @@ impl Walk<'_> {
                     comment_column: column,
                 });
             }
-            Kind::Sequence(items) => {
+            NodeKind::Sequence(items) => {
                 let in_flow = in_flow || node.flow;
                 for (i, item) in items.iter().enumerate() {
                     self.path.push(i.to_string());
@@ -284,7 +284,7 @@ impl Walk<'_> {
                     self.path.pop();
                 }
             }
-            Kind::Mapping(pairs) => {
+            NodeKind::Mapping(pairs) => {
                 let in_flow = in_flow || node.flow;
                 for (k, v) in pairs {
                     self.path.push(k.as_str().unwrap_or("?").to_string());
@@ -292,13 +292,13 @@ impl Walk<'_> {
                     self.path.pop();
                 }
             }
-            Kind::Alias(_) => {}
+            NodeKind::Alias(_) => {}
         }
     }
 
     fn child(&mut self, node: &Node, object: Option<&ObjectId>, in_flow: bool) {
         match object_of(node) {
-            Some(inner) if matches!(node.kind, Kind::Mapping(_)) => {
+            Some(inner) if matches!(node.kind, NodeKind::Mapping(_)) => {
                 self.node(node, Some(&inner), in_flow)
             }
             _ => self.node(node, object, in_flow),

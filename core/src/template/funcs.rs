@@ -389,7 +389,7 @@ fn slice(args: &[Value]) -> Result<Value, String> {
 // Comparisons, as Go's text/template compares.
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum BasicKind {
     Invalid,
     Bool,
     Int,
@@ -397,13 +397,13 @@ enum Kind {
     String,
 }
 
-fn basic_kind(v: &Value) -> Kind {
+fn basic_kind(v: &Value) -> BasicKind {
     match v {
-        Value::Bool(_) => Kind::Bool,
-        Value::Int(_) => Kind::Int,
-        Value::Float(_) => Kind::Float,
-        Value::Str(_) => Kind::String,
-        _ => Kind::Invalid,
+        Value::Bool(_) => BasicKind::Bool,
+        Value::Int(_) => BasicKind::Int,
+        Value::Float(_) => BasicKind::Float,
+        Value::Str(_) => BasicKind::String,
+        _ => BasicKind::Invalid,
     }
 }
 
@@ -424,7 +424,7 @@ fn eq(args: &[Value]) -> Result<Value, String> {
 }
 
 /// One comparison of `eq`.
-fn equal(a: &Value, k1: Kind, b: &Value) -> Result<bool, String> {
+fn equal(a: &Value, k1: BasicKind, b: &Value) -> Result<bool, String> {
     let k2 = basic_kind(b);
     let (a_untyped, b_untyped) = (matches!(a, Value::Nil), matches!(b, Value::Nil));
     if k1 != k2 {
@@ -477,7 +477,7 @@ fn ne(args: &[Value]) -> Result<Value, String> {
 fn less(args: &[Value]) -> Result<bool, String> {
     let [a, b] = args else { return Err(arity()) };
     let (k1, k2) = (basic_kind(a), basic_kind(b));
-    if k1 == Kind::Invalid || k2 == Kind::Invalid {
+    if k1 == BasicKind::Invalid || k2 == BasicKind::Invalid {
         return Err("invalid type for comparison".into());
     }
     if k1 != k2 {

@@ -7,7 +7,7 @@ impl Node {
     /// The scalar's text, if this is a scalar.
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {
-            Kind::Scalar { value, .. } => Some(value),
+            NodeKind::Scalar { value, .. } => Some(value),
             _ => None,
         }
     }
@@ -15,7 +15,7 @@ impl Node {
     /// The value under `key` when this is a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.kind {
-            Kind::Mapping(pairs) => pairs
+            NodeKind::Mapping(pairs) => pairs
                 .iter()
                 .find(|(k, _)| k.as_str() == Some(key))
                 .map(|(_, v)| v),
@@ -39,7 +39,7 @@ impl Node {
     /// Like [`Node::get`], but returns the key node itself when asked for the last
     /// element: used to point at an unknown field's key.
     fn get_entry(&self, key: &str) -> Option<&Node> {
-        if let Kind::Sequence(items) = &self.kind {
+        if let NodeKind::Sequence(items) = &self.kind {
             return key.parse::<usize>().ok().and_then(|i| items.get(i));
         }
         self.get(key)
@@ -48,7 +48,7 @@ impl Node {
     /// The key node of `key` in this mapping.
     pub fn key_node(&self, key: &str) -> Option<&Node> {
         match &self.kind {
-            Kind::Mapping(pairs) => pairs
+            NodeKind::Mapping(pairs) => pairs
                 .iter()
                 .find(|(k, _)| k.as_str() == Some(key))
                 .map(|(k, _)| k),
@@ -71,8 +71,8 @@ pub(super) fn collect_anchors<'a>(node: &'a Node, anchors: &mut HashMap<&'a str,
         anchors.insert(a.as_str(), node);
     }
     match &node.kind {
-        Kind::Sequence(items) => items.iter().for_each(|n| collect_anchors(n, anchors)),
-        Kind::Mapping(pairs) => pairs.iter().for_each(|(k, v)| {
+        NodeKind::Sequence(items) => items.iter().for_each(|n| collect_anchors(n, anchors)),
+        NodeKind::Mapping(pairs) => pairs.iter().for_each(|(k, v)| {
             collect_anchors(k, anchors);
             collect_anchors(v, anchors);
         }),
@@ -90,18 +90,18 @@ pub(super) fn to_json(
     }
     *budget -= 1;
     Ok(match &node.kind {
-        Kind::Scalar { value, style, tag } => scalar_value(value, *style, tag.as_deref()),
-        Kind::Alias(name) => match anchors.get(name.as_str()) {
+        NodeKind::Scalar { value, style, tag } => scalar_value(value, *style, tag.as_deref()),
+        NodeKind::Alias(name) => match anchors.get(name.as_str()) {
             Some(target) => to_json(target, anchors, budget)?,
             None => return Err(format!("unknown alias *{name}")),
         },
-        Kind::Sequence(items) => Value::Array(
+        NodeKind::Sequence(items) => Value::Array(
             items
                 .iter()
                 .map(|n| to_json(n, anchors, budget))
                 .collect::<Result<_, _>>()?,
         ),
-        Kind::Mapping(pairs) => {
+        NodeKind::Mapping(pairs) => {
             let mut map = Map::new();
             for (k, v) in pairs {
                 let key = match to_json(k, anchors, budget)? {

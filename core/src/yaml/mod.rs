@@ -48,7 +48,7 @@ pub enum Style {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum Kind {
+pub enum NodeKind {
     Scalar {
         value: String,
         style: Style,
@@ -61,7 +61,7 @@ pub enum Kind {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
-    pub kind: Kind,
+    pub kind: NodeKind,
     pub span: Span,
     pub anchor: Option<String>,
     /// A flow collection (`[a, b]`, `{a: b}`); false for block collections and
@@ -442,7 +442,7 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
                 None
             }
             EventData::Alias { anchor } => Some(Node {
-                kind: Kind::Alias(anchor),
+                kind: NodeKind::Alias(anchor),
                 span,
                 anchor: None,
                 flow: false,
@@ -467,7 +467,7 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
                     _ => Style::Plain,
                 };
                 Some(Node {
-                    kind: Kind::Scalar { value, style, tag },
+                    kind: NodeKind::Scalar { value, style, tag },
                     span,
                     anchor,
                     flow: false,
@@ -481,7 +481,7 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
             EventData::SequenceStart { anchor, style, .. } => {
                 stack.push(Frame::Seq(
                     Node {
-                        kind: Kind::Sequence(Vec::new()),
+                        kind: NodeKind::Sequence(Vec::new()),
                         span,
                         anchor,
                         flow: style == SequenceStyle::Flow,
@@ -493,7 +493,7 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
             EventData::MappingStart { anchor, style, .. } => {
                 stack.push(Frame::Map(
                     Node {
-                        kind: Kind::Mapping(Vec::new()),
+                        kind: NodeKind::Mapping(Vec::new()),
                         span,
                         anchor,
                         flow: style == MappingStyle::Flow,
@@ -505,7 +505,7 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
             }
             EventData::SequenceEnd => match stack.pop() {
                 Some(Frame::Seq(mut node, items)) => {
-                    node.kind = Kind::Sequence(items);
+                    node.kind = NodeKind::Sequence(items);
                     node.span.end = span.end;
                     Some(node)
                 }
@@ -513,7 +513,7 @@ fn parse_inner(text: &str) -> Result<Vec<Document>, SyntaxError> {
             },
             EventData::MappingEnd => match stack.pop() {
                 Some(Frame::Map(mut node, pairs, _)) => {
-                    node.kind = Kind::Mapping(pairs);
+                    node.kind = NodeKind::Mapping(pairs);
                     node.span.end = span.end;
                     Some(node)
                 }
@@ -563,7 +563,7 @@ mod tests {
         let docs = parse(text).unwrap();
         let root = &docs[0].root;
         let b = root.get("b").unwrap();
-        let Kind::Sequence(items) = &b.kind else {
+        let NodeKind::Sequence(items) = &b.kind else {
             panic!("not a sequence")
         };
         assert_eq!(&text[items[0].span.start..items[0].span.end], "'x y'");
@@ -869,17 +869,17 @@ mod tests {
     fn stopping_early_answers_as_the_whole_reading() {
         fn scalars(n: &Node, out: &mut Vec<(usize, usize, String, Style)>) {
             match &n.kind {
-                Kind::Scalar { value, style, tag } => {
+                NodeKind::Scalar { value, style, tag } => {
                     if n.anchor.is_none() && tag.is_none() {
                         out.push((n.span.start, n.span.end, value.clone(), *style));
                     }
                 }
-                Kind::Sequence(items) => items.iter().for_each(|i| scalars(i, out)),
-                Kind::Mapping(pairs) => pairs.iter().for_each(|(k, v)| {
+                NodeKind::Sequence(items) => items.iter().for_each(|i| scalars(i, out)),
+                NodeKind::Mapping(pairs) => pairs.iter().for_each(|(k, v)| {
                     scalars(k, out);
                     scalars(v, out);
                 }),
-                Kind::Alias(_) => {}
+                NodeKind::Alias(_) => {}
             }
         }
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -800,7 +800,7 @@ mod tests {
     //! `internal/controller/imageupdateautomation_controller.go`
     //! (`reconcile`, `notify`) and `internal/source` write for it.
     use super::*;
-    use crate::controller::decision::Severity;
+    use crate::controller::decision::EventSeverity;
     use crate::controller::testing::{at, automation, git_repository, policy};
 
     fn with_latest(name: &str, tag: &str) -> Arc<ImagePolicy> {
@@ -909,7 +909,7 @@ mod tests {
                 "repository up-to-date".into()
             )
         );
-        assert_eq!(d.notes[0].severity, Severity::Info);
+        assert_eq!(d.notes[0].severity, EventSeverity::Info);
         assert_eq!(d.notes[0].reason, "Succeeded");
         assert_eq!(
             d.notes[0].message,
@@ -942,7 +942,7 @@ mod tests {
         assert_eq!(observed.keys().collect::<Vec<_>>(), ["web"]);
         assert_eq!(ready(&d).2, "repository up-to-date");
         // Ready before and after, no push: Flux's trace.
-        assert_eq!(d.notes[0].severity, Severity::Trace);
+        assert_eq!(d.notes[0].severity, EventSeverity::Trace);
         assert_eq!(d.notes[0].message, "repository up-to-date");
         // The interval elapsed: run (Flux looks at the remote then).
         assert!(matches!(decide(&a, &snap, &at(3600)), Step::Work(_)));
@@ -979,7 +979,7 @@ mod tests {
         }));
         a.status = Some(done(decide(&a, &snap, &at(0))).status);
         let d = done(decide(&a, &snap, &at(3600)));
-        assert_eq!(d.notes[0].severity, Severity::Trace);
+        assert_eq!(d.notes[0].severity, EventSeverity::Trace);
         assert_eq!(d.notes[0].message, "no change since last reconciliation");
         assert_eq!(d.status.last_automation_run_time, Some(at(3600)));
     }
@@ -1190,7 +1190,7 @@ mod tests {
         );
         assert_eq!(ready(&d).0, "True");
         assert_eq!(d.notes.len(), 2);
-        assert_eq!(d.notes[1].severity, Severity::Info);
+        assert_eq!(d.notes[1].severity, EventSeverity::Info);
         assert_eq!(d.notes[1].reason, "PullRequestOpened");
         assert_eq!(
             d.notes[1].message,

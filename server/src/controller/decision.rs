@@ -77,7 +77,7 @@ pub struct Decision<S> {
 
 /// How much an event matters, as Flux grades them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
+pub enum EventSeverity {
     /// A Normal event, also sent to notification-controller as `info`.
     Info,
     /// A Warning event, sent as `error`.
@@ -90,7 +90,7 @@ pub enum Severity {
 /// An event about the object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
-    pub severity: Severity,
+    pub severity: EventSeverity,
     pub reason: String,
     pub message: String,
     /// The action the event reports (`Scan`, `Evaluate`, `Push`, ...).
@@ -100,7 +100,7 @@ pub struct Note {
 impl Note {
     pub fn normal(reason: &str, message: impl Into<String>, action: &'static str) -> Self {
         Note {
-            severity: Severity::Info,
+            severity: EventSeverity::Info,
             reason: reason.to_string(),
             message: message.into(),
             action,
@@ -109,7 +109,7 @@ impl Note {
 
     pub fn warning(reason: &str, message: impl Into<String>, action: &'static str) -> Self {
         Note {
-            severity: Severity::Error,
+            severity: EventSeverity::Error,
             reason: reason.to_string(),
             message: message.into(),
             action,
@@ -118,7 +118,7 @@ impl Note {
 
     pub fn trace(reason: &str, message: impl Into<String>, action: &'static str) -> Self {
         Note {
-            severity: Severity::Trace,
+            severity: EventSeverity::Trace,
             reason: reason.to_string(),
             message: message.into(),
             action,
@@ -126,7 +126,7 @@ impl Note {
     }
 
     pub fn is_warning(&self) -> bool {
-        self.severity == Severity::Error
+        self.severity == EventSeverity::Error
     }
 }
 

@@ -8,7 +8,7 @@
 //! [`QUEUE`]; past it they are dropped with a warning) and one task sends
 //! them in order.
 
-use super::decision::{Note, Severity};
+use super::decision::{EventSeverity, Note};
 use kube::Resource;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -67,9 +67,9 @@ pub fn flux_event<K: Resource<DynamicType = ()>>(
     now: &k8s_openapi::jiff::Timestamp,
 ) -> Option<FluxEvent> {
     let severity = match note.severity {
-        Severity::Trace => return None,
-        Severity::Info => "info",
-        Severity::Error => "error",
+        EventSeverity::Trace => return None,
+        EventSeverity::Info => "info",
+        EventSeverity::Error => "error",
     };
     let meta = obj.meta();
     let kind = K::kind(&()).to_string();

@@ -400,7 +400,7 @@ mod tests {
     //! Each case pins what image-reflector-controller's
     //! `internal/controller/imagepolicy_controller.go` writes for it.
     use super::*;
-    use crate::controller::decision::Severity;
+    use crate::controller::decision::EventSeverity;
     use crate::controller::testing::{at, policy, repository};
 
     fn snapshot(repo: Option<ImageRepository>, tags: &[&str]) -> PolicySnapshot {
@@ -460,12 +460,12 @@ mod tests {
                 "Latest image tag for ghcr.io/org/web resolved to 1.1.0".into()
             )
         );
-        assert_eq!(d.notes[0].severity, Severity::Info);
+        assert_eq!(d.notes[0].severity, EventSeverity::Info);
         p.status = Some(d.status);
         // Nothing new: nothing to write, a trace.
         let again = done(decide(&p, &snap, &at(10)));
         assert_eq!(Some(&again.status), p.status.as_ref());
-        assert_eq!(again.notes[0].severity, Severity::Trace);
+        assert_eq!(again.notes[0].severity, EventSeverity::Trace);
         // A new tag: the previous one is kept and named, and the new Ready
         // message is an event.
         let snap = snapshot(Some(scanned_repo()), &["1.0.0", "1.1.0", "1.2.0"]);
@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(ready(&d).2, message);
         assert_eq!(
             (d.notes[0].severity, d.notes[0].message.as_str()),
-            (Severity::Info, message)
+            (EventSeverity::Info, message)
         );
     }
 

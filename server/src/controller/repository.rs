@@ -432,7 +432,7 @@ mod tests {
     //! `shouldScan`, `notify`) and fluxcd/pkg's
     //! `runtime/reconcile/result.go` write for it.
     use super::*;
-    use crate::controller::decision::Severity;
+    use crate::controller::decision::EventSeverity;
     use crate::controller::testing::{at, repository};
 
     fn done(step: Step<ScanWork, ImageRepositoryStatus>) -> Decision<ImageRepositoryStatus> {
@@ -532,7 +532,7 @@ mod tests {
         );
         // Became ready: a Normal event with the Ready message.
         assert_eq!(d.notes.len(), 1);
-        assert_eq!(d.notes[0].severity, Severity::Info);
+        assert_eq!(d.notes[0].severity, EventSeverity::Info);
         assert_eq!(
             d.notes[0].message,
             "successful scan: found 2 tags with checksum r1"
@@ -551,7 +551,7 @@ mod tests {
         let d = done(decide(&repo, &snap, &at(60)));
         assert_eq!(d.requeue, Requeue::After(Duration::from_secs(240)));
         assert_eq!(Some(&d.status), repo.status.as_ref());
-        assert_eq!(d.notes[0].severity, Severity::Trace);
+        assert_eq!(d.notes[0].severity, EventSeverity::Trace);
         assert_eq!(
             d.notes[0].message,
             "no change in repository configuration since last scan, next scan in 4m0s"
@@ -578,7 +578,7 @@ mod tests {
         ));
         assert_eq!(d.status.last_handled_reconcile_at.as_deref(), Some("now-1"));
         // Ready before and after with the same message: a trace.
-        assert_eq!(d.notes[0].severity, Severity::Trace);
+        assert_eq!(d.notes[0].severity, EventSeverity::Trace);
         assert_eq!(d.notes[0].message, "tags did not change, next scan in 5m0s");
         repo.status = Some(d.status);
         assert!(matches!(decide(&repo, &snap, &at(61)), Step::Done(_)));
@@ -621,7 +621,7 @@ mod tests {
             },
             &at(300),
         ));
-        assert_eq!(d.notes[0].severity, Severity::Info);
+        assert_eq!(d.notes[0].severity, EventSeverity::Info);
         assert_eq!(
             d.notes[0].message,
             "successful scan: found 3 tags with checksum r2"
