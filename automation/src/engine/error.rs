@@ -5,6 +5,7 @@
 
 use crate::api::FieldError;
 use crate::api::plan::PlanError;
+use crate::git::github::AppError;
 use crate::git::{GitError, SignError};
 use crate::policy::PolicyError;
 use crate::registry::{ReferenceError, RegistryError, RegistryErrorKind};
@@ -71,11 +72,16 @@ pub enum EngineError {
     /// hang): tried again shortly, without waiting on it.
     #[error("every connection slot to {0} is in use: tried again shortly")]
     Busy(String),
-    /// A provider's credentials were refused or cannot be made (a GitHub
-    /// App's token exchange).
-    #[error("{0}")]
-    Authentication(String),
-    /// A blocking task ended without a result (the process is stopping).
+    /// A GitHub App's installation token cannot be had (its settings do not
+    /// work, or GitHub refused the exchange).
+    #[error(transparent)]
+    GitHubApp(#[from] AppError),
+    /// Blocking work ended without its result: it panicked, or was
+    /// cancelled because the process is stopping.
+    #[error("a blocking task ended without its result: {0}")]
+    Blocking(#[source] tokio::task::JoinError),
+    /// The engine or this replica cannot do the work any more (it is
+    /// shutting down, or no longer leads).
     #[error("{0}")]
     Internal(String),
 }
@@ -127,9 +133,9 @@ impl EngineError {
             | EngineError::FilesNotUpdated(_) => "UpdateFailed",
             EngineError::Invalid(_) => "ValidationFailed",
             EngineError::Source(_) | EngineError::Unreadable(_) => "SourceManagerFailed",
-            EngineError::Internal(_) => "ReconciliationFailed",
+            EngineError::Internal(_) | EngineError::Blocking(_) => "ReconciliationFailed",
             EngineError::Busy(_) => "RegistryBusy",
-            EngineError::Authentication(_) => "AuthenticationFailed",
+            EngineError::GitHubApp(_) => "AuthenticationFailed",
         }
     }
 

@@ -331,13 +331,7 @@ impl Engine {
             f()
         })
         .await
-        .map_err(|e| {
-            if e.is_panic() {
-                EngineError::Internal(format!("a blocking task panicked: {e}"))
-            } else {
-                EngineError::Internal("a blocking task was cancelled".into())
-            }
-        })
+        .map_err(EngineError::Blocking)
     }
 
     /// Takes the lock of a Git repository (by URL): runs on the same
@@ -453,7 +447,10 @@ mod tests {
         assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 2);
         // A panic in blocking work is an error, not a crash.
         let e = engine.blocking(|| panic!("boom")).await.unwrap_err();
-        assert!(matches!(e, EngineError::Internal(_)), "{e}");
+        assert!(
+            matches!(&e, EngineError::Blocking(j) if j.is_panic()),
+            "{e}"
+        );
     }
 
     // One thread: the waiter runs exactly when this test yields.

@@ -802,7 +802,7 @@ async fn apply_plan(
                 auth.bearer_token = None;
             }
             Err(e) => {
-                outcome.error = Some(EngineError::Authentication(e.to_string()));
+                outcome.error = Some(EngineError::GitHubApp(e));
                 return;
             }
         }
