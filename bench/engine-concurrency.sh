@@ -9,6 +9,7 @@ out=${BENCH_DIR:-target/bench}/engine
 rm -rf "$out"; mkdir -p "$out/repos"
 n=${AUTOMATIONS:-20}
 cargo build --quiet --release -p automation --example concurrent_automations
+cargo build --quiet -p imageauto-tests --bin testkit-servers
 ex=target/release/examples/concurrent_automations
 work="$out/work"; mkdir -p "$work"
 git -C "$work" init -q -b main
@@ -21,13 +22,9 @@ for i in $(seq 0 $((n-1))); do
 done
 git -C "$work" add . && git -C "$work" -c user.name=b -c user.email=b@x commit -qm seed
 git clone -q --bare "$work" "$out/repos/fleet.git"
-touch "$out/repos/fleet.git/git-daemon-export-ok"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$out/repos" \
-  --enable=receive-pack --export-all "$out/repos" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+# The test suite's git daemon (testkit-servers), stopped when this script ends.
+coproc DAEMON { exec target/debug/testkit-servers git-daemon "$out/repos"; }
+read -r port <&"${DAEMON[0]}"
 url="git://127.0.0.1:$port/fleet.git"
 run() {
   /usr/bin/time -f '%M' -o "$out/rss" "$ex" "$url" "$out/cache" "$n"

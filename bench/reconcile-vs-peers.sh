@@ -11,10 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${BENCH_DIR:-target/bench}
 mkdir -p "$out"
-for t in hyperfine skopeo docker-registry git; do
+for t in hyperfine skopeo git; do
   command -v "$t" >/dev/null || { echo "$t is missing: make deps" >&2; exit 1; }
 done
 cargo build --quiet --release -p kubectl-imageauto
+cargo build --quiet -p imageauto-tests --bin testkit-servers
 bin=$PWD/target/release/kubectl-imageauto
 base_bin=""
 if [ -n "${BASELINE:-}" ]; then
@@ -26,18 +27,9 @@ if [ -n "${BASELINE:-}" ]; then
   git worktree remove --force "$wt"
 fi
 data="$PWD/$out/registry-100"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$out/registry-100.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $data}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$out/registry-100.yml" >/dev/null 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-reg=127.0.0.1:$port
+# The test suite's registry (testkit-servers), stopped when this script ends.
+coproc REGISTRY { exec target/debug/testkit-servers registry "$data"; }
+read -r reg <&"${REGISTRY[0]}"
 if [ "$("$bin" tags "$reg/bench/svc-099" --insecure 2>/dev/null | wc -l)" -lt 10 ]; then
   echo "pushing 10 tags to each of 100 repositories (once; kept in $data)..." >&2
   for i in $(seq -f '%03g' 0 99); do

@@ -8,12 +8,15 @@
 #     replaced (temporary file + rename each), against
 #     `grep -rlZ '"$imagepolicy"' | xargs -0 sed -i` making the same edit
 #     (no read-back, no check); aim: at most 0.8x sed.
+# Also the peak memory (RSS, median of 3) of each, next to its peer's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${BENCH_DIR:-target/bench}
 tree="$out/tree"
 mkdir -p "$out"
-command -v hyperfine >/dev/null || { echo "hyperfine is missing: make deps" >&2; exit 1; }
+for t in hyperfine /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "$t is missing: make deps" >&2; exit 1; }
+done
 cargo build --quiet --release -p kubectl-imageauto
 bin=target/release/kubectl-imageauto
 [ -d "$tree" ] || python3 bench/gen-tree.py "$tree"
@@ -40,7 +43,22 @@ by_sed=$(digest)
 "$bin" set "${new[@]}" "$tree" >/dev/null 2>&1
 [ "$(digest)" = "$by_sed" ] || { echo "sed did not make the same edit as set" >&2; exit 1; }
 "$bin" set "${same[@]}" "$tree" >/dev/null 2>&1
-python3 - "$out/set-noop.json" "$out/set-rewrite.json" "$(du -sm --apparent-size "$tree" | cut -f1)" <<'PY'
+# Peak RSS in KiB, the median of 3 runs of "$@" (each after $prepare).
+peak() {
+  for _ in 1 2 3; do
+    bash -c "$prepare" >/dev/null 2>&1
+    /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1
+  done | sort -n | sed -n 2p
+}
+prepare=true
+peak_noop=$(peak "$bin" set "${same[@]}" "$tree")
+peak_grep=$(peak grep -rl '"$imagepolicy"' "$tree")
+prepare="$bin set ${same[*]} $tree"
+peak_rewrite=$(peak "$bin" set "${new[@]}" "$tree")
+peak_sed=$(peak bash -c "$sed_edit")
+"$bin" set "${same[@]}" "$tree" >/dev/null 2>&1
+python3 - "$out/set-noop.json" "$out/set-rewrite.json" "$(du -sm --apparent-size "$tree" | cut -f1)" \
+  "$peak_noop" "$peak_grep" "$peak_rewrite" "$peak_sed" <<'PY'
 import json, sys
 r = {x["command"]: x["mean"] for f in sys.argv[1:3] for x in json.load(open(f))["results"]}
 g = r["grep"]
@@ -49,4 +67,6 @@ print(f"set, 100 assignments, nothing to change: {r['set-noop']*1000:.0f} ms = {
 sed = r["sed"]
 print(f"grep -rlZ | xargs sed -i, the same 10,500 edits: {sed*1000:.0f} ms")
 print(f"set, 100 assignments, 10,500 values in 6,000 files rewritten: {r['set-rewrite']*1000:.0f} ms = {r['set-rewrite']/sed:.2f}x sed (aim <= 0.8x)")
+noop, grep, rewrite, sed_peak = (int(v) / 1024 for v in sys.argv[4:8])
+print(f"peak memory: set no-op {noop:.1f} MiB (grep -rl {grep:.1f} MiB); set rewrite {rewrite:.1f} MiB (the largest of the sed processes {sed_peak:.1f} MiB)")
 PY

@@ -6,28 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${BENCH_DIR:-target/bench}
 mkdir -p "$out"
-for t in hyperfine skopeo docker-registry /usr/bin/time; do
+for t in hyperfine skopeo /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "$t is missing: make deps" >&2; exit 1; }
 done
 cargo build --quiet --release -p kubectl-imageauto
+cargo build --quiet -p imageauto-tests --bin testkit-servers
 bin=target/release/kubectl-imageauto
 data="$PWD/$out/registry-20k"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$out/registry.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $data}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$out/registry.yml" >/dev/null 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-image=127.0.0.1:$port/bench/many
+# The test suite's registry (testkit-servers), stopped when this script ends.
+coproc REGISTRY { exec target/debug/testkit-servers registry "$data"; }
+read -r reg <&"${REGISTRY[0]}"
+image=$reg/bench/many
 have=$("$bin" tags "$image" --insecure 2>/dev/null | wc -l || true)
 if [ "$have" -lt 20000 ]; then
   echo "pushing 20,000 tags (once; kept in $data)..." >&2
-  python3 bench/push-tags.py "127.0.0.1:$port" bench/many 20000
+  python3 bench/push-tags.py "$reg" bench/many 20000
 fi
 n=$("$bin" tags "$image" --insecure | wc -l)
 [ "$n" -eq 20000 ] || { echo "expected 20000 tags, got $n" >&2; exit 1; }

@@ -82,11 +82,22 @@ impl Registry {
     /// [`Registry::start`] with more configuration appended (top-level
     /// sections such as `notifications:`).
     pub fn start_with(auth: Auth, tls: Option<&Tls>, extra: &str) -> Registry {
+        Self::start_in(None, auth, tls, extra)
+    }
+
+    /// An anonymous registry over plain HTTP whose storage is `data`, kept
+    /// after it stops (the benchmarks fill one once).
+    pub fn start_keeping(data: &Path) -> Registry {
+        Self::start_in(Some(data), Auth::Anonymous, None, "")
+    }
+
+    fn start_in(data: Option<&Path>, auth: Auth, tls: Option<&Tls>, extra: &str) -> Registry {
         let bin = require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
+        let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:PORT\n  secret: test-secret\n",
-            dir.path().join("data").display()
+            data.display()
         );
         if let Some(t) = tls {
             let cert = dir.path().join("cert.pem");
