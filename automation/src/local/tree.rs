@@ -107,7 +107,10 @@ pub struct Skipped {
 /// What [`update_tree`] did.
 #[derive(Clone, Debug, Default)]
 pub struct TreeReport {
-    /// Files with changes, by path.
+    /// Files with changes, by path. Their texts (`before`, `after`) are
+    /// kept only when nothing was written (a dry run shows them as diffs);
+    /// once a file is written they are empty, so that a run over many files
+    /// does not hold them all at once.
     pub files: Vec<FileChanges>,
     /// Files that contain markers but could not be read or parsed.
     pub skipped: Vec<Skipped>,
@@ -426,17 +429,22 @@ fn process(
     let Some(after) = applied.text else {
         return Processed::Unchanged(matched);
     };
-    if write && let Err(e) = write_atomically(path, &after) {
-        return Processed::Skipped(Skipped {
-            path: rel,
-            reason: format!("cannot write: {e}"),
-        });
-    }
+    let (before, after) = if write {
+        if let Err(e) = write_atomically(path, &after) {
+            return Processed::Skipped(Skipped {
+                path: rel,
+                reason: format!("cannot write: {e}"),
+            });
+        }
+        (String::new(), String::new())
+    } else {
+        (text, after)
+    };
     Processed::Changed(
         FileChanges {
             path: rel,
             changes: applied.changes,
-            before: text,
+            before,
             after,
         },
         matched,
