@@ -144,14 +144,14 @@ fn v1(crd: &Value) -> &Value {
 }
 
 /// Equal as JSON, numbers by value (`0` and `0.0` are the same minimum).
-fn same(a: &Value, b: &Value) -> bool {
+fn equal_as_json(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal_as_json(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal_as_json(v, w)))
         }
         _ => a == b,
     }
@@ -188,7 +188,7 @@ const COMPARED: [&str; 18] = [
 fn compare(ours: &Value, fluxs: &Value, path: &str, out: &mut BTreeMap<String, String>) {
     for key in COMPARED {
         let (a, b) = (&ours[key], &fluxs[key]);
-        if !same(a, b) {
+        if !equal_as_json(a, b) {
             out.insert(format!("{path}: {key}"), format!("ours {a}, Flux's {b}"));
         }
     }
@@ -292,7 +292,7 @@ fn the_v1_schema_is_fluxs() {
         let (ov1, fv1) = (v1(&ours), v1(&fluxs));
         // Printer columns: Flux's, in Flux's order, with Flux's priorities.
         assert!(
-            same(
+            equal_as_json(
                 &ov1["additionalPrinterColumns"],
                 &fv1["additionalPrinterColumns"]
             ),
