@@ -1328,7 +1328,14 @@ fn serve_logs_say_things_once_and_plainly() {
     };
     let s = start(&insecure, "insecure", &["--leader-elect=false"]);
     s.wait_ready(Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(1));
+    // Ready means every client was made: the warning is in the log by now,
+    // or once the log is read that far.
+    wait_for(
+        Duration::from_secs(30),
+        "the insecure-skip-tls-verify warning",
+        || s.logs().contains("insecure-skip-tls-verify").then_some(()),
+        || s.logs(),
+    );
     let logs = s.logs();
     assert_eq!(
         logs.matches("insecure-skip-tls-verify").count(),

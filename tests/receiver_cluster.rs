@@ -9,7 +9,7 @@
 
 use imageauto_tests::git::{HttpsGit, Repos, git_text};
 use imageauto_tests::kube::Cluster;
-use imageauto_tests::registry::{Auth, Pusher, Registry, Tls};
+use imageauto_tests::registry::{Auth, FakeServer, Pusher, Registry, Tls};
 use imageauto_tests::serve::{Serve, wait_for};
 use sha2::Digest;
 use std::time::Duration;
@@ -84,6 +84,21 @@ fn a_pushed_tag_reaches_git_through_the_registrys_notifications() {
             "notifications:\n  endpoints:\n    - name: imageauto\n      url: http://127.0.0.1:{rport}{hook}\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n      ignore:\n        actions: [pull]\n"
         ),
     );
+    // Until serve listens, a stand-in on the receiver's port takes the
+    // registry's notifications of the first pushes, so that none is left
+    // for the registry to deliver again once serve is up.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = {
+        let seen = seen.clone();
+        FakeServer::start_on(&format!("127.0.0.1:{rport}"), move |req| {
+            // Without the blanks the registry indents its JSON with.
+            let body = String::from_utf8_lossy(&req.body);
+            seen.lock()
+                .unwrap()
+                .extend(body.chars().filter(|c| !c.is_whitespace()));
+            (200, Vec::new(), Vec::new())
+        })
+    };
     push(&reg, "team/web", &["1.0.0"]);
     let host = reg.host();
     let (_repos, bare, _git) = fleet(
@@ -129,6 +144,19 @@ spec:
         token = b64("notify-token"),
     ));
     push(&reg, "team/other", &["0.1.0"]);
+    // The registry sends its events in order: the last push's tag event
+    // means every earlier one was delivered too.
+    wait_for(
+        Duration::from_secs(30),
+        "the registry's notification of team/other:0.1.0",
+        || {
+            let seen = seen.lock().unwrap();
+            (seen.contains("\"repository\":\"team/other\"") && seen.contains("\"tag\":\"0.1.0\""))
+                .then_some(())
+        },
+        || seen.lock().unwrap().clone(),
+    );
+    drop(sink);
     let s = Serve::start(
         bin(),
         c,
@@ -160,9 +188,6 @@ spec:
         },
         || s.logs(),
     );
-    // The registry retries what it could not deliver before serve started:
-    // let that backlog drain.
-    std::thread::sleep(Duration::from_secs(4));
     let other_scan = c.get_json(&["-n", &ns, "imagerepository", "other"])["status"]["lastScanResult"]["scanTime"].clone();
     // A new tag: the registry tells the receiver, and the commit follows.
     let started = std::time::Instant::now();
