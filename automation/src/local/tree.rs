@@ -7,6 +7,7 @@ pub use crate::setters::{FileChanges, is_manifest_name};
 use crate::setters::{Rewrite, rewrite};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::Permissions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,11 @@ fn file_kind(ft: &std::fs::FileType) -> &'static str {
 /// blocking (the open of a FIFO would wait for a writer; a socket cannot be
 /// opened), then looked at.
 pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, TreeError> {
+    read_regular_file(path, cap).map(|(bytes, _)| bytes)
+}
+
+/// [`read_regular`], with the file's permissions as it was read.
+fn read_regular_file(path: &Path, cap: u64) -> Result<(Vec<u8>, Permissions), TreeError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let shown = || path.display().to_string();
@@ -77,7 +83,7 @@ pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, TreeError> {
     if bytes.len() as u64 > cap {
         return Err(TreeError::TooLarge { path: shown(), cap });
     }
-    Ok(bytes)
+    Ok((bytes, meta.permissions()))
 }
 
 /// An entry of a tree that was not read, and why.
@@ -281,7 +287,9 @@ struct Temporary {
 }
 
 impl Temporary {
-    fn create(dir: &Path) -> std::io::Result<Temporary> {
+    /// A new file in `dir`, created with `mode` (less the umask).
+    fn create(dir: &Path, mode: u32) -> std::io::Result<Temporary> {
+        use std::os::unix::fs::OpenOptionsExt;
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut live = live();
@@ -300,6 +308,7 @@ impl Temporary {
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(mode)
                 .open(&path)
             {
                 Ok(file) => {
@@ -342,13 +351,23 @@ impl Drop for Temporary {
 /// (No fsync: the next commit records the files; a crash before it loses
 /// nothing that the next run does not redo.)
 pub fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) => replace_file(path, content, Some(m.permissions())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => replace_file(path, content, None),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`write_atomically`] for a file whose permissions are known already
+/// (`None`: there is no such file yet).
+fn replace_file(path: &Path, content: &str, known: Option<Permissions>) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let perms = match std::fs::metadata(path) {
-        Ok(m) => {
-            if m.permissions().readonly() {
+    let perms = match known {
+        Some(p) => {
+            if p.readonly() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
                     "the file is read-only (no write permission): left as it is; make it writable to let it be updated",
@@ -365,19 +384,35 @@ pub fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
                     ),
                 )
             })?;
-            Some(m.permissions())
+            Some(p)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
+        None => None,
     };
-    let mut tmp = Temporary::create(dir)?;
+    use std::os::unix::fs::PermissionsExt;
+    // Created with the file's mode: where the umask takes none of its bits
+    // away, that is the mode already, and the inode is not changed again.
+    let mode = perms.as_ref().map_or(0o666, |p| p.mode() & 0o777);
+    let mut tmp = Temporary::create(dir, mode)?;
     if let Some(f) = tmp.file.as_mut() {
         f.write_all(content.as_bytes())?;
-        if let Some(p) = perms {
+        if let Some(p) = perms
+            && umask().is_none_or(|m| p.mode() & 0o7777 != mode & !m)
+        {
             f.set_permissions(p)?;
         }
     }
     tmp.persist(path)
+}
+
+/// The process's umask, as Linux shows it in `/proc/self/status` (none
+/// where it is not shown: then the mode is always set).
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
 }
 
 /// An I/O error's text without Rust's ` (os error N)` suffix.
@@ -410,7 +445,7 @@ fn process(
     write: bool,
 ) -> Processed {
     let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
-    let bytes = match read_regular(path, MAX_FILE_BYTES) {
+    let (bytes, permissions) = match read_regular_file(path, MAX_FILE_BYTES) {
         Ok(b) => b,
         Err(e) => {
             return Processed::Skipped(Skipped {
@@ -430,7 +465,7 @@ fn process(
         return Processed::Unchanged(matched);
     };
     let (before, after) = if write {
-        if let Err(e) = write_atomically(path, &after) {
+        if let Err(e) = replace_file(path, &after, Some(permissions)) {
             return Processed::Skipped(Skipped {
                 path: rel,
                 reason: format!("cannot write: {e}"),
@@ -506,4 +541,49 @@ pub fn update_tree(
     report.files.sort_by(|a, b| a.path.cmp(&b.path));
     report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A rewritten file keeps its mode, whether or not the umask would have
+    /// taken bits of it away from a new file.
+    #[test]
+    fn a_rewritten_file_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "image: app:1.0.0 # {\"$imagepolicy\": \"ns:app\"}\n";
+        let modes = [0o600, 0o640, 0o644, 0o664, 0o666, 0o755, 0o777, 0o4755];
+        for mode in modes {
+            let path = dir.path().join(format!("m{mode:o}.yaml"));
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
+        }
+        let images = BTreeMap::from([(
+            "ns:app".to_string(),
+            ImageRef {
+                name: "app".into(),
+                tag: "2.0.0".into(),
+                digest: None,
+            },
+        )]);
+        let report = update_tree(dir.path(), dir.path(), &images, true).unwrap();
+        assert_eq!(report.files.len(), modes.len(), "{report:?}");
+        for mode in modes {
+            let path = dir.path().join(format!("m{mode:o}.yaml"));
+            assert!(std::fs::read_to_string(&path).unwrap().contains("app:2.0.0"));
+            let now = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(now, mode, "{}: {now:o}", path.display());
+        }
+        // And a new file gets what a new file gets.
+        let new = dir.path().join("new.yaml");
+        write_atomically(&new, text).unwrap();
+        let made = dir.path().join("made.yaml");
+        std::fs::write(&made, text).unwrap();
+        assert_eq!(
+            std::fs::metadata(&new).unwrap().permissions().mode(),
+            std::fs::metadata(&made).unwrap().permissions().mode()
+        );
+    }
 }
