@@ -389,30 +389,20 @@ fn replace_file(path: &Path, content: &str, known: Option<Permissions>) -> std::
         None => None,
     };
     use std::os::unix::fs::PermissionsExt;
-    // Created with the file's mode: where the umask takes none of its bits
-    // away, that is the mode already, and the inode is not changed again.
+    // Created with the file's mode: where the umask (or the folder's default
+    // ACL) takes none of its bits away, that is the mode already, and the
+    // inode is not changed again.
     let mode = perms.as_ref().map_or(0o666, |p| p.mode() & 0o777);
     let mut tmp = Temporary::create(dir, mode)?;
     if let Some(f) = tmp.file.as_mut() {
         f.write_all(content.as_bytes())?;
         if let Some(p) = perms
-            && umask().is_none_or(|m| p.mode() & 0o7777 != mode & !m)
+            && f.metadata()?.permissions().mode() & 0o7777 != p.mode() & 0o7777
         {
             f.set_permissions(p)?;
         }
     }
     tmp.persist(path)
-}
-
-/// The process's umask, as Linux shows it in `/proc/self/status` (none
-/// where it is not shown: then the mode is always set).
-fn umask() -> Option<u32> {
-    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *UMASK.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-        u32::from_str_radix(line.trim(), 8).ok()
-    })
 }
 
 /// An I/O error's text without Rust's ` (os error N)` suffix.
@@ -572,7 +562,11 @@ mod tests {
         assert_eq!(report.files.len(), modes.len(), "{report:?}");
         for mode in modes {
             let path = dir.path().join(format!("m{mode:o}.yaml"));
-            assert!(std::fs::read_to_string(&path).unwrap().contains("app:2.0.0"));
+            assert!(
+                std::fs::read_to_string(&path)
+                    .unwrap()
+                    .contains("app:2.0.0")
+            );
             let now = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
             assert_eq!(now, mode, "{}: {now:o}", path.display());
         }
