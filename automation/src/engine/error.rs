@@ -80,8 +80,10 @@ pub enum EngineError {
     /// cancelled because the process is stopping.
     #[error("a blocking task ended without its result: {0}")]
     Blocking(#[source] tokio::task::JoinError),
-    /// The engine or this replica cannot do the work any more (it is
-    /// shutting down, or no longer leads).
+    /// Something the work needs went away or failed outside the object
+    /// (the engine is shutting down, this replica no longer leads, the
+    /// repository left the cache, the tag store or the event poster
+    /// failed).
     #[error("{0}")]
     Internal(String),
 }

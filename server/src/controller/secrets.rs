@@ -171,7 +171,12 @@ async fn cloud_keychain(
                 provider_name(repo.spec.provider),
             )));
         }
+        // Flux's wording: the API's answer, or "not found".
         let account: ServiceAccount = get(client, &ns, sa).await.map_err(|why| {
+            let why = match why {
+                Unavailable::Unreadable(answer) => answer,
+                Unavailable::NotFound => why.to_string(),
+            };
             EngineError::Source(format!("failed to get service account '{ns}/{sa}': {why}"))
         })?;
         identity = Some(ServiceAccountIdentity {
