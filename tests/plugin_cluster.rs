@@ -1328,12 +1328,14 @@ fn serve_logs_say_things_once_and_plainly() {
     };
     let s = start(&insecure, "insecure", &["--leader-elect=false"]);
     s.wait_ready(Duration::from_secs(60));
-    // Ready means every client was made: the warning is in the log by now,
-    // or once the log is read that far.
+    // Serve logs "caches synced: ready" once every watch has listed: by
+    // then the client was made (and warned about) and every connection of
+    // the start (which kube's TLS client would log) was opened. The log is
+    // read in order, so once that line is read, so is all that came before.
     wait_for(
         Duration::from_secs(30),
-        "the insecure-skip-tls-verify warning",
-        || s.logs().contains("insecure-skip-tls-verify").then_some(()),
+        "the log line of readiness",
+        || s.logs().contains("caches synced: ready").then_some(()),
         || s.logs(),
     );
     let logs = s.logs();
