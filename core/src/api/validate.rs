@@ -54,20 +54,21 @@ pub fn is_timeout(s: &str) -> bool {
     parse_duration(s).is_some() && !s.contains('h')
 }
 
-fn check_duration(field: &str, value: &str, out: &mut Vec<FieldError>) {
-    if parse_duration(value).is_none() {
+fn check_duration(field: &str, value: &str, out: &mut Vec<FieldError>) -> Option<Duration> {
+    let parsed = parse_duration(value);
+    if parsed.is_none() {
         out.push(
             FieldError::error(field, format!("{value:?} is not a duration"))
                 .hint("write a Go duration such as 30s, 5m or 1h30m"),
         );
     }
+    parsed
 }
 
 /// [`check_duration`] for a reconciliation interval, warning under a
 /// minute: every interval is a registry or Git request per object.
 fn check_interval(field: &str, value: &str, out: &mut Vec<FieldError>) {
-    check_duration(field, value, out);
-    let Some(d) = parse_duration(value) else {
+    let Some(d) = check_duration(field, value, out) else {
         return;
     };
     let message = if d.is_zero() {
