@@ -32,7 +32,7 @@ struct KindResult {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindReason {
     kind: &'static str,
-    reason: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,7 +42,7 @@ struct KindLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
-    result: String,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,7 +148,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A reconciliation's outcome: count, duration, and its error reason.
-    pub fn reconciled(&self, kind: &'static str, d: Duration, error: Option<&str>) {
+    pub fn reconciled(&self, kind: &'static str, d: Duration, error: Option<&'static str>) {
         let result = if error.is_some() { "error" } else { "success" };
         self.reconcile
             .get_or_create(&KindResult { kind, result })
@@ -158,32 +158,21 @@ impl Metrics {
             .observe(d.as_secs_f64());
         if let Some(reason) = error {
             self.reconcile_errors
-                .get_or_create(&KindReason {
-                    kind,
-                    reason: reason.to_string(),
-                })
+                .get_or_create(&KindReason { kind, reason })
                 .inc();
         }
     }
 
     /// A registry scan: `success`, or the reason of its failure.
-    pub fn scanned(&self, result: &str, d: Duration) {
+    pub fn scanned(&self, result: &'static str, d: Duration) {
         self.scan_duration.observe(d.as_secs_f64());
-        self.scans
-            .get_or_create(&ResultLabel {
-                result: result.to_string(),
-            })
-            .inc();
+        self.scans.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// A push to Git, done or failed.
     pub fn pushed(&self, done: bool) {
         let result = if done { "pushed" } else { "failed" };
-        self.pushes
-            .get_or_create(&ResultLabel {
-                result: result.into(),
-            })
-            .inc();
+        self.pushes.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// An admission answer of `rule`.
@@ -197,11 +186,9 @@ impl Metrics {
     }
 
     /// A request to a Receiver's path, by what was answered.
-    pub fn receiver_event(&self, result: &str) {
+    pub fn receiver_event(&self, result: &'static str) {
         self.receiver_events
-            .get_or_create(&ResultLabel {
-                result: result.to_string(),
-            })
+            .get_or_create(&ResultLabel { result })
             .inc();
     }
 

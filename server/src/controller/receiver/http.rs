@@ -122,7 +122,7 @@ impl Receivers {
         }
     }
 
-    fn count(&self, result: &str) {
+    fn count(&self, result: &'static str) {
         self.metrics.receiver_event(result);
     }
 
