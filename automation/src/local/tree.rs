@@ -164,8 +164,9 @@ pub fn manifest_files(root: &Path, dir: &Path) -> Result<Listing, TreeError> {
         listing.files.push(start);
         return Ok(listing);
     }
-    // A folder's entries, sorted by name, and how many were taken: walked
-    // depth first in that order, the files come out sorted as paths are.
+    // A folder's entries, sorted by name: walked depth first in that order
+    // (each folder with how many of its entries were taken), the files come
+    // out sorted as paths are.
     let sorted = |d: &Path| -> Result<Vec<(std::ffi::OsString, std::fs::DirEntry)>, TreeError> {
         let mut entries: Vec<_> = std::fs::read_dir(d)
             .map_err(io(d))?
@@ -184,18 +185,18 @@ pub fn manifest_files(root: &Path, dir: &Path) -> Result<Listing, TreeError> {
             continue;
         };
         *next += 1;
-        let path = e.path();
         let Ok(ft) = e.file_type() else { continue };
         let name = name.to_string_lossy();
         if ft.is_dir() {
             if name != ".git" {
-                let inner = sorted(&path)?;
+                let inner = sorted(&e.path())?;
                 stack.push((inner, 0));
             }
         } else if ft.is_symlink() {
             if !is_manifest_name(&name) {
                 continue;
             }
+            let path = e.path();
             let reason = match (path.canonicalize(), std::fs::metadata(&path)) {
                 (Ok(target), Ok(m)) if m.is_file() && target.starts_with(&root) => {
                     listing.files.push(target);
@@ -218,11 +219,11 @@ pub fn manifest_files(root: &Path, dir: &Path) -> Result<Listing, TreeError> {
             listing.not_read.push(NotRead { path, reason });
         } else if ft.is_file() {
             if is_manifest_name(&name) {
-                listing.files.push(path);
+                listing.files.push(e.path());
             }
         } else if is_manifest_name(&name) {
             listing.not_read.push(NotRead {
-                path,
+                path: e.path(),
                 reason: format!("{}, not read", file_kind(&ft)),
             });
         }
