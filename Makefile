@@ -142,8 +142,8 @@ fuzz:
 	mkdir -p fuzz/corpus/setters && cp tests/golden/setters/*.in.* fuzz/corpus/setters/
 	cd fuzz && $(CARGO) fuzz run -s none setters corpus/setters -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
 
-# Release archive (binary and LICENSE), its sha256, and the krew manifest
-# rendered for it, in dist/.
+# Release archive (the binary, kubectl_complete-imageauto and LICENSE), its
+# sha256, and the krew manifest rendered for it, in dist/.
 dist: build
 	scripts/dist.sh $(BIN) dist
 
