@@ -51,6 +51,33 @@ impl Node {
         }
     }
 
+    /// The node with the state of the object of kind `K` it names, and the
+    /// object; as it is when there is none, with why when it cannot be read.
+    async fn read<K: kube::Resource<DynamicType = ()>>(
+        self,
+        client: &kube::Client,
+    ) -> Result<(Node, Option<Value>)> {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &self.namespace,
+            &ApiResource::erase::<K>(&()),
+        );
+        Ok(match api.get_opt(&self.name).await {
+            Ok(Some(o)) => {
+                let v = serde_json::to_value(&o)?;
+                (self.with_state(&v), Some(v))
+            }
+            Ok(None) => (self, None),
+            Err(e) => (
+                Node {
+                    message: explain(e, "reading it").to_string(),
+                    ..self
+                },
+                None,
+            ),
+        })
+    }
+
     fn with_state(mut self, v: &Value) -> Node {
         let (r, m) = ready_of(v);
         self.ready = Some(r);
@@ -137,25 +164,12 @@ pub fn tree(args: TreeArgs) -> Result<Exit> {
             .clone()
             .unwrap_or_else(|| ns.clone());
         let sname = a.spec.source_ref.name.clone();
-        let sources: Api<DynamicObject> = Api::namespaced_with(
-            k.client.clone(),
-            &sns,
-            &ApiResource::erase::<GitRepository>(&()),
-        );
         let source = Node::new(SOURCE_GROUP, "GitRepository", &sns, &sname);
-        root.children.push(match sources.get_opt(&sname).await {
-            Ok(Some(s)) => {
-                let sv = serde_json::to_value(&s)?;
-                let mut n = source.with_state(&sv);
-                n.url = Some(sv["spec"]["url"].as_str().unwrap_or("").to_string());
-                n
-            }
-            Ok(None) => source,
-            Err(e) => Node {
-                message: explain(e, "reading it").to_string(),
-                ..source
-            },
-        });
+        let (mut source, found) = source.read::<GitRepository>(&k.client).await?;
+        if let Some(sv) = found {
+            source.url = Some(sv["spec"]["url"].as_str().unwrap_or("").to_string());
+        }
+        root.children.push(source);
         let policies: Api<ImagePolicy> = Api::namespaced(k.client.clone(), &ns);
         let list = policies
             .list(&ListParams::default())
@@ -168,20 +182,9 @@ pub fn tree(args: TreeArgs) -> Result<Exit> {
             let pv = serde_json::to_value(p)?;
             let mut pn = Node::new(IMAGE_GROUP, "ImagePolicy", &ns, &p.name_any()).with_state(&pv);
             let (rns, rname) = automation::api::plan::repository_of(p);
-            let repos: Api<DynamicObject> = Api::namespaced_with(
-                k.client.clone(),
-                &rns,
-                &ApiResource::erase::<ImageRepository>(&()),
-            );
             let rn = Node::new(IMAGE_GROUP, "ImageRepository", &rns, &rname);
-            pn.children.push(match repos.get_opt(&rname).await {
-                Ok(Some(rp)) => rn.with_state(&serde_json::to_value(&rp)?),
-                Ok(None) => rn,
-                Err(e) => Node {
-                    message: explain(e, "reading it").to_string(),
-                    ..rn
-                },
-            });
+            pn.children
+                .push(rn.read::<ImageRepository>(&k.client).await?.0);
             root.children.push(pn);
         }
         if args.output == crate::output::TextOrJson::Json {
